@@ -7,7 +7,8 @@
 from trainer.twin.collect import collect_transitions, fixed_policy, random_policy
 from trainer.twin.config import TwinConfig
 from trainer.twin.history import histories, history_index
-from trainer.twin.twin import Twin, TwinStep
+from trainer.twin.rollout import TwinRollouts, TwinStep
+from trainer.twin.twin import Twin
 
-__all__ = ["Twin", "TwinConfig", "TwinStep", "collect_transitions", "fixed_policy",
+__all__ = ["Twin", "TwinConfig", "TwinStep", "TwinRollouts", "collect_transitions", "fixed_policy",
            "random_policy", "histories", "history_index"]
