@@ -103,3 +103,32 @@ def test_metadata_keys(tmp_path):
         assert k in meta
     assert float(meta["total_bandwidth_hz"]) == 20e6
     assert json.loads(meta["state_scales"]) == [100.0, 1000.0, 10.0]
+
+
+def test_controller_runner_loads_export_and_agrees_with_torch(tmp_path):
+    from slicetwin.onnx_policy import OnnxPolicy
+
+    torch.manual_seed(4)
+    model = StudentMLP(3, 4851, 16)
+    blob = to_onnx(model, n_units=100, version="s-1").SerializeToString()
+    pol = OnnxPolicy(blob)
+    assert pol.version == "s-1" and pol.n_actions == 4851
+    x = np.random.default_rng(0).random((10_000, 3), dtype=np.float32) * 3
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).argmax(1).numpy()
+    assert np.array_equal(pol.act_batch(x), ref)
+    assert all(pol.act(x[i]) == ref[i] for i in range(200))
+
+
+def test_controller_runner_refuses_bad_files(tmp_path):
+    from slicetwin.onnx_policy import ModelRejected, OnnxPolicy
+
+    blob = to_onnx(StudentMLP(3, 171, 4), n_units=20).SerializeToString()
+    with pytest.raises(ModelRejected, match="does not parse"):
+        OnnxPolicy(blob[: len(blob) // 2])
+    m = to_onnx(StudentMLP(3, 171, 4), n_units=20)
+    for p in m.metadata_props:
+        if p.key == "slicetwin.n_units":
+            p.value = "100"
+    with pytest.raises(ModelRejected, match="171 logits"):
+        OnnxPolicy(m.SerializeToString())
