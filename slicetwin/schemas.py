@@ -71,9 +71,13 @@ class KPIReport(_Strict):
 
 
 class Decision(_Strict):
+    """The controller's answer for one report: the allocation to apply in the next window."""
+
     cell_id: str
-    window: int
+    window: int = Field(description="the report's window; the allocation applies to window + 1")
     decision_id: str
-    policy_version: str
-    fallback: bool
+    policy_version: str = Field(description="model version, or 'fallback'")
+    fallback: bool = Field(description="true when the demand-proportional fallback decided")
+    explored: bool = Field(default=False, description="true when epsilon exploration decided")
+    action: int | None = Field(default=None, description="action index (ActionCodec order)")
     allocation: list[SliceAllocation]

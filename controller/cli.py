@@ -1,0 +1,83 @@
+"""``slicetwin controller``, ``slicetwin gnb`` and ``slicetwin bench controller``.
+
+Module level imports typer and the standard library only (the controller must never import
+torch; see tests/test_controller_notorch.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
+bench_app = typer.Typer(no_args_is_help=True)
+
+
+@app.command()
+def controller(
+    host: str = typer.Option(None, help="bind address (env SLICETWIN_HOST, default 127.0.0.1)"),
+    port: int = typer.Option(None, help="port (env SLICETWIN_PORT, default 8080)"),
+    model_path: str = typer.Option(None, help="ONNX policy file (env SLICETWIN_MODEL_PATH)"),
+    redis_url: str = typer.Option(None, help="Redis URL (env SLICETWIN_REDIS_URL)"),
+    log_level: str = typer.Option(None, help="uvicorn log level (env SLICETWIN_LOG_LEVEL)"),
+) -> None:
+    """Run the controller (FastAPI + uvicorn, one worker). Settings: SLICETWIN_* env vars."""
+    for name, val in (("HOST", host), ("PORT", port), ("MODEL_PATH", model_path),
+                      ("REDIS_URL", redis_url), ("LOG_LEVEL", log_level)):
+        if val is not None:
+            os.environ[f"SLICETWIN_{name}"] = str(val)
+    import uvicorn
+
+    from controller.app import create_app
+    from controller.settings import ControllerSettings
+
+    s = ControllerSettings()
+    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level=s.log_level,
+                access_log=False, workers=1)
+
+
+@app.command()
+def gnb(
+    controller: str = typer.Option("http://127.0.0.1:8080", "--controller", help="controller URL"),
+    cells: int = typer.Option(4, min=1, help="simulated cells"),
+    windows: int = typer.Option(50, min=1, help="observation windows to run"),
+    batch: bool = typer.Option(False, "--batch", help="one batch request per window"),
+    seed: int = typer.Option(0),
+    api_key: str = typer.Option(None, envvar="SLICETWIN_API_KEY"),
+    cell_prefix: str = typer.Option("gnb", help="cell ids are <prefix>-<i>"),
+    start_window: int = typer.Option(None, help="first window number (default: wall clock)"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON line"),
+) -> None:
+    """Run simulator cells in closed loop with a controller; print per-slice SSR / utility."""
+    from controller.gnb import GnbConfig, print_summary, run_gnb
+
+    s = run_gnb(GnbConfig(controller=controller, cells=cells, windows=windows, batch=batch,
+                          seed=seed, api_key=api_key, cell_prefix=cell_prefix,
+                          start_window=start_window, progress=not as_json))
+    if as_json:
+        typer.echo(json.dumps(s.to_dict()))
+    else:
+        print_summary(s)
+    if s.failed_requests or s.invariant_violations:
+        raise typer.Exit(1)
+
+
+@bench_app.command("controller")
+def bench_controller(
+    seconds: float = typer.Option(3.0, help="duration of each timed phase"),
+    serial_requests: int = typer.Option(3000),
+    rate: float = typer.Option(1000.0, help="offered load of the fixed-rate phase (req/s)"),
+    connections: int = typer.Option(16, help="connections of the max-throughput phase"),
+    batch_size: int = typer.Option(1000),
+    swaps: int = typer.Option(6, help="promotions during the hot-swap phase"),
+    redis: bool = typer.Option(True, help="start a private redis-server for the hot-swap phase"),
+) -> None:
+    """Start a real controller process, drive it from this one, print one JSON line."""
+    from controller.bench import BenchConfig, run_bench
+
+    res = run_bench(BenchConfig(seconds=seconds, serial_requests=serial_requests, rate=rate,
+                                connections=connections, batch_size=batch_size, swaps=swaps,
+                                use_redis=redis))
+    typer.echo(json.dumps(res))

@@ -1,0 +1,288 @@
+"""The decision path, independent of HTTP: report(s) in, allocation(s) out, transitions recorded.
+
+Per report (design.md section 2): state s_t from arrived packets; utility and shaped reward from
+the window's KPIs; close the cell's previous transition (s_{t-1}, a_{t-1}, r, s_t) when the
+window follows the previous one; choose a_t (student argmax, optional epsilon exploration,
+demand-proportional fallback when no model or inference fails); remember (s_t, a_t). Answers are
+rendered to JSON bytes here with a per-action cache of the allocation fragment, because JSON
+encoding is the largest per-decision cost of the batch endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+from controller.cells import CellMemory, WindowConflict
+from controller.sinks import Transition
+from slicetwin.actions import ActionCodec
+from slicetwin.fallback import DemandProportional
+from slicetwin.schemas import KPIReport
+from slicetwin.slices import SLICE_NAMES, slice_index
+from slicetwin.state import STATE_SCALES
+from slicetwin.utility import UtilityConfig
+
+log = logging.getLogger(__name__)
+
+FALLBACK_VERSION = "fallback"
+
+
+class ReportError(ValueError):
+    """A report that parses but cannot be used (422); ``loc`` names the field."""
+
+    def __init__(self, loc: list, message: str, kind: str = "validation"):
+        super().__init__(message)
+        self.loc, self.kind = loc, kind
+
+
+class DecisionEngine:
+    def __init__(self, codec: ActionCodec, holder, cells, sink, metrics, *,
+                 utility: UtilityConfig | None = None, gamma_min: float = 2.0,
+                 gamma_max: float = 2.6, sigma: float = 1e-4, explore_epsilon: float = 0.0,
+                 explore_budget: int = 0, explore_seed: int | None = None):
+        self.codec, self.holder, self.cells, self.sink, self.m = codec, holder, cells, sink, metrics
+        self.fallback = DemandProportional(codec)
+        u = utility or UtilityConfig()
+        self.alpha, self.beta = float(u.alpha), [float(b) for b in u.beta]
+        self.gmin, self.gmax, self.sigma = gamma_min, gamma_max, sigma
+        self.eps, self.budget = explore_epsilon, explore_budget
+        self.rng = np.random.default_rng(explore_seed)
+        self._scales = [float(s) for s in STATE_SCALES]
+        self._scales_np = STATE_SCALES.astype(np.float32)
+        self._id_prefix = os.urandom(4).hex()
+        self._counter = 0
+        self._alloc_cache: dict[int, str] = {}
+        self._units_table = codec.table
+        self._unit_hz = codec.unit_hz
+
+    # ------------------------------------------------------------------ helpers
+    def alloc_json(self, action: int) -> str:
+        s = self._alloc_cache.get(action)
+        if s is None:
+            units = self._units_table[action]
+            n = self.codec.n_units
+            s = json.dumps([{"slice": name, "bandwidth_hz": float(u) * self._unit_hz,
+                             "prb_ratio": float(u) / n}
+                            for name, u in zip(SLICE_NAMES, units, strict=True)])
+            self._alloc_cache[action] = s
+        return s
+
+    def _reward(self, utility: float, t: int) -> float:
+        g = min(self.gmin + self.sigma * t, self.gmax)
+        if utility < g:
+            return 0.0
+        if utility < self.gmax:
+            return 1.0
+        return 1.0 + (utility - self.gmax) / 2.0
+
+    def _reported_action(self, rep: KPIReport) -> int | None:
+        """Action index of the allocation the gNB says was in force (None if not reported)."""
+        if rep.allocation is None:
+            return None
+        units = [0] * self.codec.n_slices
+        seen = set()
+        for i, a in enumerate(rep.allocation):
+            try:
+                j = slice_index(a.slice)
+            except ValueError as e:
+                raise ReportError(["body", "allocation", i, "slice"], str(e)) from None
+            if j in seen:
+                raise ReportError(["body", "allocation", i, "slice"],
+                                  f"slice {a.slice!r} appears twice in allocation")
+            seen.add(j)
+            units[j] = round(a.bandwidth_hz / self._unit_hz)
+        if len(seen) != self.codec.n_slices:
+            raise ReportError(["body", "allocation"], "allocation must list every slice once")
+        try:
+            return int(self.codec.encode(units))
+        except ValueError as e:
+            raise ReportError(["body", "allocation"],
+                              f"allocation is not a valid split of {self.codec.n_units} units of "
+                              f"{self._unit_hz:g} Hz: {e}") from None
+
+    def _choose(self, cell_id: str, state: list, arrived: list) -> tuple[int, str, bool, bool]:
+        """(action, policy_version, fallback, explored) for one state."""
+        policy = self.holder.policy  # read once: this request finishes on this model
+        if policy is None:
+            self.m.fallbacks.labels("no_model").inc()
+            return int(self.fallback.act(arrived)), FALLBACK_VERSION, True, False
+        if self.eps > 0 and self.rng.random() < self.eps and self.cells.take_exploration(
+                cell_id, self.budget):
+            self.m.explored.inc()
+            return int(self.rng.integers(self.codec.n_actions)), policy.version, False, True
+        try:
+            return policy.act(state), policy.version, False, False
+        except Exception as e:
+            log.warning("inference failed (%s); fallback", e)
+            self.m.errors.labels("inference").inc()
+            self.m.fallbacks.labels("inference_error").inc()
+            return int(self.fallback.act(arrived)), FALLBACK_VERSION, True, False
+
+    def _next_id(self) -> str:
+        self._counter += 1
+        return f"{self._id_prefix}-{self._counter}"
+
+    def _close(self, cell_id: str, rep_window: int, prev: CellMemory | None, state: list,
+               reported: int | None, utility: float, reward: float, arrived: list,
+               sla: list, se: float, now: float) -> None:
+        """Record the transition that this report closes, if the windows are consecutive."""
+        if prev is None:
+            return
+        if rep_window != prev.window + 1:
+            self.m.window_gaps.inc()
+            return
+        action = prev.action
+        if reported is not None and reported != prev.action:
+            self.m.alloc_mismatch.inc()
+            action = reported  # learn from what actually ran
+        self.m.transitions_closed.inc()
+        self.m.reward.inc(reward)
+        self.sink.put(Transition(cell_id, rep_window, prev.state, action, reward, utility, state,
+                                 arrived, sla, se, prev.policy_version, prev.fallback,
+                                 prev.explored, now))
+
+    _TEMPLATE = ('{"cell_id":%s,"window":%d,"decision_id":"%s","policy_version":%s,'
+                 '"fallback":%s,"explored":%s,"action":%d,"allocation":%s}')
+
+    def _render(self, cell_id: str, window: int, did: str, version: str, fallback: bool,
+                explored: bool, action: int) -> str:
+        # printf-style template: measurably cheaper than json.dumps of a dict per decision
+        return self._TEMPLATE % (  # noqa: UP031
+            json.dumps(cell_id), window, did, json.dumps(version),
+            "true" if fallback else "false", "true" if explored else "false", action,
+            self.alloc_json(action))
+
+    def _observe(self, action: int, utility: float, ssr: list) -> None:
+        units = self._units_table[action]
+        n = self.codec.n_units
+        for j in range(len(units)):
+            u = float(units[j])
+            self.m.prb_children[j].set(u / n)
+            self.m.bw_children[j].set(u * self._unit_hz)
+            self.m.ssr_children[j].set(ssr[j])
+        self.m.utility.set(utility)
+        self.m.utility_hist.observe(utility)
+
+    # ------------------------------------------------------------------ single report
+    def decide(self, rep: KPIReport) -> tuple[str, dict]:
+        """One report -> (JSON answer, summary). Raises WindowConflict / ReportError."""
+        cell_id, window = rep.cell_id, rep.window
+        prev = self.cells.peek(cell_id) if self.cells.name == "local" else None
+        if prev is not None and window <= prev.window:  # fail fast before any work
+            raise WindowConflict("duplicate_window" if window == prev.window
+                                 else "window_backwards", cell_id, window, prev.window)
+        reported = self._reported_action(rep)
+        arrived, sla, ssr = [], [], []
+        se = 0.0
+        for k in rep.slices:
+            a, mt = k.arrived_packets, k.sla_met_packets
+            arrived.append(a)
+            sla.append(mt)
+            ssr.append(min(mt / a, 1.0) if a > 0 else 1.0)
+            se += k.spectral_efficiency
+        sc = self._scales
+        state = [arrived[0] / sc[0], arrived[1] / sc[1], arrived[2] / sc[2]]
+        utility = self.alpha * se + sum(b * s for b, s in zip(self.beta, ssr, strict=True))
+        reward = self._reward(utility, window)
+        action, version, fallback, explored = self._choose(cell_id, state, arrived)
+        mem = CellMemory(window, state, action, version, fallback, explored)
+        prev = self.cells.commit(cell_id, mem)  # atomic order check + store
+        now = time.time()
+        self._close(cell_id, window, prev, state, reported, utility, reward, arrived, sla, se,
+                    now)
+        self._observe(action, utility, ssr)
+        self.m.decision_counter(version, fallback).inc()
+        did = self._next_id()
+        return self._render(cell_id, window, did, version, fallback, explored, action), {
+            "action": action, "version": version, "fallback": fallback, "decision_id": did,
+            "explored": explored}
+
+    # ------------------------------------------------------------------ batch
+    def decide_batch(self, reps: list[KPIReport]) -> list[str]:
+        """Many reports (distinct cells) -> JSON answers in order; all or nothing on conflict."""
+        n = len(reps)
+        if n == 0:
+            return []
+        ids = [r.cell_id for r in reps]
+        if len(set(ids)) != n:
+            seen: dict[str, int] = {}
+            for i, c in enumerate(ids):
+                if c in seen:
+                    raise ReportError(["body", "reports", i, "cell_id"],
+                                      f"cell {c!r} appears twice in one batch (first at "
+                                      f"{seen[c]}); send its windows in separate requests")
+                seen[c] = i
+        if self.cells.name == "local":
+            for i, r in enumerate(reps):
+                p = self.cells.peek(r.cell_id)
+                if p is not None and r.window <= p.window:
+                    raise WindowConflict("duplicate_window" if r.window == p.window
+                                         else "window_backwards", r.cell_id, r.window, p.window, i)
+        reported = []
+        for i, r in enumerate(reps):
+            try:
+                reported.append(self._reported_action(r))
+            except ReportError as e:
+                e.loc = ["body", "reports", i, *e.loc[1:]]
+                raise
+        arrived = np.array([[k.arrived_packets for k in r.slices] for r in reps], dtype=np.float64)
+        sla = np.array([[k.sla_met_packets for k in r.slices] for r in reps], dtype=np.float64)
+        se = np.array([sum(k.spectral_efficiency for k in r.slices) for r in reps])
+        windows = np.array([r.window for r in reps], dtype=np.float64)
+        ssr = np.where(arrived > 0, np.minimum(sla / np.where(arrived > 0, arrived, 1), 1), 1.0)
+        utility = self.alpha * se + ssr @ np.asarray(self.beta)
+        g = np.minimum(self.gmin + self.sigma * windows, self.gmax)
+        reward = np.where(utility < g, 0.0,
+                          np.where(utility < self.gmax, 1.0, 1.0 + (utility - self.gmax) / 2))
+        states = (arrived / self._scales_np).astype(np.float32)
+        policy = self.holder.policy
+        fallback = np.zeros(n, dtype=bool)
+        if policy is None:
+            actions = np.asarray(self.fallback.act(arrived)).reshape(n)
+            fallback[:] = True
+            self.m.fallbacks.labels("no_model").inc(n)
+        else:
+            try:
+                actions = policy.act_batch(states)
+            except Exception as e:
+                log.warning("batch inference failed (%s); fallback", e)
+                self.m.errors.labels("inference").inc()
+                self.m.fallbacks.labels("inference_error").inc(n)
+                actions = np.asarray(self.fallback.act(arrived)).reshape(n)
+                fallback[:] = True
+        explored = np.zeros(n, dtype=bool)
+        if self.eps > 0 and policy is not None:
+            for i in np.flatnonzero(self.rng.random(n) < self.eps):
+                if not fallback[i] and self.cells.take_exploration(ids[i], self.budget):
+                    actions[i] = self.rng.integers(self.codec.n_actions)
+                    explored[i] = True
+            self.m.explored.inc(int(explored.sum()))
+        version = policy.version if policy is not None else FALLBACK_VERSION
+        st_l, act_l, arr_l, sla_l = (states.tolist(), actions.tolist(), arrived.tolist(),
+                                     sla.tolist())
+        se_l, u_l, r_l = se.tolist(), utility.tolist(), reward.tolist()
+        fb_l, ex_l = fallback.tolist(), explored.tolist()
+        vers = [FALLBACK_VERSION if f else version for f in fb_l]
+        mems = [(ids[i], CellMemory(reps[i].window, st_l[i], act_l[i], vers[i], fb_l[i], ex_l[i]))
+                for i in range(n)]
+        prevs = self.cells.commit_many(mems)
+        now = time.time()
+        for i in range(n):
+            self._close(ids[i], reps[i].window, prevs[i], st_l[i], reported[i], u_l[i], r_l[i],
+                        arr_l[i], sla_l[i], se_l[i], now)
+        self._observe(act_l[-1], u_l[-1], ssr[-1].tolist())
+        nf = int(fallback.sum())
+        if n - nf:
+            self.m.decision_counter(version, False).inc(n - nf)
+        if nf:
+            self.m.decision_counter(FALLBACK_VERSION, True).inc(nf)
+        out = []
+        for i in range(n):
+            self._counter += 1
+            out.append(self._render(ids[i], reps[i].window, f"{self._id_prefix}-{self._counter}",
+                                    vers[i], fb_l[i], ex_l[i], act_l[i]))
+        return out

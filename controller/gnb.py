@@ -1,0 +1,193 @@
+"""Fake gNB: simulator cells in closed loop with a controller over HTTP.
+
+Every window: step the simulator's cells with the allocation in force, post each cell's KPI
+report (one request per cell, or one batch request), apply the answered allocations from the next
+window on. A failed request keeps the cell's previous allocation (and is counted), as a real
+gNB would. Each answer is checked against the allocation invariants (sums to the carrier, every
+slice at least its minimum). Window numbers start by default at the wall clock in microseconds
+and count up by one per window, so a restarted or repeated run never sends a window the
+controller already saw for the same cell (the fake gNB runs much faster than real time).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from slicetwin.slices import SLICE_NAMES, slice_index
+
+
+@dataclass
+class GnbConfig:
+    controller: str = "http://127.0.0.1:8080"
+    cells: int = 4
+    windows: int = 50
+    batch: bool = False
+    seed: int = 0
+    api_key: str | None = None
+    cell_prefix: str = "gnb"
+    start_window: int | None = None  # default: int(time.time() * 1e6)
+    timeout_s: float = 5.0
+    progress: bool = True
+
+
+@dataclass
+class GnbSummary:
+    cells: int
+    windows: int
+    requests: int = 0
+    failed_requests: int = 0
+    decisions: int = 0
+    fallback_decisions: int = 0
+    invariant_violations: int = 0
+    versions: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)
+    latency_ms_p50: float = float("nan")
+    latency_ms_p99: float = float("nan")
+    ssr_mean: dict = field(default_factory=dict)
+    utility_mean: float = float("nan")
+    utility_first_half: float = float("nan")
+    utility_second_half: float = float("nan")
+    seconds: float = 0.0
+    answers: list = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "answers"}
+        return json.loads(json.dumps(d, default=float))
+
+
+def units_from_answer(ans: dict, codec) -> np.ndarray:
+    """Allocation of an answer -> units per slice (slice order), checked against the invariants."""
+    u = np.zeros(codec.n_slices, dtype=np.int64)
+    seen = set()
+    for a in ans["allocation"]:
+        j = slice_index(a["slice"])
+        seen.add(j)
+        u[j] = round(a["bandwidth_hz"] / codec.unit_hz)
+    if len(seen) != codec.n_slices:
+        raise ValueError(f"answer lacks slices: {ans['allocation']}")
+    total = sum(a["bandwidth_hz"] for a in ans["allocation"])
+    if abs(total - codec.total_bandwidth_hz) > 1e-6 * codec.total_bandwidth_hz:
+        raise ValueError(f"allocation sums to {total} Hz, not {codec.total_bandwidth_hz}")
+    if u.sum() != codec.n_units or (u < codec.min_units).any():
+        raise ValueError(f"allocation {u.tolist()} breaks the {codec.n_units}-unit / "
+                         f"min {codec.min_units} invariant")
+    return u
+
+
+def run_gnb(cfg: GnbConfig, keep_answers: bool = False) -> GnbSummary:
+    import httpx
+    from tqdm import tqdm
+
+    from slicetwin.sim.simulator import RanSimulator
+
+    sim = RanSimulator(n_cells=cfg.cells, seed=cfg.seed)
+    sim.reset()
+    codec = sim.codec
+    simcfg = sim.config
+    w0 = cfg.start_window if cfg.start_window is not None else int(time.time() * 1e6)
+    ids = [f"{cfg.cell_prefix}-{i}" for i in range(cfg.cells)]
+    units = np.tile(codec.from_weights(np.ones(codec.n_slices)), (cfg.cells, 1))
+    headers = {"content-type": "application/json"}
+    if cfg.api_key:
+        headers["authorization"] = f"Bearer {cfg.api_key}"
+    s = GnbSummary(cells=cfg.cells, windows=cfg.windows)
+    lat: list[float] = []
+    ssr_sum = np.zeros(codec.n_slices)
+    util: list[float] = []
+    t_start = time.perf_counter()
+
+    def note_error(kind: str) -> None:
+        s.failed_requests += 1
+        s.errors[kind] = s.errors.get(kind, 0) + 1
+
+    def apply(i: int, ans: dict) -> None:
+        s.decisions += 1
+        s.fallback_decisions += bool(ans.get("fallback"))
+        v = ans.get("policy_version", "?")
+        s.versions[v] = s.versions.get(v, 0) + 1
+        try:
+            units[i] = units_from_answer(ans, codec)
+        except (ValueError, KeyError) as e:
+            s.invariant_violations += 1
+            s.errors["invariant"] = s.errors.get("invariant", 0) + 1
+            if len(s.errors) < 50:
+                s.errors.setdefault("invariant_examples", str(e)[:200])
+        if keep_answers:
+            s.answers.append(ans)
+
+    with httpx.Client(base_url=cfg.controller, timeout=cfg.timeout_s, headers=headers) as client:
+        bar = tqdm(range(cfg.windows), desc="gnb windows", unit="win", disable=not cfg.progress)
+        for k in bar:
+            applied = units.copy()
+            _, kpis = sim.step(applied)
+            ssr_sum += kpis.ssr.mean(0)
+            util.append(float(kpis.utility.mean()))
+            reports = kpis.to_reports(ids, w0 + k, applied, simcfg)
+            bodies = [r.model_dump_json(exclude_none=True) for r in reports]
+            if cfg.batch:
+                t = time.perf_counter()
+                try:
+                    r = client.post("/v1/reports:batch",
+                                    content='{"reports":[' + ",".join(bodies) + "]}")
+                except httpx.HTTPError as e:
+                    note_error(type(e).__name__)
+                    continue
+                lat.append(time.perf_counter() - t)
+                s.requests += 1
+                if r.status_code != 200:
+                    note_error(str(r.status_code))
+                    continue
+                for i, ans in enumerate(r.json()["decisions"]):
+                    apply(i, ans)
+            else:
+                for i, body in enumerate(bodies):
+                    t = time.perf_counter()
+                    try:
+                        r = client.post("/v1/reports", content=body)
+                    except httpx.HTTPError as e:
+                        note_error(type(e).__name__)
+                        continue
+                    lat.append(time.perf_counter() - t)
+                    s.requests += 1
+                    if r.status_code != 200:
+                        note_error(str(r.status_code))
+                        continue
+                    apply(i, r.json())
+            if cfg.progress:
+                bar.set_postfix(utility=f"{util[-1]:.3f}", fb=s.fallback_decisions)
+    s.seconds = time.perf_counter() - t_start
+    if lat:
+        s.latency_ms_p50 = float(np.percentile(lat, 50) * 1e3)
+        s.latency_ms_p99 = float(np.percentile(lat, 99) * 1e3)
+    if util:
+        s.ssr_mean = {n: float(x) for n, x in zip(SLICE_NAMES, ssr_sum / len(util), strict=True)}
+        s.utility_mean = float(np.mean(util))
+        h = max(1, len(util) // 2)
+        s.utility_first_half = float(np.mean(util[:h]))
+        s.utility_second_half = float(np.mean(util[h:])) if len(util) > 1 else s.utility_mean
+    return s
+
+
+def print_summary(s: GnbSummary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    t = Table(title=f"fake gNB: {s.cells} cells x {s.windows} windows in {s.seconds:.1f} s")
+    t.add_column("slice")
+    t.add_column("mean SSR", justify="right")
+    for n, v in s.ssr_mean.items():
+        t.add_row(n, f"{v:.3f}")
+    c.print(t)
+    c.print(f"utility mean {s.utility_mean:.3f} (first half {s.utility_first_half:.3f}, second "
+            f"half {s.utility_second_half:.3f})")
+    c.print(f"requests {s.requests}, failed {s.failed_requests}, decisions {s.decisions}, "
+            f"fallback {s.fallback_decisions}, invariant violations {s.invariant_violations}")
+    c.print(f"request latency p50 {s.latency_ms_p50:.2f} ms, p99 {s.latency_ms_p99:.2f} ms; "
+            f"policy versions {s.versions}")
+    if s.errors:
+        c.print(f"errors: {s.errors}")

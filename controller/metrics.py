@@ -1,0 +1,88 @@
+"""Prometheus metrics of the controller (one private registry per app instance).
+
+Names follow Prometheus conventions: ``slicetwin_`` prefix, base units in the name, ``_total``
+for counters. Per-request updates touch pre-bound children only (sub-microsecond each).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from slicetwin.slices import SLICE_NAMES
+
+# sub-millisecond resolution where the controller lives, up to the near-RT loop's 1 s
+LATENCY_BUCKETS = (5e-5, 1e-4, 2e-4, 3e-4, 4e-4, 5e-4, 6e-4, 8e-4, 1e-3, 1.5e-3, 2e-3, 3e-3,
+                   5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0)
+ENDPOINTS = ("/v1/reports", "/v1/reports:batch", "/v1/e2/kpm")
+
+
+class ControllerMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.request_seconds = Histogram(
+            "slicetwin_request_duration_seconds", "Time from request start to response end",
+            ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter("slicetwin_requests_total", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=r)
+        self.decisions = Counter("slicetwin_decisions_total", "Allocations answered",
+                                 ["policy_version", "fallback"], registry=r)
+        self.fallbacks = Counter("slicetwin_fallback_decisions_total",
+                                 "Decisions made by the demand-proportional fallback",
+                                 ["reason"], registry=r)
+        self.explored = Counter("slicetwin_explored_decisions_total",
+                                "Decisions replaced by a random action (epsilon exploration)",
+                                registry=r)
+        self.prb_ratio = Gauge("slicetwin_allocation_prb_ratio",
+                               "Share of the carrier in the last allocation", ["slice"], registry=r)
+        self.bandwidth = Gauge("slicetwin_allocation_bandwidth_hz",
+                               "Bandwidth of the last allocation", ["slice"], registry=r)
+        self.ssr = Gauge("slicetwin_slice_ssr_ratio", "SLA satisfaction ratio in the last report",
+                         ["slice"], registry=r)
+        self.utility = Gauge("slicetwin_utility", "Utility (alpha*SE + sum beta*SSR) of the last "
+                             "report", registry=r)
+        self.utility_hist = Histogram("slicetwin_report_utility", "Utility per report",
+                                      buckets=(0, 0.5, 1, 1.5, 2, 2.2, 2.4, 2.6, 2.8, 3, 3.5, 4),
+                                      registry=r)
+        self.reward = Counter("slicetwin_reward_sum_total", "Sum of shaped rewards of closed "
+                              "transitions", registry=r)
+        self.swaps = Counter("slicetwin_model_swaps_total", "Policies swapped in", registry=r)
+        self.rejected = Counter("slicetwin_models_rejected_total", "Models refused on load",
+                                ["reason"], registry=r)
+        self.errors = Counter("slicetwin_errors_total", "Errors by kind", ["kind"], registry=r)
+        self.transitions_written = Counter("slicetwin_transitions_written_total",
+                                           "Transitions persisted by the sink", registry=r)
+        self.transitions_dropped = Counter("slicetwin_transitions_dropped_total",
+                                           "Transitions dropped (sink buffer full or sink error)",
+                                           registry=r)
+        self.transitions_closed = Counter("slicetwin_transitions_closed_total",
+                                          "Transitions closed by consecutive windows", registry=r)
+        self.window_gaps = Counter("slicetwin_window_gaps_total", "Reports that skipped windows "
+                                   "(no transition recorded)", registry=r)
+        self.alloc_mismatch = Counter("slicetwin_allocation_mismatch_total",
+                                      "Reports whose in-force allocation differs from the one "
+                                      "answered for that window", registry=r)
+        self.sink_buffer = Gauge("slicetwin_sink_buffer_transitions", "Transitions waiting in "
+                                 "the sink buffer", registry=r)
+        self.policy_info = Info("slicetwin_policy", "Policy in service", registry=r)
+        self.model_loaded = Gauge("slicetwin_model_loaded", "1 when a policy model is loaded",
+                                  registry=r)
+        # pre-bound children for the hot path
+        self.prb_children = [self.prb_ratio.labels(s) for s in SLICE_NAMES]
+        self.bw_children = [self.bandwidth.labels(s) for s in SLICE_NAMES]
+        self.ssr_children = [self.ssr.labels(s) for s in SLICE_NAMES]
+        self.latency_children = {e: self.request_seconds.labels(e) for e in ENDPOINTS}
+        self._decision_children: dict[tuple[str, bool], Counter] = {}
+        for kind in ("validation", "duplicate_window", "window_backwards", "unauthorized",
+                     "too_large", "inference", "sink", "cell_store", "internal", "kpm"):
+            self.errors.labels(kind)
+        self.transitions_written.inc(0)
+        for reason in ("no_model", "inference_error"):
+            self.fallbacks.labels(reason)
+
+    def decision_counter(self, version: str, fallback: bool):
+        key = (version, fallback)
+        c = self._decision_children.get(key)
+        if c is None:
+            c = self._decision_children[key] = self.decisions.labels(
+                version, "true" if fallback else "false")
+        return c

@@ -1,0 +1,71 @@
+"""Controller settings, read from ``SLICETWIN_*`` environment variables (pydantic-settings).
+
+Every field below can be set as ``SLICETWIN_<FIELD NAME IN CAPS>``; e.g. ``SLICETWIN_REDIS_URL``,
+``SLICETWIN_API_KEY``, ``SLICETWIN_EXPLORE_EPSILON``. Defaults give a self-contained controller:
+no Redis, no API key, a freshly initialised student (or the demand-proportional fallback).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ControllerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLICETWIN_", extra="ignore")
+
+    # --- model
+    model_source: Literal["auto", "registry", "file", "init", "none"] = Field(
+        "auto", description="auto: registry current if any, else model_path, else a fresh "
+        "random student; none: fallback policy only until a registry event brings a model")
+    model_path: str | None = Field(None, description="ONNX policy file (model_source file/auto)")
+    init_seed: int = Field(0, description="seed of the fresh student (model_source init)")
+    # --- action space (must match the model's metadata)
+    total_bandwidth_hz: float = Field(20e6, gt=0)
+    n_units: int = Field(100, gt=0, description="100 units = 200 kHz; 20 = 1 MHz")
+    min_units: int = Field(1, ge=0)
+    # --- Redis / registry
+    redis_url: str | None = Field(None, description="redis://host:port/db; enables the registry "
+                                  "watcher, the transitions stream and shared cell memory")
+    registry_prefix: str = "slicetwin:"
+    hmac_key: SecretStr = Field(SecretStr("slicetwin-dev-key-change-me"),
+                                description="shared HMAC-SHA256 key of the model registry")
+    cell_store: Literal["auto", "local", "redis"] = Field(
+        "auto", description="per-cell memory: redis (stateless replicas) or local (in-process); "
+        "auto = redis when redis_url is set")
+    cell_ttl_s: int = Field(3600, gt=0, description="cell memory expiry in Redis")
+    # --- transitions sink
+    transitions_sink: Literal["auto", "redis", "memory", "file", "none"] = "auto"
+    transitions_file: str | None = Field(None, description="JSON-lines file (sink file)")
+    transitions_stream: str = Field("transitions", description="stream key (after the prefix)")
+    transitions_maxlen: int = Field(1_000_000, gt=0, description="XADD MAXLEN ~ cap")
+    sink_buffer: int = Field(100_000, gt=0, description="bounded in-memory buffer; overflow is "
+                             "dropped and counted, never blocks a request")
+    sink_flush_interval_s: float = Field(0.02, gt=0)
+    # --- exploration (off by default; for Algorithm 1's agent-1 phase on live traffic)
+    explore_epsilon: float = Field(0.0, ge=0.0, le=1.0)
+    explore_budget_per_cell: int = Field(100, ge=0, description="max explored decisions per cell")
+    explore_seed: int | None = None
+    # --- reward shaping (slicetwin.utility.RewardShaper); t = the window index
+    reward_gamma_min: float = 2.0
+    reward_gamma_max: float = 2.6
+    reward_sigma: float = 1e-4
+    # --- security and limits
+    api_key: SecretStr | None = Field(None, description="bearer key required on POST endpoints")
+    max_body_bytes: int = Field(4_000_000, gt=0, description="larger bodies get 413")
+    max_batch: int = Field(20_000, gt=0, description="max reports per batch request")
+    # --- O-RAN rendering
+    plmn_id: str = Field("00101", description="PLMN identity (MCC+MNC) in RRMPolicyRatio members")
+    rrm_max_headroom_pct: int = Field(0, ge=0, le=100, description="rRMPolicyMaxRatio = "
+                                      "dedicated + this head-room (capped at 100)")
+    # --- server
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "warning"
+
+    @field_validator("redis_url", "model_path", "transitions_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v):
+        return None if v == "" else v

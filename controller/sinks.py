@@ -1,0 +1,244 @@
+"""Transition sinks (the data acquisition module): Redis stream, JSON-lines file, memory.
+
+The request path only appends a tuple to a bounded deque (O(1), never blocks); a background
+thread encodes and writes batches (one pipelined ``XADD MAXLEN ~`` round trip per batch for
+Redis). When the buffer is full the transition is dropped and counted, so a slow or absent
+Redis can never slow the control loop; the trainer learns from what arrives.
+
+Stream entry fields (all strings; arrays are JSON lists), matching ``trainer.data.Transitions``:
+``cell_id, cell, window, state, action, reward, utility, next_state, arrived, sla_met, se,
+policy_version, fallback, explored, ts``. ``cell`` is a stable int id (crc32 of ``cell_id``);
+``window`` is the window of ``next_state``; ``action`` was applied during that window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterable
+from typing import NamedTuple
+
+log = logging.getLogger(__name__)
+
+
+class Transition(NamedTuple):
+    cell_id: str
+    window: int  # window of next_state (the one whose KPIs gave the reward)
+    state: list  # normalised state of the previous window
+    action: int  # action index in force during ``window``
+    reward: float
+    utility: float
+    next_state: list
+    arrived: list  # KPIs of ``window``
+    sla_met: list
+    se: float
+    policy_version: str
+    fallback: bool
+    explored: bool
+    ts: float
+
+
+def cell_number(cell_id: str) -> int:
+    """Stable integer id of a cell (for ``Transitions.cell``)."""
+    return zlib.crc32(cell_id.encode())
+
+
+def encode(t: Transition) -> dict[str, str]:
+    return {"cell_id": t.cell_id, "cell": str(cell_number(t.cell_id)), "window": str(t.window),
+            "state": json.dumps(t.state), "action": str(t.action), "reward": repr(t.reward),
+            "utility": repr(t.utility), "next_state": json.dumps(t.next_state),
+            "arrived": json.dumps(t.arrived), "sla_met": json.dumps(t.sla_met),
+            "se": repr(t.se), "policy_version": t.policy_version,
+            "fallback": "1" if t.fallback else "0", "explored": "1" if t.explored else "0",
+            "ts": repr(t.ts)}
+
+
+def decode(fields: dict) -> dict:
+    """Inverse of :func:`encode` (accepts bytes keys/values from redis-py)."""
+    f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+         for k, v in fields.items()}
+    out: dict = {"cell_id": f["cell_id"], "cell": int(f["cell"]), "window": int(f["window"]),
+                 "action": int(f["action"]), "policy_version": f["policy_version"],
+                 "fallback": f["fallback"] == "1", "explored": f["explored"] == "1"}
+    for k in ("reward", "utility", "se", "ts"):
+        out[k] = float(f[k])
+    for k in ("state", "next_state", "arrived", "sla_met"):
+        out[k] = json.loads(f[k])
+    return out
+
+
+def to_transitions(decoded: Iterable[dict]):
+    """Decoded entries -> ``trainer.data.Transitions`` (numpy; imported lazily)."""
+    import numpy as np
+
+    from trainer.data import Transitions
+
+    rows = list(decoded)
+    if not rows:
+        return Transitions.empty()
+    col = lambda k, dt: np.asarray([r[k] for r in rows], dtype=dt)  # noqa: E731
+    return Transitions(state=col("state", np.float32), action=col("action", np.int64),
+                       reward=col("reward", np.float32), utility=col("utility", np.float32),
+                       next_state=col("next_state", np.float32), arrived=col("arrived", np.float32),
+                       sla_met=col("sla_met", np.float32), se=col("se", np.float32),
+                       cell=col("cell", np.int64), window=col("window", np.int64))
+
+
+class TransitionSink:
+    """Bounded buffer + background writer. Subclasses implement ``_write(batch)``."""
+
+    name = "base"
+
+    def __init__(self, buffer: int = 100_000, flush_interval_s: float = 0.02, batch: int = 2000,
+                 on_written=None, on_dropped=None):
+        self._buf: deque[Transition] = deque()
+        self._cap = buffer
+        self._interval = flush_interval_s
+        self._batch = batch
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.written = 0
+        self.dropped = 0
+        self._on_written = on_written or (lambda n: None)
+        self._on_dropped = on_dropped or (lambda n: None)
+        self._idle = threading.Event()
+        self._idle.set()
+
+    # request path -----------------------------------------------------------------
+    def put(self, t: Transition) -> bool:
+        if len(self._buf) >= self._cap:
+            self.dropped += 1
+            self._on_dropped(1)
+            return False
+        self._buf.append(t)
+        self._idle.clear()
+        if len(self._buf) >= self._batch:
+            self._wake.set()
+        return True
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    # background ---------------------------------------------------------------------
+    def start(self) -> TransitionSink:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        while self._buf:
+            batch = []
+            while self._buf and len(batch) < self._batch:
+                batch.append(self._buf.popleft())
+            try:
+                self._write(batch)
+            except Exception as e:  # sink down: these are lost, count them, keep going
+                log.warning("transition sink %s failed (%s); dropping %d", self.name, e,
+                            len(batch))
+                self.dropped += len(batch)
+                self._on_dropped(len(batch))
+                self._stop.wait(0.2)
+                continue
+            self.written += len(batch)
+            self._on_written(len(batch))
+        self._idle.set()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until the buffer is written (tests, shutdown)."""
+        if self._thread is None:
+            self._drain()
+            return True
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if not self._buf and self._idle.is_set():
+                return True
+            self._wake.set()
+            time.sleep(0.005)
+        return False
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        self._drain()
+
+    def _write(self, batch: list[Transition]) -> None:
+        raise NotImplementedError
+
+
+class MemorySink(TransitionSink):
+    """Keeps the newest ``keep`` transitions in memory (embedded demo, tests)."""
+
+    name = "memory"
+
+    def __init__(self, keep: int = 100_000, **kw):
+        super().__init__(**kw)
+        self.items: deque[Transition] = deque(maxlen=keep)
+
+    def _write(self, batch):
+        self.items.extend(batch)
+
+
+class NullSink(TransitionSink):
+    name = "none"
+
+    def _write(self, batch):
+        pass
+
+
+class FileSink(TransitionSink):
+    """Appends one JSON object per line (the :func:`encode` fields, decoded types)."""
+
+    name = "file"
+
+    def __init__(self, path: str, **kw):
+        super().__init__(**kw)
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def _write(self, batch):
+        self._fh.write("".join(json.dumps(decode(encode(t))) + "\n" for t in batch))
+        self._fh.flush()
+
+    def close(self) -> None:
+        super().close()
+        self._fh.close()
+
+
+class RedisStreamSink(TransitionSink):
+    """``XADD {prefix}transitions MAXLEN ~ N`` in pipelined batches."""
+
+    name = "redis"
+
+    def __init__(self, url: str, stream: str, maxlen: int = 1_000_000, **kw):
+        super().__init__(**kw)
+        import redis
+
+        self.stream, self.maxlen = stream, maxlen
+        self._r = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+
+    def _write(self, batch):
+        p = self._r.pipeline(transaction=False)
+        for t in batch:
+            p.xadd(self.stream, encode(t), maxlen=self.maxlen, approximate=True)
+        p.execute()
+
+    def close(self) -> None:
+        super().close()
+        self._r.close()
