@@ -16,6 +16,7 @@ from trainer.replay import ReplayBuffer
 STATES = np.array([[1.0, 0.0, 0.2], [0.0, 1.0, 0.7]], np.float32)
 BEST = np.array([3, 11])
 N_ACTIONS = 16
+torch.set_num_threads(1)  # tiny nets: thread hand-offs cost more than the maths on a busy box
 
 
 class AlternatingBandit:
@@ -58,13 +59,11 @@ def train_on_toy(name: str, lr: float, seed: int = 0, interactions: int = 1600) 
 
 @pytest.mark.parametrize("name", sorted(AGENTS))
 def test_agent_learns_known_optimum(name):
-    torch.set_num_threads(1)
     assert train_on_toy(name, lr=1e-3) == 1.0
 
 
 @pytest.mark.parametrize("name", sorted(AGENTS))
 def test_agent_with_broken_learning_step_fails(name):
-    torch.set_num_threads(1)
     assert train_on_toy(name, lr=0.0) < 1.0
 
 

@@ -26,6 +26,7 @@ class EnvStep:
     utility: np.ndarray  # (n,) utility of the window
     done: np.ndarray | None = None  # (n,) 1 where the episode ended (None: continuing task)
     uncertainty: np.ndarray | None = None  # (n,) twin disagreement, where a model produced it
+    kpis: dict[str, np.ndarray] | None = None  # arrived, sla_met (n, 3), se (n,): real windows
 
 
 class BatchEnv(Protocol):
@@ -41,8 +42,13 @@ class Learner:
 
     def __init__(self, agent: DQNAgent, rng: np.random.Generator,
                  replay: ReplayBuffer | None = None,
-                 sampler: Callable[[int, np.random.Generator], Batch] | None = None):
+                 sampler: Callable[[int, np.random.Generator], Batch] | None = None,
+                 train_every: float | None = None):
         self.agent, self.rng = agent, rng
+        # transitions per gradient step; None -> the agent's own ``train_every``
+        self.train_every = agent.cfg.train_every if train_every is None else float(train_every)
+        if self.train_every <= 0:
+            raise ValueError(f"train_every must be > 0, got {self.train_every}")
         self.replay = replay if replay is not None else ReplayBuffer(agent.cfg.buffer_size,
                                                                      agent.state_dim)
         self.sampler = sampler  # None: uniform from self.replay
@@ -69,7 +75,7 @@ class Learner:
         self.replay.add(state, action, reward, next_state, done)
         if not learn or len(self.replay) < self.agent.cfg.learning_starts:
             return 0
-        self._credit += len(np.atleast_1d(action)) / self.agent.cfg.train_every
+        self._credit += len(np.atleast_1d(action)) / self.train_every
         k = int(self._credit)
         self._credit -= k
         return self.train(k)
