@@ -14,7 +14,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY slicetwin ./slicetwin
 COPY controller ./controller
-# No extras: no torch, no onnx, no matplotlib. Fail the build if torch sneaks in.
+# No extras: no torch, matplotlib or scipy. Fail the build if torch sneaks in.
 RUN pip install . \
     && python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)" \
     && useradd --system --uid 10001 --no-create-home slicetwin

@@ -422,6 +422,11 @@ def test_dockerfiles_controller_slim_others_pin_cpu_torch():
     copied = set(re.findall(r"^COPY\s+(\S+)", code, re.M))
     assert {"slicetwin", "controller"} <= copied and not copied & {"trainer", "twin_service"}
     assert re.search(r"^USER\s+(?!root)", code, re.M), "controller image must not run as root"
+    # what `pip install .` (no extras) installs must not bring torch either
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not [d for d in deps if re.match(r"torch\b", d)], deps
     for f in ("twin.Dockerfile", "trainer.Dockerfile"):
         text = (DEPLOY / f).read_text()
         assert 'torch==2.13.0' in text and "download.pytorch.org/whl/cpu" in text, f
