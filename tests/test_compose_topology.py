@@ -403,6 +403,73 @@ def test_service_cli_exists(service):
         pytest.skip(reason)
 
 
+# settings class of each SliceTwin server (pydantic-settings), to check the compose environment
+SETTINGS = {"controller": ("controller.settings", "ControllerSettings"),
+            "twin": ("twin_service.settings", "TwinServiceSettings")}
+
+
+def settings_env_names(cls) -> set[str]:
+    """Environment variable names a pydantic-settings class reads (prefix+field, aliases)."""
+    from pydantic import AliasChoices
+
+    prefix = cls.model_config.get("env_prefix", "")
+    names = set()
+    for fname, f in cls.model_fields.items():
+        names.add((prefix + fname).upper())
+        va = f.validation_alias
+        choices = va.choices if isinstance(va, AliasChoices) else [va] if va else []
+        names |= {c.upper() for c in choices if isinstance(c, str)}
+        if f.alias:
+            names.add(f.alias.upper())
+    return names
+
+
+@pytest.mark.parametrize("service", sorted(SETTINGS))
+def test_compose_environment_is_what_the_service_reads(service, monkeypatch):
+    """pydantic-settings ignores unknown variables, so a misspelt SLICETWIN_* in the compose file
+    would be silently dropped: every variable with the service's prefix must be a field, and the
+    settings built from the file's environment must carry its Redis URL."""
+    import importlib
+
+    mod, cls_name = SETTINGS[service]
+    try:
+        cls = getattr(importlib.import_module(mod), cls_name)
+    except ModuleNotFoundError as e:
+        pytest.skip(f"{mod} not built yet: {e}")
+    env = service_env(load_compose()["services"][service])
+    prefix = cls.model_config.get("env_prefix", "").upper()
+    unknown = {k for k in env if k.upper().startswith(prefix)} - settings_env_names(cls)
+    assert not unknown, f"{service}: {cls_name} does not read {sorted(unknown)}"
+    for k in list(os.environ):
+        if k.startswith("SLICETWIN_") or k == "REDIS_URL":
+            monkeypatch.delenv(k)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = cls()
+    assert s.redis_url == "redis://redis:6379/0", f"{service} would run without Redis"
+
+
+def test_every_compose_variable_is_read_by_someone():
+    compose = load_compose()
+    readers: set[str] = {"SLICETWIN_API_KEY", "NUMBA_CACHE_DIR"}  # gNB CLI envvar; numba
+    readers |= {"SLICETWIN_REDIS_URL", "SLICETWIN_HMAC_KEY", "SLICETWIN_REGISTRY_PREFIX"}
+    import importlib
+
+    for mod, cls_name in SETTINGS.values():
+        try:
+            readers |= settings_env_names(getattr(importlib.import_module(mod), cls_name))
+        except ModuleNotFoundError:
+            pass
+    for name, svc in slicetwin_services(compose).items():
+        if name in SETTINGS:
+            continue  # checked field by field above
+        if name in missing_cli_services(compose):
+            continue
+        unread = {k for k in service_env(svc) if k.startswith("SLICETWIN_") or k == "REDIS_URL"}
+        unread -= readers
+        assert not unread, f"{name}: nothing reads {sorted(unread)}"
+
+
 def test_dockerfiles_controller_slim_others_pin_cpu_torch():
     compose = load_compose()
     images = {}
@@ -540,8 +607,8 @@ def local_stack(tmp_path, redis_server) -> Iterator[LocalStack]:
     stack.stop_all()
 
 
-def metrics_pages(stack: LocalStack) -> dict[str, set[str]]:
-    """Series names on /metrics of every started SliceTwin server."""
+def metrics_pages(stack: LocalStack) -> dict[str, str]:
+    """/metrics text of every started SliceTwin server."""
     pages = {}
     for name in stack.services:
         if name in ("redis", "gnb", "prometheus") or not stack.ports.get(name):
@@ -549,14 +616,64 @@ def metrics_pages(stack: LocalStack) -> dict[str, set[str]]:
         (lp,) = stack.ports[name].values()
         status, body = http_get(f"http://127.0.0.1:{lp}/metrics")
         assert status == 200, (name, status)
-        pages[name] = exposed_names(body.decode())
+        pages[name] = body.decode()
     return pages
 
 
-def absent_metrics(pages: dict[str, set[str]]) -> dict[str, list[str]]:
+def absent_metrics(pages: dict[str, str]) -> dict[str, list[str]]:
     """Names used by the dashboard / alert rules that their (started) owner does not expose."""
+    names = {svc: exposed_names(text) for svc, text in pages.items()}
     return {m: sorted(where) for m, where in sorted(referenced_metrics().items())
-            if owner_of(m) in pages and m not in pages[owner_of(m)]}
+            if owner_of(m) in names and m not in names[owner_of(m)]}
+
+
+def exposed_labels(text: str) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, rest = line.partition("{")
+            labels = re.findall(r'(\w+)="', rest.rsplit("}", 1)[0]) if rest else []
+            out.setdefault(name.split()[0], set()).update(labels)
+    return out
+
+
+def queries() -> list[tuple[str, str, set[str]]]:
+    """(where, PromQL, labels referenced by its legend or annotations) of dashboard and rules."""
+    out = []
+    for p in json.loads(DASHBOARD.read_text())["panels"]:
+        for t in p.get("targets", []):
+            refs = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", t.get("legendFormat", "")))
+            out.append((f"dashboard: {p['title']}", t["expr"], refs))
+    for g in yaml.safe_load((PROM_DIR / "alerts.yml").read_text())["groups"]:
+        for r in g["rules"]:
+            refs = set(re.findall(r"\$labels\.(\w+)", json.dumps(r.get("annotations", {}))))
+            out.append((f"alert: {r['alert']}", r["expr"], refs))
+    return out
+
+
+def label_problems(pages: dict[str, str]) -> list[str]:
+    """Labels that queries filter, group or print by but their metrics do not carry (a typo
+    there gives an empty panel or an alert that never fires, silently)."""
+    labels: dict[str, set[str]] = {}
+    for text in pages.values():
+        for k, v in exposed_labels(text).items():
+            labels.setdefault(k, set()).update(v)
+    target_labels = {"job", "instance", "service"}
+    problems = []
+    for where, expr, refs in queries():
+        metrics = set(_METRIC.findall(expr))
+        for m, body in re.findall(r"\b(slicetwin_\w+)\{([^}]*)\}", expr):
+            if m in labels:
+                bad = set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", body)) - labels[m] - target_labels
+                problems += [f"{where}: {m} has no label {b!r}" for b in sorted(bad)]
+        if not metrics or not metrics <= labels.keys():
+            continue  # a metric without samples yet: its labels are unknown
+        avail = target_labels.union(*(labels[m] for m in metrics))
+        used = set(refs)
+        for grp in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
+            used |= {x.strip() for x in grp.split(",") if x.strip()}
+        problems += [f"{where}: label {b!r} not on {sorted(metrics)}" for b in sorted(used - avail)]
+    return problems
 
 
 def run_gnb(stack: LocalStack, windows: int) -> dict:
@@ -594,6 +711,7 @@ def test_dashboard_and_alert_metrics_exist_on_live_services(local_stack):
     assert "controller" in pages
     missing = absent_metrics(pages)
     assert not missing, f"metrics named in deploy/ but absent from /metrics: {missing}"
+    assert not label_problems(pages)
     if "twin" in pending:
         pytest.skip(f"twin metrics unchecked: {pending['twin']}")
 
@@ -659,8 +777,10 @@ def test_compose_stack_as_local_processes(local_stack, tmp_path):
     assert r.xlen(f"{prefix}transitions") > 0
     r.close()
 
-    missing = absent_metrics(metrics_pages(stack))
+    pages = metrics_pages(stack)
+    missing = absent_metrics(pages)
     assert not missing, f"metrics named in deploy/ but absent from /metrics: {missing}"
+    assert not label_problems(pages)
 
     if not have_prom:
         pytest.skip("Debian's prometheus package is not installed: the local stack ran, but the "
