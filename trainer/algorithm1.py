@@ -190,7 +190,7 @@ def _branched(agent, real, twin, cfg, rng, on_iteration) -> Algorithm1Result:
     state = real.reset()
     if cfg.initial_collect:
         state, _ = run(learner, real, state, _steps(cfg.initial_collect, real.n), eps, learn=False)
-    block = _steps(cfg.rollout_every, real.n)
+    block = max(1, round(cfg.rollout_every / real.n))  # vector steps between branches
     for it in range(cfg.iterations):
         if it % cfg.refit_every == 0:
             _fit(twin, real, cfg, res)
@@ -225,3 +225,10 @@ def _branch(agent: DQNAgent, twin_env: TwinEnv, buf: ReplayBuffer, cfg: Algorith
         if not alive.any():
             break
         s = out.next_state
+
+
+def train_for_experiment(**kw) -> dict:
+    """Train one agent with or without the twin (see ``trainer.experiments.online``)."""
+    from trainer.experiments.online import train_for_experiment as impl
+
+    return impl(**kw)

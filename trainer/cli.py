@@ -15,6 +15,65 @@ experiment_app = typer.Typer()
 bench_app = typer.Typer()
 
 
+# ---------------------------------------------------------------- online experiment / bench train
+# (owned by the agents part, docs/training.md)
+
+@experiment_app.command("online")
+def experiment_online(
+    algo: list[str] = typer.Option(["ddqn"], help="dqn | ddqn | dueling-ddqn | gan-ddqn | random "
+                                   "(repeat the option for several)"),
+    twin: bool = typer.Option(False, "--twin/--no-twin",
+                              help="also run the twin-enhanced agent and the matched-compute baseline"),
+    mode: str = typer.Option("branched", help="twin variant: paper (Algorithm 1 as published) | "
+                             "branched (short model rollouts from real states, MBPO-like)"),
+    seeds: int = typer.Option(5, min=1, help="seeds per configuration"),
+    rounds: int = typer.Option(40, min=1, help="rounds of 200 real interactions per run"),
+    out: Path = typer.Option(Path("runs/online"), help="output directory"),
+    quick: bool = typer.Option(False, help="smoke run: 2 seeds x 3 rounds, small nets"),
+    workers: int = typer.Option(2, min=1, help="parallel worker processes (1 torch thread each)"),
+    n_cells: int = typer.Option(4, min=1, help="simulator cells stepped together"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """Fig. 5/6: training curves, plain vs twin-enhanced (CSV per run, PNG, summary.json)."""
+    import json as _json
+
+    from trainer.experiments.online import OnlineExperimentConfig, run_experiment
+
+    kw = dict(algos=tuple(algo), twin=twin, mode=mode, workers=workers, n_cells=n_cells)
+    try:
+        if quick:
+            cfg = OnlineExperimentConfig.quick(**kw, seeds=min(seeds, 2), rounds=min(rounds, 3))
+        else:
+            cfg = OnlineExperimentConfig(**kw, seeds=seeds, rounds=rounds)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    summary = run_experiment(cfg, out, progress=progress)
+    brief = [{k: c[k] for k in ("algo", "variant", "seeds")}
+             | {"to_0.8": c["interactions_to_reward_0.8"]["mean"],
+                "final_reward": round(c["final_reward"]["mean"], 4),
+                "final_utility": round(c["final_utility"]["mean"], 4)} for c in summary["configs"]]
+    typer.echo(_json.dumps({"out": str(out), "oracle_utility": summary["oracle_utility"],
+                            "configs": brief}))
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    algo: str = typer.Option("ddqn", help="dqn | ddqn | dueling-ddqn | gan-ddqn"),
+    n_cells: int = typer.Option(4, min=1, help="simulator cells stepped together"),
+    grad_steps: int = typer.Option(200, min=1, help="gradient steps to time"),
+    interactions: int = typer.Option(2000, min=1, help="real interactions to time"),
+    threads: int = typer.Option(1, min=1, help="torch threads"),
+) -> None:
+    """Training throughput on the simulator: one JSON line (grad_steps_per_s, real_steps_per_s)."""
+    from trainer.agents import AGENTS
+    from trainer.agents.bench import main_json
+
+    if algo not in AGENTS:
+        raise typer.BadParameter(f"unknown algo {algo!r}; choose from {sorted(AGENTS)}")
+    typer.echo(main_json(algo=algo, n_cells=n_cells, grad_steps=grad_steps,
+                         interactions=interactions, threads=threads))
+
+
 # ---------------------------------------------------------------- distillation / offline / landscape
 # (owned by the distillation part, docs/distillation.md)
 

@@ -7,6 +7,7 @@ interaction; twin steps go through ``TwinEnv`` and are free.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,7 @@ class RealEnv:
         self._window = 0
         self._state: np.ndarray | None = None
         self._cells = np.arange(self.n, dtype=np.int64)
+        self.times: list[tuple[int, float]] = []  # (interactions, perf_counter) after each step
 
     def reset(self) -> np.ndarray:
         self._state = self.env.reset()
@@ -79,6 +81,7 @@ class RealEnv:
         actions = np.asarray(actions, np.int64).reshape(self.n)
         out = self.env.step(actions)
         self.interactions += self.n
+        self.times.append((self.interactions, time.perf_counter()))
         self._window += 1
         if self.record:
             k = out.kpis or {}

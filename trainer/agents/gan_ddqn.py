@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from slicetwin.nets import mlp
-from trainer.agents.dqn import DQNAgent, DQNConfig
+from trainer.agents.dqn import DQNAgent, DQNConfig, adam
 from trainer.replay import Batch
 
 
@@ -95,9 +95,8 @@ class GANDDQNAgent(DQNAgent):
                                 c.noise_dim)
 
     def _make_optimizers(self) -> None:
-        self.opt = torch.optim.Adam(self.q.parameters(), lr=self.cfg.lr)
-        self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=self.cfg.disc_lr,
-                                         betas=(0.0, 0.9))
+        self.opt = adam(self.q.parameters(), lr=self.cfg.lr)
+        self.disc_opt = adam(self.disc.parameters(), lr=self.cfg.disc_lr, betas=(0.0, 0.9))
 
     @torch.no_grad()
     def q_values(self, state) -> torch.Tensor:

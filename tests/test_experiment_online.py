@@ -1,0 +1,71 @@
+"""``slicetwin experiment online --quick`` through the real CLI: CSV per run, PNG, summary.json;
+and the summary's threshold bookkeeping (a seed that never reaches counts as its total)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from trainer.experiments.online import interactions_to
+
+ROOT = Path(__file__).resolve().parents[1]
+SLICETWIN = [sys.executable, "-c", "from slicetwin.cli import main; main()"]
+
+
+def test_experiment_online_quick_writes_csv_png_summary(tmp_path):
+    out = tmp_path / "online"
+    proc = subprocess.run(
+        [*SLICETWIN, "experiment", "online", "--algo", "ddqn", "--algo", "random", "--twin",
+         "--quick", "--seeds", "2", "--rounds", "2", "--out", str(out), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["out"] == str(out)
+
+    csvs = sorted((out / "runs").glob("*.csv"))
+    names = {p.stem for p in csvs}
+    assert names == {f"{v}_seed{s}" for v in ("ddqn_baseline", "ddqn_twin", "ddqn_baseline-matched",
+                                               "random_random") for s in (0, 1)}
+    with open(out / "runs" / "ddqn_twin_seed0.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["round"]) for r in rows] == [1, 2]
+    assert [int(r["real_interactions"]) for r in rows] == [200, 400]
+    assert set(rows[0]) == {"round", "real_interactions", "mean_reward", "mean_utility",
+                            "wall_time_s"}
+    assert all(0.0 <= float(r["mean_reward"]) <= 3.0 for r in rows)
+    assert float(rows[1]["wall_time_s"]) >= float(rows[0]["wall_time_s"]) > 0
+
+    png = out / "online_ddqn.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    s = json.loads((out / "summary.json").read_text())
+    assert s["oracle_utility"] > 0
+    by = {(c["algo"], c["variant"]): c for c in s["configs"]}
+    assert set(by) == {("ddqn", "baseline"), ("ddqn", "twin"), ("ddqn", "baseline-matched"),
+                       ("random", "random")}
+    twin = by[("ddqn", "twin")]
+    assert twin["twin"] is True and twin["seeds"] == 2
+    for key in ("interactions_to_reward_0.8", "interactions_to_reward_0.9"):
+        assert len(twin[key]["per_seed"]) == 2 and "mean" in twin[key]
+        assert all(200 <= x <= 400 for x in twin[key]["per_seed"])
+    assert "mean" in twin["final_reward"] and "mean" in twin["final_utility"]
+    # fairness bookkeeping: the matched baseline spends what the twin variant spends in total
+    assert by[("ddqn", "baseline-matched")]["grad_steps_per_real"] > by[("ddqn", "baseline")][
+        "grad_steps_per_real"]
+    assert by[("random", "random")]["grad_steps_per_real"] == 0
+
+
+def test_interactions_to_flags_seeds_that_never_reach():
+    def rows(rewards):
+        return [{"real_interactions": 200 * (i + 1), "mean_reward": r} for i, r in enumerate(rewards)]
+
+    got = interactions_to([rows([0.1, 0.85, 0.9, 0.95]), rows([0.1, 0.2, 0.3, 0.4])], 0.8, smooth=1)
+    assert got["per_seed"] == [400, 800]
+    assert got["reached"] == [True, False] and got["never_reached"] == 1
+    assert got["mean"] == 600
+    # trailing moving average: 0.85 alone is not enough with smooth=2 ((0.1+0.85)/2 < 0.8)
+    got2 = interactions_to([rows([0.1, 0.85, 0.9, 0.95])], 0.8, smooth=2)
+    assert got2["per_seed"] == [600]

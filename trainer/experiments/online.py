@@ -1,0 +1,449 @@
+"""Fig. 5 / Fig. 6 of the paper: online training curves, plain agents vs twin-enhanced.
+
+For each algorithm and seed this runs, on the same simulated traffic (same seed):
+- ``baseline``: the agent alone, its own gradient steps per real interaction (``train_every``);
+- ``twin``: Algorithm 1 (``--mode paper``) or the branched model-based mode (``--mode branched``),
+  whose real-data updates use the same network, replay and ``train_every`` as ``baseline``;
+- ``baseline-matched``: the agent alone with as many gradient steps per real interaction as the
+  twin variant spends in total (real + twin), so a gain of ``twin`` over it is the twin's, not
+  extra updates;
+- ``random`` (``--algo random``): uniform random allocations.
+A round is 200 real interactions. Every run writes ``runs/<algo>_<variant>_seed<k>.csv`` (round,
+real_interactions, mean_reward, mean_utility, wall_time_s); the experiment writes one PNG per
+algorithm (mean and 95 % band across seeds) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+ALGOS = ("dqn", "ddqn", "dueling-ddqn", "gan-ddqn", "random")
+THRESHOLDS = (0.8, 0.9)
+
+
+@dataclass
+class OnlineExperimentConfig:
+    algos: tuple[str, ...] = ("ddqn",)
+    twin: bool = True  # also run the twin-enhanced agent and the matched-compute baseline
+    mode: str = "branched"  # Algorithm 1 mode for the twin variant: "paper" | "branched"
+    seeds: int = 5
+    rounds: int = 40  # rounds of 200 real interactions per run
+    round_size: int = 200  # the paper's round
+    n_cells: int = 4  # simulator cells stepped together (a vector env); divides round_size
+    workers: int = 2  # runs in parallel processes (one torch thread each)
+    smooth: int = 3  # trailing moving average (rounds) before testing a reward threshold
+    final_rounds: int = 5  # final_reward / final_utility: mean over the last k rounds
+    eval_windows: int = 50  # greedy evaluation after training, on the oracle's traffic
+    oracle_windows: int = 50  # clairvoyant oracle (coarse search) on the same traffic
+    agent: dict = field(default_factory=dict)  # overrides of the agents' config dataclasses
+    algorithm1: dict = field(default_factory=dict)  # overrides of Algorithm1Config
+    twin_config: dict = field(default_factory=lambda: {"epochs": 15, "patience": 5,
+                                                       "max_fit_seconds": 20.0})
+    sim_profile: str | None = None  # SimConfig profile (None: the simulator default)
+
+    def __post_init__(self) -> None:
+        bad = [a for a in self.algos if a not in ALGOS]
+        if bad:
+            raise ValueError(f"unknown algo(s) {bad}; choose from {list(ALGOS)}")
+        if self.mode not in ("paper", "branched"):
+            raise ValueError(f"mode must be 'paper' or 'branched', got {self.mode!r}")
+        if self.seeds < 1 or self.rounds < 1:
+            raise ValueError("seeds and rounds must be >= 1")
+        if self.round_size % self.n_cells:
+            raise ValueError(f"n_cells={self.n_cells} must divide the round size {self.round_size}")
+
+    @classmethod
+    def quick(cls, **kw) -> OnlineExperimentConfig:
+        """A smoke run (tests): 2 seeds x 3 rounds, a small network, a cheap twin."""
+        base = dict(seeds=2, rounds=3, eval_windows=5, oracle_windows=3, smooth=1,
+                    final_rounds=1, agent={"hidden": (64, 64), "learning_starts": 100},
+                    algorithm1={"twin_steps": 60, "rollout_batch": 32, "rollout_length": 3,
+                                "updates_per_real": 1.0},
+                    twin_config={"epochs": 3, "patience": 2, "max_fit_seconds": 5.0,
+                                 "ensemble": 2, "lstm_hidden": 16, "head_hidden": 16,
+                                 "reward_hidden": (32, 32)})
+        base.update(kw)
+        return cls(**base)
+
+
+# ------------------------------------------------------------------------------------ one run
+
+@dataclass
+class RunSpec:
+    algo: str
+    variant: str  # "baseline" | "baseline-matched" | "twin" | "random"
+    seed: int
+    cfg: OnlineExperimentConfig
+    train_every: float | None = None  # gradient-step schedule override (matched baseline)
+
+    @property
+    def name(self) -> str:
+        return f"{self.algo}_{self.variant}_seed{self.seed}"
+
+
+def a1_config(cfg: OnlineExperimentConfig):
+    from trainer.algorithm1 import Algorithm1Config
+
+    a1 = Algorithm1Config(mode=cfg.mode, real_steps=cfg.round_size, initial_collect=cfg.round_size)
+    a1 = replace(a1, **cfg.algorithm1)
+    n_initial_rounds = a1.initial_collect // cfg.round_size
+    return replace(a1, iterations=max(cfg.rounds - n_initial_rounds, 1))
+
+
+def _sim_config(cfg: OnlineExperimentConfig):
+    if cfg.sim_profile is None:
+        return None
+    from slicetwin.sim import SimConfig
+
+    return SimConfig.from_profile(cfg.sim_profile)
+
+
+def make_env(cfg: OnlineExperimentConfig, seed: int):
+    from trainer.agents.envs import RealEnv, SimEnv
+
+    return RealEnv(SimEnv(n_cells=cfg.n_cells, seed=seed, sim_config=_sim_config(cfg)))
+
+
+def _train(spec: RunSpec, real, on_round: Callable[[int], None] | None = None) -> dict:
+    """Train one agent in ``real`` for cfg.rounds rounds; returns {"agent", "info"}."""
+    import torch
+
+    from slicetwin.state import STATE_DIM
+    from trainer.agents import make_agent
+    from trainer.agents.loop import Learner, run
+
+    cfg = spec.cfg
+    rng = np.random.default_rng(spec.seed)
+    torch.manual_seed(spec.seed)
+    n_actions = real.env.n_actions
+    total = cfg.rounds * cfg.round_size
+    if spec.variant == "random":
+        state = real.reset()
+        for _ in range(total // real.n):
+            state = real.step(rng.integers(0, n_actions, size=real.n)).next_state
+            if on_round and real.interactions % cfg.round_size == 0:
+                on_round(real.interactions // cfg.round_size)
+        return {"agent": None, "info": {"grad_steps": 0}}
+    agent = make_agent(spec.algo, STATE_DIM, n_actions, seed=spec.seed, **cfg.agent)
+    if spec.variant == "twin":
+        from trainer.algorithm1 import algorithm1
+        from trainer.twin import Twin, TwinConfig
+
+        a1 = a1_config(cfg)
+        twin = Twin(TwinConfig(seed=spec.seed, **cfg.twin_config))
+        res = algorithm1(agent, real, twin, a1, rng,
+                         on_iteration=(lambda i: on_round(real.interactions // cfg.round_size))
+                         if on_round else None)
+        info = {"grad_steps": res.real_grad_steps + res.twin_grad_steps,
+                "real_grad_steps": res.real_grad_steps, "twin_grad_steps": res.twin_grad_steps,
+                "twin_transitions": res.twin_transitions,
+                "seconds": {k: round(v, 2) for k, v in res.seconds.items()},
+                "twin_fit_last": {k: v for k, v in (res.fits[-1] if res.fits else {}).items()
+                                  if isinstance(v, (int, float))}}
+        return {"agent": agent, "info": info}
+    learner = Learner(agent, rng, train_every=spec.train_every)
+    state = real.reset()
+    for r in range(cfg.rounds):
+        state, _ = run(learner, real, state, cfg.round_size // real.n,
+                       lambda: agent.cfg.epsilon(real.interactions))
+        if on_round:
+            on_round(r + 1)
+    return {"agent": agent, "info": {"grad_steps": learner.updates,
+                                     "train_every": learner.train_every}}
+
+
+def _rounds_table(real, round_size: int, t_start: float) -> list[dict]:
+    data = real.transitions()
+    n_rounds = len(data) // round_size
+    times = np.asarray(real.times)
+    rows = []
+    for r in range(n_rounds):
+        sl = slice(r * round_size, (r + 1) * round_size)
+        k = (r + 1) * round_size
+        j = int(np.searchsorted(times[:, 0], k))
+        rows.append({"round": r + 1, "real_interactions": k,
+                     "mean_reward": round(float(data.reward[sl].mean()), 5),
+                     "mean_utility": round(float(data.utility[sl].mean()), 5),
+                     "wall_time_s": round(float(times[min(j, len(times) - 1), 1] - t_start), 3)})
+    return rows
+
+
+def greedy_utility(agent, cfg: OnlineExperimentConfig, seed: int) -> float:
+    """Mean utility of the greedy policy on ``seed``'s traffic (the oracle's), not counted as
+    training interactions."""
+    from slicetwin.sim import RanSimulator
+
+    sim = RanSimulator(_sim_config(cfg), n_cells=cfg.n_cells, seed=seed)
+    s = sim.reset()
+    utils = []
+    for _ in range(cfg.eval_windows):
+        s, k = sim.step_actions(agent.greedy(s))
+        utils.append(k.utility)
+    return float(np.mean(utils))
+
+
+def run_one(spec: RunSpec, out_dir: str, progress: bool = False) -> dict:
+    """One (algo, variant, seed) run: trains, writes its CSV, returns its rows and info."""
+    import torch
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    real = make_env(spec.cfg, spec.seed)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=spec.cfg.rounds, desc=spec.name, leave=False)
+
+    def tick(r: int) -> None:
+        if bar is not None:
+            bar.n = r
+            bar.refresh()
+
+    trained = _train(spec, real, tick)
+    if bar is not None:
+        bar.close()
+    rows = _rounds_table(real, spec.cfg.round_size, t0)
+    path = Path(out_dir) / "runs" / f"{spec.name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    info = dict(trained["info"])
+    info["real_interactions"] = real.interactions
+    info["wall_time_s"] = round(time.perf_counter() - t0, 2)
+    info["grad_steps_per_real"] = round(info["grad_steps"] / max(real.interactions, 1), 4)
+    if trained["agent"] is not None and spec.cfg.eval_windows > 0:
+        info["greedy_utility"] = greedy_utility(trained["agent"], spec.cfg, spec.seed)
+    return {"algo": spec.algo, "variant": spec.variant, "seed": spec.seed, "rows": rows,
+            "info": info, "csv": str(path)}
+
+
+def oracle_utility(cfg: OnlineExperimentConfig, seed: int) -> float:
+    """Clairvoyant one-step oracle (coarse search) on ``seed``'s traffic, same cells/windows as
+    the greedy evaluation."""
+    import torch
+
+    from slicetwin.sim.baselines import OraclePolicy, run_policy
+
+    torch.set_num_threads(1)
+    from slicetwin.sim import SimConfig
+
+    sim_cfg = _sim_config(cfg) or SimConfig()
+    return run_policy(OraclePolicy(search="coarse"), sim_cfg, cfg.oracle_windows, cfg.n_cells,
+                      seed).mean_utility
+
+
+# ------------------------------------------------------------------------------- the experiment
+
+def specs(cfg: OnlineExperimentConfig) -> list[RunSpec]:
+    """Every run of the experiment; the matched baseline's schedule comes from the twin config."""
+    from trainer.agents import AGENTS
+
+    out = []
+    for algo in cfg.algos:
+        if algo == "random":
+            out += [RunSpec("random", "random", s, cfg) for s in range(cfg.seeds)]
+            continue
+        out += [RunSpec(algo, "baseline", s, cfg) for s in range(cfg.seeds)]
+        if cfg.twin:
+            agent_cfg = replace(AGENTS[algo].config_cls(), **cfg.agent)
+            g = a1_config(cfg).grad_steps_per_real(agent_cfg.train_every)
+            out += [RunSpec(algo, "twin", s, cfg) for s in range(cfg.seeds)]
+            out += [RunSpec(algo, "baseline-matched", s, cfg, train_every=1.0 / g)
+                    for s in range(cfg.seeds)]
+    return out
+
+
+def interactions_to(rows_per_seed: list[list[dict]], thr: float, smooth: int) -> dict:
+    """First real-interaction count at which the trailing mean reward over ``smooth`` rounds
+    reaches ``thr``; a seed that never does counts as its total and is flagged."""
+    per_seed, reached = [], []
+    for rows in rows_per_seed:
+        r = np.array([x["mean_reward"] for x in rows])
+        k = max(1, min(smooth, len(r)))
+        ma = np.convolve(r, np.ones(k) / k, mode="valid")  # ma[j] ends at round j + k
+        hit = np.flatnonzero(ma >= thr)
+        if len(hit):
+            per_seed.append(int(rows[hit[0] + k - 1]["real_interactions"]))
+            reached.append(True)
+        else:
+            per_seed.append(int(rows[-1]["real_interactions"]))
+            reached.append(False)
+    return {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)),
+            "per_seed": per_seed, "reached": reached, "never_reached": int(sum(not x for x in reached))}
+
+
+def _mean_std(x) -> dict:
+    x = np.asarray(x, float)
+    return {"mean": float(x.mean()), "std": float(x.std()), "per_seed": [round(v, 5) for v in x]}
+
+
+def summarise(results: list[dict], cfg: OnlineExperimentConfig, oracle: float | None) -> dict:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["algo"], r["variant"]), []).append(r)
+    configs = []
+    for (algo, variant), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        rows = [r["rows"] for r in rs]
+        k = max(1, min(cfg.final_rounds, len(rows[0])))
+        c = {"algo": algo, "variant": variant, "twin": variant == "twin",
+             "mode": cfg.mode if variant == "twin" else None, "seeds": len(rs),
+             "rounds": len(rows[0]), "smooth_rounds": cfg.smooth}
+        for thr in THRESHOLDS:
+            c[f"interactions_to_reward_{thr}"] = interactions_to(rows, thr, cfg.smooth)
+        c["final_reward"] = _mean_std([np.mean([x["mean_reward"] for x in rw[-k:]]) for rw in rows])
+        c["final_utility"] = _mean_std([np.mean([x["mean_utility"] for x in rw[-k:]]) for rw in rows])
+        if all("greedy_utility" in r["info"] for r in rs):
+            c["greedy_utility"] = _mean_std([r["info"]["greedy_utility"] for r in rs])
+        c["grad_steps_per_real"] = float(np.mean([r["info"]["grad_steps_per_real"] for r in rs]))
+        c["wall_time_s"] = _mean_std([r["info"]["wall_time_s"] for r in rs])
+        c["runs"] = [{"seed": r["seed"], "csv": os.path.relpath(r["csv"], start=os.getcwd()),
+                      **{k2: v for k2, v in r["info"].items() if k2 != "greedy_utility"}}
+                     for r in rs]
+        configs.append(c)
+    out = {"configs": configs, "oracle_utility": oracle}
+    for c in configs:
+        if oracle and "greedy_utility" in c:
+            c["greedy_utility_vs_oracle"] = round(c["greedy_utility"]["mean"] / oracle, 4)
+        if oracle:
+            c["final_utility_vs_oracle"] = round(c["final_utility"]["mean"] / oracle, 4)
+    base = {c["algo"]: c for c in configs if c["variant"] == "baseline"}
+    for c in configs:
+        b = base.get(c["algo"])
+        if b is not None and c is not b:
+            for thr in THRESHOLDS:
+                key = f"interactions_to_reward_{thr}"
+                c[f"{key}_ratio_to_baseline"] = round(c[key]["mean"] / max(b[key]["mean"], 1), 4)
+    out["setup"] = {k: v for k, v in asdict(cfg).items()}
+    return out
+
+
+def plot(results: list[dict], out: Path, cfg: OnlineExperimentConfig) -> list[Path]:
+    """One PNG per algorithm: mean reward and utility per round, mean and 95 % band over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    colors = {"baseline": "tab:blue", "baseline-matched": "tab:green", "twin": "tab:red",
+              "random": "tab:gray"}
+    by_algo: dict[str, dict[str, list[list[dict]]]] = {}
+    for r in results:
+        by_algo.setdefault(r["algo"], {}).setdefault(r["variant"], []).append(r["rows"])
+    randoms = by_algo.pop("random", {}).get("random")
+    for algo, variants in (by_algo or {"random": {"random": randoms}}).items():
+        if randoms is not None and algo != "random":
+            variants = {**variants, "random": randoms}
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for variant, runs in variants.items():
+            n = min(len(x) for x in runs)
+            x = np.array([row["real_interactions"] for row in runs[0][:n]]) / cfg.round_size
+            for ax, key in zip(axes, ("mean_reward", "mean_utility"), strict=True):
+                y = np.array([[row[key] for row in rr[:n]] for rr in runs])
+                m = y.mean(0)
+                half = 1.96 * y.std(0, ddof=1) / math.sqrt(len(y)) if len(y) > 1 else 0 * m
+                label = {"twin": f"{algo} + twin ({cfg.mode})", "baseline": algo,
+                         "baseline-matched": f"{algo}, matched grad steps",
+                         "random": "random"}[variant]
+                ax.plot(x, m, color=colors[variant], label=label)
+                ax.fill_between(x, m - half, m + half, color=colors[variant], alpha=0.2)
+        for ax, key in zip(axes, ("mean reward", "mean utility"), strict=True):
+            ax.set_xlabel(f"round ({cfg.round_size} real interactions)")
+            ax.set_ylabel(f"{key} per round")
+            ax.grid(alpha=0.3)
+        axes[0].legend(loc="lower right", fontsize=8)
+        fig.suptitle(f"online training, {algo}: mean and 95% band over {cfg.seeds} seeds")
+        fig.tight_layout()
+        p = out / f"online_{algo}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_experiment(cfg: OnlineExperimentConfig, out: Path, progress: bool = True) -> dict:
+    """Run every spec (in ``cfg.workers`` processes), then write PNGs and summary.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = specs(cfg)
+    results: list[dict] = []
+    oracle: float | None = None
+    t0 = time.perf_counter()
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo) + 1, desc="online experiment", disable=not progress)
+    if cfg.workers <= 1:
+        for s in todo:
+            bar.set_postfix_str(s.name)
+            results.append(run_one(s, str(out), progress=progress))
+            bar.update(1)
+        oracle = oracle_utility(cfg, 0) if cfg.oracle_windows > 0 else None
+        bar.update(1)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_init_worker) as ex:
+            futs = {ex.submit(run_one, s, str(out)): s for s in todo}
+            of = ex.submit(oracle_utility, cfg, 0) if cfg.oracle_windows > 0 else None
+            for f in as_completed([*futs, *([of] if of else [])]):
+                if f is of:
+                    oracle = f.result()
+                else:
+                    results.append(f.result())
+                    bar.set_postfix_str(futs[f].name)
+                bar.update(1)
+    bar.close()
+    summary = summarise(results, cfg, oracle)
+    summary["total_wall_time_s"] = round(time.perf_counter() - t0, 1)
+    summary["plots"] = [str(p.name) for p in plot(results, out, cfg)]
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def train_for_experiment(agent: str, use_twin: bool, seed: int, interactions: int,
+                         hidden: tuple[int, ...] = (256, 256, 128, 128), n_units: int = 100,
+                         env_factory=None, progress: bool = False, mode: str = "branched") -> dict:
+    """Train one agent for ``interactions`` real interactions, with the twin (Algorithm 1) or
+    without; for the distillation/offline/landscape experiments.
+
+    Returns {"q": online network (state -> Q over actions), "transitions": the real data
+    (Transitions), "agent", "info"}. ``env_factory(seed)`` gives the BatchEnv (default: the
+    simulator, 4 cells).
+    """
+    from trainer.agents.envs import RealEnv
+
+    rounds = max(1, math.ceil(interactions / 200))
+    cfg = OnlineExperimentConfig(algos=(agent,), twin=use_twin, mode=mode, seeds=1, rounds=rounds,
+                                 agent={"hidden": tuple(hidden)})
+    if env_factory is not None:
+        real = RealEnv(env_factory(seed))
+        cfg = replace(cfg, n_cells=real.n)
+    else:
+        real = make_env(cfg, seed)
+    if n_units != 100 and env_factory is None:
+        raise ValueError("n_units != 100 needs an env_factory building that simulator")
+    spec = RunSpec(agent, "twin" if use_twin else "baseline", seed, cfg)
+    trained = _train(spec, real)
+    return {"q": trained["agent"].q, "agent": trained["agent"], "transitions": real.transitions(),
+            "info": trained["info"]}
