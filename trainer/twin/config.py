@@ -33,6 +33,8 @@ class TwinConfig:
     reward_source: str = "kpi"  # "kpi": reward from predicted KPIs with the current shaper;
     #   "direct": the paper's reward DNN output (stale if the threshold moved since collection)
     seed: int = 0
+    threads: int = 1  # torch intra-op threads inside fit/predict (0: leave torch's setting).
+    #   1 is fastest on a shared 2-core CPU: 2 threads under load ran predict 5-10x slower
     n_units: int = 100  # action codec resolution the twin was fitted with (100 -> 4851 actions)
 
     def __post_init__(self) -> None:

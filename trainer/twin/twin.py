@@ -19,6 +19,7 @@ import io
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from statistics import NormalDist
@@ -105,12 +106,27 @@ class Twin(TwinRollouts):
             actions[:, j] = np.where(actions[:, j] < 0, actions[:, j + 1], actions[:, j])
         return np.ascontiguousarray(states), actions
 
+    @contextmanager
+    def _threads(self):
+        n, want = torch.get_num_threads(), self.config.threads
+        if want and want != n:
+            torch.set_num_threads(want)
+        try:
+            yield
+        finally:
+            if want and want != n:
+                torch.set_num_threads(n)
+
     # ------------------------------------------------------------------ fitting
     def fit(self, data: Transitions, progress: bool = False) -> dict:
         """Fit both models on ``data`` (consecutive windows of a cell form histories).
 
         Returns fit metrics, measured on a random validation split of ``data``.
         """
+        with self._threads():
+            return self._fit(data, progress)
+
+    def _fit(self, data: Transitions, progress: bool) -> dict:
         c = self.config
         t0 = time.perf_counter()
         if len(data) < 10:
@@ -218,7 +234,6 @@ class Twin(TwinRollouts):
         return float(((mu_d - y_d) ** 2).mean() + ((mu_k - y_k) ** 2).mean())
 
     # ------------------------------------------------------------------ prediction
-    @torch.inference_mode()
     def predict(self, states: np.ndarray, actions: np.ndarray, t: int | np.ndarray = 0,
                 seed: int | None = None, sample: bool | None = None) -> dict[str, np.ndarray]:
         """One batched twin step from explicit histories (stateless; the service calls this).
@@ -228,6 +243,10 @@ class Twin(TwinRollouts):
         Histories shorter or longer than H are edge-padded or cut. ``seed`` makes sampling
         reproducible (the same seed gives the same draw in any process).
         """
+        with self._threads(), torch.inference_mode():
+            return self._predict(states, actions, t, seed, sample)
+
+    def _predict(self, states, actions, t, seed, sample) -> dict[str, np.ndarray]:
         states = np.asarray(states, dtype=np.float32)
         actions = np.asarray(actions, dtype=np.int64)
         if states.ndim != 3 or states.shape[-1] != STATE_DIM:
@@ -250,7 +269,7 @@ class Twin(TwinRollouts):
         ar = torch.arange(b)
         mem = torch.as_tensor(member)
 
-        seq = self._sequence(states, actions).unsqueeze(0).expand(k, -1, -1, -1)
+        seq = self._sequence(states, actions)  # (B, H, 6), shared by all members
         mu_d, lv_d = self.transition(seq)  # (K, B, 3)
         if sample:
             z = mu_d[mem, ar] + torch.exp(0.5 * lv_d[mem, ar]) * torch.as_tensor(eps_d)
@@ -259,7 +278,7 @@ class Twin(TwinRollouts):
         cur = torch.as_tensor(states[:, -1])
         nxt = torch.clamp(cur + self.stats["d_mean"] + self.stats["d_std"] * z, min=0.0)
 
-        rin = self._reward_input(seq, nxt.unsqueeze(0).expand(k, -1, -1))
+        rin = self._reward_input(seq, nxt).unsqueeze(0).expand(k, -1, -1)
         mu_k, lv_k, direct = self.reward_net(rin)  # (K, B, 4), (K, B, 2)
         if sample:
             kp = mu_k[mem, ar] + torch.exp(0.5 * lv_k[mem, ar]) * torch.as_tensor(eps_k)
@@ -292,12 +311,15 @@ class Twin(TwinRollouts):
         }
 
     # ------------------------------------------------------------------ evaluation
-    @torch.inference_mode()
     def evaluate(self, data: Transitions, context: Transitions | None = None,
                  rows: np.ndarray | None = None) -> dict:
         """One-step errors of the ensemble mean vs persistence, and calibration, on ``data``.
 
         ``context``/``rows``: take histories from a larger trace (rows of ``context``)."""
+        with self._threads(), torch.inference_mode():
+            return self._evaluate(data, context, rows)
+
+    def _evaluate(self, data, context, rows) -> dict:
         ctx = data if context is None else context
         rows = np.arange(len(data)) if rows is None else rows
         hidx = history_index(ctx, self.config.history, rows)
@@ -306,9 +328,7 @@ class Twin(TwinRollouts):
         y = data.next_state
         err = out["next_state"] - y
         pers = data.state - y
-        k = self.config.ensemble
-        seq = self._sequence(st, ac).unsqueeze(0).expand(k, -1, -1, -1)
-        mu, lv = self.transition(seq)
+        mu, lv = self.transition(self._sequence(st, ac))
         mix_mu = mu.mean(0)
         mix_var = torch.exp(lv).mean(0) + mu.var(0, unbiased=False)
         yz = (torch.as_tensor(y - data.state) - self.stats["d_mean"]) / self.stats["d_std"]

@@ -1,0 +1,62 @@
+"""FastAPI app factory for the twin service."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from twin_service.metrics import MetricsMiddleware, TwinMetrics
+from twin_service.model import TwinHolder
+from twin_service.routes import router
+from twin_service.settings import TwinServiceSettings
+
+log = logging.getLogger("slicetwin.twin_service")
+
+
+def create_app(settings: TwinServiceSettings | None = None, holder: TwinHolder | None = None,
+               watcher=None) -> FastAPI:
+    """Build the app. ``holder`` may come pre-loaded (tests, the embedded demo); otherwise the
+    model file of the settings is loaded at start-up, and a registry watcher follows ``twin``
+    promotions when a Redis URL is configured."""
+    settings = settings or TwinServiceSettings()
+    holder = holder or TwinHolder()
+    metrics = TwinMetrics()
+    holder.on_swap.append(metrics.on_swap)
+    if holder.current is not None:
+        metrics.on_swap(holder.current)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        if settings.model and holder.current is None:
+            try:
+                holder.load_file(settings.model)
+                metrics.reloads.labels("ok").inc()
+            except Exception:
+                metrics.reloads.labels("error").inc()
+                raise
+        w = watcher
+        if w is None and settings.redis_url:
+            from twin_service.reload import make_registry_watcher
+
+            w = make_registry_watcher(holder, settings, metrics)
+        app.state.watcher = w
+        if w is not None:
+            await w.start()
+        try:
+            yield
+        finally:
+            if w is not None:
+                await w.stop()
+
+    app = FastAPI(title="SliceTwin twin service", version="1", lifespan=lifespan)
+    app.state.settings, app.state.holder, app.state.metrics = settings, holder, metrics
+    app.state.watcher = watcher
+    app.include_router(router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,118 @@
+"""``slicetwin bench twin``: a real uvicorn process, batch throughput and single-step latency."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(model_path: str, port: int, extra_env: dict | None = None,
+                  timeout: float = 60.0) -> subprocess.Popen:
+    """``slicetwin twin`` in a child process; returns once /readyz answers 200."""
+    import httpx
+
+    env = {**os.environ, **(extra_env or {})}
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli", "twin", "--host", "127.0.0.1",
+                             "--port", str(port), "--model", model_path], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"twin service exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError("twin service did not become ready")
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(xs) * 1e3, q)), 3)
+
+
+def run_bench(batch: int = 4096, requests: int = 60, concurrency: int = 2, single: int = 200,
+              model: str | None = None, port: int = 0) -> dict:
+    import httpx
+
+    from trainer.twin import Twin
+    from trainer.twin_client import HttpTwin
+
+    port = port or _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        if model is None:
+            model = str(Path(tmp) / "twin.pt")
+            Twin().save(model)  # same compute as a fitted twin of the default config
+            model_desc = "default-config (unfitted weights)"
+        else:
+            model_desc = model
+        proc = start_service(model, port)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            probe = HttpTwin(url)
+            h, n_act = probe.history_len, probe.n_actions
+            rng = np.random.default_rng(0)
+            states = rng.uniform(0.5, 1.5, (batch, h, 3)).astype(np.float32)
+            acts = rng.integers(0, n_act, (batch, h))
+            probe.predict(states, acts, seed=1)  # warm-up
+            lat: list[float] = []
+            lock = threading.Lock()
+            per_thread = [requests // concurrency + (i < requests % concurrency)
+                          for i in range(concurrency)]
+
+            def worker(n: int, seed: int) -> None:
+                tw = HttpTwin(url)
+                for i in range(n):
+                    t0 = time.perf_counter()
+                    tw.predict(states, acts, seed=seed * 100000 + i)
+                    with lock:
+                        lat.append(time.perf_counter() - t0)
+                tw.close()
+
+            threads = [threading.Thread(target=worker, args=(n, i)) for i, n in
+                       enumerate(per_thread)]
+            t0 = time.perf_counter()
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            wall = time.perf_counter() - t0
+
+            single_lat = []
+            with httpx.Client(base_url=url) as c:
+                body = {"states": states[0].tolist(), "action": int(acts[0, -1]),
+                        "past_actions": acts[0, :-1].tolist(), "seed": 0}
+                for _ in range(single):
+                    t1 = time.perf_counter()
+                    r = c.post("/v1/twin/step", json=body)
+                    single_lat.append(time.perf_counter() - t1)
+                    r.raise_for_status()
+            probe.close()
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    return {
+        "bench": "twin", "twin_steps_per_s": round(batch * requests / wall, 1),
+        "batch": batch, "requests": requests, "concurrency": concurrency, "history": h,
+        "batch_p50_ms": _pct(lat, 50), "batch_p99_ms": _pct(lat, 99),
+        "single_step_p50_ms": _pct(single_lat, 50), "single_step_p99_ms": _pct(single_lat, 99),
+        "model": model_desc, "cpu_count": os.cpu_count(), "transport": "HTTP/1.1 uvicorn, packed",
+    }

@@ -1,0 +1,49 @@
+"""``slicetwin twin`` (the twin service) and ``slicetwin bench twin``.
+
+Module level: typer + stdlib only (CLI rule); heavy imports inside the commands.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer()
+bench_app = typer.Typer()
+
+
+@app.command("twin")
+def twin(
+    host: str = typer.Option("127.0.0.1", help="bind address"),
+    port: int = typer.Option(8002, help="bind port"),
+    model: str = typer.Option(None, help="twin model file (else env SLICETWIN_TWIN_MODEL)"),
+    redis_url: str = typer.Option(None, help="registry Redis (else env REDIS_URL)"),
+    log_level: str = typer.Option("warning", help="uvicorn log level"),
+) -> None:
+    """Serve the digital twin over HTTP (step, step:batch, model, health, metrics)."""
+    import uvicorn
+
+    from twin_service.app import create_app
+    from twin_service.settings import TwinServiceSettings
+
+    overrides = {k: v for k, v in {"model": model, "redis_url": redis_url}.items() if v}
+    settings = TwinServiceSettings(**overrides)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                access_log=False)
+
+
+@bench_app.command("twin")
+def bench_twin(
+    batch: int = typer.Option(4096, help="rollouts per batch request"),
+    requests: int = typer.Option(60, help="batch requests to time"),
+    concurrency: int = typer.Option(2, help="client threads sending batches"),
+    single: int = typer.Option(200, help="serial single-step requests for latency"),
+    model: str = typer.Option(None, help="twin model file; default: a fresh default-config twin"),
+    port: int = typer.Option(0, help="service port (0: a free one)"),
+) -> None:
+    """Start the twin service as a real uvicorn process and time it; prints one JSON line."""
+    import json
+
+    from twin_service.bench import run_bench
+
+    typer.echo(json.dumps(run_bench(batch=batch, requests=requests, concurrency=concurrency,
+                                    single=single, model=model, port=port)))

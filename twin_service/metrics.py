@@ -1,0 +1,62 @@
+"""Prometheus metrics of the twin service (own registry per app, ``slicetwin_twin_`` prefix)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class TwinMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("slicetwin_twin_requests_total", "HTTP requests",
+                                ["route", "status"], registry=r)
+        self.latency = Histogram(
+            "slicetwin_twin_request_duration_seconds", "request handling time", ["route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r)
+        self.steps = Counter("slicetwin_twin_steps_total", "twin steps predicted", registry=r)
+        self.batch_rows = Histogram("slicetwin_twin_batch_rollouts", "rollouts per batch request",
+                                    buckets=(1, 16, 64, 256, 1024, 4096, 16384, 65536), registry=r)
+        self.reloads = Counter("slicetwin_twin_model_reloads_total", "model loads by result",
+                               ["result"], registry=r)
+        self.model_loaded = Gauge("slicetwin_twin_model_loaded", "1 when a model is served",
+                                  registry=r)
+        self.model_loaded_at = Gauge("slicetwin_twin_model_loaded_timestamp_seconds",
+                                     "unix time the served model was loaded", registry=r)
+        self.calibration = Gauge("slicetwin_twin_model_calibration_error_ratio",
+                                 "held-out calibration error of the served model", registry=r)
+
+    def on_swap(self, loaded) -> None:
+        self.model_loaded.set(1)
+        self.model_loaded_at.set(loaded.loaded_at)
+        cal = (loaded.twin.metrics or {}).get("calibration_error")
+        if cal is not None:
+            self.calibration.set(cal)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: count and time every request by route template and status."""
+
+    def __init__(self, app, metrics: TwinMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(path, str(status["code"])).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - t0)
