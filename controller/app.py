@@ -28,6 +28,7 @@ from controller.engine import DecisionEngine, ReportError
 from controller.kpm import KpmError, KpmReport, rrm_policy_ratio_list, to_kpi_report
 from controller.metrics import ENDPOINTS, ControllerMetrics
 from controller.model import ModelHolder
+from controller.schemas import BATCH_ADAPTER, ColumnError, columns
 from controller.settings import ControllerSettings
 from controller.sinks import FileSink, MemorySink, NullSink, RedisStreamSink
 from slicetwin.actions import ActionCodec
@@ -301,15 +302,18 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
               tags=["decisions"])
     async def post_batch(request: Request):
         try:
-            req = BatchRequest.model_validate_json(await request.body())
+            req = BATCH_ADAPTER.validate_json(await request.body())
         except ValidationError as e:
             return _bad_body(e)
-        if len(req.reports) > s.max_batch:
+        reports = req["reports"]
+        if len(reports) > s.max_batch:
             m.errors.labels("too_large").inc()
-            return _error(413, "too_large", f"{len(req.reports)} reports exceed max_batch="
+            return _error(413, "too_large", f"{len(reports)} reports exceed max_batch="
                           f"{s.max_batch}", ["body", "reports"])
         try:
-            parts = engine.decide_batch(req.reports)
+            parts = engine.decide_batch(columns(reports))
+        except ColumnError as e:
+            return _report_error(ReportError(e.loc, str(e)))
         except WindowConflict as e:
             return _conflict(e, True)
         except ReportError as e:

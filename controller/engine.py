@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from controller.cells import CellMemory, WindowConflict
+from controller.schemas import Columns
 from controller.sinks import Transition
 from slicetwin.actions import ActionCodec
 from slicetwin.fallback import DemandProportional
@@ -83,26 +84,28 @@ class DecisionEngine:
         """Action index of the allocation the gNB says was in force (None if not reported)."""
         if rep.allocation is None:
             return None
+        return self._action_of([(a.slice, a.bandwidth_hz) for a in rep.allocation],
+                               ["body", "allocation"])
+
+    def _action_of(self, pairs: list[tuple[str, float]], loc: list) -> int:
         units = [0] * self.codec.n_slices
         seen = set()
-        for i, a in enumerate(rep.allocation):
+        for i, (name, bw) in enumerate(pairs):
             try:
-                j = slice_index(a.slice)
+                j = slice_index(name)
             except ValueError as e:
-                raise ReportError(["body", "allocation", i, "slice"], str(e)) from None
+                raise ReportError([*loc, i, "slice"], str(e)) from None
             if j in seen:
-                raise ReportError(["body", "allocation", i, "slice"],
-                                  f"slice {a.slice!r} appears twice in allocation")
+                raise ReportError([*loc, i, "slice"], f"slice {name!r} appears twice in allocation")
             seen.add(j)
-            units[j] = round(a.bandwidth_hz / self._unit_hz)
+            units[j] = round(bw / self._unit_hz)
         if len(seen) != self.codec.n_slices:
-            raise ReportError(["body", "allocation"], "allocation must list every slice once")
+            raise ReportError(loc, "allocation must list every slice once")
         try:
             return int(self.codec.encode(units))
         except ValueError as e:
-            raise ReportError(["body", "allocation"],
-                              f"allocation is not a valid split of {self.codec.n_units} units of "
-                              f"{self._unit_hz:g} Hz: {e}") from None
+            raise ReportError(loc, f"allocation is not a valid split of {self.codec.n_units} "
+                              f"units of {self._unit_hz:g} Hz: {e}") from None
 
     def _choose(self, cell_id: str, state: list, arrived: list) -> tuple[int, str, bool, bool]:
         """(action, policy_version, fallback, explored) for one state."""
@@ -202,12 +205,12 @@ class DecisionEngine:
             "explored": explored}
 
     # ------------------------------------------------------------------ batch
-    def decide_batch(self, reps: list[KPIReport]) -> list[str]:
+    def decide_batch(self, cols: Columns) -> list[str]:
         """Many reports (distinct cells) -> JSON answers in order; all or nothing on conflict."""
-        n = len(reps)
+        n = len(cols)
         if n == 0:
             return []
-        ids = [r.cell_id for r in reps]
+        ids, wins = cols.ids, cols.windows
         if len(set(ids)) != n:
             seen: dict[str, int] = {}
             for i, c in enumerate(ids):
@@ -217,29 +220,24 @@ class DecisionEngine:
                                       f"{seen[c]}); send its windows in separate requests")
                 seen[c] = i
         if self.cells.name == "local":
-            for i, r in enumerate(reps):
-                p = self.cells.peek(r.cell_id)
-                if p is not None and r.window <= p.window:
-                    raise WindowConflict("duplicate_window" if r.window == p.window
-                                         else "window_backwards", r.cell_id, r.window, p.window, i)
-        reported = []
-        for i, r in enumerate(reps):
-            try:
-                reported.append(self._reported_action(r))
-            except ReportError as e:
-                e.loc = ["body", "reports", i, *e.loc[1:]]
-                raise
-        arrived = np.array([[k.arrived_packets for k in r.slices] for r in reps], dtype=np.float64)
-        sla = np.array([[k.sla_met_packets for k in r.slices] for r in reps], dtype=np.float64)
-        se = np.array([sum(k.spectral_efficiency for k in r.slices) for r in reps])
-        windows = np.array([r.window for r in reps], dtype=np.float64)
+            peek = self.cells.peek
+            for i in range(n):
+                p = peek(ids[i])
+                if p is not None and wins[i] <= p.window:
+                    raise WindowConflict("duplicate_window" if wins[i] == p.window
+                                         else "window_backwards", ids[i], wins[i], p.window, i)
+        reported = [None if al is None else self._action_of(
+            [(x["slice"], x["bandwidth_hz"]) for x in al], ["body", "reports", i, "allocation"])
+            for i, al in enumerate(cols.allocations)]
+        arrived, sla, se = cols.arrived, cols.sla, cols.se
+        windows = np.asarray(wins, dtype=np.float64)
         ssr = np.where(arrived > 0, np.minimum(sla / np.where(arrived > 0, arrived, 1), 1), 1.0)
         utility = self.alpha * se + ssr @ np.asarray(self.beta)
         g = np.minimum(self.gmin + self.sigma * windows, self.gmax)
         reward = np.where(utility < g, 0.0,
                           np.where(utility < self.gmax, 1.0, 1.0 + (utility - self.gmax) / 2))
         states = (arrived / self._scales_np).astype(np.float32)
-        policy = self.holder.policy
+        policy = self.holder.policy  # read once: the whole batch runs on this model
         fallback = np.zeros(n, dtype=bool)
         if policy is None:
             actions = np.asarray(self.fallback.act(arrived)).reshape(n)
@@ -262,27 +260,59 @@ class DecisionEngine:
                     explored[i] = True
             self.m.explored.inc(int(explored.sum()))
         version = policy.version if policy is not None else FALLBACK_VERSION
-        st_l, act_l, arr_l, sla_l = (states.tolist(), actions.tolist(), arrived.tolist(),
-                                     sla.tolist())
-        se_l, u_l, r_l = se.tolist(), utility.tolist(), reward.tolist()
+        st_l, act_l = states.tolist(), actions.tolist()
         fb_l, ex_l = fallback.tolist(), explored.tolist()
-        vers = [FALLBACK_VERSION if f else version for f in fb_l]
-        mems = [(ids[i], CellMemory(reps[i].window, st_l[i], act_l[i], vers[i], fb_l[i], ex_l[i]))
+        any_fb, any_ex = bool(fallback.any()), bool(explored.any())
+        vers = [FALLBACK_VERSION if f else version for f in fb_l] if any_fb else [version] * n
+        mems = [(ids[i], CellMemory(wins[i], st_l[i], act_l[i], vers[i], fb_l[i], ex_l[i]))
                 for i in range(n)]
         prevs = self.cells.commit_many(mems)
+        # close transitions (consecutive windows only), in one pass
         now = time.time()
+        arr_l, sla_l, se_l = arrived.tolist(), sla.tolist(), se.tolist()
+        u_l, r_l = utility.tolist(), reward.tolist()
+        closed, gaps, mism, rsum = [], 0, 0, 0.0
         for i in range(n):
-            self._close(ids[i], reps[i].window, prevs[i], st_l[i], reported[i], u_l[i], r_l[i],
-                        arr_l[i], sla_l[i], se_l[i], now)
+            p = prevs[i]
+            if p is None:
+                continue
+            if wins[i] != p.window + 1:
+                gaps += 1
+                continue
+            a = p.action
+            if reported[i] is not None and reported[i] != a:
+                mism += 1
+                a = reported[i]
+            rsum += r_l[i]
+            closed.append(Transition(ids[i], wins[i], p.state, a, r_l[i], u_l[i], st_l[i],
+                                     arr_l[i], sla_l[i], se_l[i], p.policy_version, p.fallback,
+                                     p.explored, now))
+        if closed:
+            self.sink.put_many(closed)
+            self.m.transitions_closed.inc(len(closed))
+            self.m.reward.inc(rsum)
+        if gaps:
+            self.m.window_gaps.inc(gaps)
+        if mism:
+            self.m.alloc_mismatch.inc(mism)
         self._observe(act_l[-1], u_l[-1], ssr[-1].tolist())
         nf = int(fallback.sum())
         if n - nf:
             self.m.decision_counter(version, False).inc(n - nf)
         if nf:
             self.m.decision_counter(FALLBACK_VERSION, True).inc(nf)
-        out = []
-        for i in range(n):
-            self._counter += 1
-            out.append(self._render(ids[i], reps[i].window, f"{self._id_prefix}-{self._counter}",
-                                    vers[i], fb_l[i], ex_l[i], act_l[i]))
-        return out
+        # render: per-batch constants hoisted, one template fill per decision
+        c0 = self._counter
+        self._counter += n
+        pre = self._id_prefix
+        vj = json.dumps(version)
+        fbj = json.dumps(FALLBACK_VERSION)
+        alloc = self.alloc_json
+        tmpl = self._TEMPLATE
+        dumps = json.dumps
+        if not any_fb and not any_ex:
+            return [tmpl % (dumps(ids[i]), wins[i], f"{pre}-{c0 + i + 1}", vj, "false", "false",
+                            act_l[i], alloc(act_l[i])) for i in range(n)]
+        return [tmpl % (dumps(ids[i]), wins[i], f"{pre}-{c0 + i + 1}", fbj if fb_l[i] else vj,
+                        "true" if fb_l[i] else "false", "true" if ex_l[i] else "false",
+                        act_l[i], alloc(act_l[i])) for i in range(n)]

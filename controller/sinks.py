@@ -121,6 +121,21 @@ class TransitionSink:
             self._wake.set()
         return True
 
+    def put_many(self, ts: list[Transition]) -> int:
+        """Append a batch; what does not fit is dropped and counted. Returns how many fit."""
+        room = self._cap - len(self._buf)
+        if room < len(ts):
+            lost = len(ts) - max(room, 0)
+            self.dropped += lost
+            self._on_dropped(lost)
+            ts = ts[:max(room, 0)]
+        if ts:
+            self._buf.extend(ts)
+            self._idle.clear()
+            if len(self._buf) >= self._batch:
+                self._wake.set()
+        return len(ts)
+
     def __len__(self) -> int:
         return len(self._buf)
 

@@ -1,0 +1,360 @@
+"""``slicetwin bench controller``: a real uvicorn controller process driven from this process.
+
+Phases (one JSON line of figures at the end):
+1. serial: one connection, one request at a time -> ``serial_p50_ms``, ``serial_p99_ms``;
+2. fixed rate: ``rate`` req/s open loop over several connections; latency is measured from each
+   request's *scheduled* send time, so a stall is not hidden by the client waiting (no
+   coordinated omission) -> ``p99_ms_at_1000rps``;
+3. max throughput: ``connections`` closed-loop connections -> ``max_rps``;
+4. batch: serial batch requests of ``batch_size`` cells -> ``batch_decisions_per_s``;
+5. hot-swap: the fixed-rate load again while the registry promotes a new policy ``swaps`` times
+   -> ``hotswap_p99_ms``, ``hotswap_failed``, versions seen and publish-to-serving delay.
+The client speaks raw HTTP/1.1 over keep-alive sockets (~20 us per request), because a
+general-purpose client (httpx) costs more per request than the controller itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from slicetwin.slices import SLICE_NAMES
+
+_SLICE = ('{{"slice":"{}","arrived_packets":%d,"delivered_packets":%d,"sla_met_packets":%d,'
+          '"throughput_bps":%.1f,"spectral_efficiency":%.4f}}')
+# printf template of one report, filled per request
+_REPORT = ('{"cell_id":"%s","window":%d,"window_ms":200,"slices":['
+           + ",".join(_SLICE.format(n) for n in SLICE_NAMES) + "]}")
+
+
+@dataclass
+class BenchConfig:
+    seconds: float = 3.0
+    serial_requests: int = 3000
+    rate: float = 1000.0
+    connections: int = 16
+    rate_connections: int = 8
+    batch_size: int = 1000
+    batch_requests: int = 20
+    swaps: int = 6
+    use_redis: bool = True
+    cells: int = 256
+    seed: int = 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port}")
+
+
+class ReportMaker:
+    """Report bodies for many cells with increasing windows and plausible KPIs."""
+
+    def __init__(self, cells: int, seed: int = 0):
+        self.rng = random.Random(seed)
+        self.cells = [f"bench-{i}" for i in range(cells)]
+        self.window = dict.fromkeys(self.cells, 0)
+        self.i = 0
+
+    def one(self, cell: str | None = None) -> bytes:
+        if cell is None:
+            cell = self.cells[self.i % len(self.cells)]
+            self.i += 1
+        w = self.window[cell]
+        self.window[cell] = w + 1
+        r = self.rng
+        vals = []
+        for mean in (100, 1000, 10):
+            a = max(0, int(r.gauss(mean, mean / 3)))
+            d = int(a * r.uniform(0.6, 1.0))
+            vals += [a, d, int(d * r.uniform(0.3, 1.0)), r.uniform(1e5, 5e7), r.uniform(0.01, 3)]
+        return (_REPORT % (cell, w, *vals)).encode()
+
+    def batch(self, n: int) -> bytes:
+        cells = self.cells[:n] if n <= len(self.cells) else [f"bench-b{i}" for i in range(n)]
+        for c in cells:
+            self.window.setdefault(c, 0)
+        return b'{"reports":[' + b",".join(self.one(c) for c in cells) + b"]}"
+
+
+def _request(path: str, body: bytes) -> bytes:
+    return (b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (path.encode(), len(body))) + body
+
+
+def _parse_head(buf: bytes) -> tuple[int, int, int]:
+    """(status, content_length, header_end) of a response head in ``buf``."""
+    end = buf.index(b"\r\n\r\n")
+    head = buf[:end].lower()
+    status = int(head[9:12])
+    i = head.index(b"content-length:")
+    j = head.find(b"\r\n", i)
+    length = int(head[i + 15: j if j != -1 else None])
+    return status, length, end + 4
+
+
+class RawConn:
+    """Blocking keep-alive HTTP/1.1 connection (serial and batch phases)."""
+
+    def __init__(self, port: int):
+        self.s = socket.create_connection(("127.0.0.1", port))
+        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.s.sendall(_request(path, body))
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self.s.recv(65536)
+        status, n, start = _parse_head(self.buf)
+        while len(self.buf) < start + n:
+            self.buf += self.s.recv(max(65536, start + n - len(self.buf)))
+        payload, self.buf = self.buf[start:start + n], self.buf[start + n:]
+        return status, payload
+
+    def close(self) -> None:
+        self.s.close()
+
+
+async def _apost(reader, writer, path: str, body: bytes) -> tuple[int, bytes]:
+    writer.write(_request(path, body))
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = await reader.read(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    status, n, start = _parse_head(buf)
+    while len(buf) < start + n:
+        buf += await reader.readexactly(start + n - len(buf))
+    return status, buf[start:start + n]
+
+
+def _version_of(payload: bytes) -> str:
+    i = payload.find(b'"policy_version":"')
+    if i < 0:
+        return "?"
+    j = payload.index(b'"', i + 18)
+    return payload[i + 18:j].decode()
+
+
+async def _fixed_rate(port: int, maker: ReportMaker, rate: float, seconds: float, conns: int,
+                      on_answer=None) -> dict:
+    n = int(rate * seconds)
+    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(conns)]
+    for _, w in streams:
+        w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    bodies = [maker.one() for _ in range(n)]
+    lat = np.full(n, np.nan)
+    failed = 0
+    clock = time.perf_counter  # uvloop's loop.time() is millisecond-grained: too coarse here
+    t0 = clock() + 0.05
+
+    async def worker(k: int) -> None:
+        nonlocal failed
+        reader, writer = streams[k]
+        for i in range(k, n, conns):
+            due = t0 + i / rate
+            delay = due - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                status, payload = await _apost(reader, writer, "/v1/reports", bodies[i])
+            except (ConnectionError, OSError, asyncio.IncompleteReadError):
+                failed += 1
+                continue
+            lat[i] = clock() - due
+            if status != 200:
+                failed += 1
+            elif on_answer is not None:
+                on_answer(payload)
+
+    await asyncio.gather(*(worker(k) for k in range(conns)))
+    wall = clock() - t0
+    for _, w in streams:
+        w.close()
+    ok = lat[np.isfinite(lat)]
+    return {"p50_ms": float(np.percentile(ok, 50) * 1e3), "p99_ms": float(np.percentile(ok, 99) * 1e3),
+            "max_ms": float(ok.max() * 1e3), "failed": failed, "requests": n,
+            "achieved_rps": n / wall}
+
+
+async def _closed_loop(port: int, maker: ReportMaker, seconds: float, conns: int) -> dict:
+    pool = [maker.one() for _ in range(200_000)]
+    idx = 0
+    done = failed = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal idx, done, failed
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.perf_counter() < stop and idx < len(pool):
+            body = pool[idx]
+            idx += 1
+            status, _ = await _apost(reader, writer, "/v1/reports", body)
+            done += 1
+            failed += status != 200
+        writer.close()
+
+    t = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    return {"rps": done / (time.perf_counter() - t), "failed": failed}
+
+
+def _start_redis() -> tuple[subprocess.Popen, str, str] | None:
+    if shutil.which("redis-server") is None:
+        return None
+    port = _free_port()
+    d = tempfile.mkdtemp(prefix="slicetwin-bench-redis-")
+    p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save",
+                          "", "--appendonly", "no", "--dir", d],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_port(port)
+    return p, f"redis://127.0.0.1:{port}/0", d
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    redis_proc = _start_redis() if cfg.use_redis else None
+    port = _free_port()
+    key = "bench-hmac-key"
+    env = {**os.environ, "SLICETWIN_PORT": str(port), "SLICETWIN_HMAC_KEY": key,
+           "SLICETWIN_CELL_STORE": "local", "SLICETWIN_LOG_LEVEL": "warning",
+           "SLICETWIN_MODEL_SOURCE": "auto"}
+    if redis_proc is not None:
+        env["SLICETWIN_REDIS_URL"] = redis_proc[1]
+    log = tempfile.NamedTemporaryFile("w+", prefix="slicetwin-bench-ctl-", suffix=".log",
+                                      delete=False)
+    ctl = subprocess.Popen([sys.executable, "-m", "slicetwin.cli", "controller"], env=env,
+                           stdout=log, stderr=subprocess.STDOUT)
+    out: dict = {"bench": "controller", "device": "cpu", "cpus": os.cpu_count(),
+                 "cell_store": "local",
+                 "transitions_sink": "redis" if redis_proc is not None else "memory"}
+    try:
+        _wait_port(port)
+        conn = RawConn(port)
+        maker = ReportMaker(cfg.cells, cfg.seed)
+        for _ in range(300):  # warm-up (allocator, caches, first-model paths)
+            conn.post("/v1/reports", maker.one())
+        # 1. serial
+        lat = np.empty(cfg.serial_requests)
+        bodies = [maker.one() for _ in range(cfg.serial_requests)]
+        for i, b in enumerate(bodies):
+            t = time.perf_counter()
+            status, _ = conn.post("/v1/reports", b)
+            lat[i] = time.perf_counter() - t
+            if status != 200:
+                raise RuntimeError(f"serial request failed with {status}")
+        out["serial_p50_ms"] = round(float(np.percentile(lat, 50) * 1e3), 4)
+        out["serial_p99_ms"] = round(float(np.percentile(lat, 99) * 1e3), 4)
+        # 2. fixed rate
+        fr = asyncio.run(_fixed_rate(port, maker, cfg.rate, cfg.seconds, cfg.rate_connections))
+        out["p99_ms_at_1000rps" if cfg.rate == 1000 else f"p99_ms_at_{int(cfg.rate)}rps"] = round(
+            fr["p99_ms"], 4)
+        out["fixed_rate"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in fr.items()}
+        # 3. max throughput
+        cl = asyncio.run(_closed_loop(port, maker, cfg.seconds, cfg.connections))
+        out["max_rps"] = round(cl["rps"], 1)
+        out["max_rps_connections"] = cfg.connections
+        # 4. batch
+        bodies = [maker.batch(cfg.batch_size) for _ in range(cfg.batch_requests + 2)]
+        for b in bodies[:2]:
+            conn.post("/v1/reports:batch", b)
+        t = time.perf_counter()
+        for b in bodies[2:]:
+            status, _ = conn.post("/v1/reports:batch", b)
+            if status != 200:
+                raise RuntimeError(f"batch request failed with {status}")
+        out["batch_decisions_per_s"] = round(cfg.batch_size * cfg.batch_requests
+                                             / (time.perf_counter() - t), 1)
+        out["batch_size"] = cfg.batch_size
+        conn.close()
+        # 5. hot-swap under the fixed-rate load
+        if redis_proc is not None and cfg.swaps > 0:
+            out.update(_hotswap(port, maker, cfg, redis_proc[1], key, fr["p99_ms"]))
+        else:
+            out["hotswap_p99_ms"] = None
+    except Exception:
+        log.seek(0)
+        sys.stderr.write("controller log tail:\n" + log.read()[-3000:] + "\n")
+        raise
+    finally:
+        ctl.terminate()
+        try:
+            ctl.wait(10)
+        except subprocess.TimeoutExpired:
+            ctl.kill()
+        log.close()
+        os.unlink(log.name)
+        if redis_proc is not None:
+            redis_proc[0].terminate()
+            redis_proc[0].wait(10)
+            shutil.rmtree(redis_proc[2], ignore_errors=True)
+    return out
+
+
+def _hotswap(port: int, maker: ReportMaker, cfg: BenchConfig, url: str, key: str,
+             steady_p99: float) -> dict:
+    from slicetwin.onnx_policy import fresh_policy_onnx
+    from slicetwin.registry import RedisRegistry
+
+    reg = RedisRegistry(url, key)
+    versions = [f"bench-swap-{i}" for i in range(cfg.swaps)]
+    for i, v in enumerate(versions):
+        reg.publish("policy", fresh_policy_onnx(v, seed=100 + i), version=v)
+    promoted_at: dict[str, float] = {}
+    first_seen: dict[str, float] = {}
+    seen_counts: dict[str, int] = {}
+
+    def on_answer(payload: bytes) -> None:
+        v = _version_of(payload)
+        seen_counts[v] = seen_counts.get(v, 0) + 1
+        if v not in first_seen:
+            first_seen[v] = time.perf_counter()
+
+    def promoter() -> None:
+        gap = cfg.seconds / (cfg.swaps + 1)
+        for v in versions:
+            time.sleep(gap)
+            promoted_at[v] = time.perf_counter()
+            reg.promote("policy", v)
+
+    th = threading.Thread(target=promoter, daemon=True)
+    th.start()
+    res = asyncio.run(_fixed_rate(port, maker, cfg.rate, cfg.seconds, cfg.rate_connections,
+                                  on_answer))
+    th.join()
+    reg.close()
+    delays = [first_seen[v] - promoted_at[v] for v in versions if v in first_seen]
+    return {"hotswap_p99_ms": round(res["p99_ms"], 4), "hotswap_failed": res["failed"],
+            "hotswap_requests": res["requests"], "hotswap_swaps": cfg.swaps,
+            "hotswap_versions_served": sum(1 for v in versions if v in seen_counts),
+            "hotswap_p99_ratio": round(res["p99_ms"] / steady_p99, 3) if steady_p99 else None,
+            "promote_to_serving_ms_max": round(max(delays) * 1e3, 2) if delays else None}
