@@ -18,7 +18,7 @@ from controller.app import create_app
 from controller.settings import ControllerSettings
 from slicetwin.onnx_policy import fresh_policy_onnx
 from slicetwin.registry import MemoryRegistry, RedisRegistry
-from tests.controller_helpers import (
+from tests.test_controller_support import (
     ROOT,
     SLICES,
     assert_allocation_ok,
