@@ -20,6 +20,15 @@ from trainer.export_onnx import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on the shared 2-core machine torch's spinning threads cost 5x."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("kind", ["student16", "student4", "teacher", "dueling"])
 def test_round_trip_matches_torch_on_10k_states(tmp_path, kind):
     torch.manual_seed(1)

@@ -20,6 +20,15 @@ from trainer.landscape import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on the shared 2-core machine torch's spinning threads cost 5x."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _setup(seed=0):
     torch.manual_seed(seed)
     q, qt = QNetwork(3, 12, hidden=(16, 16)), QNetwork(3, 12, hidden=(16, 16))

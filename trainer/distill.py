@@ -74,8 +74,12 @@ def _soft_targets(q: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def distill(teacher: nn.Module, states: np.ndarray, cfg: DistillConfig | None = None,
-            on_eval: Callable[[dict], None] | None = None) -> DistillResult:
-    """Train a ``StudentMLP`` to imitate ``teacher`` (a module state -> Q over actions)."""
+            on_eval: Callable[[dict, StudentMLP], dict | None] | None = None) -> DistillResult:
+    """Train a ``StudentMLP`` to imitate ``teacher`` (a module state -> Q over actions).
+
+    ``on_eval(record, student)`` runs every ``eval_every`` rounds and may return extra figures
+    (e.g. the student's utility on the simulator) to add to the history.
+    """
     cfg = cfg or DistillConfig()
     if cfg.mode not in ("hard", "soft"):
         raise ValueError(f"mode must be 'hard' or 'soft', got {cfg.mode!r}")
@@ -113,9 +117,11 @@ def distill(teacher: nn.Module, states: np.ndarray, cfg: DistillConfig | None = 
         sched.step()
         if r % cfg.eval_every == 0 or r == cfg.rounds:
             rec = {"round": r, "loss": float(loss.detach()), "agreement": agreement(student, a_hold, x_hold)}
-            history.append(rec)
             if on_eval:
-                on_eval(rec)
+                student.eval()
+                rec.update(on_eval(rec, student) or {})
+                student.train()
+            history.append(rec)
     student.eval()
     with torch.no_grad():
         a_s = student(x_hold).argmax(1)
