@@ -104,7 +104,7 @@ class Twin(TwinRollouts):
             actions = np.concatenate([np.repeat(actions[:, :1], pad, axis=1), actions], axis=1)
         for j in range(h - 2, -1, -1):
             actions[:, j] = np.where(actions[:, j] < 0, actions[:, j + 1], actions[:, j])
-        return np.ascontiguousarray(states), actions
+        return np.require(states, np.float32, ["C", "W"]), actions
 
     @contextmanager
     def _threads(self):
