@@ -88,3 +88,36 @@ def bench_policy_cmd(
     from trainer.bench_policy import main_json
 
     typer.echo(main_json(model=model, hidden=hidden, n_single=n_single, n_batches=n_batches))
+
+
+def _override(cfg, **kw):
+    from dataclasses import replace
+
+    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})
+
+
+@experiment_app.command("distill")
+def experiment_distill(
+    out: Path = typer.Option(Path("runs/distill"), help="output directory"),
+    quick: bool = typer.Option(False, help="smoke run: 2 seeds, 2,000 rounds, small teachers"),
+    seeds: int = typer.Option(None, min=1, help="teacher seeds per kind (default 3; quick 2)"),
+    rounds: int = typer.Option(None, min=1, help="distillation rounds (default 10,000)"),
+    mode: str = typer.Option("hard", help="hard (eq. 12, argmax labels) | soft (KL, temperature)"),
+    teacher_interactions: int = typer.Option(None, min=200, help="real interactions per teacher"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """Fig. 8: distil DT / non-DT teachers into 4- and 16-unit ONNX students (CSV, PNG, JSON)."""
+    import json as _json
+
+    import torch
+
+    from trainer.experiments import distill as exp
+
+    torch.set_num_threads(1)
+    cfg = exp.DistillExperimentConfig(**(exp.QUICK if quick else {}))
+    cfg = _override(cfg, seeds=seeds, rounds=rounds, mode=mode,
+                    teacher_interactions=teacher_interactions)
+    summary = exp.run(out, cfg, progress=progress)
+    typer.echo(_json.dumps({"out": str(out), "seconds": summary["seconds"],
+                            "groups": {k: {m: round(v[m]["mean"], 4) for m in v}
+                                       for k, v in summary["groups"].items()}}))
