@@ -283,6 +283,9 @@ class LocalStack:
         last = ""
         while time.time() < deadline:
             if ls.proc is not None and ls.proc.poll() is not None:
+                pending = [ln for ln in ls.tail(20000).splitlines() if "not available yet" in ln]
+                if pending:  # a part still being built says so itself: report, do not hide
+                    pytest.xfail(f"compose {ls.name} cannot start yet: {pending[-1].strip()}")
                 pytest.fail(f"{ls.name} exited with {ls.proc.returncode}:\n{ls.tail()}")
             r = subprocess.run(ls.healthcheck, env=ls.env, capture_output=True, text=True,
                                timeout=10)
@@ -405,7 +408,8 @@ def test_service_cli_exists(service):
 
 # settings class of each SliceTwin server (pydantic-settings), to check the compose environment
 SETTINGS = {"controller": ("controller.settings", "ControllerSettings"),
-            "twin": ("twin_service.settings", "TwinServiceSettings")}
+            "twin": ("twin_service.settings", "TwinServiceSettings"),
+            "trainer": ("trainer.worker.settings", "WorkerSettings")}
 
 
 def settings_env_names(cls) -> set[str]:
@@ -701,19 +705,24 @@ def test_dashboard_and_alert_metrics_exist_on_live_services(local_stack):
     assert len(wanted) >= 10
     assert {owner_of(m) for m in wanted} <= {"controller", "twin", "trainer"}
     pending = missing_cli_services(stack.compose)
-    started = [stack.local_service(n) for n in ("controller", "twin") if n not in pending]
-    for ls in started:
-        ls.start()
-    for ls in started:
-        stack.run_healthcheck(ls)
+    ctl = stack.local_service("controller")
+    ctl.start()
+    stack.run_healthcheck(ctl)
     run_gnb(stack, 5)
     pages = metrics_pages(stack)
-    assert "controller" in pages
     missing = absent_metrics(pages)
     assert not missing, f"metrics named in deploy/ but absent from /metrics: {missing}"
     assert not label_problems(pages)
     if "twin" in pending:
         pytest.skip(f"twin metrics unchecked: {pending['twin']}")
+    twin = stack.local_service("twin")
+    twin.start()
+    stack.run_healthcheck(twin)
+    pages = metrics_pages(stack)
+    assert set(pages) == {"controller", "twin"}
+    missing = absent_metrics(pages)
+    assert not missing, f"metrics named in deploy/ but absent from /metrics: {missing}"
+    assert not label_problems(pages)
 
 
 # ============================================================================= slow: whole stack
