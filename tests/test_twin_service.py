@@ -174,3 +174,58 @@ def test_real_process_http_twin_matches_in_process_twin(twin, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _wait_version(client, want: str, timeout: float = 5.0) -> str:
+    import time
+
+    deadline = time.monotonic() + timeout
+    got = None
+    while time.monotonic() < deadline:
+        r = client.get("/v1/twin/model")
+        got = r.json().get("version") if r.status_code == 200 else None
+        if got == want:
+            return got
+        time.sleep(0.02)
+    return got
+
+
+def test_reloads_on_twin_registry_event_real_redis(twin, redis_url):
+    from slicetwin.registry import RedisRegistry
+
+    reg = RedisRegistry(redis_url, "test-key")
+    reg.publish("twin", twin.to_bytes(), version="twin-v1", promote=True,
+                metrics={"calibration_error": 0.05})
+    settings = TwinServiceSettings(redis_url=redis_url, hmac_key="test-key")
+    with TestClient(create_app(settings)) as c:
+        assert _wait_version(c, "twin-v1") == "twin-v1"  # loaded at start from `current`
+        assert c.get("/readyz").json()["checks"] == {"model_loaded": True, "registry": True}
+        assert c.get("/v1/twin/model").json()["calibration_error"] == 0.05
+        other = Twin(TwinConfig(ensemble=2, lstm_hidden=8, head_hidden=8, reward_hidden=(8,),
+                                history=2, seed=9))
+        reg.publish("twin", other.to_bytes(), version="twin-v2", promote=True)
+        assert _wait_version(c, "twin-v2") == "twin-v2"  # hot swap on the event
+        assert c.get("/v1/twin/model").json()["history"] == 2
+        r = c.post("/v1/twin/step", json=_step_body())
+        assert r.status_code == 200 and r.json()["model_version"] == "twin-v2"
+        # a signed but broken blob is refused; the old twin keeps serving
+        reg.publish("twin", b"not a twin at all", version="twin-v3", promote=True)
+        import time
+        time.sleep(0.5)
+        assert c.get("/v1/twin/model").json()["version"] == "twin-v2"
+        assert 'slicetwin_twin_model_reloads_total{result="error"} 1.0' in c.get("/metrics").text
+        reg.rollback("twin")  # back to v2 -> already serving; then to v1
+        reg.rollback("twin")
+        assert _wait_version(c, "twin-v1") == "twin-v1"
+    reg.close()
+
+
+def test_unsigned_twin_is_refused(twin, redis_url):
+    from slicetwin.registry import RedisRegistry
+
+    RedisRegistry(redis_url, "attacker-key").publish("twin", twin.to_bytes(), version="evil",
+                                                     promote=True)
+    settings = TwinServiceSettings(redis_url=redis_url, hmac_key="real-key")
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/readyz").status_code == 503
+        assert c.get("/v1/twin/model").status_code == 503

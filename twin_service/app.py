@@ -16,10 +16,11 @@ log = logging.getLogger("slicetwin.twin_service")
 
 
 def create_app(settings: TwinServiceSettings | None = None, holder: TwinHolder | None = None,
-               watcher=None) -> FastAPI:
+               registry=None) -> FastAPI:
     """Build the app. ``holder`` may come pre-loaded (tests, the embedded demo); otherwise the
-    model file of the settings is loaded at start-up, and a registry watcher follows ``twin``
-    promotions when a Redis URL is configured."""
+    model file of the settings is loaded at start-up. A registry watcher follows ``twin``
+    promotions on ``registry`` (e.g. the demo's in-memory one) or, when a Redis URL is
+    configured, on the Redis registry."""
     settings = settings or TwinServiceSettings()
     holder = holder or TwinHolder()
     metrics = TwinMetrics()
@@ -40,11 +41,11 @@ def create_app(settings: TwinServiceSettings | None = None, holder: TwinHolder |
             except Exception:
                 metrics.reloads.labels("error").inc()
                 raise
-        w = watcher
-        if w is None and settings.redis_url:
+        w = None
+        if registry is not None or settings.redis_url:
             from twin_service.reload import make_registry_watcher
 
-            w = make_registry_watcher(holder, settings, metrics)
+            w = make_registry_watcher(holder, settings, metrics, registry)
         app.state.watcher = w
         if w is not None:
             await w.start()
@@ -56,7 +57,7 @@ def create_app(settings: TwinServiceSettings | None = None, holder: TwinHolder |
 
     app = FastAPI(title="SliceTwin twin service", version="1", lifespan=lifespan)
     app.state.settings, app.state.holder, app.state.metrics = settings, holder, metrics
-    app.state.watcher = watcher
+    app.state.watcher = None
     app.include_router(router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -1,20 +1,32 @@
-"""Twin service settings, from environment variables (pydantic-settings)."""
+"""Twin service settings, from environment variables (pydantic-settings).
+
+Own variables use the ``SLICETWIN_TWIN_`` prefix; the registry connection also reads the names
+the controller uses (``SLICETWIN_REDIS_URL`` / ``REDIS_URL``, ``SLICETWIN_HMAC_KEY``,
+``SLICETWIN_REGISTRY_PREFIX``) so one environment configures the whole system.
+"""
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class TwinServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SLICETWIN_TWIN_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SLICETWIN_TWIN_", extra="ignore",
+                                      populate_by_name=True)
 
     model: str | None = Field(None, description="twin model file (Twin.save) loaded at start; "
                               "env SLICETWIN_TWIN_MODEL")
     redis_url: str | None = Field(None, validation_alias=AliasChoices(
-        "SLICETWIN_TWIN_REDIS_URL", "REDIS_URL"), description="registry Redis; env REDIS_URL")
+        "redis_url", "SLICETWIN_TWIN_REDIS_URL", "SLICETWIN_REDIS_URL", "REDIS_URL"),
+        description="registry Redis; reload on 'twin' promotions when set")
     registry_prefix: str = Field("slicetwin:", validation_alias=AliasChoices(
-        "SLICETWIN_TWIN_REGISTRY_PREFIX", "SLICETWIN_REGISTRY_PREFIX"))
+        "registry_prefix", "SLICETWIN_TWIN_REGISTRY_PREFIX", "SLICETWIN_REGISTRY_PREFIX"))
+    hmac_key: SecretStr = Field(SecretStr("slicetwin-dev-key-change-me"), validation_alias=
+                                AliasChoices("hmac_key", "SLICETWIN_TWIN_HMAC_KEY",
+                                             "SLICETWIN_HMAC_KEY"),
+                                description="shared registry signing key")
     max_batch: int = Field(65536, ge=1, description="largest rollouts count per batch request")
     max_history: int = Field(64, ge=1, description="longest history window accepted")
-    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps the default")
+    torch_threads: int = Field(1, ge=0, description="torch intra-op threads (0: torch default); "
+                               "1 is fastest on a shared 2-core CPU")
