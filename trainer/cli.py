@@ -121,3 +121,33 @@ def experiment_distill(
     typer.echo(_json.dumps({"out": str(out), "seconds": summary["seconds"],
                             "groups": {k: {m: round(v[m]["mean"], 4) for m in v}
                                        for k, v in summary["groups"].items()}}))
+
+
+@experiment_app.command("offline")
+def experiment_offline(
+    out: Path = typer.Option(Path("runs/offline"), help="output directory"),
+    quick: bool = typer.Option(False, help="smoke run: 2 seeds, 2,000 transitions, 30 epochs"),
+    seeds: int = typer.Option(None, min=1, help="seeds (default 5; quick 2)"),
+    epochs: int = typer.Option(None, min=1, help="epochs over the dataset (default 200)"),
+    dataset_rounds: int = typer.Option(None, min=1, help="dataset size in rounds of 200"),
+    prox_weight: float = typer.Option(None, min=0.0, help="v of Algorithm 2"),
+    init_from_reference: bool = typer.Option(None, "--init-from-reference/--random-init",
+                                             help="offline+twin starts at theta_2"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """Fig. 9: offline DRL with / without the twin (Algorithm 2) and discrete CQL."""
+    import json as _json
+
+    import torch
+
+    from trainer.experiments import offline as exp
+
+    torch.set_num_threads(1)
+    cfg = exp.OfflineExperimentConfig(**(exp.QUICK if quick else {}))
+    cfg = _override(cfg, seeds=seeds, epochs=epochs, dataset_rounds=dataset_rounds,
+                    prox_weight=prox_weight, init_from_reference=init_from_reference)
+    summary = exp.run(out, cfg, progress=progress)
+    typer.echo(_json.dumps({"out": str(out), "seconds": summary["seconds"],
+                            "utility": {k: round(v["mean"], 4)
+                                        for k, v in summary["utility"].items()},
+                            "twin_minus_no_twin": summary.get("twin_minus_no_twin")}))
