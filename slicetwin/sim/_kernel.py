@@ -24,8 +24,9 @@ N_HIST = 2000  # latency histogram: 0.1 ms bins up to 200 ms, plus the running m
 HIST_BIN_S = 1e-4
 
 # indices into the float parameter vector P
-P_SLOT, P_NSLOT, P_RB_HZ, P_SE_CAP, P_SE_MULT, P_LOG_BASE, P_SHADOW, P_CARRY, P_QCAP = range(9)
-N_P = 9
+(P_SLOT, P_NSLOT, P_RB_HZ, P_SE_CAP, P_SE_MULT, P_LOG_BASE, P_SHADOW, P_CARRY, P_QCAP,
+ P_LAT_ACCESS, P_RATE_TX, P_BW, P_ALPHA) = range(13)
+N_P = 13
 
 
 @njit(cache=True)
@@ -88,6 +89,44 @@ def _sample(rng, c, d):
 
 
 @njit(cache=True)
+def _dist_max(d):
+    k = int(d[0])
+    if k == 0:
+        return d[1]
+    if k == 1 or k == 2:
+        return d[2]
+    if k == 6:
+        return d[1] + d[2] * (d[3] - 1.0)
+    return d[3]
+
+
+@njit(cache=True)
+def _sample_fwd(rng, c, d):
+    """Forward recurrence time of a stationary renewal process with inter-arrival law d:
+    U * X with X length-biased (rejection on X / max; exact). Used when a user turns ON, so ON
+    periods see stationary arrivals without running the clocks of OFF users."""
+    k = int(d[0])
+    if k == 2 and d[2] == np.inf:
+        return _sample(rng, c, d)  # memoryless
+    mx = _dist_max(d)
+    for _ in range(100000):
+        x = _sample(rng, c, d)
+        if _u01(rng, c) * mx <= x:
+            return _u01(rng, c) * x
+    return _u01(rng, c) * mx
+
+
+@njit(cache=True)
+def sample_fwd_many(seed, d, n):
+    rng = np.empty(1, np.uint64)
+    rng[0] = np.uint64(seed)
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = _sample_fwd(rng, 0, d)
+    return out
+
+
+@njit(cache=True)
 def sample_many(seed, d, n):
     """n draws of an encoded Dist (test helper for the conformance tests)."""
     rng = np.empty(1, np.uint64)
@@ -99,23 +138,21 @@ def sample_many(seed, d, n):
 
 
 @njit(cache=True)
-def warm_start(rng, slice_of, next_arr, inter, warm_s):
-    """Start each user's arrival clock at -warm_s so t >= 0 sees a near-stationary process."""
+def warm_start(rng, slice_of, on, next_arr, inter):
+    """Stationary start: each ON user's first arrival is a forward recurrence time."""
     C, U = next_arr.shape
     for c in range(C):
         for u in range(U):
-            d = inter[slice_of[c, u]]
-            t = -warm_s + _sample(rng, c, d)
-            while t < 0.0:
-                t += _sample(rng, c, d)
-            next_arr[c, u] = t
+            if on[c, u] == 1:
+                next_arr[c, u] = _sample_fwd(rng, c, inter[slice_of[c, u]])
 
 
 @njit(cache=True)
-def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_persist,
+def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_persist, beta,
                  rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr,
-                 qa, qb, qh, qn, rr,
-                 arrived, delivered, met, dropped, bits, lat_sum, lat_p95):
+                 qa, qb, qz, qs, qh, qn, rr,
+                 arrived, delivered, met, dropped, bits, lat_mean, lat_p95, backlog, ssr,
+                 se_out, util):
     slot = P[P_SLOT]
     n_slots = int(P[P_NSLOT])
     rb_hz = P[P_RB_HZ]
@@ -124,6 +161,8 @@ def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, 
     inv_log_base = 1.0 / np.log(P[P_LOG_BASE])
     shadow = P[P_SHADOW]
     carry = P[P_CARRY] > 0.5
+    lat_access = P[P_LAT_ACCESS] > 0.5  # latency SLA on access delay (else completion delay)
+    rate_tx = P[P_RATE_TX] > 0.5  # rate SLA on size / transmission time (else slot PHY rate)
     Q = qa.shape[2]
     T = n_slots * slot
     t0 = now[c]
@@ -134,7 +173,7 @@ def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, 
         met[c, n] = 0
         dropped[c, n] = 0
         bits[c, n] = 0.0
-        lat_sum[c, n] = 0.0
+        lat_mean[c, n] = 0.0
         lat_p95[c, n] = np.nan
 
     # ---- load dynamics: slice regime, then per-user on/off ---------------------------------
@@ -144,7 +183,10 @@ def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, 
         p_on = on_prob[n, regime[c, n]]
         for u in range(lo[c, n], hi[c, n]):
             if _u01(rng, c) >= on_persist[n]:
+                was = on[c, u]
                 on[c, u] = 1 if _u01(rng, c) < p_on else 0
+                if on[c, u] == 1 and was == 0:
+                    next_arr[c, u] = t0 + _sample_fwd(rng, c, inter[n])
 
     # ---- arrivals of the window, generated per user then bucketed by slot --------------------
     cap = 4096
@@ -156,23 +198,24 @@ def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, 
         d_i = inter[n]
         d_s = size[n]
         for u in range(lo[c, n], hi[c, n]):
+            if on[c, u] == 0:
+                continue  # OFF: no arrivals; the clock restarts stationary when it turns ON
             ta = next_arr[c, u]
             while ta < t1:
-                if on[c, u] == 1:
-                    if ne == cap:
-                        cap *= 2
-                        e1 = np.empty(cap, np.int64)
-                        e2 = np.empty(cap, np.float64)
-                        e3 = np.empty(cap, np.float64)
-                        e1[:ne] = ev_u[:ne]
-                        e2[:ne] = ev_t[:ne]
-                        e3[:ne] = ev_b[:ne]
-                        ev_u, ev_t, ev_b = e1, e2, e3
-                    ev_u[ne] = u
-                    ev_t[ne] = ta
-                    ev_b[ne] = _sample(rng, c, d_s)
-                    ne += 1
-                    arrived[c, n] += 1
+                if ne == cap:
+                    cap *= 2
+                    e1 = np.empty(cap, np.int64)
+                    e2 = np.empty(cap, np.float64)
+                    e3 = np.empty(cap, np.float64)
+                    e1[:ne] = ev_u[:ne]
+                    e2[:ne] = ev_t[:ne]
+                    e3[:ne] = ev_b[:ne]
+                    ev_u, ev_t, ev_b = e1, e2, e3
+                ev_u[ne] = u
+                ev_t[ne] = ta
+                ev_b[ne] = _sample(rng, c, d_s)
+                ne += 1
+                arrived[c, n] += 1
                 ta += _sample(rng, c, d_i)
             next_arr[c, u] = ta
     start = np.zeros(n_slots + 1, np.int64)
@@ -263,17 +306,29 @@ def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, 
                         se = se_cap
                 rate = b * rb_hz * se * se_mult
                 budget = rate * slot
-                while budget > 0.0 and qn[c, u] > 0:
+                ts = t_end - slot
+                used = 0.0
+                while used < budget and qn[c, u] > 0:
                     h = qh[c, u]
                     rem = qb[c, u, h]
-                    if rem <= budget * (1.0 + 1e-12):
-                        budget -= rem
+                    if qs[c, u, h] < 0.0:
+                        qs[c, u, h] = ts + used / rate
+                    if rem <= (budget - used) * (1.0 + 1e-12):
+                        used += rem
                         bits[c, n] += rem
-                        delay = t_end - qa[c, u, h]
+                        t_done = ts + used / rate
+                        delay = t_done - qa[c, u, h]
                         delivered[c, n] += 1
-                        if delay <= lat_sla[n] * (1.0 + 1e-9) and rate >= rate_sla[n]:
+                        lat_ok = (qs[c, u, h] - qa[c, u, h] if lat_access else delay) <= (
+                            lat_sla[n] * (1.0 + 1e-9))
+                        if rate_tx:
+                            rate_ok = qz[c, u, h] >= rate_sla[n] * (t_done - qs[c, u, h]) * (
+                                1.0 - 1e-9)
+                        else:
+                            rate_ok = rate >= rate_sla[n]
+                        if lat_ok and rate_ok:
                             met[c, n] += 1
-                        lat_sum[c, n] += delay
+                        lat_mean[c, n] += delay
                         hb = int(delay / HIST_BIN_S)
                         if hb >= N_HIST:
                             hb = N_HIST - 1
@@ -288,9 +343,9 @@ def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, 
                         if qn[c, u] == 0:
                             nact[n] -= 1
                     else:
-                        qb[c, u, h] = rem - budget
-                        bits[c, n] += budget
-                        budget = 0.0
+                        qb[c, u, h] = rem - (budget - used)
+                        bits[c, n] += budget - used
+                        used = budget
             if last >= 0:
                 rr[c, n] = last + 1 if last + 1 < nu else 0
         # packets that arrived during slot s become schedulable from slot s + 1
@@ -307,6 +362,8 @@ def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, 
                 tail -= Q
             qa[c, u, tail] = ev_t[ev]
             qb[c, u, tail] = ev_b[ev]
+            qz[c, u, tail] = ev_b[ev]
+            qs[c, u, tail] = -1.0
             if qn[c, u] == 0:
                 for n in range(3):
                     if lo[c, n] <= u < hi[c, n]:
@@ -320,9 +377,12 @@ def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, 
                 dropped[c, n] += qn[c, u]
                 qn[c, u] = 0
                 qh[c, u] = 0
+    tot_bits = 0.0
+    u_sum = 0.0
     for n in range(3):
         dn = delivered[c, n]
         if dn > 0:
+            lat_mean[c, n] /= dn
             target = 0.95 * dn
             acc = 0
             for b in range(N_HIST):
@@ -331,29 +391,51 @@ def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, 
                     v = (b + 1) * HIST_BIN_S
                     lat_p95[c, n] = v if v < lat_max[n] else lat_max[n]
                     break
+        else:
+            lat_mean[c, n] = np.nan
+        q = 0
+        for u in range(lo[c, n], hi[c, n]):
+            q += qn[c, u]
+        backlog[c, n] = q
+        a = arrived[c, n]
+        if a > 0:
+            r = met[c, n] / a
+            ssr[c, n] = r if r < 1.0 else 1.0
+        else:
+            ssr[c, n] = 1.0
+        u_sum += beta[n] * ssr[c, n]
+        tot_bits += bits[c, n]
+        bits[c, n] /= T  # -> throughput, bit/s
+    se_out[c] = tot_bits / (T * P[P_BW])
+    util[c] = P[P_ALPHA] * se_out[c] + u_sum
     now[c] = t1
     win[c] += 1
 
 
 @njit(cache=True, parallel=True)
-def step_cells(P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_persist,
+def step_cells(P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_persist, beta,
                rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr,
-               qa, qb, qh, qn, rr,
-               arrived, delivered, met, dropped, bits, lat_sum, lat_p95):
+               qa, qb, qz, qs, qh, qn, rr,
+               arrived, delivered, met, dropped, bits, lat_mean, lat_p95, backlog, ssr, se_out,
+               util):
     for c in prange(rbs.shape[0]):
-        _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_persist,
+        _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_persist, beta,
                      rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr,
-                     qa, qb, qh, qn, rr,
-                     arrived, delivered, met, dropped, bits, lat_sum, lat_p95)
+                     qa, qb, qz, qs, qh, qn, rr,
+                     arrived, delivered, met, dropped, bits, lat_mean, lat_p95, backlog, ssr,
+                     se_out, util)
 
 
 @njit(cache=True)
 def step_cells_serial(P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_persist,
+                      beta,
                       rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr,
-                      qa, qb, qh, qn, rr,
-                      arrived, delivered, met, dropped, bits, lat_sum, lat_p95):
+                      qa, qb, qz, qs, qh, qn, rr,
+                      arrived, delivered, met, dropped, bits, lat_mean, lat_p95, backlog, ssr, se_out,
+               util):
     for c in range(rbs.shape[0]):
-        _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_persist,
+        _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_persist, beta,
                      rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr,
-                     qa, qb, qh, qn, rr,
-                     arrived, delivered, met, dropped, bits, lat_sum, lat_p95)
+                     qa, qb, qz, qs, qh, qn, rr,
+                     arrived, delivered, met, dropped, bits, lat_mean, lat_p95, backlog, ssr,
+                     se_out, util)

@@ -17,7 +17,6 @@ from slicetwin.sim import _kernel as K
 from slicetwin.sim.config import SimConfig
 from slicetwin.slices import N_SLICES
 from slicetwin.state import state_from_arrivals
-from slicetwin.utility import ssr as _ssr
 
 
 @dataclass
@@ -37,6 +36,8 @@ class SimState:
     next_arr: np.ndarray  # (C, U) next arrival time, s
     qa: np.ndarray  # (C, U, Q) packet arrival times (ring buffers)
     qb: np.ndarray  # (C, U, Q) remaining bits
+    qz: np.ndarray  # (C, U, Q) packet size, bits
+    qs: np.ndarray  # (C, U, Q) time of first service (-1: not started)
     qh: np.ndarray  # (C, U) ring head
     qn: np.ndarray  # (C, U) queued packets
     rr: np.ndarray  # (C, 3) round-robin pointer per slice
@@ -139,7 +140,9 @@ class RanSimulator:
         self.n_cells = int(n_cells)
         self.codec = self.config.codec
         self._seed = seed
-        self.parallel = (self.n_cells >= 8) if parallel is None else bool(parallel)
+        # numba prange over cells pays off for big batches on idle cores; on this shared 2-core
+        # machine serial was faster for 64 cells (docs/simulator.md), so it is the default there.
+        self.parallel = (self.n_cells >= 256) if parallel is None else bool(parallel)
         cfg = self.config
         self._P = np.zeros(K.N_P)
         self._P[K.P_SLOT] = cfg.slot_s
@@ -151,6 +154,11 @@ class RanSimulator:
         self._P[K.P_SHADOW] = cfg.shadowing_db
         self._P[K.P_CARRY] = 1.0 if cfg.carry_backlog else 0.0
         self._P[K.P_QCAP] = cfg.buffer_packets
+        self._P[K.P_LAT_ACCESS] = 1.0 if cfg.latency_check == "access" else 0.0
+        self._P[K.P_RATE_TX] = 1.0 if cfg.rate_check == "transmission" else 0.0
+        self._P[K.P_BW] = cfg.bandwidth_hz
+        self._P[K.P_ALPHA] = cfg.utility.alpha
+        self._rb_per_unit = cfg.unit_hz / cfg.rb_hz
         self._inter = np.stack([t.interarrival.encode() for t in cfg.traffic])
         self._size = np.stack([t.size.encode() for t in cfg.traffic])
         self._rate_sla = np.array([s.rate_sla_bps for s in cfg.slices], float)
@@ -213,9 +221,10 @@ class RanSimulator:
             rng=keys[:C].copy(), chan_key=keys[C:].copy(), now=np.zeros(C),
             win=np.zeros(C, np.int64), regime=regime, lo=lo, hi=hi, snr=snr, uthr=uthr, on=on,
             next_arr=np.zeros((C, U)), qa=np.zeros((C, U, Q)), qb=np.zeros((C, U, Q)),
+            qz=np.zeros((C, U, Q)), qs=np.full((C, U, Q), -1.0),
             qh=np.zeros((C, U), np.int64), qn=np.zeros((C, U), np.int64),
             rr=np.zeros((C, N_SLICES), np.int64), last_arrived=np.zeros((C, N_SLICES), np.int64))
-        K.warm_start(st.rng, slice_of, st.next_arr, self._inter, float(cfg.warmup_s))
+        K.warm_start(st.rng, slice_of, st.on, st.next_arr, self._inter)
         self.state = st
         self.t = 0
         eq = self.codec.from_weights(np.ones(N_SLICES))
@@ -240,14 +249,16 @@ class RanSimulator:
         u = np.asarray(units)
         if u.dtype.kind not in "iu":
             raise TypeError(f"units must be integers, got dtype {u.dtype}")
-        u = u.astype(np.int64, copy=False).reshape(-1, N_SLICES) if u.ndim == 1 and (
-            n_cells == 1) else u.astype(np.int64, copy=False)
+        if u.ndim == 1 and n_cells == 1:
+            u = u.reshape(1, -1)
         if u.shape != (n_cells, N_SLICES):
             raise ValueError(f"units must have shape ({n_cells}, {N_SLICES}), got {u.shape}")
+        u = u.astype(np.int64, copy=False)
         c = self.codec
-        if np.any(u.sum(1) != c.n_units) or np.any(u < c.min_units):
-            bad = np.flatnonzero((u.sum(1) != c.n_units) | (u < c.min_units).any(1))[0]
-            raise ValueError(f"cell {bad}: allocation {u[bad].tolist()} must sum to {c.n_units} "
+        bad = (u.sum(1) != c.n_units) | (u.min(1) < c.min_units)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"cell {i}: allocation {u[i].tolist()} must sum to {c.n_units} "
                              f"units with each slice >= {c.min_units}")
         return u
 
@@ -284,40 +295,20 @@ class RanSimulator:
     # -- kernel call ----------------------------------------------------------------------------
     def rbs_of(self, units: np.ndarray) -> np.ndarray:
         """Scheduling resource blocks per slice for allocation units."""
-        bw = units * self.config.unit_hz
-        return np.floor(bw / self.config.rb_hz + 1e-9).astype(np.int64)
+        return np.floor(units * self._rb_per_unit + 1e-9).astype(np.int64)
 
     def _advance(self, st: SimState, units: np.ndarray, parallel: bool) -> WindowKPIs:
         C = st.n_cells
-        arrived = np.empty((C, N_SLICES), np.int64)
-        delivered = np.empty_like(arrived)
-        met = np.empty_like(arrived)
-        dropped = np.empty_like(arrived)
-        bits = np.empty((C, N_SLICES))
-        lat_sum = np.empty_like(bits)
-        p95 = np.empty_like(bits)
+        i3 = np.empty((5, C, N_SLICES), np.int64)  # arrived, delivered, met, dropped, backlog
+        f3 = np.empty((4, C, N_SLICES))  # throughput, latency mean, latency p95, ssr
+        f1 = np.empty((2, C))  # se, utility
         fn = K.step_cells if parallel else K.step_cells_serial
         fn(self._P, self.rbs_of(units), self._inter, self._size, self._rate_sla, self._lat_sla,
-           self._reg_leave, self._on_prob, self._on_persist, st.rng, st.chan_key, st.now, st.win,
-           st.regime, st.lo, st.hi, st.snr, st.uthr, st.on, st.next_arr, st.qa, st.qb, st.qh,
-           st.qn, st.rr, arrived, delivered, met, dropped, bits, lat_sum, p95)
-        st.last_arrived = arrived
-        cfg = self.config
-        T = cfg.window_s
-        with np.errstate(invalid="ignore", divide="ignore"):
-            lat_mean = np.where(delivered > 0, lat_sum / np.maximum(delivered, 1), np.nan)
-        se = bits.sum(1) / (T * cfg.bandwidth_hz)
-        s = _ssr(met, arrived)
-        util = cfg.utility.alpha * se + s @ self._beta
-        backlog = self._backlog(st)
-        return WindowKPIs(arrived=arrived, delivered=delivered, sla_met=met, dropped=dropped,
-                          throughput_bps=bits / T, latency_mean_s=lat_mean, latency_p95_s=p95,
-                          spectral_efficiency=se, ssr=s, utility=util,
-                          backlog=backlog)
-
-    @staticmethod
-    def _backlog(st: SimState) -> np.ndarray:
-        U = st.qn.shape[1]
-        idx = np.arange(U)[None, :, None]
-        mask = (idx >= st.lo[:, None, :]) & (idx < st.hi[:, None, :])  # (C, U, 3)
-        return (st.qn[:, :, None] * mask).sum(1).astype(np.int64)
+           self._reg_leave, self._on_prob, self._on_persist, self._beta, st.rng, st.chan_key,
+           st.now, st.win, st.regime, st.lo, st.hi, st.snr, st.uthr, st.on, st.next_arr, st.qa,
+           st.qb, st.qz, st.qs, st.qh, st.qn, st.rr, i3[0], i3[1], i3[2], i3[3], f3[0], f3[1],
+           f3[2], i3[4], f3[3], f1[0], f1[1])
+        st.last_arrived = i3[0]
+        return WindowKPIs(arrived=i3[0], delivered=i3[1], sla_met=i3[2], dropped=i3[3],
+                          throughput_bps=f3[0], latency_mean_s=f3[1], latency_p95_s=f3[2],
+                          spectral_efficiency=f1[0], ssr=f3[3], utility=f1[1], backlog=i3[4])
