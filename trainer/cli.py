@@ -151,3 +151,27 @@ def experiment_offline(
                             "utility": {k: round(v["mean"], 4)
                                         for k, v in summary["utility"].items()},
                             "twin_minus_no_twin": summary.get("twin_minus_no_twin")}))
+
+
+@experiment_app.command("landscape")
+def experiment_landscape(
+    out: Path = typer.Option(Path("runs/landscape"), help="output directory"),
+    quick: bool = typer.Option(False, help="smoke run: 2 seeds, small agents"),
+    seeds: int = typer.Option(None, min=1, help="seeds per kind (default 3; quick 2)"),
+    interactions: int = typer.Option(None, min=200, help="real interactions per agent"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """Fig. 7: loss landscapes (eq. 11 and filter-normalised) and Hessian sharpness, DT vs not."""
+    import json as _json
+
+    import torch
+
+    from trainer.experiments import landscape as exp
+
+    torch.set_num_threads(1)
+    cfg = exp.LandscapeExperimentConfig(**(exp.QUICK if quick else {}))
+    cfg = _override(cfg, seeds=seeds, interactions=interactions)
+    summary = exp.run(out, cfg, progress=progress)
+    typer.echo(_json.dumps({"out": str(out), "seconds": summary["seconds"],
+                            "kinds": {k: {m: round(v[m]["mean"], 5) for m in v}
+                                      for k, v in summary["kinds"].items()}}))

@@ -130,6 +130,7 @@ class TrainedAgent:
     states: np.ndarray  # experience-pool states (distillation inputs)
     transitions: object | None = None  # trainer.data.Transitions of the real interactions
     info: dict = field(default_factory=dict)
+    target: nn.Module | None = None  # the agent's target network (TD targets for landscapes)
 
 
 def train_agent(kind: str, seed: int, env_factory: EnvFactory, interactions: int,
@@ -145,8 +146,10 @@ def train_agent(kind: str, seed: int, env_factory: EnvFactory, interactions: int
     res = a1.train_for_experiment(agent=agent, use_twin=use_twin, seed=seed,
                                   interactions=interactions, hidden=hidden, n_units=n_units,
                                   env_factory=env_factory, progress=progress)
+    agent_obj = res.get("agent")
     return TrainedAgent(res["q"], np.asarray(res["transitions"].state, np.float32),
-                        res["transitions"], res.get("info", {}))
+                        res["transitions"], res.get("info", {}),
+                        getattr(agent_obj, "q_target", None))
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
