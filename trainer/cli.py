@@ -175,3 +175,70 @@ def experiment_landscape(
     typer.echo(_json.dumps({"out": str(out), "seconds": summary["seconds"],
                             "kinds": {k: {m: round(v[m]["mean"], 5) for m in v}
                                       for k, v in summary["kinds"].items()}}))
+
+
+# ---------------------------------------------------------------- trainer worker + hot-swap bench
+# (owned by the trainer-worker part, docs/trainer_worker.md)
+
+@app.command("trainer")
+def trainer_cmd(
+    redis_url: str = typer.Option(None, help="Redis of stream + registry (env SLICETWIN_REDIS_URL)"),
+    data_dir: str = typer.Option(None, help="dataset + checkpoint dir (env SLICETWIN_DATA_DIR)"),
+    twin_url: str = typer.Option(None, help="twin service URL (env SLICETWIN_TWIN_URL)"),
+    max_cycles: int = typer.Option(None, help="stop after N cycles (env SLICETWIN_MAX_CYCLES; 0 = "
+                                   "forever)"),
+    sim_gate: bool = typer.Option(None, "--sim-gate/--no-sim-gate",
+                                  help="also gate candidates on the simulator"),
+    gate_margin: float = typer.Option(None, help="env SLICETWIN_GATE_MARGIN"),
+    log_level: str = typer.Option("info", help="logging level"),
+) -> None:
+    """Run the trainer worker: stream -> dataset -> twin -> agents -> student -> gate -> registry.
+
+    Settings: SLICETWIN_* env vars (trainer/worker/settings.py). One JSON line per cycle on stdout.
+    """
+    import json as _json
+    import logging
+    import os
+    import signal
+    import threading
+
+    for name, val in (("REDIS_URL", redis_url), ("DATA_DIR", data_dir), ("TWIN_URL", twin_url),
+                      ("MAX_CYCLES", max_cycles), ("SIM_GATE", sim_gate),
+                      ("GATE_MARGIN", gate_margin)):
+        if val is not None:
+            os.environ[f"SLICETWIN_{name}"] = str(val).lower() if isinstance(val, bool) else str(val)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    from trainer.worker import TrainerWorker, WorkerSettings
+
+    settings = WorkerSettings()
+    if not settings.redis_url:
+        raise typer.BadParameter("set --redis-url or SLICETWIN_REDIS_URL (the stream and the "
+                                 "registry live there); the embedded demo runs the worker in-process")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def emit(res) -> None:
+        typer.echo(_json.dumps(res.to_dict(), default=float), nl=True)
+
+    worker = TrainerWorker(settings, stop_event=stop, on_cycle=emit)
+    try:
+        worker.run()
+    finally:
+        worker.close()
+
+
+@bench_app.command("hotswap")
+def bench_hotswap_cmd(
+    swaps: int = typer.Option(20, min=1, help="promotions to time"),
+    cells: int = typer.Option(2, min=1, help="cells the client keeps reporting for"),
+    redis_url: str = typer.Option(None, help="use this Redis (default: start a private one)"),
+) -> None:
+    """Publish -> serving: promote trained-format students while a client keeps posting reports to
+    a real controller process; time event -> first answer with the new version. One JSON line."""
+    import json as _json
+
+    from trainer.worker.hotswap_bench import run_hotswap_bench
+
+    typer.echo(_json.dumps(run_hotswap_bench(swaps=swaps, cells=cells, redis_url=redis_url)))

@@ -1,0 +1,86 @@
+"""Trainer worker settings: ``SLICETWIN_*`` environment variables (pydantic-settings).
+
+I/O settings (Redis, registry, twin service, data directory) and the learning budgets of one
+cycle live in one class, so ``slicetwin trainer`` and the embedded demo configure it the same
+way. Defaults keep a cycle short (~15-40 s on a loaded 2-core CPU), so the closed loop shows a
+hot-swap within a couple of minutes; raise the budgets for a real deployment.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLICETWIN_", extra="ignore")
+
+    # --- I/O ------------------------------------------------------------------------------
+    redis_url: str | None = Field(None, description="Redis of the stream and the registry; "
+                                  "None: the caller passes a registry and a source (demo)")
+    registry_prefix: str = "slicetwin:"
+    hmac_key: SecretStr = SecretStr("slicetwin-dev-key-change-me")
+    transitions_stream: str = Field("transitions", description="stream key after the prefix")
+    consumer_group: str = "trainer"
+    consumer_name: str = Field("trainer-1", description="one name per trainer replica; a "
+                               "restarted trainer must reuse its name to re-claim its pending")
+    twin_url: str | None = Field(None, description="twin service; agent 2 trains through it "
+                                 "when it serves the trainer's twin, else in-process")
+    data_dir: str = Field("runs/trainer", description="dataset chunks, index, checkpoint")
+    read_count: int = Field(2000, gt=0, description="max entries per XREADGROUP")
+    read_block_ms: int = Field(200, ge=0)
+    # --- cycle budgets --------------------------------------------------------------------
+    min_transitions: int = Field(400, gt=0, description="dataset size before the first cycle")
+    min_new_transitions: int = Field(200, ge=0, description="new rows between cycles")
+    max_cycles: int = Field(0, ge=0, description="stop after this many cycles (0: forever)")
+    train_window: int = Field(20_000, gt=0, description="newest rows used by a cycle")
+    holdout_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="stable split by id hash")
+    seed: int = 0
+    agent: str = Field("ddqn", description="dqn | ddqn | dueling-ddqn (agent 1 and agent 2)")
+    agent_hidden: tuple[int, ...] = Field((128, 128), description="Q-network hidden layers; "
+                                          "smaller than the paper's for short CPU cycles")
+    gamma: float = Field(0.5, ge=0.0, lt=1.0, description="the task is near a contextual bandit")
+    learn_from: Literal["utility", "reward"] = Field(
+        "utility", description="learning signal: utility (dense) or the paper's shaped reward")
+    twin_fit_seconds: float = Field(8.0, gt=0, description="wall-clock cap of one twin fit")
+    twin_epochs: int = Field(60, gt=0)
+    twin_ensemble: int = Field(3, gt=0)
+    twin_hidden: int = Field(32, gt=0)
+    twin_steps: int = Field(800, ge=0, description="Φ: agent-2 gradient steps in the twin")
+    rollout_batch: int = Field(256, gt=0, description="parallel twin rollouts")
+    rollout_length: int = Field(3, gt=0)
+    twin_eps: float = Field(0.5, ge=0.0, le=1.0, description="ε of agent 2 in the twin")
+    zeta: float = Field(0.5, ge=0.0, le=1.0, description="θ1 ← ζθ1 + (1 − ζ)θ2")
+    finetune_steps: int = Field(300, ge=0, description="agent-1 off-policy steps on live data")
+    batch_size: int = Field(128, gt=0)
+    distill_rounds: int = Field(1500, gt=0)
+    distill_states: int = Field(4000, gt=0, description="max states the teacher labels")
+    student_hidden: int = Field(16, gt=0)
+    n_units: int = Field(100, gt=0, description="action codec resolution (must match the "
+                         "controller: 100 -> 4851 actions)")
+    total_bandwidth_hz: float = Field(20e6, gt=0)
+    # --- gate -----------------------------------------------------------------------------
+    gate_margin: float = Field(0.005, ge=0.0, description="promote if candidate utility >= "
+                               "current - margin (same held-out starts, same seeds)")
+    gate_rollouts: int = Field(256, gt=0, description="held-out start states of the twin gate")
+    gate_horizon: int = Field(5, gt=0, description="twin steps per gate rollout")
+    sim_gate: bool = Field(False, description="also gate on the simulator (trainer beside one)")
+    sim_gate_cells: int = Field(8, gt=0)
+    sim_gate_windows: int = Field(40, gt=0)
+    init_seed: int = Field(0, description="seed of the controller's fresh student: the "
+                           "'current' policy the gate compares with while the registry has none")
+    # --- robustness -----------------------------------------------------------------------
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(10.0, gt=0)
+    checkpoint: bool = True
+
+    @field_validator("redis_url", "twin_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v):
+        return None if v == "" else v
+
+    @property
+    def stream_key(self) -> str:
+        return self.registry_prefix + self.transitions_stream

@@ -1,0 +1,382 @@
+"""The trainer worker: Algorithm 1's outer loop on live data, with a promotion gate.
+
+``TrainerWorker.run()`` loops until stopped: ingest transitions (stream -> durable dataset ->
+XACK), and every ``min_new_transitions`` new rows run one cycle:
+
+1. refit the twin on the training split; publish it (kind ``twin``) if its held-out score beats
+   the best twin's on the same held-out rows;
+2. agent 2 (a clone of agent 1) trains in the twin — through the twin service when it serves
+   the trainer's twin, else in-process;
+3. θ1 ← ζθ1 + (1 − ζ)θ2; agent 1 fine-tunes off-policy on the live transitions;
+4. distil agent 1 into the student, export ONNX;
+5. gate: candidate vs the policy in service (same held-out starts / seeds; simulator too with
+   ``sim_gate``); publish the candidate with the gate's figures in its metrics, and promote it
+   only if it passed;
+6. checkpoint.
+
+Redis or twin-service outages are logged and retried with exponential backoff; nothing crashes
+the loop. ``run_cycle()`` is the in-process entry point (the demo calls it and shows the figures).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trainer.worker.settings import WorkerSettings
+from trainer.worker.store import DatasetStore, holdout_mask
+
+log = logging.getLogger("slicetwin.trainer")
+
+
+@dataclass
+class CycleResult:
+    cycle: int
+    dataset: int = 0  # rows in the dataset when the cycle started
+    train_rows: int = 0
+    heldout_rows: int = 0
+    twin_version: str | None = None  # the twin agent 2 trained in
+    twin_published: bool = False
+    twin_error: dict = field(default_factory=dict)  # held-out figures of the new fit
+    twin_backend: str = "local"  # "http" when agent 2 trained through the twin service
+    policy_version: str | None = None  # the candidate published this cycle
+    promoted: bool = False
+    gate: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    skipped: str | None = None  # why nothing was trained (e.g. not enough data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Backoff:
+    """Exponential backoff with a cap, reset on success."""
+
+    def __init__(self, initial: float, maximum: float):
+        self.initial, self.maximum, self.delay = initial, maximum, initial
+
+    def fail(self) -> float:
+        d = self.delay
+        self.delay = min(self.delay * 2, self.maximum)
+        return d
+
+    def ok(self) -> None:
+        self.delay = self.initial
+
+
+class TrainerWorker:
+    def __init__(self, settings: WorkerSettings | None = None, registry=None, source=None,
+                 stop_event: threading.Event | None = None, on_cycle=None,
+                 store: DatasetStore | None = None):
+        import torch
+
+        self.s = settings or WorkerSettings()
+        torch.set_num_threads(1)  # shared 2-core host: one thread is fastest (perf_notes)
+        self.stop_event = stop_event or threading.Event()
+        self.on_cycle = on_cycle
+        self.root = Path(self.s.data_dir)
+        self.store = store or DatasetStore(self.root / "dataset")
+        if registry is None:
+            if not self.s.redis_url:
+                raise ValueError("no registry: set SLICETWIN_REDIS_URL or pass registry=")
+            from slicetwin.registry import RedisRegistry
+
+            registry = RedisRegistry(self.s.redis_url, self.s.hmac_key.get_secret_value(),
+                                     self.s.registry_prefix)
+        self.registry = registry
+        if source is None and self.s.redis_url:
+            from trainer.worker.source import RedisStreamSource
+
+            source = RedisStreamSource(self.s.redis_url, self.s.stream_key, self.s.consumer_group,
+                                       self.s.consumer_name)
+        self.source = source
+        self.cycle = 0
+        self.rows_at_last_cycle = 0
+        self.best_twin = None
+        self.best_twin_version: str | None = None
+        self.acked = 0
+        self.skipped_duplicates = 0
+        self.history: list[CycleResult] = []
+        self._ingest_thread: threading.Thread | None = None
+        self._ingest_lock = threading.Lock()
+        self._backoff = Backoff(self.s.backoff_initial_s, self.s.backoff_max_s)
+        from trainer.worker.learn import new_agent
+
+        self.agent1 = new_agent(self.s, self.s.seed)
+        self._resume()
+
+    # ------------------------------------------------------------------ checkpoint
+    def _resume(self) -> None:
+        if not self.s.checkpoint:
+            return
+        from trainer.worker import checkpoint
+
+        st = checkpoint.load(self.root)
+        if st is None:
+            return
+        for k, net in self.agent1.networks().items():
+            net.load_state_dict(st["agent"][k])
+        self.cycle = int(st["cycle"])
+        self.rows_at_last_cycle = int(st.get("rows_at_last_cycle", 0))
+        if st.get("twin"):
+            from trainer.twin import Twin
+
+            self.best_twin = Twin.from_bytes(st["twin"])
+            self.best_twin_version = st.get("twin_version") or None
+        log.info("resumed from checkpoint: cycle %d, twin %s, dataset %d rows", self.cycle,
+                 self.best_twin_version, len(self.store))
+
+    def _checkpoint(self) -> None:
+        if not self.s.checkpoint:
+            return
+        from trainer.worker import checkpoint
+
+        checkpoint.save(self.root, {
+            "cycle": self.cycle, "rows_at_last_cycle": self.rows_at_last_cycle,
+            "agent": {k: n.state_dict() for k, n in self.agent1.networks().items()},
+            "twin": self.best_twin.to_bytes() if self.best_twin is not None else b"",
+            "twin_version": self.best_twin_version or ""})
+
+    # ------------------------------------------------------------------ ingestion
+    def ingest_once(self, block_ms: int | None = None) -> int:
+        """One poll: persist new entries durably, then acknowledge. Returns rows persisted."""
+        from controller.sinks import to_transitions
+
+        if self.source is None:
+            return 0
+        with self._ingest_lock:
+            p = self.source.poll(self.s.read_count,
+                                 self.s.read_block_ms if block_ms is None else block_ms)
+            keep = [i for i, sid in enumerate(p.ids) if not self.store.is_persisted(sid)]
+            self.skipped_duplicates += len(p.ids) - len(keep)
+            n = 0
+            if keep:
+                data = to_transitions([p.entries[i] for i in keep])
+                n = self.store.append(data, [p.ids[i] for i in keep])
+            acks = p.ids + p.bad_ids + p.gone_ids
+            self.source.ack(acks)  # only now: the rows are on disk
+            self.acked += len(acks)
+            return n
+
+    def ingest(self, max_polls: int = 1000) -> int:
+        """Drain what is available now (non-blocking after the first empty poll)."""
+        total = 0
+        for _ in range(max_polls):
+            n = self.ingest_once(block_ms=0 if total else None)
+            total += n
+            if n == 0:
+                break
+        return total
+
+    def _ingest_loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.ingest_once()
+                self._backoff.ok()
+            except Exception as e:  # noqa: BLE001 - Redis down, network, ...: log and retry
+                d = self._backoff.fail()
+                log.warning("ingest failed (%s: %s); retrying in %.1f s", type(e).__name__, e, d)
+                if hasattr(self.source, "reset_connection_state"):
+                    self.source.reset_connection_state()
+                self.stop_event.wait(d)
+
+    def start_ingest(self) -> None:
+        if self._ingest_thread is None and self.source is not None:
+            self._ingest_thread = threading.Thread(target=self._ingest_loop, name="trainer-ingest",
+                                                   daemon=True)
+            self._ingest_thread.start()
+
+    # ------------------------------------------------------------------ cycle
+    def ready(self) -> bool:
+        n = len(self.store)
+        return n >= self.s.min_transitions and n - self.rows_at_last_cycle >= max(
+            self.s.min_new_transitions, 1 if self.cycle == 0 else self.s.min_new_transitions)
+
+    def _current_policy(self) -> tuple[bytes, str]:
+        from slicetwin.actions import ActionCodec
+        from slicetwin.onnx_policy import fresh_policy_onnx
+
+        cur = self.registry.current("policy")
+        if cur is not None:
+            rec, blob = self.registry.fetch("policy", cur)
+            return blob, rec.version
+        codec = ActionCodec(total_bandwidth_hz=self.s.total_bandwidth_hz, n_units=self.s.n_units)
+        v = f"init-{self.s.init_seed}"
+        return fresh_policy_onnx(v, self.s.init_seed, codec=codec), v
+
+    def _agent2_twin(self, res: CycleResult):
+        """The twin service when it serves our twin, else the in-process twin."""
+        if not self.s.twin_url or self.best_twin_version is None:
+            return None
+        try:
+            from trainer.twin_client import HttpTwin
+
+            ht = HttpTwin(self.s.twin_url, seed=self.s.seed + self.cycle, timeout=30.0)
+            deadline = time.monotonic() + 3.0
+            while ht.version != self.best_twin_version and time.monotonic() < deadline:
+                time.sleep(0.1)
+                ht.refresh()
+            if ht.version == self.best_twin_version:
+                res.twin_backend = "http"
+                return ht
+            log.info("twin service serves %s, not %s: training agent 2 in-process", ht.version,
+                     self.best_twin_version)
+            ht.close()
+        except Exception as e:  # noqa: BLE001 - service down: fall back, retry next cycle
+            log.warning("twin service unavailable (%s: %s); training agent 2 in-process",
+                        type(e).__name__, e)
+        return None
+
+    def run_cycle(self) -> CycleResult:
+        """One full cycle on the data persisted so far; returns its figures."""
+        from slicetwin.registry import new_version
+        from trainer.worker import learn
+        from trainer.worker.gate import gate, onnx_policy_fn
+
+        if self._ingest_thread is None:
+            try:
+                self.ingest()
+            except Exception as e:  # noqa: BLE001 - Redis down: train on what is on disk
+                log.warning("ingest failed (%s: %s); cycle uses the persisted data",
+                            type(e).__name__, e)
+        s = self.s
+        res = CycleResult(cycle=self.cycle + 1)
+        t_all = time.perf_counter()
+        data, ids = self.store.load(last=s.train_window)
+        res.dataset = len(self.store)
+        if len(data) < max(s.min_transitions, 20):
+            res.skipped = f"not enough data ({len(data)} < {s.min_transitions})"
+            return res
+        held = holdout_mask(ids, s.holdout_fraction)
+        held_rows, train_rows = np.flatnonzero(held), np.flatnonzero(~held)
+        train = data[train_rows]
+        res.train_rows, res.heldout_rows = len(train_rows), len(held_rows)
+        seed = s.seed + self.cycle + 1
+        rng = np.random.default_rng(seed)
+
+        # 1. twin: refit, publish when the held-out score improves on the best twin's
+        t0 = time.perf_counter()
+        twin, fit_m = learn.fit_twin(train, s, seed)
+        err = learn.twin_error(twin, data, held_rows) if len(held_rows) else dict(fit_m, score=0.0)
+        res.twin_error = {k: err[k] for k in ("score", "next_state_rmse", "utility_rmse",
+                                              "persistence_rmse", "calibration_error") if k in err}
+        best_score = (learn.twin_error(self.best_twin, data, held_rows)["score"]
+                      if self.best_twin is not None and len(held_rows) else float("inf"))
+        res.twin_error["best_before"] = best_score
+        if err["score"] < best_score:
+            version = new_version("twin")
+            try:
+                self.registry.publish("twin", twin.to_bytes(), version=version,
+                                      metrics={**res.twin_error, "n_train": len(train_rows),
+                                               "cycle": res.cycle},
+                                      parent=self.best_twin_version, promote=True)
+                self.best_twin, self.best_twin_version = twin, version
+                res.twin_published = True
+            except Exception as e:  # noqa: BLE001 - registry down: keep training locally
+                log.warning("could not publish twin (%s); using it locally", e)
+                self.best_twin = twin
+        res.twin_version = self.best_twin_version
+        res.seconds["twin_fit"] = round(time.perf_counter() - t0, 3)
+        if self.stop_event.is_set():
+            res.skipped = "stopped"
+            return res
+
+        # 2-3. agent 2 in the twin, blend, fine-tune agent 1 on live data
+        t0 = time.perf_counter()
+        agent2 = self.agent1.clone()
+        remote = self._agent2_twin(res)
+        try:
+            res.training["agent2"] = learn.train_in_twin(agent2, remote or self.best_twin, train,
+                                                         s, rng)
+        except Exception as e:  # noqa: BLE001 - the service failed mid-way: redo in-process
+            if remote is None:
+                raise
+            log.warning("twin service failed during training (%s); redoing in-process", e)
+            res.twin_backend = "local"
+            agent2 = self.agent1.clone()
+            res.training["agent2"] = learn.train_in_twin(agent2, self.best_twin, train, s, rng)
+        finally:
+            if remote is not None:
+                remote.close()
+        self.agent1.blend_from(agent2, s.zeta)
+        res.training["live"] = learn.finetune_live(self.agent1, train, s, rng)
+        res.seconds["agents"] = round(time.perf_counter() - t0, 3)
+
+        # 4. distil + export
+        t0 = time.perf_counter()
+        version = new_version("policy")
+        blob, dist = learn.distil_and_export(self.agent1, train, s, version, seed)
+        res.training["distill"] = dist
+        res.seconds["distill"] = round(time.perf_counter() - t0, 3)
+
+        # 5. gate, publish, promote
+        t0 = time.perf_counter()
+        cur_blob, cur_version = self._current_policy()
+        g = gate(onnx_policy_fn(blob, s.n_units, s.total_bandwidth_hz),
+                 onnx_policy_fn(cur_blob, s.n_units, s.total_bandwidth_hz),
+                 twin=self.best_twin, data=data, held_rows=held_rows, margin=s.gate_margin,
+                 horizon=s.gate_horizon, rollouts=s.gate_rollouts, seed=seed,
+                 sim={"cells": s.sim_gate_cells, "windows": s.sim_gate_windows} if s.sim_gate
+                 else None, current_version=cur_version)
+        res.gate = g.to_dict()
+        res.seconds["gate"] = round(time.perf_counter() - t0, 3)
+        metrics = {"gate": res.gate, "twin_version": self.best_twin_version,
+                   "twin_error": res.twin_error, "agreement": dist["agreement"],
+                   "cycle": res.cycle, "dataset": res.dataset,
+                   "eval_utility": g.candidate.get("sim_utility", g.candidate.get("twin_utility"))}
+        parent = cur_version if not cur_version.startswith("init-") else None
+        self.registry.publish("policy", blob, version=version, metrics=metrics, parent=parent,
+                              promote=g.passed)
+        res.policy_version, res.promoted = version, g.passed
+        log.info("cycle %d: policy %s %s (%s)", res.cycle, version,
+                 "promoted" if g.passed else "refused", g.reason)
+
+        # 6. checkpoint
+        self.cycle = res.cycle
+        self.rows_at_last_cycle = res.dataset
+        self._checkpoint()
+        res.seconds["total"] = round(time.perf_counter() - t_all, 3)
+        self.history.append(res)
+        if self.on_cycle is not None:
+            self.on_cycle(res)
+        return res
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> list[CycleResult]:
+        """Ingest in the background and run cycles until stopped (or ``max_cycles``)."""
+        self.start_ingest()
+        backoff = Backoff(self.s.backoff_initial_s, self.s.backoff_max_s)
+        try:
+            while not self.stop_event.is_set():
+                if self.s.max_cycles and self.cycle >= self.s.max_cycles:
+                    break
+                if not self.ready():
+                    self.stop_event.wait(0.2)
+                    continue
+                try:
+                    self.run_cycle()
+                    backoff.ok()
+                except Exception as e:  # noqa: BLE001 - keep the worker alive, retry later
+                    d = backoff.fail()
+                    log.exception("cycle failed (%s); retrying in %.1f s", e, d)
+                    self.stop_event.wait(d)
+        finally:
+            self.stop()
+        return self.history
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._ingest_thread is not None:
+            self._ingest_thread.join(10)
+            self._ingest_thread = None
+
+    def close(self) -> None:
+        self.stop()
+        if self.source is not None:
+            self.source.close()
