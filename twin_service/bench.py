@@ -45,6 +45,15 @@ def start_service(model_path: str, port: int, extra_env: dict | None = None,
     raise RuntimeError("twin service did not become ready")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process (Linux /proc), to report load-independent cost."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def _pct(xs: list[float], q: float) -> float:
     return round(float(np.percentile(np.asarray(xs) * 1e3, q)), 3)
 
@@ -89,12 +98,14 @@ def run_bench(batch: int = 4096, requests: int = 60, concurrency: int = 2, singl
 
             threads = [threading.Thread(target=worker, args=(n, i)) for i, n in
                        enumerate(per_thread)]
+            cpu0 = _cpu_seconds(proc.pid)
             t0 = time.perf_counter()
             for th in threads:
                 th.start()
             for th in threads:
                 th.join()
             wall = time.perf_counter() - t0
+            server_cpu = _cpu_seconds(proc.pid) - cpu0
 
             single_lat = []
             with httpx.Client(base_url=url) as c:
@@ -114,5 +125,7 @@ def run_bench(batch: int = 4096, requests: int = 60, concurrency: int = 2, singl
         "batch": batch, "requests": requests, "concurrency": concurrency, "history": h,
         "batch_p50_ms": _pct(lat, 50), "batch_p99_ms": _pct(lat, 99),
         "single_step_p50_ms": _pct(single_lat, 50), "single_step_p99_ms": _pct(single_lat, 99),
+        "twin_steps_per_server_cpu_s": round(batch * requests / server_cpu, 1),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "model": model_desc, "cpu_count": os.cpu_count(), "transport": "HTTP/1.1 uvicorn, packed",
     }

@@ -47,3 +47,21 @@ def bench_twin(
 
     typer.echo(json.dumps(run_bench(batch=batch, requests=requests, concurrency=concurrency,
                                     single=single, model=model, port=port)))
+
+
+@bench_app.command("twin-fidelity")
+def bench_twin_fidelity(
+    train_steps: int = typer.Option(400, help="windows of random-policy data per training cell"),
+    train_cells: int = typer.Option(8, help="simulated cells for training"),
+    test_steps: int = typer.Option(150, help="windows per held-out cell"),
+    horizon: int = typer.Option(5, help="multi-step horizon"),
+    seed: int = typer.Option(0),
+    ranking: bool = typer.Option(True, help="also rank policies in twin vs simulator"),
+) -> None:
+    """Fit the twin on simulator data; held-out one/multi-step error, Kendall's tau (one JSON)."""
+    import json
+
+    from trainer.twin.fidelity import fidelity_report
+
+    typer.echo(json.dumps(fidelity_report(train_steps, train_cells, test_steps, horizon=horizon,
+                                          seed=seed, ranking=ranking)))

@@ -105,3 +105,42 @@ def policy_ranking(twin: Twin, start: Transitions, policies: dict[str, Policy] |
     names = list(policies)
     tau = kendalltau([sim_u[n] for n in names], [twin_u[n] for n in names]).statistic
     return {"kendall_tau": float(tau), "sim_utility": sim_u, "twin_utility": twin_u}
+
+
+def fidelity_report(train_steps: int = 400, train_cells: int = 8, test_steps: int = 150,
+                    test_cells: int = 4, horizon: int = 5, seed: int = 0,
+                    config=None, ranking: bool = True) -> dict:
+    """Fit a twin on random-policy simulator data, measure it on data from other cells/seeds."""
+    import time
+
+    from trainer.twin.config import TwinConfig
+
+    t0 = time.perf_counter()
+    train = collect_transitions(train_steps, n_cells=train_cells, seed=seed)
+    test = collect_transitions(test_steps, n_cells=test_cells, seed=seed + 10_007)
+    t_collect = time.perf_counter() - t0
+    twin = Twin(config or TwinConfig(seed=seed))
+    fit = twin.fit(train)
+    held = twin.evaluate(test)
+    ms = multi_step_error(twin, test, horizon=horizon, seed=seed)
+    out = {
+        "bench": "twin-fidelity", "train_transitions": len(train), "test_transitions": len(test),
+        "fit_seconds": fit["fit_seconds"], "epochs": fit["epochs"],
+        "collect_seconds": round(t_collect, 2),
+        "one_step_rmse": round(held["next_state_rmse"], 4),
+        "persistence_rmse": round(held["persistence_rmse"], 4),
+        "one_step_rmse_per_slice": held["next_state_rmse_per_slice"],
+        f"h{horizon}_rmse": round(ms["twin_rmse"][-1], 4),
+        f"h{horizon}_persistence_rmse": round(ms["persistence_rmse"][-1], 4),
+        "ssr_rmse": round(held["ssr_rmse"], 4), "se_rmse": round(held["se_rmse"], 4),
+        "utility_rmse": round(held["utility_rmse"], 4),
+        "utility_direct_rmse": round(held["utility_direct_rmse"], 4),
+        "utility_std": round(float(test.utility.std()), 4),
+        "calibration_error": round(held["calibration_error"], 4),
+    }
+    if ranking:
+        r = policy_ranking(twin, test, horizon=20, sim_steps=100, seed=seed + 123)
+        out["kendall_tau"] = round(r["kendall_tau"], 3)
+        out["policies"] = {k: [round(r["sim_utility"][k], 3), round(r["twin_utility"][k], 3)]
+                           for k in r["sim_utility"]}
+    return out
