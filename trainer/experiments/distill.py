@@ -278,10 +278,13 @@ def _plot(path: Path, rows: list[dict], curves: list[dict], cfg: DistillExperime
             for ax, key in zip(axes, ("utility", "agreement"), strict=True):
                 m = [np.mean([c[key] for c in sel if c["round"] == r]) for r in rounds]
                 ax.plot(rounds, m, marker="o", label=f"teacher {kind}, {width} units")
-    for kind in cfg.kinds:
+    for i, kind in enumerate(cfg.kinds):
         t = [r["teacher_utility"] for r in rows if r["teacher"] == kind]
         if t:
-            axes[0].axhline(np.mean(t), ls="--", lw=1, label=f"teacher {kind}")
+            axes[0].axhline(np.mean(t), ls="--", lw=1, color=f"C{6 + i}", label=f"teacher {kind}")
+    rnd = [r["random_utility"] for r in rows]
+    if rnd:
+        axes[0].axhline(np.mean(rnd), ls=":", lw=1, color="grey", label="random policy")
     axes[0].set_ylabel("student mean utility (simulator)")
     axes[1].set_ylabel("top-1 agreement with teacher")
     for ax in axes:
