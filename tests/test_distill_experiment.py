@@ -79,3 +79,17 @@ def test_distill_experiment_writes_outputs_and_students_track_teachers(tmp_path)
     assert g16["student_utility"]["mean"] > g16["random_utility"]["mean"] + 1.0
     curves = list(csv.DictReader(open(tmp_path / "distill_curves.csv")))
     assert {int(c["round"]) for c in curves} == {500, 1000, 1500}
+
+
+@pytest.mark.slow
+def test_distill_experiment_on_simulator_with_real_teachers(tmp_path):
+    """Both teacher kinds trained by Algorithm 1 / plain DDQN on the simulator (minutes)."""
+    cfg = DistillExperimentConfig(seeds=1, widths=(16,), rounds=600, teacher_interactions=800,
+                                  teacher_hidden=(32, 32), eval_steps=10, eval_seeds=(3,),
+                                  curve_points=2)
+    summary = run(tmp_path, cfg, progress=False)
+    for kind in ("dt", "no-dt"):
+        g = summary["groups"][f"{kind}/w16"]
+        assert 0.0 <= g["agreement"]["mean"] <= 1.0
+        assert np.isfinite(g["student_utility"]["mean"])
+    assert len(list((tmp_path / "models").glob("*.onnx"))) == 2
