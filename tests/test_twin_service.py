@@ -229,3 +229,34 @@ def test_unsigned_twin_is_refused(twin, redis_url):
     with TestClient(create_app(settings)) as c:
         assert c.get("/readyz").status_code == 503
         assert c.get("/v1/twin/model").status_code == 503
+
+
+def test_real_process_http_twin_fit_publishes_through_registry(twin, redis_url):
+    """HttpTwin.fit -> local fit -> registry publish + promote -> the service process swaps."""
+    from slicetwin.registry import RedisRegistry
+    from trainer.twin import collect_transitions
+    from trainer.twin_client import HttpTwin, registry_publisher
+    from twin_service.bench import start_service
+
+    reg = RedisRegistry(redis_url, "k2")
+    reg.publish("twin", twin.to_bytes(), version="twin-boot", promote=True)
+    port = free_port()
+    proc = start_service(None, port, extra_env={"REDIS_URL": redis_url,
+                                                "SLICETWIN_HMAC_KEY": "k2"})
+    try:
+        remote = HttpTwin(f"http://127.0.0.1:{port}", publish=registry_publisher(reg),
+                          twin_config=TwinConfig(ensemble=2, lstm_hidden=8, head_hidden=8,
+                                                 reward_hidden=(16,), epochs=3, seed=1))
+        assert remote.version == "twin-boot"
+        data = collect_transitions(30, n_cells=2, seed=5)
+        metrics = remote.fit(data)
+        assert remote.version != "twin-boot" and remote.version == reg.current("twin")
+        assert remote.info["ensemble"] == 2
+        assert remote.metrics["next_state_rmse"] == pytest.approx(metrics["next_state_rmse"])
+        s = remote.reset(data.state[:4], seed=0)
+        assert remote.step(data.action[:4]).next_state.shape == s.shape
+        remote.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        reg.close()

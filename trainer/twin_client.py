@@ -22,6 +22,17 @@ class TwinServiceError(RuntimeError):
     pass
 
 
+def registry_publisher(registry) -> Callable:
+    """``publish`` for ``HttpTwin``: sign and store the twin in the registry and promote it,
+    which makes every twin service watching the registry swap to it."""
+
+    def publish(twin, metrics: dict) -> str:
+        rec = registry.publish("twin", twin.to_bytes(), metrics=metrics, promote=True)
+        return rec.version
+
+    return publish
+
+
 class HttpTwin(TwinRollouts):
     """Remote twin. ``publish(twin, metrics) -> version`` makes ``fit`` work: it fits a local
     twin, hands it to ``publish`` (e.g. registry publish + promote) and waits until the service

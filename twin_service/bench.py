@@ -20,16 +20,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_service(model_path: str, port: int, extra_env: dict | None = None,
+def start_service(model_path: str | None, port: int, extra_env: dict | None = None,
                   timeout: float = 60.0) -> subprocess.Popen:
-    """``slicetwin twin`` in a child process; returns once /readyz answers 200."""
+    """``slicetwin twin`` in a child process; returns once /readyz answers 200 (a model is
+    loaded from ``model_path`` or, with a registry in ``extra_env``, from the registry)."""
     import httpx
 
     env = {**os.environ, **(extra_env or {})}
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli", "twin", "--host", "127.0.0.1",
-                             "--port", str(port), "--model", model_path], env=env,
+    cmd = [sys.executable, "-m", "slicetwin.cli", "twin", "--host", "127.0.0.1", "--port",
+           str(port)] + (["--model", model_path] if model_path else [])
+    proc = subprocess.Popen(cmd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
