@@ -24,7 +24,7 @@ RUN pip install ".[train]" \
 
 USER slicetwin
 VOLUME /data
-EXPOSE 8003
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8003/metrics', timeout=2)"]
-CMD ["slicetwin", "trainer", "--metrics-port", "8003"]
+# No HTTP server: healthy once the worker joined the transitions stream's consumer group.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=5 \
+    CMD ["python", "-c", "import os, redis; r = redis.Redis.from_url(os.environ['SLICETWIN_REDIS_URL'], decode_responses=True); names = [c['name'] for c in r.xinfo_consumers(os.environ.get('SLICETWIN_REGISTRY_PREFIX', 'slicetwin:') + 'transitions', 'trainer')]; assert os.environ.get('SLICETWIN_CONSUMER_NAME', 'trainer-1') in names, names"]
+CMD ["slicetwin", "trainer"]

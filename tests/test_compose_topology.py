@@ -784,6 +784,17 @@ def test_compose_stack_as_local_processes(local_stack, tmp_path):
     while r.xlen(f"{prefix}transitions") == 0 and time.time() < deadline:
         time.sleep(0.2)
     assert r.xlen(f"{prefix}transitions") > 0
+    if "trainer" in stack.services:
+        # ... and the trainer worker consumed all of them (delivered and acknowledged)
+        last_id = r.xinfo_stream(f"{prefix}transitions")["last-generated-id"]
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            (g,) = [g for g in r.xinfo_groups(f"{prefix}transitions") if g["name"] == b"trainer"]
+            if g["last-delivered-id"] == last_id and g["pending"] == 0:
+                break
+            time.sleep(0.5)
+        assert g["last-delivered-id"] == last_id and g["pending"] == 0, (g, last_id,
+                                                                          stack.services["trainer"].tail())
     r.close()
 
     pages = metrics_pages(stack)
