@@ -58,6 +58,7 @@ class DatasetStore:
         self._chunks: list[dict] = []
         self._cache: list[Transitions] = []
         self._cache_ids: list[np.ndarray] = []
+        self._ids_cache: dict[str, set[str]] = {}
         self._open()
 
     # ------------------------------------------------------------------ open / recover
@@ -104,9 +105,29 @@ class DatasetStore:
         return len(self._chunks)
 
     def is_persisted(self, sid: str) -> bool:
-        """True if stream id ``sid`` is at or before the newest persisted id."""
+        """Exact: is stream id ``sid`` in the dataset? Ids after the newest persisted one are
+        not (the common case, no I/O); older ones are looked up in the chunk whose id range
+        covers them (entries re-read after a crash are recent, so that chunk is a late one)."""
         last = self.last_id
-        return last is not None and stream_id_key(sid) <= stream_id_key(last)
+        if last is None:
+            return False
+        key = stream_id_key(sid)
+        if key > stream_id_key(last):
+            return False
+        for c in reversed(self._chunks):
+            if stream_id_key(c["first_id"]) <= key <= stream_id_key(c["last_id"]):
+                return sid in self._chunk_ids(c["chunk"])
+            if stream_id_key(c["last_id"]) < key:
+                return False  # between two chunks: never persisted
+        return False
+
+    def _chunk_ids(self, name: str) -> set[str]:
+        ids = self._ids_cache.get(name)
+        if ids is None:
+            with np.load(self.root / name) as z:
+                ids = set(z["ids"].tolist())
+            self._ids_cache[name] = ids
+        return ids
 
     # ------------------------------------------------------------------ write
     def append(self, data: Transitions, ids: list[str]) -> int:
@@ -133,6 +154,9 @@ class DatasetStore:
                 fh.flush()
                 os.fsync(fh.fileno())
             self._chunks.append(rec)
+            self._ids_cache[name] = set(ids)
+            if len(self._ids_cache) > 8:  # only recent chunks are ever looked up
+                self._ids_cache.pop(next(iter(self._ids_cache)))
             self._cache.append(data)
             self._cache_ids.append(np.asarray(ids, dtype=np.str_))
             return len(data)

@@ -350,6 +350,8 @@ class TrainerWorker:
     # ------------------------------------------------------------------ main loop
     def run(self) -> list[CycleResult]:
         """Ingest in the background and run cycles until stopped (or ``max_cycles``)."""
+        log.info("trainer worker running: dataset %d rows, cycle %d, source %s",
+                 len(self.store), self.cycle, type(self.source).__name__)
         self.start_ingest()
         backoff = Backoff(self.s.backoff_initial_s, self.s.backoff_max_s)
         try:
