@@ -260,3 +260,15 @@ def test_real_process_http_twin_fit_publishes_through_registry(twin, redis_url):
         proc.terminate()
         proc.wait(10)
         reg.close()
+
+
+def test_follows_in_memory_registry_for_the_embedded_demo(twin):
+    from slicetwin.registry import MemoryRegistry
+
+    reg = MemoryRegistry()
+    reg.publish("twin", twin.to_bytes(), version="m1", promote=True)
+    with TestClient(create_app(TwinServiceSettings(), registry=reg)) as c:
+        assert c.get("/v1/twin/model").json()["version"] == "m1"
+        reg.publish("twin", twin.to_bytes(), version="m2", promote=True)  # synchronous event
+        assert c.get("/v1/twin/model").json()["version"] == "m2"
+        assert c.get("/readyz").json()["checks"] == {"model_loaded": True, "registry": True}
