@@ -599,6 +599,21 @@ def test_promtool_check_config_rules_and_alert_unit_tests():
         assert r.returncode == 0, f"promtool {' '.join(args)}:\n{r.stdout}{r.stderr}"
 
 
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool not installed (apt-get install prometheus)")
+def test_dashboard_queries_are_valid_promql(tmp_path):
+    """Grafana would show a parse error only when someone opens the panel: every dashboard query
+    goes through promtool's PromQL parser as a recording rule."""
+    rules = [{"record": f"slicetwin:dashboard_query_{i}", "expr": expr}
+             for i, (_, expr, _) in enumerate(q for q in queries() if q[0].startswith("dash"))]
+    assert len(rules) >= 20
+    f = tmp_path / "dashboard_rules.yml"
+    f.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    r = subprocess.run(["promtool", "check", "rules", str(f)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 @pytest.fixture()
 def local_stack(tmp_path, redis_server) -> Iterator[LocalStack]:
     stack = LocalStack(load_compose(), tmp_path, redis_server.port)
@@ -843,6 +858,29 @@ def test_compose_stack_as_local_processes(local_stack, tmp_path):
             break
         time.sleep(1)
     assert health and all(h == "ok" for h in health.values()), health
+    # every dashboard query runs; the core panels (brief: allocation, SSR, utility, latency,
+    # decisions by policy version, model version) show data while the gNB is sending (the
+    # compose gNB runs continuously; here a second run of it, while Prometheus scrapes)
+    core = ("Allocation", "SLA satisfaction", "Utility", "Request latency", "Decisions/s",
+            "Policy in service")
+    dash = [(w, e) for w, e, _ in queries() if w.startswith("dashboard")]
+    for where, expr in dash:
+        status, body = http_get(f"{base}/api/v1/query?query={urllib.parse.quote(expr)}")
+        assert status == 200, (where, expr, body[:300])
+
+    def has_data(expr: str) -> bool:
+        res = _prom_query(base, expr)
+        return any(v["value"][1] not in ("NaN", "+Inf", "-Inf") for v in res)
+
+    run_gnb(stack, GNB_TEST_WINDOWS)
+    want = [(w, e) for w, e in dash if w.split(": ", 1)[1].startswith(core)]
+    deadline = time.time() + 30
+    while True:
+        empty = [(w, e) for w, e in want if not has_data(e)]
+        if not empty or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert not empty, empty
     if pending:
         pytest.skip(f"stack checked without {', '.join(sorted(pending))}: "
                     + "; ".join(pending.values()))
