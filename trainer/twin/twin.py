@@ -50,11 +50,12 @@ class Twin(TwinRollouts):
         self.utility_config = utility or UtilityConfig()
         self.codec = ActionCodec(n_units=self.config.n_units)
         c = self.config
-        torch.manual_seed(c.seed)
-        self.transition = TransitionNet(c.ensemble, STATE_DIM, 3, c.lstm_hidden, c.head_hidden,
-                                        c.min_logvar, c.max_logvar)
-        self.reward_net = RewardNet(c.ensemble, 6 * c.reward_context + STATE_DIM, c.reward_hidden,
-                                    c.min_logvar, c.max_logvar)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching global RNG
+            torch.manual_seed(c.seed)
+            self.transition = TransitionNet(c.ensemble, STATE_DIM, 3, c.lstm_hidden,
+                                            c.head_hidden, c.min_logvar, c.max_logvar)
+            self.reward_net = RewardNet(c.ensemble, 6 * c.reward_context + STATE_DIM,
+                                        c.reward_hidden, c.min_logvar, c.max_logvar)
         self.stats = {k: torch.zeros(STATE_DIM if k[0] in "sd" else 1) for k in _STAT_NAMES}
         for k in ("s_std", "d_std", "se_std", "u_std"):
             self.stats[k] += 1.0
@@ -134,7 +135,6 @@ class Twin(TwinRollouts):
         if data.state.shape[1] != STATE_DIM:
             raise ValueError(f"twin expects state width {STATE_DIM}, got {data.state.shape[1]}")
         rng = np.random.default_rng(c.seed)
-        torch.manual_seed(c.seed)
         hidx = history_index(data, c.history)
         n = len(data)
         perm = rng.permutation(n)
