@@ -31,11 +31,13 @@ class UtilityConfig:
 
 @dataclass(frozen=True)
 class RewardShaper:
-    """Paper's shaped reward. Defaults are calibrated on the simulator (see docs/simulator.md)."""
+    """Paper's shaped reward. Defaults are calibrated on the simulator (see docs/simulator.md):
+    gamma_max = 2.0 sits at the oracle's ~15th utility percentile and the random policy's ~75th,
+    so at the saturated threshold the oracle earns ~1 and random ~0.3 per window."""
 
-    gamma_min: float = 2.0
-    gamma_max: float = 2.6
-    sigma: float = 1e-4  # threshold rise per step
+    gamma_min: float = 1.5
+    gamma_max: float = 2.0
+    sigma: float = 1e-5  # threshold rise per step: gamma_max reached after 50k steps
 
     def __post_init__(self) -> None:
         if self.gamma_max < self.gamma_min:

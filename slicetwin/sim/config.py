@@ -80,7 +80,7 @@ def paper_traffic() -> tuple[SliceTraffic, SliceTraffic, SliceTraffic]:
         SliceTraffic(Dist.uniform(0.0, 0.160), Dist.const(320.0),
                      on_prob=(0.3, 0.9), regime_leave=(0.2, 0.2), on_persist=0.8),
         SliceTraffic(Dist.tpareto_mean(1.2, 6e-3, 12.5e-3), Dist.tpareto_mean(1.2, 800.0, 2000.0),
-                     on_prob=(0.05, 1.0), regime_leave=(0.2, 0.2), on_persist=0.8),
+                     on_prob=(0.0, 1.0), regime_leave=(0.2, 0.2), on_persist=0.8),
         SliceTraffic(Dist.exp(0.180),
                      Dist.tlognormal_mean(2 * urllc_unit, 0.722 * urllc_unit, 5 * urllc_unit),
                      on_prob=(0.0, 1.0), regime_leave=(0.2, 0.2), on_persist=0.8),
