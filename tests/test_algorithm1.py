@@ -59,7 +59,7 @@ class TabularTwin:
         self.table = np.where(self.seen, self.table / np.maximum(cnt, 1), 0.0)
         return {"n": len(data)}
 
-    def reset(self, states, history=None, history_actions=None, t=0, seed=None):
+    def reset(self, states, history=None, history_actions=None, t=0, seed=None, sample=None):
         self.cur = np.asarray(states, np.float32)
         return self.cur.copy()
 
@@ -141,3 +141,31 @@ def test_config_validation_and_matched_budget():
     cfg = Algorithm1Config(real_steps=200, twin_steps=400)
     assert cfg.grad_steps_per_real(agent_train_every=4.0) == pytest.approx((50 + 400) / 200)
     assert Algorithm1Config(mode="branched", updates_per_real=3.0).grad_steps_per_real(4.0) == 3.0
+
+
+def test_twin_env_penalises_and_truncates_uncertain_model_steps():
+    from trainer.agents.envs import TwinEnv
+    from trainer.algorithm1 import _branch
+    from trainer.replay import ReplayBuffer
+
+    agent, env, real, twin, rng = _setup()
+    real.reset()
+    for _ in range(10):  # real data where only action 3 was ever tried
+        real.step(np.full(env.n, 3))
+    twin.fit(real.transitions())
+    tenv = TwinEnv(twin, real, batch=64, rng=rng, penalty=0.5, max_uncertainty=0.5)
+    tenv.reset()
+    acts = np.where(np.arange(64) % 2 == 0, 3, 5)  # seen vs never-seen action
+    out = tenv.step(acts)
+    seen = acts == 3
+    assert np.all(out.uncertainty[~seen] == 1.0) and np.all(out.uncertainty[seen] == 0.0)
+    np.testing.assert_allclose(out.reward[~seen], -0.5)  # twin reward 0 minus 0.5 * 1
+    assert np.all(out.done[~seen] == 1.0) and np.all(out.done[seen] == 0.0)
+    # branched rollouts stop storing a rollout after its first over-uncertain transition
+    buf = ReplayBuffer(10_000, 3)
+    cfg = Algorithm1Config(mode="branched", rollout_length=4, rollout_batch=64, twin_eps=1.0,
+                           max_uncertainty=0.5, uncertainty_penalty=0.5)
+    _branch(agent, tenv, buf, cfg)
+    n_done = int(buf.done[: len(buf)].sum())
+    assert n_done > 0
+    assert len(buf) < 64 * 4  # truncated rollouts stored fewer than length x batch rows

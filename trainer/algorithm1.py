@@ -52,6 +52,8 @@ class Algorithm1Config:
     twin_train_every: float = 0.5  # twin transitions per agent-2 gradient step (paper mode)
     real_eps_decay_steps: int | None = None  # ε decay for agent 1; None: the agent's own
     twin_buffer_size: int = 20_000  # replay of model transitions
+    twin_sample: bool | None = False  # twin rollouts: False = ensemble mean (less noisy
+    #   targets), True = sample a member and its Gaussian (generative), None = the twin's default
     # --- branched mode ---
     rollout_every: int = 50  # real interactions between branched rollouts
     updates_per_real: float = 2.0  # gradient steps per real interaction (branched mode)
@@ -132,7 +134,7 @@ def _paper(agent1, real, twin, cfg, rng, on_iteration, on_blend) -> Algorithm1Re
     agent2 = agent1.clone()
     learner2 = Learner(agent2, rng, replay=ReplayBuffer(cfg.twin_buffer_size, agent1.state_dim),
                        train_every=cfg.twin_train_every)
-    twin_env = TwinEnv(twin, real, cfg.rollout_batch, rng)
+    twin_env = TwinEnv(twin, real, cfg.rollout_batch, rng, sample=cfg.twin_sample)
     eps = _epsilon(agent1, real, cfg)
     state = real.reset()
     for it in range(cfg.iterations):
@@ -185,7 +187,7 @@ def _branched(agent, real, twin, cfg, rng, on_iteration) -> Algorithm1Result:
                       sampler=lambda b, g: sample_mixed(real_replay, model_replay, b,
                                                         cfg.real_ratio, g))
     twin_env = TwinEnv(twin, real, cfg.rollout_batch, rng, penalty=cfg.uncertainty_penalty,
-                       max_uncertainty=cfg.max_uncertainty)
+                       max_uncertainty=cfg.max_uncertainty, sample=cfg.twin_sample)
     eps = _epsilon(agent, real, cfg)
     state = real.reset()
     if cfg.initial_collect:

@@ -114,8 +114,10 @@ class TwinEnv:
     """
 
     def __init__(self, twin: Any, real: RealEnv, batch: int, rng: np.random.Generator,
-                 penalty: float = 0.0, max_uncertainty: float = float("inf")):
+                 penalty: float = 0.0, max_uncertainty: float = float("inf"),
+                 sample: bool | None = None):
         self.twin, self.real, self.n, self.rng = twin, real, batch, rng
+        self.sample = sample  # None: the twin's default; passed only when set
         self.penalty, self.max_uncertainty = penalty, max_uncertainty
         self.steps = 0
 
@@ -128,8 +130,9 @@ class TwinEnv:
         rows = self.rng.integers(0, len(data), size=self.n)
         h = int(getattr(self.twin, "history_len", 1))
         state, past_s, past_a = histories(data, rows, h)
+        kw = {} if self.sample is None else {"sample": self.sample}
         return self.twin.reset(state, past_s, past_a, t=self.real.interactions,
-                               seed=int(self.rng.integers(0, 2**62)))
+                               seed=int(self.rng.integers(0, 2**62)), **kw)
 
     def step(self, actions: np.ndarray) -> EnvStep:
         out = self.twin.step(np.asarray(actions, np.int64), t=self.real.interactions)
