@@ -127,12 +127,18 @@ class RawConn:
     def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         self.s.sendall(_request(path, body))
         while b"\r\n\r\n" not in self.buf:
-            self.buf += self.s.recv(65536)
+            self.buf += self._recv(65536)
         status, n, start = _parse_head(self.buf)
         while len(self.buf) < start + n:
-            self.buf += self.s.recv(max(65536, start + n - len(self.buf)))
+            self.buf += self._recv(max(65536, start + n - len(self.buf)))
         payload, self.buf = self.buf[start:start + n], self.buf[start + n:]
         return status, payload
+
+    def _recv(self, n: int) -> bytes:
+        b = self.s.recv(n)
+        if not b:  # e.g. uvicorn closed an idle keep-alive connection (5 s default)
+            raise ConnectionError("server closed the connection")
+        return b
 
     def close(self) -> None:
         self.s.close()
@@ -202,7 +208,7 @@ async def _fixed_rate(port: int, maker: ReportMaker, rate: float, seconds: float
 
 
 async def _closed_loop(port: int, maker: ReportMaker, seconds: float, conns: int) -> dict:
-    pool = [maker.one() for _ in range(200_000)]
+    pool = [maker.one() for _ in range(int(8000 * seconds))]
     idx = 0
     done = failed = 0
     stop = time.perf_counter() + seconds
@@ -235,7 +241,14 @@ def _start_redis() -> tuple[subprocess.Popen, str, str] | None:
     return p, f"redis://127.0.0.1:{port}/0", d
 
 
+def _raise_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def run_bench(cfg: BenchConfig) -> dict:
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_exit)  # so the finally below stops our children
     try:
         import uvloop
 
@@ -283,8 +296,10 @@ def run_bench(cfg: BenchConfig) -> dict:
         cl = asyncio.run(_closed_loop(port, maker, cfg.seconds, cfg.connections))
         out["max_rps"] = round(cl["rps"], 1)
         out["max_rps_connections"] = cfg.connections
-        # 4. batch
+        # 4. batch (fresh connection: the serial one has idled past uvicorn's keep-alive)
+        conn.close()
         bodies = [maker.batch(cfg.batch_size) for _ in range(cfg.batch_requests + 2)]
+        conn = RawConn(port)
         for b in bodies[:2]:
             conn.post("/v1/reports:batch", b)
         t = time.perf_counter()

@@ -64,6 +64,8 @@ class ControllerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "warning"
+    gil_switch_interval_s: float = Field(0.001, gt=0, description="sys.setswitchinterval of "
+                                         "the controller process (Python default 0.005)")
 
     @field_validator("redis_url", "model_path", "transitions_file", mode="before")
     @classmethod
