@@ -176,7 +176,12 @@ def _make_sink(s: ControllerSettings, m: ControllerMetrics):
 def _initial_model(holder: ModelHolder, s: ControllerSettings, registry, codec) -> None:
     src = s.model_source
     if src in ("auto", "registry") and registry is not None:
-        if registry.current("policy") is not None and holder.load_from_registry(registry):
+        try:
+            current = registry.current("policy")
+        except Exception as e:  # Redis down at start: serve what we can, the watcher re-syncs
+            log.warning("registry unreachable at start (%s)", e)
+            current = None
+        if current is not None and holder.load_from_registry(registry):
             return
         if src == "registry":
             log.warning("no usable policy in the registry yet; serving the fallback")
