@@ -763,6 +763,75 @@ def _prom_query(base: str, q: str) -> list[dict]:
     return json.loads(body)["data"]["result"]
 
 
+def trainer_cycles(ls: LocalService) -> list[dict]:
+    """The worker prints one JSON line per finished cycle on stdout."""
+    out = []
+    for line in ls.tail(2_000_000).splitlines():
+        if line.startswith("{") and '"policy_version"' in line:
+            out.append(json.loads(line))
+    return out
+
+
+def wait_for(fn, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def check_closed_loop(stack: LocalStack, prom: str) -> None:
+    """gNB -> controller -> stream -> trainer -> registry -> twin service / controller: enough
+    windows for the trainer's first cycle, whose twin the twin service must then serve, and whose
+    policy the controller serves when the gate promoted it."""
+    from trainer.worker.settings import WorkerSettings
+
+    need = WorkerSettings().min_transitions
+    cells = int(stack.compose["services"]["gnb"]["command"][
+        stack.compose["services"]["gnb"]["command"].index("--cells") + 1])
+    run_gnb(stack, need // cells + 20)
+    trainer = stack.services["trainer"]
+    (cycle, *_) = wait_for(lambda: trainer_cycles(trainer), 420, "the trainer's first cycle:\n"
+                           + trainer.tail())
+    assert cycle["skipped"] is None and cycle["twin_published"] and cycle["policy_version"], cycle
+    print(f"trainer cycle: policy {cycle['policy_version']} promoted={cycle['promoted']}, twin "
+          f"{cycle['twin_version']} (agent 2 via {cycle['twin_backend']}), s={cycle['seconds']}")
+    twin_port = stack.ports["twin"][8002]
+    ctl_port = stack.ports["controller"][8080]
+
+    def twin_serves():
+        status, body = http_get(f"http://127.0.0.1:{twin_port}/v1/twin/model")
+        return status == 200 and json.loads(body).get("version") == cycle["twin_version"]
+
+    wait_for(twin_serves, 30, f"twin service to serve {cycle['twin_version']}")
+    if cycle["promoted"]:
+        def ctl_serves():
+            status, body = http_get(f"http://127.0.0.1:{ctl_port}/v1/policy")
+            return json.loads(body)["version"] == cycle["policy_version"]
+
+        wait_for(ctl_serves, 30, f"controller hot-swap to {cycle['policy_version']}")
+        wait_for(lambda: has_series(prom, 'sum(slicetwin_model_swaps_total{job="controller"}) >= 1'),
+                 30, "Prometheus to see the swap")
+    else:  # refused by the gate: published, not served
+        import redis
+
+        r = redis.Redis(port=stack.redis_port)
+        prefix = service_env(stack.compose["services"]["trainer"])["SLICETWIN_REGISTRY_PREFIX"]
+        assert r.exists(f"{prefix}models:policy:{cycle['policy_version']}"), cycle
+        r.close()
+    wait_for(lambda: has_series(
+        prom, 'sum(slicetwin_twin_model_reloads_total{job="twin",result="ok"}) >= 1'),
+        30, "Prometheus to see the twin reload")
+    wait_for(lambda: has_series(prom, 'slicetwin_twin_model_loaded{job="twin"} == 1'), 30,
+             "Prometheus to see a twin served")
+
+
+def has_series(base: str, q: str) -> bool:
+    return bool(_prom_query(base, q))
+
+
 @pytest.mark.slow
 def test_compose_stack_as_local_processes(local_stack, tmp_path):
     stack = local_stack
@@ -881,6 +950,8 @@ def test_compose_stack_as_local_processes(local_stack, tmp_path):
             break
         time.sleep(1)
     assert not empty, empty
+    if "trainer" in stack.services:
+        check_closed_loop(stack, base)
     if pending:
         pytest.skip(f"stack checked without {', '.join(sorted(pending))}: "
                     + "; ".join(pending.values()))
