@@ -294,10 +294,8 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
             return _conflict(e, False)
         except ReportError as e:
             return _report_error(e)
-        except (ConnectionError, OSError, TimeoutError) as e:
-            return await _cell_store_error(e)
         except Exception as e:
-            if type(e).__module__.startswith("redis"):
+            if type(e).__module__.startswith("redis") or isinstance(e, ConnectionError | OSError):
                 return await _cell_store_error(e)
             raise
         return Response(body, media_type="application/json")
@@ -350,6 +348,10 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
             return _conflict(e, False)
         except ReportError as e:
             return _report_error(e)
+        except Exception as e:
+            if type(e).__module__.startswith("redis") or isinstance(e, ConnectionError | OSError):
+                return await _cell_store_error(e)
+            raise
         units = codec.decode(d["action"])
         return JSONResponse({
             "cell_id": rep.cell_id, "window": rep.window, "decision_id": d["decision_id"],
