@@ -1,0 +1,529 @@
+"""``slicetwin demo``: the whole closed loop on one machine, with nothing else installed.
+
+Parts (the same code the deployment runs):
+
+- fake gNB: simulator cells stepped in real time (one 200 ms window per 200 ms by default), each
+  posting its KPI report to the controller and applying the answered allocation next window;
+- controller: a real uvicorn server on a free loopback port serving the ONNX student (a freshly
+  initialised one at first), ε-exploring a little so the trainer sees varied actions;
+- trainer: :class:`trainer.worker.TrainerWorker` (``slicetwin trainer`` in Redis mode, a thread
+  in embedded mode; see ``demo_trainer``): ingests the controller's transitions, and every few hundred new ones runs one Algorithm 1 cycle (fit the
+  twin on the live data, agent 2 trains in the twin, blend, fine-tune, distil, export, gate) and
+  publishes + promotes the candidate, which the controller hot-swaps.
+
+Transport, chosen at start (``--mode auto``): ``REDIS_URL`` set -> that Redis (keys under a fresh
+per-run prefix, deleted at the end); else a ``redis-server`` binary on PATH -> a private one on
+a free port, no persistence, stopped at the end; the controller then runs as its own process
+(``slicetwin controller``) and models travel through the Redis registry's pub/sub. Otherwise
+everything is embedded: in-memory registry and transitions sink shared by the controller (a
+uvicorn thread) and the trainer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from slicetwin.demo_infra import (
+    ControllerProcess,
+    ControllerThread,
+    RedisServer,
+    clear_prefix,
+    controller_env,
+    env_redis_url,
+    free_port,
+)
+from slicetwin.demo_record import Recorder, SwapEvent, WindowRow
+from slicetwin.demo_trainer import TrainerProcess, TrainerThread
+from slicetwin.demo_view import LiveView, PlainView, twin_line
+
+log = logging.getLogger("slicetwin.demo")
+
+# Trainer budgets of the demo (WorkerSettings fields). Chosen so that on an idle 2-core machine
+# the first cycle starts ~10 s after the loop does and takes well under a minute, i.e. the first
+# hot-swap comes 1-2 minutes after `slicetwin demo` is typed; raise them for better policies.
+DEMO_TRAINER: dict = {
+    "min_transitions": 400,  # 8 cells x 5 windows/s -> ~10 s of live traffic
+    "min_new_transitions": 400,
+    "twin_fit_seconds": 5.0,
+    "twin_epochs": 40,
+    "twin_steps": 400,  # agent-2 gradient steps in the twin
+    "finetune_steps": 200,
+    "distill_rounds": 600,
+    "distill_states": 2000,
+    "gate_rollouts": 128,
+    "checkpoint": False,  # a demo starts from scratch every time
+}
+
+
+@dataclass
+class DemoConfig:
+    """Options of ``slicetwin demo`` (see docs/demo.md)."""
+
+    cells: int = 8  # simulated cells (one KPI report each per window)
+    duration_s: float = 150.0  # length of the loop (ignored when ``windows`` is set)
+    windows: int | None = None  # stop after this many windows instead
+    out: str = "runs/demo"  # summary.json, windows.csv, PNG plots, logs
+    live: bool = True  # rich.live dashboard; False: plain progress lines
+    seed: int = 0  # simulator traffic, fresh student, exploration, trainer
+    window_ms: float = 200.0  # wall-clock pacing of a window (the sim's window is 200 ms);
+    #   0 runs as fast as the loop can
+    mode: str = "auto"  # auto | redis | embedded
+    stop_after_swaps: int = 0  # >0: stop once this many hot-swaps were served ...
+    after_swap_windows: int = 50  # ... and the last one served this many windows
+    explore_epsilon: float = 0.2  # controller ε-exploration (the trainer needs varied actions)
+    batch: bool = False  # one /v1/reports:batch request per window instead of one per cell
+    trainer: bool = True  # False: serve only (no learning, no swaps)
+    trainer_overrides: dict = field(default_factory=dict)  # WorkerSettings fields
+    progress_every_s: float = 5.0  # plain mode: seconds between progress lines
+
+
+@dataclass
+class _Transport:
+    mode: str  # "redis" | "embedded"
+    redis: str | None = None  # "private" | "external"
+    url: str | None = None
+    prefix: str = "slicetwin:"
+    server: RedisServer | None = None
+
+
+def resolve_transport(mode: str) -> _Transport:
+    if mode not in ("auto", "redis", "embedded"):
+        raise ValueError(f"mode must be auto, redis or embedded, not {mode!r}")
+    if mode == "embedded":
+        return _Transport("embedded")
+    url = env_redis_url()
+    if url:
+        return _Transport("redis", "external", url, f"slicetwin-demo-{secrets.token_hex(3)}:")
+    if RedisServer.find():
+        return _Transport("redis", "private")
+    if mode == "redis":
+        raise RuntimeError("--mode redis needs REDIS_URL or a redis-server binary on PATH")
+    return _Transport("embedded")
+
+
+class _Events:
+    """Timestamped event lines shared by the loop, the trainer thread and the views."""
+
+    def __init__(self, t0: float):
+        self.t0 = t0
+        self.items: list[tuple[float, str]] = []
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def add(self, text: str) -> None:
+        with self._lock:
+            self.items.append((time.monotonic() - self.t0, text))
+            self.items = self.items[-50:]
+            self.total += 1
+        log.info(text)
+
+    def snapshot(self) -> tuple[list, int]:
+        with self._lock:
+            return list(self.items), self.total
+
+
+def _setup_logging(path: Path) -> logging.Handler:
+    h = logging.FileHandler(path, mode="w")
+    h.setFormatter(logging.Formatter("%(asctime)s %(threadName)s %(name)s %(levelname)s "
+                                     "%(message)s"))
+    root = logging.getLogger()
+    root.addHandler(h)
+    root.setLevel(logging.INFO)
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return h
+
+
+def _trainer_settings(cfg: DemoConfig, tr: _Transport, data_dir: str):
+    from trainer.worker.settings import WorkerSettings
+
+    kw = {**DEMO_TRAINER, **cfg.trainer_overrides, "data_dir": data_dir, "seed": cfg.seed,
+          "init_seed": cfg.seed, "redis_url": tr.url, "registry_prefix": tr.prefix,
+          "consumer_name": "demo-trainer"}
+    return WorkerSettings(**kw)
+
+
+def _check_overrides(over: dict) -> None:
+    """Refuse unknown trainer settings (WorkerSettings ignores extras) before starting."""
+    from trainer.worker.settings import WorkerSettings
+
+    bad = sorted(set(over) - set(WorkerSettings.model_fields))
+    if bad:
+        raise ValueError(f"unknown trainer setting(s) {', '.join(bad)}; known: "
+                         f"{', '.join(sorted(WorkerSettings.model_fields))}")
+    WorkerSettings(**{**DEMO_TRAINER, **over})  # types and ranges, with a clear message
+
+
+def _install_sigterm() -> object:
+    """SIGTERM behaves like Ctrl-C (clean stop, summary written)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def run_demo(cfg: DemoConfig, echo=print) -> dict:
+    """Run the loop; returns the summary (also written to ``cfg.out``/summary.json)."""
+    import httpx
+
+    from controller.gnb import units_from_answer
+    from slicetwin.registry import MemoryRegistry, RedisRegistry
+    from slicetwin.sim.simulator import RanSimulator
+
+    if cfg.cells < 1:
+        raise ValueError("cells must be >= 1")
+    _check_overrides(cfg.trainer_overrides)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = _setup_logging(out / "demo.log")
+    old_term = _install_sigterm()
+    t_boot = time.monotonic()
+    events = _Events(t_boot)
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    tr = resolve_transport(cfg.mode)
+    rec = Recorder(cfg.cells)
+    promoted_at: dict[str, float] = {}
+    hmac_key = os.environ.get("SLICETWIN_HMAC_KEY", "slicetwin-dev-key-change-me")
+    stops: list[tuple[str, object]] = []  # (name, stop callable), stopped in reverse order
+    trainer: TrainerThread | TrainerProcess | None = None
+    controller = None
+    registry = None
+    stopped_by = "duration" if cfg.windows is None else "windows"
+    error: str | None = None
+    initial_policy = None
+    t_loop = None
+    tmp = tempfile.TemporaryDirectory(prefix="slicetwin-demo-trainer-")
+    stops.append(("trainer data", tmp.cleanup))
+
+    def say(text: str) -> None:
+        events.add(text)
+        echo(f"[{time.monotonic() - t_boot:6.1f}s] {text}")
+
+    try:
+        # ---------------------------------------------------------------- transport
+        if tr.mode == "redis" and tr.redis == "private":
+            tr.server = RedisServer().start()
+            tr.url = tr.server.url
+            stops.append(("redis-server", tr.server.stop))
+            say(f"mode redis: private redis-server on {tr.url} (no persistence)")
+        elif tr.mode == "redis":
+            url = tr.url
+            prefix = tr.prefix
+            stops.append(("redis keys", lambda: clear_prefix(url, prefix)))
+            say(f"mode redis: REDIS_URL {url}, keys under {prefix!r} (deleted at the end)")
+        else:
+            say("mode embedded: in-memory registry and transitions, controller in a thread")
+        registry = (RedisRegistry(tr.url, hmac_key, tr.prefix) if tr.mode == "redis"
+                    else MemoryRegistry(hmac_key))
+        stops.append(("registry", registry.close))
+
+        def on_policy(version: str | None) -> None:
+            if version is not None and version not in promoted_at and t_loop is not None:
+                promoted_at[version] = time.monotonic() - t_loop
+
+        watcher = registry.watch("policy", on_policy)  # before the controller's (embedded)
+        stops.append(("registry watch", watcher.stop))
+
+        # ---------------------------------------------------------------- controller
+        port = free_port()
+        env = controller_env(dict(os.environ), port=port, redis_url=tr.url, prefix=tr.prefix,
+                             epsilon=cfg.explore_epsilon, explore_budget=10**9, seed=cfg.seed)
+        if tr.mode == "redis":
+            controller = ControllerProcess(env, port, out / "controller.log").start()
+        else:
+            controller = ControllerThread(env, port, registry).start()
+        stops.append(("controller", controller.stop))
+        initial_policy = httpx.get(controller.url + "/v1/policy", timeout=5).json()
+        say(f"controller ready at {controller.url} ({'own process' if tr.mode == 'redis' else 'thread'}"
+            f"), serving {initial_policy.get('version')} (origin {initial_policy.get('origin')})")
+
+        # ---------------------------------------------------------------- trainer
+        if cfg.trainer:
+            settings = _trainer_settings(cfg, tr, tmp.name)
+            if tr.mode == "embedded":
+                from trainer.worker.source import MemorySinkSource
+
+                trainer = TrainerThread(settings, registry, MemorySinkSource(controller.sink),
+                                        events).start()
+            else:
+                trainer = TrainerProcess(settings, events, dict(os.environ),
+                                         out / "trainer.log").start()
+            stops.append(("trainer", lambda: _stop_trainer(trainer)))
+            say(f"trainer started: first Algorithm 1 cycle after {settings.min_transitions} "
+                f"transitions, then every {settings.min_new_transitions} new ones")
+
+        # ---------------------------------------------------------------- fake gNB loop
+        sim = RanSimulator(n_cells=cfg.cells, seed=cfg.seed)
+        sim.reset()
+        codec, simcfg = sim.codec, sim.config
+        ids = [f"demo-{i}" for i in range(cfg.cells)]
+        units = np.tile(codec.from_weights(np.ones(codec.n_slices)), (cfg.cells, 1))
+        in_force = [("equal-split", False, True)] * cfg.cells  # (version, explored, fallback)
+        w0 = int(time.time() * 1e6)
+        period = max(cfg.window_ms, 0.0) / 1000.0
+        limit = (f"{cfg.windows} windows" if cfg.windows is not None else f"{cfg.duration_s:.0f} s")
+        say(f"fake gNB: {cfg.cells} cells, one {simcfg.window_s * 1e3:.0f} ms window every "
+            f"{cfg.window_ms:.0f} ms, until {limit}")
+        view = LiveView() if cfg.live else PlainView(cfg.progress_every_s,
+                                                      skip_events=events.total)
+        headers = {"content-type": "application/json"}
+        if os.environ.get("SLICETWIN_API_KEY"):
+            headers["authorization"] = f"Bearer {os.environ['SLICETWIN_API_KEY']}"
+        client = httpx.Client(base_url=controller.url, timeout=5.0, headers=headers)
+        stops.append(("http client", client.close))
+        t_loop = time.monotonic()
+        k = 0
+        with view:
+            try:
+                while True:
+                    now = time.monotonic() - t_loop
+                    if cfg.windows is not None and k >= cfg.windows:
+                        break
+                    if cfg.windows is None and now >= cfg.duration_s:
+                        break
+                    if (cfg.stop_after_swaps and len(rec.swaps) >= cfg.stop_after_swaps
+                            and k - rec.swaps[cfg.stop_after_swaps - 1].window
+                            >= cfg.after_swap_windows):
+                        stopped_by = "swaps"
+                        break
+                    _window(k, rec, sim, units, in_force, ids, w0, client, cfg, codec, simcfg,
+                            t_loop, events, promoted_at, trainer, units_from_answer)
+                    k += 1
+                    view.update(_snapshot(cfg, tr, controller.url, t_loop, k, rec, trainer,
+                                          events, limit))
+                    if period:
+                        delay = t_loop + k * period - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)
+            except KeyboardInterrupt:
+                stopped_by = "interrupt"
+            view.update(_snapshot(cfg, tr, controller.url, t_loop, k, rec, trainer, events,
+                                  limit), force=True)
+    except KeyboardInterrupt:
+        stopped_by = "interrupt"
+    except Exception as e:  # noqa: BLE001 - reported, parts still stopped, summary written
+        error = f"{type(e).__name__}: {e}"
+        log.exception("demo failed")
+        stopped_by = "error"
+    finally:
+        try:
+            echo("stopping: " + ", ".join(name for name, _ in reversed(stops)
+                                          if name not in ("http client", "trainer data")))
+            stopped = _stop_all(stops)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop the rest without waiting
+            stopped = _stop_all(stops, fast=True)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    for ev in rec.swaps:
+        ev.promoted_t = promoted_at.get(ev.new)
+        if trainer is not None and ev.new in trainer.by_version:
+            ev.cycle = trainer.by_version[ev.new]
+    summary = rec.summary({
+        "started_at": started_at, "stopped_by": stopped_by, "error": error,
+        "mode": tr.mode, "redis": tr.redis, "redis_url": tr.url,
+        "registry_prefix": tr.prefix if tr.url else None,
+        "controller": controller.url if controller is not None else None,
+        "config": {**asdict(cfg), "trainer_settings": {**DEMO_TRAINER, **cfg.trainer_overrides}},
+        "startup_seconds": (t_loop - t_boot) if t_loop is not None else None,
+        "first_swap_after_start_s": (t_loop - t_boot + rec.swaps[0].t
+                                     if rec.swaps and t_loop is not None else None),
+        "initial_policy": (initial_policy or {}).get("version"),
+        "final_policy": rec.serving,
+        "promoted_versions": promoted_at,
+        "trainer": ({"cycles": trainer.cycles,
+                     "transitions": trainer.transitions,
+                     "failed": trainer.failed, "twin_error": trainer.twin}
+                    if trainer is not None else None),
+        "stopped": stopped,
+    })
+    files = rec.write(out, summary)
+    summary["files"] = [Path(f).name for f in files]
+    print_summary(summary, out, echo)
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+    return summary
+
+
+def _stop_trainer(trainer) -> str:
+    """A trainer process is killed after 3 s (its data is a temporary folder); a thread mid-cycle
+    cannot be, so it is left to end with this process after 10 s."""
+    timeout = 10.0 if isinstance(trainer, TrainerThread) else 3.0
+    if trainer.stop(timeout):
+        return "stopped"
+    return (f"still inside a cycle after {timeout:.0f} s: "
+            + ("left to end with this process" if timeout > 5 else "killed"))
+
+
+def _stop_all(stops: list, fast: bool = False) -> dict:
+    done = {}
+    while stops:
+        name, fn = stops.pop()
+        if fast and name == "trainer":
+            continue  # daemon thread; the process exit ends it
+        try:
+            res = fn()
+            done[name] = res if isinstance(res, str) else "stopped"
+        except Exception as e:  # noqa: BLE001 - keep stopping the others
+            log.exception("stopping %s failed", name)
+            done[name] = f"failed: {type(e).__name__}: {e}"
+    return done
+
+
+def _window(k, rec: Recorder, sim, units, in_force, ids, w0, client, cfg, codec, simcfg, t_loop,
+            events: _Events, promoted_at, trainer, units_from_answer) -> None:
+    """One window: step the cells under the allocations in force, report, apply the answers."""
+    import httpx
+
+    applied = units.copy()
+    _, kpis = sim.step(applied)
+    util = np.asarray(kpis.utility, dtype=np.float64)
+    policy_cells = np.array([not ex and not fb for _, ex, fb in in_force])
+    version = Counter(v for v, _, _ in in_force).most_common(1)[0][0]
+    reports = kpis.to_reports(ids, w0 + k, applied, simcfg)
+    bodies = [r.model_dump_json(exclude_none=True) for r in reports]
+    lat: list[float] = []
+    answers: list[tuple[int, dict]] = []
+    failed = 0
+
+    def fail(kind: str) -> None:
+        nonlocal failed
+        failed += 1
+        rec.failed += 1
+        rec.errors[kind] += 1
+
+    if cfg.batch:
+        t = time.perf_counter()
+        try:
+            r = client.post("/v1/reports:batch", content='{"reports":[' + ",".join(bodies) + "]}")
+            lat.append((time.perf_counter() - t) * 1e3)
+            rec.requests += 1
+            if r.status_code == 200:
+                answers = list(enumerate(r.json()["decisions"]))
+            else:
+                fail(f"http {r.status_code}")
+        except httpx.HTTPError as e:
+            fail(type(e).__name__)
+    else:
+        for i, body in enumerate(bodies):
+            t = time.perf_counter()
+            try:
+                r = client.post("/v1/reports", content=body)
+            except httpx.HTTPError as e:
+                fail(type(e).__name__)
+                continue
+            lat.append((time.perf_counter() - t) * 1e3)
+            rec.requests += 1
+            if r.status_code == 200:
+                answers.append((i, r.json()))
+            else:
+                fail(f"http {r.status_code}")
+    now = time.monotonic() - t_loop
+    n_fb = n_ex = 0
+    for i, ans in answers:
+        rec.decisions += 1
+        fb, ex = bool(ans.get("fallback")), bool(ans.get("explored"))
+        n_fb += fb
+        n_ex += ex
+        v = str(ans.get("policy_version", "?"))
+        try:
+            units[i] = units_from_answer(ans, codec)
+        except (ValueError, KeyError) as e:
+            rec.invariant_violations += 1
+            rec.errors["invariant"] += 1
+            log.warning("invalid allocation from the controller: %s", e)
+            continue
+        in_force[i] = (v, ex, fb)
+        ev = rec.note_answer_version(v, k, now)
+        if ev is not None:
+            _announce_swap(ev, events, promoted_at, trainer, rec)
+    rec.fallback_decisions += n_fb
+    rec.explored_decisions += n_ex
+    rec.latencies_ms.extend(lat)
+    share = applied / float(codec.n_units)
+    rec.add(WindowRow(
+        k=k, t=now, utility=float(util.mean()),
+        utility_policy=float(util[policy_cells].mean()) if policy_cells.any() else float("nan"),
+        ssr=np.asarray(kpis.ssr, dtype=np.float64).mean(0).tolist(),
+        share=share.mean(0).tolist(), version=version, requests=len(lat), failed=failed,
+        fallback=n_fb, explored=n_ex,
+        latency_ms_p50=float(np.median(lat)) if lat else float("nan"),
+        latency_ms_max=float(max(lat)) if lat else float("nan")))
+
+
+def _announce_swap(ev: SwapEvent, events: _Events, promoted_at, trainer, rec: Recorder) -> None:
+    p = promoted_at.get(ev.new)
+    before = [r.utility_policy for r in rec.rows if r.version == ev.old][-50:]
+    ub = float(np.nanmean(before)) if before and not np.isnan(before).all() else float("nan")
+    delay = f", {ev.t - p:.2f} s after promotion" if p is not None else ""
+    events.add(f"HOT-SWAP #{len(rec.swaps)}: {ev.old} -> {ev.new} at window {ev.window}"
+               f"{delay}; no request dropped (utility of {ev.old} so far: {ub:.3f})")
+
+
+def _snapshot(cfg, tr, url, t_loop, k, rec: Recorder, trainer, events: _Events, limit) -> dict:
+    items, total = events.snapshot()
+    return {"mode": tr.mode if tr.mode == "embedded" else f"redis ({tr.redis})",
+            "controller": url, "elapsed": time.monotonic() - events.t0, "window": k,
+            "cells": cfg.cells, "limit": limit, "recent": rec.recent(10),
+            "serving": rec.serving, "swaps": len(rec.swaps), "fallback": rec.fallback_decisions,
+            "explored": rec.explored_decisions, "failed": rec.failed, "requests": rec.requests,
+            "latency": rec.latency(last=400),
+            "trainer": {"status": trainer.status() if trainer is not None else "off"},
+            "twin": trainer.twin if trainer is not None else None,
+            "events": items, "events_total": total}
+
+
+def print_summary(s: dict, out: Path, echo=print) -> None:
+    """The end-of-run report: per-slice SSR, utility around each swap, versions, files."""
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    c.print(f"\n[bold]SliceTwin demo summary[/bold] ({s['mode']}, stopped by {s['stopped_by']}"
+            f"{', error: ' + s['error'] if s.get('error') else ''})")
+    c.print(f"{s['windows']} windows x {s['config']['cells']} cells in "
+            f"{(s.get('loop_seconds') or 0):.1f} s; requests {s['requests']}, failed "
+            f"{s['failed_requests']}, invalid allocations {s['invariant_violations']}, fallback "
+            f"decisions {s['fallback_decisions']}, explored {s['explored_decisions']}")
+    lat = s.get("latency_ms") or {}
+    c.print(f"request latency p50 {_n(lat.get('p50'))} ms, p99 {_n(lat.get('p99'))} ms")
+    t = Table(title="versions served (windows whose allocations each version chose)")
+    for col in ("version", "windows", "from s", "utility", *[f"SSR {n}" for n in
+                                                           (s.get("ssr_mean") or {})]):
+        t.add_column(col, justify="left" if col == "version" else "right")
+    for seg in s.get("versions_served") or []:
+        t.add_row(seg["version"], str(seg["windows"]), _n(seg.get("from_t_s"), ".1f"),
+                  _n(seg.get("utility_policy")), *[_n(v) for v in (seg.get("ssr") or {}).values()])
+    c.print(t)
+    swaps = s.get("swaps") or []
+    if swaps:
+        for i, sw in enumerate(swaps, 1):
+            c.print(f"[bold magenta]hot-swap {i}[/bold magenta] at {sw['t_s']:.1f} s (window "
+                    f"{sw['window']}): {sw['from']} -> {sw['to']}; utility "
+                    f"{_n(sw.get('utility_before'))} -> {_n(sw.get('utility_after'))}"
+                    + (f"; served {sw['promote_to_serve_s']:.2f} s after promotion"
+                       if sw.get("promote_to_serve_s") is not None else ""))
+    else:
+        c.print("[yellow]no hot-swap happened in this run[/yellow] (run longer: --duration)")
+    tw = (s.get("trainer") or {}).get("twin_error")
+    if tw:
+        c.print(f"twin (held-out, last fit): {twin_line(tw)}")
+    c.print(f"files in {out}/: {', '.join(s.get('files') or [])}")
+
+
+def _n(x, fmt: str = ".3f") -> str:
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, fmt)
