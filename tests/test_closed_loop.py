@@ -180,3 +180,50 @@ def test_closed_loop_trainer_policy_is_swapped_in_and_beats_the_initial_policy(
                 p.kill()
         for f in logs.values():
             f.close()
+
+
+def test_closed_loop_fast_swap_without_failed_request(tmp_path, redis_url, cli_env):
+    """The fast variant: controller + trainer (tiny budgets, gate margin wide open) + gNB; the
+    trainer's first policy must reach the controller in well under a second, mid-traffic, with
+    no failed request. (Utility is asserted by the slow test, which trains for real.)"""
+    procs: list[subprocess.Popen] = []
+    cport = free_port()
+    curl = f"http://127.0.0.1:{cport}"
+    base = dict(cli_env, SLICETWIN_REDIS_URL=redis_url)
+    log = open(tmp_path / "trainer.log", "w")  # noqa: SIM115
+    try:
+        procs.append(subprocess.Popen([PY, "-m", "slicetwin.cli", "controller"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      env=dict(base, SLICETWIN_PORT=str(cport))))
+        tiny = {"MIN_TRANSITIONS": "100", "MAX_CYCLES": "1", "GATE_MARGIN": "10",
+                "TWIN_EPOCHS": "5", "TWIN_FIT_SECONDS": "2", "TWIN_ENSEMBLE": "2",
+                "TWIN_HIDDEN": "16", "TWIN_STEPS": "20", "ROLLOUT_BATCH": "32",
+                "FINETUNE_STEPS": "10", "DISTILL_ROUNDS": "20", "GATE_ROLLOUTS": "16",
+                "GATE_HORIZON": "1", "AGENT_HIDDEN": "[32]", "BATCH_SIZE": "32",
+                "DATA_DIR": str(tmp_path / "trainer")}
+        procs.append(subprocess.Popen([PY, "-m", "slicetwin.cli", "trainer"], stdout=log,
+                                      stderr=subprocess.STDOUT,
+                                      env=dict(base, **{f"SLICETWIN_{k}": v for k, v in tiny.items()})))
+        _wait_http(curl + "/healthz", procs[0])
+        probe = Probe(curl, redis_url)
+        runs, swapped = [], None
+        deadline = time.time() + 240
+        while time.time() < deadline and swapped is None:
+            runs.append(_gnb(base, curl, 40, seed=len(runs)))
+            swapped = next((v for v in probe.first_seen if not v.startswith("init-")), None)
+        time.sleep(0.3)
+        probe.stop()
+        assert swapped, (tmp_path / "trainer.log").read_text()[-3000:]
+        assert probe.failed == 0 and all(g["failed_requests"] == 0 for g in runs)
+        assert probe.requests > 0
+        delays = probe.delays_ms()
+        assert swapped in delays and delays[swapped] < 1000.0, delays
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        log.close()
