@@ -17,7 +17,7 @@ COPY controller ./controller
 # No extras: no torch, matplotlib or scipy. Fail the build if torch sneaks in.
 RUN pip install . \
     && python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)" \
-    && useradd --system --uid 10001 --no-create-home slicetwin
+    && useradd --system --create-home --uid 10001 slicetwin
 
 USER slicetwin
 EXPOSE 8080

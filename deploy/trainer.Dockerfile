@@ -19,7 +19,7 @@ COPY twin_service ./twin_service
 COPY trainer ./trainer
 RUN pip install ".[train]" \
     && python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__" \
-    && useradd --system --uid 10001 --no-create-home slicetwin \
+    && useradd --system --create-home --uid 10001 slicetwin \
     && mkdir -p /data && chown slicetwin /data
 
 USER slicetwin
