@@ -493,6 +493,13 @@ def test_dockerfiles_controller_slim_others_pin_cpu_torch():
     copied = set(re.findall(r"^COPY\s+(\S+)", code, re.M))
     assert {"slicetwin", "controller"} <= copied and not copied & {"trainer", "twin_service"}
     assert re.search(r"^USER\s+(?!root)", code, re.M), "controller image must not run as root"
+    # the build context is the repository root: the local venv and outputs must stay out of it
+    ignored = {ln.strip().rstrip("/") for ln in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert {".venv", "runs", "results", ".git"} <= ignored
+    for df in images.values():
+        for src in re.findall(r"^COPY\s+(.+)\s+\S+$", df.read_text(), re.M):
+            for path in src.split():
+                assert (ROOT / path).exists() and path.rstrip("/") not in ignored, (df.name, path)
     # what `pip install .` (no extras) installs must not bring torch either
     import tomllib
 
