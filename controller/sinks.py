@@ -2,8 +2,11 @@
 
 The request path only appends a tuple to a bounded deque (O(1), never blocks); a background
 thread encodes and writes batches (one pipelined ``XADD MAXLEN ~`` round trip per batch for
-Redis). When the buffer is full the transition is dropped and counted, so a slow or absent
-Redis can never slow the control loop; the trainer learns from what arrives.
+Redis). A failed write puts its batch back and is retried with backoff, so a Redis outage
+loses nothing while the buffer holds (``sink_buffer`` transitions, plus one batch in flight);
+only when the buffer is full is a transition dropped and counted, so a slow or absent Redis can
+never slow the control loop. A write that fails after Redis ran it (connection lost mid-reply)
+is written again: delivery is at least once, and readers key transitions by (cell_id, window).
 
 Stream entry: one field ``t`` holding a JSON array in :class:`Transition` field order
 (``cell_id, window, state, action, reward, utility, next_state, arrived, sla_met, se,
@@ -101,6 +104,14 @@ class TransitionSink:
         self._on_dropped = on_dropped or (lambda n: None)
         self._idle = threading.Event()
         self._idle.set()
+        self.failures = 0  # failed write attempts (the batch stays buffered and is retried)
+        self.last_error: str | None = None
+        self._retry_s = 0.0  # current backoff while the sink is down (0: healthy)
+
+    @property
+    def healthy(self) -> bool:
+        """False while writes fail (transitions are being held in the buffer)."""
+        return self._retry_s == 0.0
 
     # request path -----------------------------------------------------------------
     def put(self, t: Transition) -> bool:
@@ -142,25 +153,45 @@ class TransitionSink:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self._interval)
+            if self._retry_s:  # sink down: back off (the buffer keeps filling, bounded)
+                self._stop.wait(self._retry_s)
+            else:
+                self._wake.wait(self._interval)
             self._wake.clear()
-            self._drain()
-        self._drain()
+            if not self._stop.is_set():
+                self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self, final: bool = False) -> None:
+        """Write the buffer in batches. A failed batch goes back to the front of the buffer
+        and is retried after an exponential backoff (0.05 s doubling to 1 s), so a sink outage
+        loses nothing up to the buffer bound. ``final`` (shutdown): one attempt, then what
+        cannot be written is dropped and counted."""
         while self._buf:
             batch = []
             while self._buf and len(batch) < self._batch:
                 batch.append(self._buf.popleft())
             try:
                 self._write(batch)
-            except Exception as e:  # sink down: these are lost, count them, keep going
-                log.warning("transition sink %s failed (%s); dropping %d", self.name, e,
-                            len(batch))
-                self.dropped += len(batch)
-                self._on_dropped(len(batch))
-                self._stop.wait(0.2)
-                continue
+            except Exception as e:
+                self.failures += 1
+                self.last_error = f"{type(e).__name__}: {e}"
+                if final:
+                    lost = len(batch) + len(self._buf)
+                    self._buf.clear()
+                    log.warning("transition sink %s failed at shutdown (%s); dropping %d",
+                                self.name, e, lost)
+                    self.dropped += lost
+                    self._on_dropped(lost)
+                    break
+                self._buf.extendleft(reversed(batch))  # keep order; retried after the backoff
+                if self._retry_s == 0.0:
+                    log.warning("transition sink %s failed (%s); buffering (%d held, bound %d)",
+                                self.name, e, len(self._buf), self._cap)
+                self._retry_s = min(1.0, max(0.05, 2 * self._retry_s))
+                return
+            if self._retry_s:
+                log.warning("transition sink %s is back", self.name)
+                self._retry_s = 0.0
             self.written += len(batch)
             self._on_written(len(batch))
         self._idle.set()
@@ -169,7 +200,7 @@ class TransitionSink:
         """Wait until the buffer is written (tests, shutdown)."""
         if self._thread is None:
             self._drain()
-            return True
+            return not self._buf
         deadline = time.time() + timeout
         while time.time() < deadline:
             if not self._buf and self._idle.is_set():
@@ -184,7 +215,7 @@ class TransitionSink:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
-        self._drain()
+        self._drain(final=True)
 
     def _write(self, batch: list[Transition]) -> None:
         raise NotImplementedError
