@@ -334,3 +334,29 @@ def test_worker_survives_redis_down(tmp_path, caplog):
     th.join(15)
     assert not th.is_alive()
     assert any("ingest failed" in r.getMessage() for r in caplog.records)
+
+
+def test_embedded_worker_reads_a_memory_sink_and_promotes_in_memory(tmp_path):
+    """The demo's path: controller MemorySink -> MemorySinkSource -> worker -> MemoryRegistry."""
+    from controller.sinks import MemorySink
+    from slicetwin.registry import MemoryRegistry
+    from trainer.worker import TrainerWorker
+    from trainer.worker.source import MemorySinkSource
+
+    sink = MemorySink()
+    for t in sim_transitions(cells=4, windows=40, seed=11):
+        sink.put(t)
+    sink.flush()
+    reg = MemoryRegistry()
+    seen = []
+    reg.watch("policy", seen.append)
+    w = TrainerWorker(fast_settings(tmp_path, gate_margin=10.0), registry=reg,
+                      source=MemorySinkSource(sink))
+    res = w.run_cycle()
+    assert res.dataset == 160 and res.promoted
+    assert reg.current("policy") == res.policy_version and seen[-1] == res.policy_version
+    for t in sim_transitions(cells=4, windows=10, seed=12):
+        sink.put(t)
+    sink.flush()
+    assert w.ingest() == 40 and len(w.store) == 200  # only the new ones
+    w.close()

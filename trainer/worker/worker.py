@@ -304,9 +304,17 @@ class TrainerWorker:
         finally:
             if remote is not None:
                 remote.close()
+        if self.stop_event.is_set():  # agent 1 untouched: the next run redoes this cycle
+            res.skipped = "stopped"
+            return res
         self.agent1.blend_from(agent2, s.zeta)
         res.training["live"] = learn.finetune_live(self.agent1, train, s, rng)
         res.seconds["agents"] = round(time.perf_counter() - t0, 3)
+        if self.stop_event.is_set():
+            self.cycle, self.rows_at_last_cycle = res.cycle, res.dataset
+            self._checkpoint()  # keep the trained agent; no candidate this time
+            res.skipped = "stopped"
+            return res
 
         # 4. distil + export
         t0 = time.perf_counter()
