@@ -390,6 +390,7 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
     @app.get("/metrics", tags=["ops"])
     async def metrics():
         m.sink_buffer.set(len(sink))
+        engine.flush_metrics()
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
     _orig_openapi = app.openapi

@@ -299,6 +299,7 @@ def test_metrics_parse_and_count():
     assert hist["+Inf"] == 5 and "0.0005" in hist and "0.0001" in hist  # sub-ms buckets
     prb = sum(s.value for s in fams["slicetwin_allocation_prb_ratio"].samples)
     assert abs(prb - 1.0) < 1e-9
+    app.state.engine.flush_metrics()
     closed = app.state.metrics.transitions_closed._value.get()
     assert closed == 4
 
