@@ -47,6 +47,8 @@ class OfflineExperimentConfig:
     init_from_reference: bool = True  # offline+twin starts at theta_2 (off: random init + prox)
     cql_alpha: float = 1.0
     twin_interactions: int = 20_000  # twin transitions theta_2 is trained on (free)
+    twin_real_ratio: float = 0.5  # share of D in theta_2's batches (rest: twin rollouts), MBPO
+    twin_train_every: float = 1.0  # twin transitions per gradient step of theta_2
     twin_config: dict = field(default_factory=lambda: {"epochs": 30, "patience": 5,
                                                        "max_fit_seconds": 60.0})
     variants: tuple[str, ...] = ("offline", "offline+twin", "cql")
@@ -88,11 +90,14 @@ class _Recorded:
 
 def twin_trained_agent(data: Transitions, n_actions: int, cfg: OfflineExperimentConfig,
                        seed: int) -> tuple[nn.Module, dict]:
-    """theta_2: fit the twin on D, then train DDQN on rollouts in the twin from D's states."""
+    """theta_2: fit the twin on D, then train DDQN on short rollouts in the twin that start from
+    D's states, each batch mixing ``twin_real_ratio`` of D with twin transitions (MBPO-style:
+    the twin widens D's action coverage, D anchors the agent where the twin is wrong)."""
     from slicetwin.state import STATE_DIM
     from trainer.agents import make_agent
     from trainer.agents.envs import TwinEnv
     from trainer.agents.loop import Learner, run
+    from trainer.replay import ReplayBuffer, sample_mixed
     from trainer.twin import Twin, TwinConfig
 
     t0 = time.time()
@@ -102,7 +107,11 @@ def twin_trained_agent(data: Transitions, n_actions: int, cfg: OfflineExperiment
     agent = make_agent("ddqn", STATE_DIM, n_actions, seed=seed, hidden=tuple(cfg.hidden),
                        eps_decay_steps=cfg.twin_interactions // 2)
     env = TwinEnv(twin, _Recorded(data), batch=64, rng=rng)
-    learner = Learner(agent, rng)
+    real = ReplayBuffer(len(data), STATE_DIM)
+    real.add(data.state, data.action, data.reward, data.next_state)
+    model = ReplayBuffer(max(cfg.twin_interactions, 1), STATE_DIM)
+    learner = Learner(agent, rng, replay=model, train_every=cfg.twin_train_every,
+                      sampler=lambda bs, g: sample_mixed(real, model, bs, cfg.twin_real_ratio, g))
     rollout = 5  # short rollouts from real states: model error compounds (MBPO)
     state = env.reset()
     while env.steps < cfg.twin_interactions:
