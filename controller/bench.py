@@ -316,6 +316,9 @@ def run_bench(cfg: BenchConfig) -> dict:
             out.update(_hotswap(port, maker, cfg, redis_proc[1], key, fr["p99_ms"]))
         else:
             out["hotswap_p99_ms"] = None
+        # 6. serial again with the cell memory in Redis (stateless replicas), own process
+        if redis_proc is not None:
+            out.update(_serial_redis_cells(env, redis_proc[1], cfg))
     except Exception:
         log.seek(0)
         sys.stderr.write("controller log tail:\n" + log.read()[-3000:] + "\n")
@@ -333,6 +336,37 @@ def run_bench(cfg: BenchConfig) -> dict:
             redis_proc[0].wait(10)
             shutil.rmtree(redis_proc[2], ignore_errors=True)
     return out
+
+
+def _serial_redis_cells(env: dict, url: str, cfg: BenchConfig) -> dict:
+    port = _free_port()
+    p = subprocess.Popen([sys.executable, "-m", "slicetwin.cli", "controller"],
+                         env={**env, "SLICETWIN_PORT": str(port), "SLICETWIN_CELL_STORE": "redis",
+                              "SLICETWIN_REDIS_URL": url, "SLICETWIN_REGISTRY_PREFIX": "rc:"},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port)
+        conn = RawConn(port)
+        maker = ReportMaker(cfg.cells, cfg.seed + 1)
+        for _ in range(300):
+            conn.post("/v1/reports", maker.one())
+        n = max(500, cfg.serial_requests // 2)
+        lat = np.empty(n)
+        for i, b in enumerate([maker.one() for _ in range(n)]):
+            t = time.perf_counter()
+            status, _ = conn.post("/v1/reports", b)
+            lat[i] = time.perf_counter() - t
+            if status != 200:
+                raise RuntimeError(f"redis-cells request failed with {status}")
+        conn.close()
+        return {"serial_p50_ms_redis_cells": round(float(np.percentile(lat, 50) * 1e3), 4),
+                "serial_p99_ms_redis_cells": round(float(np.percentile(lat, 99) * 1e3), 4)}
+    finally:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def _hotswap(port: int, maker: ReportMaker, cfg: BenchConfig, url: str, key: str,
