@@ -46,9 +46,13 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _register() -> None:
+def _register(only_group: str | None = None) -> None:
+    """Attach every part's commands; ``only_group`` (a group name) loads just that group's
+    modules, so e.g. ``slicetwin models rollback`` starts without importing the simulator."""
     groups: dict[str, typer.Typer] = {}
     for module, attr, group in _PARTS:
+        if only_group is not None and group != only_group:
+            continue
         try:
             sub = getattr(importlib.import_module(module), attr, None)
         except ModuleNotFoundError as e:
@@ -68,7 +72,10 @@ def _register() -> None:
 
 
 def main() -> None:
-    _register()
+    import sys
+
+    first = sys.argv[1] if len(sys.argv) > 1 else None
+    _register(first if first in {g for _, _, g in _PARTS if g} else None)
     app()
 
 
