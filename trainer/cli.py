@@ -24,10 +24,10 @@ def experiment_online(
                                    "(repeat the option for several)"),
     twin: bool = typer.Option(False, "--twin/--no-twin",
                               help="also run the twin-enhanced agent and the matched-compute baseline"),
-    mode: str = typer.Option("branched", help="twin variant: paper (Algorithm 1 as published) | "
+    mode: str = typer.Option("paper", help="twin variant: paper (Algorithm 1 as published) | "
                              "branched (short model rollouts from real states, MBPO-like)"),
     seeds: int = typer.Option(5, min=1, help="seeds per configuration"),
-    rounds: int = typer.Option(40, min=1, help="rounds of 200 real interactions per run"),
+    rounds: int = typer.Option(30, min=1, help="rounds of 200 real interactions per run"),
     out: Path = typer.Option(Path("runs/online"), help="output directory"),
     quick: bool = typer.Option(False, help="smoke run: 2 seeds x 3 rounds, small nets"),
     workers: int = typer.Option(2, min=1, help="parallel worker processes (1 torch thread each)"),
