@@ -74,10 +74,7 @@ class TrainerWorker:
     def __init__(self, settings: WorkerSettings | None = None, registry=None, source=None,
                  stop_event: threading.Event | None = None, on_cycle=None,
                  store: DatasetStore | None = None):
-        import torch
-
         self.s = settings or WorkerSettings()
-        torch.set_num_threads(1)  # shared 2-core host: one thread is fastest (perf_notes)
         self.stop_event = stop_event or threading.Event()
         self.on_cycle = on_cycle
         self.root = Path(self.s.data_dir)
@@ -106,8 +103,19 @@ class TrainerWorker:
         self._ingest_thread: threading.Thread | None = None
         self._ingest_lock = threading.Lock()
         self._backoff = Backoff(self.s.backoff_initial_s, self.s.backoff_max_s)
+        self.agent1 = None  # built by prepare(): torch loads after ingestion has started
+
+    def prepare(self) -> None:
+        """Import torch, build agent 1 and resume from the checkpoint (idempotent; ``run`` and
+        ``run_cycle`` call it, after ingestion has started, so a restart re-claims its pending
+        entries without waiting seconds for torch to load)."""
+        if self.agent1 is not None:
+            return
+        import torch
+
         from trainer.worker.learn import new_agent
 
+        torch.set_num_threads(1)  # shared 2-core host: one thread is fastest (perf_notes)
         self.agent1 = new_agent(self.s, self.s.seed)
         self._resume()
 
@@ -194,6 +202,8 @@ class TrainerWorker:
 
     # ------------------------------------------------------------------ cycle
     def ready(self) -> bool:
+        if self.agent1 is None:
+            return False
         n = len(self.store)
         return n >= self.s.min_transitions and n - self.rows_at_last_cycle >= max(
             self.s.min_new_transitions, 1 if self.cycle == 0 else self.s.min_new_transitions)
@@ -245,6 +255,7 @@ class TrainerWorker:
             except Exception as e:  # noqa: BLE001 - Redis down: train on what is on disk
                 log.warning("ingest failed (%s: %s); cycle uses the persisted data",
                             type(e).__name__, e)
+        self.prepare()
         s = self.s
         res = CycleResult(cycle=self.cycle + 1)
         t_all = time.perf_counter()
@@ -363,6 +374,7 @@ class TrainerWorker:
         self.start_ingest()
         backoff = Backoff(self.s.backoff_initial_s, self.s.backoff_max_s)
         try:
+            self.prepare()
             while not self.stop_event.is_set():
                 if self.s.max_cycles and self.cycle >= self.s.max_cycles:
                     break
