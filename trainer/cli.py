@@ -242,3 +242,16 @@ def bench_hotswap_cmd(
     from trainer.worker.hotswap_bench import run_hotswap_bench
 
     typer.echo(_json.dumps(run_hotswap_bench(swaps=swaps, cells=cells, redis_url=redis_url)))
+
+
+@bench_app.command("ingest")
+def bench_ingest_cmd(
+    entries: int = typer.Option(20_000, min=1, help="transitions in the stream"),
+    read_count: int = typer.Option(2000, min=1, help="entries per XREADGROUP / chunk"),
+) -> None:
+    """Stream -> durable dataset drain rate of the trainer worker (private redis-server)."""
+    import json as _json
+
+    from trainer.worker.ingest_bench import run_ingest_bench
+
+    typer.echo(_json.dumps(run_ingest_bench(entries=entries, read_count=read_count)))
