@@ -19,7 +19,7 @@ import numpy as np
 
 from controller.cells import CellMemory, WindowConflict
 from controller.schemas import Columns
-from controller.sinks import Transition
+from controller.sinks import Transition, TransitionBatch
 from slicetwin.actions import ActionCodec
 from slicetwin.fallback import DemandProportional
 from slicetwin.schemas import KPIReport
@@ -307,11 +307,10 @@ class DecisionEngine:
         mems = [(ids[i], CellMemory(wins[i], st_l[i], act_l[i], vers[i], fb_l[i], ex_l[i]))
                 for i in range(n)]
         prevs = self.cells.commit_many(mems)
-        # close transitions (consecutive windows only), in one pass
-        now = time.time()
-        arr_l, sla_l, se_l = arrived.tolist(), sla.tolist(), se.tolist()
-        u_l, r_l = utility.tolist(), reward.tolist()
-        closed, gaps, mism, rsum = [], 0, 0, 0.0
+        # close transitions (consecutive windows only): the request path only selects rows;
+        # the sink's writer thread turns the arrays into per-transition entries
+        idx, prev_states, acts, pvers, pfb, pex = [], [], [], [], [], []
+        gaps = mism = 0
         for i in range(n):
             p = prevs[i]
             if p is None:
@@ -323,19 +322,26 @@ class DecisionEngine:
             if reported[i] is not None and reported[i] != a:
                 mism += 1
                 a = reported[i]
-            rsum += r_l[i]
-            closed.append(Transition(ids[i], wins[i], p.state, a, r_l[i], u_l[i], st_l[i],
-                                     arr_l[i], sla_l[i], se_l[i], p.policy_version, p.fallback,
-                                     p.explored, now))
-        if closed:
-            self.sink.put_many(closed)
-            self._pending_closed += len(closed)
-            self._pending_reward += rsum
+            idx.append(i)
+            prev_states.append(p.state)
+            acts.append(a)
+            pvers.append(p.policy_version)
+            pfb.append(p.fallback)
+            pex.append(p.explored)
+        if idx:
+            sel = np.asarray(idx)
+            r_sel = reward[sel]
+            self.sink.put_batch(TransitionBatch(
+                [ids[i] for i in idx], [wins[i] for i in idx], prev_states, acts, r_sel,
+                utility[sel], states[sel], arrived[sel], sla[sel], se[sel], pvers, pfb, pex,
+                time.time()))
+            self._pending_closed += len(idx)
+            self._pending_reward += float(r_sel.sum())
         if gaps:
             self.m.window_gaps.inc(gaps)
         if mism:
             self.m.alloc_mismatch.inc(mism)
-        self._observe(act_l[-1], u_l[-1], ssr[-1].tolist())
+        self._observe(act_l[-1], float(utility[-1]), ssr[-1].tolist())
         observe_many(self.m.utility_hist, utility)
         nf = int(fallback.sum())
         if n - nf:

@@ -49,6 +49,36 @@ class Transition(NamedTuple):
     ts: float
 
 
+class TransitionBatch(NamedTuple):
+    """Many transitions as columns (the batch endpoint); expanded by the writer thread."""
+
+    cell_id: list
+    window: list
+    state: list  # list of lists (from cell memory)
+    action: list
+    reward: object  # numpy arrays from here on
+    utility: object
+    next_state: object
+    arrived: object
+    sla_met: object
+    se: object
+    policy_version: list
+    fallback: list
+    explored: list
+    ts: float
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return len(self.cell_id)
+
+    def expand(self) -> list[Transition]:
+        r, u, ns = self.reward.tolist(), self.utility.tolist(), self.next_state.tolist()
+        ar, sl, se = self.arrived.tolist(), self.sla_met.tolist(), self.se.tolist()
+        return [Transition(self.cell_id[i], self.window[i], self.state[i], self.action[i], r[i],
+                           u[i], ns[i], ar[i], sl[i], se[i], self.policy_version[i],
+                           self.fallback[i], self.explored[i], self.ts)
+                for i in range(len(self.cell_id))]
+
+
 def cell_number(cell_id: str) -> int:
     """Stable integer id of a cell (for ``Transitions.cell``)."""
     return zlib.crc32(cell_id.encode())
@@ -92,6 +122,7 @@ class TransitionSink:
     def __init__(self, buffer: int = 100_000, flush_interval_s: float = 0.02, batch: int = 2000,
                  on_written=None, on_dropped=None):
         self._buf: deque[Transition] = deque()
+        self._batches: deque[TransitionBatch] = deque()  # column batches, expanded by the writer
         self._cap = buffer
         self._interval = flush_interval_s
         self._batch = batch
@@ -115,7 +146,7 @@ class TransitionSink:
 
     # request path -----------------------------------------------------------------
     def put(self, t: Transition) -> bool:
-        if len(self._buf) >= self._cap:
+        if len(self) >= self._cap:
             self.dropped += 1
             self._on_dropped(1)
             return False
@@ -125,9 +156,23 @@ class TransitionSink:
             self._wake.set()
         return True
 
+    def put_batch(self, tb: TransitionBatch) -> int:
+        """Append a column batch (expanded off the request path); dropped whole if no room."""
+        n = len(tb)
+        held = len(self)
+        if held + n > self._cap:
+            self.dropped += n
+            self._on_dropped(n)
+            return 0
+        self._batches.append(tb)
+        self._idle.clear()
+        if held + n >= self._batch:
+            self._wake.set()
+        return n
+
     def put_many(self, ts: list[Transition]) -> int:
         """Append a batch; what does not fit is dropped and counted. Returns how many fit."""
-        room = self._cap - len(self._buf)
+        room = self._cap - len(self)
         if room < len(ts):
             lost = len(ts) - max(room, 0)
             self.dropped += lost
@@ -141,7 +186,11 @@ class TransitionSink:
         return len(ts)
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + sum(len(b) for b in list(self._batches))
+
+    def _expand_batches(self) -> None:
+        while self._batches:
+            self._buf.extend(self._batches.popleft().expand())
 
     # background ---------------------------------------------------------------------
     def start(self) -> TransitionSink:
@@ -166,6 +215,7 @@ class TransitionSink:
         and is retried after an exponential backoff (0.05 s doubling to 1 s), so a sink outage
         loses nothing up to the buffer bound. ``final`` (shutdown): one attempt, then what
         cannot be written is dropped and counted."""
+        self._expand_batches()
         while self._buf:
             batch = []
             while self._buf and len(batch) < self._batch:
@@ -200,10 +250,10 @@ class TransitionSink:
         """Wait until the buffer is written (tests, shutdown)."""
         if self._thread is None:
             self._drain()
-            return not self._buf
+            return len(self) == 0
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if not self._buf and self._idle.is_set():
+            if len(self) == 0 and self._idle.is_set():
                 return True
             self._wake.set()
             time.sleep(0.005)
