@@ -166,6 +166,20 @@ def _check_overrides(over: dict) -> None:
     WorkerSettings(**{**DEMO_TRAINER, **over})  # types and ranges, with a clear message
 
 
+def _ping(url: str) -> None:
+    import redis
+
+    r = redis.Redis.from_url(url, socket_timeout=3.0, socket_connect_timeout=3.0)
+    try:
+        r.ping()
+    except Exception as e:  # noqa: BLE001 - any failure: say which URL and why
+        raise RuntimeError(f"Redis at REDIS_URL={url} does not answer ({type(e).__name__}: {e})"
+                           "; unset REDIS_URL to use a private redis-server or --mode embedded"
+                           ) from None
+    finally:
+        r.close()
+
+
 def _install_sigterm() -> object:
     """SIGTERM behaves like Ctrl-C (clean stop, summary written)."""
     if threading.current_thread() is not threading.main_thread():
@@ -217,16 +231,26 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
     try:
         # ---------------------------------------------------------------- transport
         if tr.mode == "redis" and tr.redis == "private":
-            tr.server = RedisServer().start()
-            tr.url = tr.server.url
-            stops.append(("redis-server", tr.server.stop))
-            say(f"mode redis: private redis-server on {tr.url} (no persistence)")
-        elif tr.mode == "redis":
+            server = RedisServer()
+            try:
+                server.start()
+            except (OSError, RuntimeError) as e:
+                server.stop()
+                if cfg.mode == "redis":
+                    raise RuntimeError(f"could not start redis-server: {e}") from None
+                say(f"redis-server did not start ({e}); falling back to embedded mode")
+                tr = _Transport("embedded")
+            else:
+                tr.server, tr.url = server, server.url
+                stops.append(("redis-server", server.stop))
+                say(f"mode redis: private redis-server on {tr.url} (no persistence)")
+        if tr.mode == "redis" and tr.redis == "external":
+            _ping(tr.url)
             url = tr.url
             prefix = tr.prefix
             stops.append(("redis keys", lambda: clear_prefix(url, prefix)))
             say(f"mode redis: REDIS_URL {url}, keys under {prefix!r} (deleted at the end)")
-        else:
+        elif tr.mode == "embedded":
             say("mode embedded: in-memory registry and transitions, controller in a thread")
         registry = (RedisRegistry(tr.url, hmac_key, tr.prefix) if tr.mode == "redis"
                     else MemoryRegistry(hmac_key))

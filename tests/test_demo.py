@@ -28,17 +28,19 @@ PYTHON = sys.executable
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _env() -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("SLICETWIN_") and k != "REDIS_URL"}  # never the system Redis
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
     return env
 
 
-def _demo(out: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+def _demo(out: Path, *args: str, timeout: float = 180, env: dict | None = None
+          ) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, "-m", "slicetwin.cli", "demo", "--no-live", "--out", str(out),
-                           *args], env=_env(), capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)
+                           *args], env=env or _env(), capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
 
 
 def _port_open(url: str | None) -> bool:
@@ -135,6 +137,20 @@ def test_demo_refuses_bad_options(tmp_path):
     r = runner.invoke(cli.app, [*base, "--cells", "0"])
     assert r.exit_code == 2
     assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_demo_unreachable_redis_url_is_a_clear_error(tmp_path):
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]  # nothing listens there once closed
+    out = tmp_path / "demo"
+    r = _demo(out, "--windows", "3", env=_env(REDIS_URL=f"redis://127.0.0.1:{port}/0"),
+              timeout=60)
+    assert r.returncode == 1
+    s = json.loads((out / "summary.json").read_text())
+    assert f"REDIS_URL=redis://127.0.0.1:{port}/0 does not answer" in s["error"]
+    assert s["windows"] == 0 and s["controller"] is None
+    assert "does not answer" in r.stdout
 
 
 def test_demo_ctrl_c_stops_cleanly_and_writes_summary(tmp_path):
