@@ -48,7 +48,8 @@ class OfflineExperimentConfig:
     cql_alpha: float = 1.0
     twin_interactions: int = 20_000  # twin transitions theta_2 is trained on (free)
     twin_real_ratio: float = 0.5  # share of D in theta_2's batches (rest: twin rollouts), MBPO
-    twin_train_every: float = 1.0  # twin transitions per gradient step of theta_2
+    twin_train_every: float = 4.0  # twin transitions per gradient step of theta_2
+    twin_batch_size: int = 256  # as the offline learners: batch 64 learned markedly worse here
     twin_config: dict = field(default_factory=lambda: {"epochs": 30, "patience": 5,
                                                        "max_fit_seconds": 60.0})
     variants: tuple[str, ...] = ("offline", "offline+twin", "cql")
@@ -105,7 +106,7 @@ def twin_trained_agent(data: Transitions, n_actions: int, cfg: OfflineExperiment
     fit = twin.fit(data)
     rng = np.random.default_rng(seed)
     agent = make_agent("ddqn", STATE_DIM, n_actions, seed=seed, hidden=tuple(cfg.hidden),
-                       eps_decay_steps=cfg.twin_interactions // 2)
+                       eps_decay_steps=cfg.twin_interactions // 2, batch_size=cfg.twin_batch_size)
     env = TwinEnv(twin, _Recorded(data), batch=64, rng=rng)
     real = ReplayBuffer(len(data), STATE_DIM)
     real.add(data.state, data.action, data.reward, data.next_state)
