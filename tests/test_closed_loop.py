@@ -166,9 +166,14 @@ def test_closed_loop_trainer_policy_is_swapped_in_and_beats_the_initial_policy(
         assert rec["gate"]["passed"] is True
         twin_info = httpx.get(turl + "/v1/twin/model").json()
         assert twin_info["version"].startswith("twin-")  # the service serves the trainer's twin
+        cycles = [json.loads(ln) for ln in (tmp_path / "trainer.log").read_text().splitlines()
+                  if ln.startswith("{")]
+        mine = next(c for c in cycles if c["policy_version"] == served[0])
+        assert mine["twin_backend"] == "http"  # agent 2 trained through the twin service
         print(json.dumps({"utility_before": before["utility_mean"],
                           "utility_after": after["utility_mean"], "swapped_in": served,
-                          "publish_to_serving_ms": delays, "gate": rec["gate"]}))
+                          "publish_to_serving_ms": delays, "gate": rec["gate"],
+                          "cycle": mine}))
         assert after["utility_mean"] > before["utility_mean"] + 0.05, (before, after)
     finally:
         for p in reversed(procs):

@@ -228,7 +228,7 @@ class TrainerWorker:
             from trainer.twin_client import HttpTwin
 
             ht = HttpTwin(self.s.twin_url, seed=self.s.seed + self.cycle, timeout=30.0)
-            deadline = time.monotonic() + 3.0
+            deadline = time.monotonic() + 10.0  # the service reloads on the twin event
             while ht.version != self.best_twin_version and time.monotonic() < deadline:
                 time.sleep(0.1)
                 ht.refresh()
@@ -279,7 +279,7 @@ class TrainerWorker:
                                               "persistence_rmse", "calibration_error") if k in err}
         best_score = (learn.twin_error(self.best_twin, data, held_rows)["score"]
                       if self.best_twin is not None and len(held_rows) else float("inf"))
-        res.twin_error["best_before"] = best_score
+        res.twin_error["best_before"] = None if best_score == float("inf") else best_score
         if err["score"] < best_score:
             version = new_version("twin")
             try:
