@@ -541,8 +541,12 @@ def print_summary(s: dict, out: Path, echo=print) -> None:
                     f"{_n(sw.get('utility_before'))} -> {_n(sw.get('utility_after'))}"
                     + (f"; served {sw['promote_to_serve_s']:.2f} s after promotion"
                        if sw.get("promote_to_serve_s") is not None else ""))
+    elif s.get("trainer") is None:
+        c.print("no hot-swap: the trainer was off (--no-trainer)")
     else:
-        c.print("[yellow]no hot-swap happened in this run[/yellow] (run longer: --duration)")
+        c.print("[yellow]no hot-swap happened in this run[/yellow] (the first comes after "
+                f"{s['config']['trainer_settings'].get('min_transitions')} transitions plus one "
+                "trainer cycle; run longer: --duration)")
     tw = (s.get("trainer") or {}).get("twin_error")
     if tw:
         c.print(f"twin (held-out, last fit): {twin_line(tw)}")
