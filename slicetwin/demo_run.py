@@ -21,6 +21,7 @@ uvicorn thread) and the trainer.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import secrets
@@ -202,6 +203,9 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
     if cfg.cells < 1:
         raise ValueError("cells must be >= 1")
     _check_overrides(cfg.trainer_overrides)
+    if cfg.trainer and importlib.util.find_spec("torch") is None:
+        raise RuntimeError("the demo's trainer needs torch: pip install 'slicetwin[train]' "
+                           "(or run --no-trainer to serve the initial policy only)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     handler = _setup_logging(out / "demo.log")
