@@ -37,10 +37,10 @@ class AlternatingBandit:
 
 
 SMALL = dict(hidden=(32, 32), batch_size=32, learning_starts=64, train_every=1.0,
-             eps_decay_steps=400, target_update_every=50, buffer_size=2000)
+             eps_decay_steps=300, target_update_every=50, buffer_size=2000)
 
 
-def train_on_toy(name: str, lr: float, seed: int = 0, interactions: int = 1600) -> float:
+def train_on_toy(name: str, lr: float, seed: int = 0, interactions: int = 960) -> float:
     extra = {"disc_hidden": (32, 32)} if name == "gan-ddqn" else {}
     agent = make_agent(name, 3, N_ACTIONS, seed=seed, lr=lr, **SMALL, **extra)
     learner = Learner(agent, np.random.default_rng(seed))
