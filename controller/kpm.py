@@ -80,7 +80,8 @@ class KpmReport(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     cell_id: str = Field(min_length=1, max_length=128)
-    window: int = Field(ge=0, description="collection period counter, increasing per cell")
+    window: int = Field(ge=0, le=2**53 - 1, description="collection period counter, increasing "
+                        "per cell")
     granularity_period_ms: float = Field(200.0, gt=0, le=60_000)
     measurements: list[KpmMeasurement] = Field(min_length=1, max_length=10_000)
 

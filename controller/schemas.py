@@ -45,7 +45,7 @@ class SliceAllocationDict(TypedDict):
 @with_config(_STRICT)
 class KPIReportDict(TypedDict):
     cell_id: Annotated[str, Field(min_length=1, max_length=128)]
-    window: Annotated[int, Field(ge=0)]
+    window: Annotated[int, Field(ge=0, le=2**53 - 1)]
     window_ms: NotRequired[Annotated[float, Field(gt=0, le=60_000)]]
     allocation: NotRequired[list[SliceAllocationDict] | None]
     slices: Annotated[list[SliceKPIDict], Field(min_length=len(SLICE_NAMES),

@@ -48,7 +48,8 @@ class SliceAllocation(_Strict):
 
 class KPIReport(_Strict):
     cell_id: str = Field(min_length=1, max_length=128)
-    window: int = Field(ge=0, description="window counter, strictly increasing per cell")
+    window: int = Field(ge=0, le=2**53 - 1, description="window counter, strictly increasing per "
+                        "cell (at most 2^53 - 1: exact as a float, in Lua and in JSON)")
     window_ms: float = Field(default=200.0, gt=0, le=60_000)
     allocation: list[SliceAllocation] | None = Field(
         default=None, description="allocation in force during the window"
