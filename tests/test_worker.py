@@ -361,3 +361,16 @@ def test_embedded_worker_reads_a_memory_sink_and_promotes_in_memory(tmp_path):
     sink.flush()
     assert w.ingest() == 40 and len(w.store) == 200  # only the new ones
     w.close()
+
+
+def test_undecodable_entry_is_acknowledged_and_counted(tmp_path, redis_url):
+    r = redis.Redis.from_url(redis_url)
+    xadd_all(redis_url, STREAM, sim_transitions(cells=2, windows=5, seed=13))
+    r.xadd(STREAM, {"garbage": "1"})
+    r.xadd(STREAM, {"t": "[1, 2]"})
+    xadd_all(redis_url, STREAM, sim_transitions(cells=2, windows=5, seed=14, cell_prefix="z"))
+    w = ingest_only(tmp_path, redis_url)
+    assert w.ingest() == 20
+    assert w.source.bad_entries == 2
+    assert r.xpending(STREAM, "trainer")["pending"] == 0
+    w.close()

@@ -76,7 +76,7 @@ class RedisStreamSource:
             try:
                 out.entries.append(decode(fields_))
                 out.ids.append(sid)
-            except (KeyError, ValueError) as e:
+            except (KeyError, ValueError, TypeError) as e:
                 log.warning("undecodable transition %s (%s); skipping it", sid, e)
                 out.bad_ids.append(sid)
         self.trimmed_pending += len(out.gone_ids)
