@@ -374,3 +374,18 @@ def test_undecodable_entry_is_acknowledged_and_counted(tmp_path, redis_url):
     assert w.source.bad_entries == 2
     assert r.xpending(STREAM, "trainer")["pending"] == 0
     w.close()
+
+
+def test_drain_continues_past_a_batch_of_duplicates(tmp_path, redis_url):
+    from controller.sinks import to_transitions
+
+    xadd_all(redis_url, STREAM, sim_transitions(cells=2, windows=20, seed=15))
+    w = ingest_only(tmp_path, redis_url)
+    p = w.source.poll(40, 0)
+    w.store.append(to_transitions(p.entries), p.ids)  # persisted, then "crash" before XACK
+    w.close()
+    xadd_all(redis_url, STREAM, sim_transitions(cells=2, windows=20, seed=16, cell_prefix="n"))
+    w2 = ingest_only(tmp_path, redis_url)
+    assert w2.ingest() == 40  # one call: the all-duplicate pending batch, then the new entries
+    assert len(w2.store) == 80 and w2.skipped_duplicates == 40
+    w2.close()

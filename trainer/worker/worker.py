@@ -99,6 +99,7 @@ class TrainerWorker:
         self.best_twin_version: str | None = None
         self.acked = 0
         self.skipped_duplicates = 0
+        self._last_polled = 0
         self.history: list[CycleResult] = []
         self._ingest_thread: threading.Thread | None = None
         self._ingest_lock = threading.Lock()
@@ -170,15 +171,15 @@ class TrainerWorker:
             acks = p.ids + p.bad_ids + p.gone_ids
             self.source.ack(acks)  # only now: the rows are on disk
             self.acked += len(acks)
+            self._last_polled = len(acks)
             return n
 
     def ingest(self, max_polls: int = 1000) -> int:
         """Drain what is available now (non-blocking after the first empty poll)."""
         total = 0
         for _ in range(max_polls):
-            n = self.ingest_once(block_ms=0 if total else None)
-            total += n
-            if n == 0:
+            total += self.ingest_once(block_ms=0 if total else None)
+            if self._last_polled == 0:  # (a batch of duplicates persists 0 rows: go on)
                 break
         return total
 
