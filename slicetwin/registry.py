@@ -233,6 +233,7 @@ class Watcher:
         self.thread: threading.Thread | None = None
         self.connected = threading.Event()
         self.last_seen: str | None = None
+        self.resyncs = 0  # times current was re-read after a (re)subscription
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
@@ -476,19 +477,30 @@ class RedisRegistry(Registry):
                     log.exception("registry watch callback failed")
 
         def run() -> None:
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
             while not w._stop.is_set():
+                # no silent client-side retries: a lost connection must surface here so that
+                # current is re-read (redis-py would otherwise reconnect and resubscribe quietly)
                 conn = redis.Redis.from_url(self.url, socket_connect_timeout=2.0,
-                                            health_check_interval=5)
-                ps = conn.pubsub(ignore_subscribe_messages=True)
+                                            health_check_interval=5, retry=Retry(NoBackoff(), 0))
+                ps = conn.pubsub(ignore_subscribe_messages=False)
                 try:
                     ps.subscribe(self.channel)
-                    # re-sync after (re)connect: events published while away are not replayed
-                    v = conn.get(self._k(kind, "current"))
-                    w.connected.set()
-                    deliver(v.decode() if v is not None else None)
                     while not w._stop.is_set():
                         msg = ps.get_message(timeout=0.2)
-                        if msg is None or msg.get("type") != "message":
+                        if msg is None:
+                            continue
+                        if msg.get("type") == "subscribe":
+                            # (re)subscribed: events published while away are not replayed,
+                            # so re-sync from current
+                            w.resyncs += 1
+                            v = conn.get(self._k(kind, "current"))
+                            w.connected.set()
+                            deliver(v.decode() if v is not None else None)
+                            continue
+                        if msg.get("type") != "message":
                             continue
                         try:
                             ev = json.loads(msg["data"])
@@ -500,13 +512,14 @@ class RedisRegistry(Registry):
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
                     w.connected.clear()
                     log.warning("registry watch lost Redis (%s); retrying", e)
-                    w._stop.wait(retry_s)
                 finally:
                     try:
                         ps.close()
                         conn.close()
                     except Exception:
                         pass
+                if not w._stop.is_set() and not w.connected.is_set():
+                    w._stop.wait(retry_s)  # no subscription is held while waiting
 
         w.thread = threading.Thread(target=run, name=f"registry-watch-{kind}", daemon=True)
         w.thread.start()
