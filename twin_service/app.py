@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from twin_service.metrics import MetricsMiddleware, TwinMetrics
 from twin_service.model import TwinHolder
@@ -59,5 +61,13 @@ def create_app(settings: TwinServiceSettings | None = None, holder: TwinHolder |
     app.state.settings, app.state.holder, app.state.metrics = settings, holder, metrics
     app.state.watcher = None
     app.include_router(router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the offending input, which fails to encode for 1e400/NaN
+        # (a 500); keep location, message and type only
+        detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "invalid")),
+                   "type": str(e.get("type", "value_error"))} for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
