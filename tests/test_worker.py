@@ -389,3 +389,34 @@ def test_drain_continues_past_a_batch_of_duplicates(tmp_path, redis_url):
     assert w2.ingest() == 40  # one call: the all-duplicate pending batch, then the new entries
     assert len(w2.store) == 80 and w2.skipped_duplicates == 40
     w2.close()
+
+
+def test_ingestion_resumes_after_a_redis_restart(tmp_path, redis_server, redis_url, caplog):
+    """Redis goes away mid-run (and comes back empty: no persistence): the worker logs, backs
+    off, re-creates its group and persists what arrives afterwards; nothing crashes."""
+    from slicetwin.registry import MemoryRegistry
+    from trainer.worker import TrainerWorker
+
+    xadd_all(redis_url, STREAM, sim_transitions(cells=2, windows=25, seed=17))
+    stop = threading.Event()
+    s = fast_settings(tmp_path, redis_url, min_transitions=10**9, backoff_initial_s=0.05,
+                      backoff_max_s=0.3)
+    w = TrainerWorker(s, registry=MemoryRegistry(), stop_event=stop)
+    w.start_ingest()
+
+    def wait_rows(n: int) -> None:
+        deadline = time.time() + 20
+        while len(w.store) < n and time.time() < deadline:
+            time.sleep(0.05)
+
+    wait_rows(50)
+    assert len(w.store) == 50
+    redis_server.stop()
+    time.sleep(1.0)
+    redis_server.start()
+    xadd_all(redis_url, STREAM, sim_transitions(cells=2, windows=25, seed=18, cell_prefix="r"))
+    wait_rows(100)
+    stop.set()
+    w.close()
+    assert len(w.store) == 100
+    assert any("ingest failed" in r.getMessage() for r in caplog.records)
