@@ -25,8 +25,8 @@ HIST_BIN_S = 1e-4
 
 # indices into the float parameter vector P
 (P_SLOT, P_NSLOT, P_RB_HZ, P_SE_CAP, P_SE_MULT, P_LOG_BASE, P_SHADOW, P_CARRY, P_QCAP,
- P_LAT_ACCESS, P_RATE_TX, P_BW, P_ALPHA) = range(13)
-N_P = 13
+ P_LAT_ACCESS, P_RATE_TX, P_BW, P_ALPHA, P_DISCARD) = range(14)
+N_P = 17  # P_DISCARD .. P_DISCARD + 2: per-slice discard of packets past their latency SLA
 
 
 @njit(cache=True)
@@ -311,6 +311,17 @@ def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, 
                 while used < budget and qn[c, u] > 0:
                     h = qh[c, u]
                     rem = qb[c, u, h]
+                    if P[P_DISCARD + n] > 0.5 and ts + used / rate - qa[c, u, h] > lat_sla[n]:
+                        # discard timer: the packet can no longer meet its deadline
+                        dropped[c, n] += 1
+                        h += 1
+                        if h == Q:
+                            h = 0
+                        qh[c, u] = h
+                        qn[c, u] -= 1
+                        if qn[c, u] == 0:
+                            nact[n] -= 1
+                        continue
                     if qs[c, u, h] < 0.0:
                         qs[c, u, h] = ts + used / rate
                     if rem <= (budget - used) * (1.0 + 1e-12):

@@ -80,10 +80,10 @@ def paper_traffic() -> tuple[SliceTraffic, SliceTraffic, SliceTraffic]:
         SliceTraffic(Dist.uniform(0.0, 0.160), Dist.const(320.0),
                      on_prob=(0.3, 0.9), regime_leave=(0.2, 0.2), on_persist=0.8),
         SliceTraffic(Dist.tpareto_mean(1.2, 6e-3, 12.5e-3), Dist.tpareto_mean(1.2, 800.0, 2000.0),
-                     on_prob=(0.0, 1.0), regime_leave=(0.2, 0.2), on_persist=0.8),
+                     on_prob=(0.0, 1.0), regime_leave=(0.3, 0.15), on_persist=0.5),
         SliceTraffic(Dist.exp(0.180),
                      Dist.tlognormal_mean(2 * urllc_unit, 0.722 * urllc_unit, 5 * urllc_unit),
-                     on_prob=(0.0, 1.0), regime_leave=(0.2, 0.2), on_persist=0.8),
+                     on_prob=(0.0, 1.0), regime_leave=(0.3, 0.15), on_persist=0.5),
     )
 
 
@@ -119,6 +119,7 @@ class SimConfig:
     latency_check: str = "completion"  # completion: arrival -> last bit; access: -> first bit
     rate_check: str = "transmission"  # transmission: size / service time; slot: PHY rate at end
     buffer_packets: int = 32  # per-user FIFO; arrivals to a full buffer are dropped
+    discard_late: tuple[bool, ...] = (False, False, False)  # per slice: drop packets past SLA
     # channel
     tx_power_dbm: float = 46.0
     noise_psd_dbm_hz: float = -174.0
@@ -189,6 +190,8 @@ class SimConfig:
         elif len(self.split_weights) != N_SLICES or min(self.split_weights) < 0 or sum(
                 self.split_weights) <= 0:
             raise ValueError("split_weights must be 3 non-negative weights with a positive sum")
+        if len(self.discard_late) != N_SLICES:
+            raise ValueError(f"discard_late must have {N_SLICES} flags")
         if len(self.utility.beta) != N_SLICES:
             raise ValueError(f"utility.beta must have {N_SLICES} weights")
         self.codec  # noqa: B018 -- validates bandwidth / units combination

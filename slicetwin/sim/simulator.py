@@ -158,6 +158,7 @@ class RanSimulator:
         self._P[K.P_RATE_TX] = 1.0 if cfg.rate_check == "transmission" else 0.0
         self._P[K.P_BW] = cfg.bandwidth_hz
         self._P[K.P_ALPHA] = cfg.utility.alpha
+        self._P[K.P_DISCARD:K.P_DISCARD + 3] = [1.0 if x else 0.0 for x in cfg.discard_late]
         self._rb_per_unit = cfg.unit_hz / cfg.rb_hz
         self._inter = np.stack([t.interarrival.encode() for t in cfg.traffic])
         self._size = np.stack([t.size.encode() for t in cfg.traffic])
