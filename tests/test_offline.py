@@ -40,7 +40,8 @@ def test_proximal_gradient_is_v_times_difference(v):
     net, ref = QNetwork(3, 10, hidden=(8, 8)), QNetwork(3, 10, hidden=(8, 8))
     theta2 = _params(ref)
     p = proximal_term(net, theta2, v=v)
-    expected = 0.5 * v * sum(float(((a - b) ** 2).sum()) for a, b in zip(net.parameters(), theta2, strict=True))
+    expected = 0.5 * v * sum(float(((a.detach() - b) ** 2).sum())
+                             for a, b in zip(net.parameters(), theta2, strict=True))
     assert float(p.detach()) == pytest.approx(expected, rel=1e-5)
     assert float(p.detach()) > 0
     p.backward()
