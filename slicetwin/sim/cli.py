@@ -40,7 +40,8 @@ def baselines(
         typer.echo(f"{k:>30}: {v}")
 
 
-def _measure(cells: int, steps: int, seed: int, parallel: bool | None) -> tuple[float, float]:
+def _measure(cells: int, steps: int, seed: int, parallel: bool | None
+             ) -> tuple[float, float, float]:
     import numpy as np
 
     from slicetwin.sim.simulator import RanSimulator
@@ -50,10 +51,11 @@ def _measure(cells: int, steps: int, seed: int, parallel: bool | None) -> tuple[
     rng = np.random.default_rng(seed)
     acts = rng.integers(0, sim.codec.n_actions, size=(steps + 1, cells))
     sim.step_actions(acts[0])  # compile / warm caches outside the timing
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(steps):
         sim.step_actions(acts[i + 1])
-    return time.perf_counter() - t0, float(sim.config.n_users * sim.config.slots_per_window)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return wall, float(sim.config.n_users * sim.config.slots_per_window), cpu
 
 
 @bench_app.command("sim")
@@ -69,19 +71,24 @@ def bench_sim(
     if parallel not in ("auto", "on", "off"):
         raise typer.BadParameter("parallel must be auto, on or off")
     modes = {"auto": [False, True], "on": [True], "off": [False]}[parallel]
-    rates = {}
+    rates, cpu_rates = {}, {}
     for par in modes:
-        dt, us = _measure(cells, steps, seed, par)
+        dt, us, cpu = _measure(cells, steps, seed, par)
         rates["parallel" if par else "serial"] = cells * steps / dt
+        cpu_rates["parallel" if par else "serial"] = cells * steps / max(cpu, 1e-9)
     mode, eps = max(rates.items(), key=lambda kv: kv[1])
     single_steps = max(50, min(2000, steps * cells // 4))
-    dt1, _ = _measure(1, single_steps, seed, False)
+    dt1, _, cpu1 = _measure(1, single_steps, seed, False)
     out = {
         "bench": "sim", "cells": cells, "steps": steps, "env_steps_per_s": round(eps, 1),
         "user_slots_per_s": round(eps * us, 1), "slots_per_s": round(eps * 400, 1),
         "mode": mode, **{f"{k}_env_steps_per_s": round(v, 1) for k, v in rates.items()},
         "single_cell_env_steps_per_s": round(single_steps / dt1, 1),
-        "single_cell_steps": single_steps, "cpu_count": os.cpu_count(),
+        "single_cell_steps": single_steps,
+        # per CPU-second of this process: what one dedicated core delivers (load-independent)
+        "serial_env_steps_per_cpu_s": round(cpu_rates.get("serial", float("nan")), 1),
+        "single_cell_env_steps_per_cpu_s": round(single_steps / max(cpu1, 1e-9), 1),
+        "cpu_count": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     typer.echo(json.dumps(out))
