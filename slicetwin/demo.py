@@ -42,6 +42,8 @@ def demo(
     batch: bool = typer.Option(False, "--batch", help="one batch request per window"),
     trainer: bool = typer.Option(True, "--trainer/--no-trainer", help="run the trainer "
                                  "(--no-trainer: serve the initial policy only)"),
+    twin_service: bool = typer.Option(False, "--twin-service", help="Redis mode: also run the "
+                                      "twin service (slicetwin twin); agent 2 trains through it"),
     trainer_set: list[str] = typer.Option(None, "--trainer-set", help="override a trainer "
                                           "budget, KEY=VALUE (WorkerSettings field), repeatable"),
 ) -> None:
@@ -54,7 +56,7 @@ def demo(
                      live=sys.stdout.isatty() if live is None else live, seed=seed,
                      window_ms=window_ms, mode=mode, stop_after_swaps=swaps,
                      after_swap_windows=after_swap, explore_epsilon=epsilon, batch=batch,
-                     trainer=trainer, trainer_overrides=_overrides(trainer_set))
+                     trainer=trainer, twin_service=twin_service, trainer_overrides=_overrides(trainer_set))
     try:
         summary = run_demo(cfg, echo=lambda s: typer.echo(s))
     except (RuntimeError, ValueError) as e:

@@ -170,6 +170,78 @@ class ControllerThread:
             self._thread = None
 
 
+class TwinServiceProcess:
+    """``slicetwin twin`` as a child process (opt-in, Redis mode): it serves no twin until the
+    trainer's first one is promoted in the registry, then reloads on every twin promotion; the
+    trainer's agent 2 then trains through it (``SLICETWIN_TWIN_URL``)."""
+
+    def __init__(self, env: dict[str, str], redis_url: str, prefix: str, log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in env.items() if not k.startswith("SLICETWIN_")}
+        self.env["SLICETWIN_REGISTRY_PREFIX"] = prefix
+        if "SLICETWIN_HMAC_KEY" in env:
+            self.env["SLICETWIN_HMAC_KEY"] = env["SLICETWIN_HMAC_KEY"]
+        self.redis_url, self.log_path = redis_url, log_path
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+        self._cache: tuple[float, dict | None] = (0.0, None)
+
+    def start(self, wait: bool = False, timeout: float = 90.0) -> TwinServiceProcess:
+        """Launch; with ``wait`` block until ``/healthz`` answers (it imports torch: ~10 s). The
+        trainer needs it only at its first cycle and trains in-process while it is down."""
+        import httpx
+
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "slicetwin.cli", "twin", "--port", str(self.port),
+             "--redis-url", self.redis_url], env=self.env, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"twin service exited with status {self.proc.returncode} "
+                                   "while starting (see twin.log in the output folder)")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        if wait:
+            raise RuntimeError(f"twin service at {self.url} not up after {timeout:.0f} s")
+        return self
+
+    def state(self) -> str:
+        """One line for the view: starting / serving <version> / exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            return f"exited with status {self.proc.returncode} (see twin.log)"
+        info = self.model()
+        return f"serving {info['version']}" if info else "up, no twin yet (or starting)"
+
+    def model(self) -> dict | None:
+        """``GET /v1/twin/model`` (at most every 2 s; None while it serves no twin yet)."""
+        import httpx
+
+        t, info = self._cache
+        if time.monotonic() - t < 2.0:
+            return info
+        try:
+            r = httpx.get(self.url + "/v1/twin/model", timeout=1.0)
+            info = r.json() if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            info = None
+        self._cache = (time.monotonic(), info)
+        return info
+
+    def stop(self) -> None:
+        _stop_process(self.proc)
+        self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
 def _wait_ready(url: str, timeout: float, proc: subprocess.Popen | None) -> None:
     import httpx
 

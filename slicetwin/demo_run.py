@@ -40,6 +40,7 @@ from slicetwin.demo_infra import (
     ControllerProcess,
     ControllerThread,
     RedisServer,
+    TwinServiceProcess,
     clear_prefix,
     controller_env,
     env_redis_url,
@@ -86,6 +87,7 @@ class DemoConfig:
     explore_epsilon: float = 0.2  # controller ε-exploration (the trainer needs varied actions)
     batch: bool = False  # one /v1/reports:batch request per window instead of one per cell
     trainer: bool = True  # False: serve only (no learning, no swaps)
+    twin_service: bool = False  # Redis mode: also run `slicetwin twin`; agent 2 trains through it
     trainer_overrides: dict = field(default_factory=dict)  # WorkerSettings fields
     progress_every_s: float = 5.0  # plain mode: seconds between progress lines
 
@@ -147,12 +149,13 @@ def _setup_logging(path: Path) -> logging.Handler:
     return h
 
 
-def _trainer_settings(cfg: DemoConfig, tr: _Transport, data_dir: str):
+def _trainer_settings(cfg: DemoConfig, tr: _Transport, data_dir: str,
+                      twin_url: str | None = None):
     from trainer.worker.settings import WorkerSettings
 
     kw = {**DEMO_TRAINER, **cfg.trainer_overrides, "data_dir": data_dir, "seed": cfg.seed,
           "init_seed": cfg.seed, "redis_url": tr.url, "registry_prefix": tr.prefix,
-          "consumer_name": "demo-trainer"}
+          "consumer_name": "demo-trainer", "twin_url": twin_url}
     return WorkerSettings(**kw)
 
 
@@ -203,6 +206,9 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
     if cfg.cells < 1:
         raise ValueError("cells must be >= 1")
     _check_overrides(cfg.trainer_overrides)
+    if cfg.twin_service and (cfg.mode == "embedded" or not cfg.trainer):
+        raise ValueError("--twin-service needs Redis mode and the trainer (the service loads "
+                         "the trainer's twins from the Redis registry)")
     if cfg.trainer and importlib.util.find_spec("torch") is None:
         raise RuntimeError("the demo's trainer needs torch: pip install 'slicetwin[train]' "
                            "(or run --no-trainer to serve the initial policy only)")
@@ -219,6 +225,7 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
     hmac_key = os.environ.get("SLICETWIN_HMAC_KEY", "slicetwin-dev-key-change-me")
     stops: list[tuple[str, object]] = []  # (name, stop callable), stopped in reverse order
     trainer: TrainerThread | TrainerProcess | None = None
+    twin_svc: TwinServiceProcess | None = None
     controller = None
     registry = None
     stopped_by = "duration" if cfg.windows is None else "windows"
@@ -280,9 +287,22 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
         say(f"controller ready at {controller.url} ({'own process' if tr.mode == 'redis' else 'thread'}"
             f"), serving {initial_policy.get('version')} (origin {initial_policy.get('origin')})")
 
+        # ---------------------------------------------------------------- twin service
+        twin_url = None
+        if cfg.twin_service:
+            if tr.mode != "redis":
+                raise RuntimeError("--twin-service needs Redis mode (no REDIS_URL and no "
+                                   "redis-server found)")
+            twin_svc = TwinServiceProcess(dict(os.environ), tr.url, tr.prefix,
+                                          out / "twin.log").start()
+            stops.append(("twin service", twin_svc.stop))
+            twin_url = twin_svc.url
+            say(f"twin service starting at {twin_url} (serves the trainer's twins as they are "
+                "promoted; agent 2 trains through it)")
+
         # ---------------------------------------------------------------- trainer
         if cfg.trainer:
-            settings = _trainer_settings(cfg, tr, tmp.name)
+            settings = _trainer_settings(cfg, tr, tmp.name, twin_url)
             if tr.mode == "embedded":
                 from trainer.worker.source import MemorySinkSource
 
@@ -333,7 +353,7 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
                             t_loop, events, promoted_at, trainer, units_from_answer)
                     k += 1
                     view.update(_snapshot(cfg, tr, controller.url, t_loop, k, rec, trainer,
-                                          events, limit))
+                                          events, limit, twin_svc))
                     if period:
                         delay = t_loop + k * period - time.monotonic()
                         if delay > 0:
@@ -341,7 +361,7 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
             except KeyboardInterrupt:
                 stopped_by = "interrupt"
             view.update(_snapshot(cfg, tr, controller.url, t_loop, k, rec, trainer, events,
-                                  limit), force=True)
+                                  limit, twin_svc), force=True)
     except KeyboardInterrupt:
         stopped_by = "interrupt"
     except Exception as e:  # noqa: BLE001 - reported, parts still stopped, summary written
@@ -349,6 +369,7 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
         log.exception("demo failed")
         stopped_by = "error"
     finally:
+        twin_model_at_end = twin_svc.model() if twin_svc is not None else None
         try:
             echo("stopping: " + ", ".join(name for name, _ in reversed(stops)
                                           if name not in ("http client", "trainer data")))
@@ -377,6 +398,8 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
                      "transitions": trainer.transitions,
                      "failed": trainer.failed, "twin_error": trainer.twin}
                     if trainer is not None else None),
+        "twin_service": ({"url": twin_svc.url, "model_at_end": twin_model_at_end}
+                         if twin_svc is not None else None),
         "stopped": stopped,
     })
     files = rec.write(out, summary)
@@ -403,9 +426,11 @@ def _stop_all(stops: list, fast: bool = False) -> dict:
         name, fn = stops.pop()
         if fast and name == "trainer":
             continue  # daemon thread; the process exit ends it
+        t0 = time.monotonic()
         try:
             res = fn()
             done[name] = res if isinstance(res, str) else "stopped"
+            log.info("stopped %s in %.2f s", name, time.monotonic() - t0)
         except Exception as e:  # noqa: BLE001 - keep stopping the others
             log.exception("stopping %s failed", name)
             done[name] = f"failed: {type(e).__name__}: {e}"
@@ -502,7 +527,8 @@ def _announce_swap(ev: SwapEvent, events: _Events, promoted_at, trainer, rec: Re
                f"{delay}; no request dropped (utility of {ev.old} so far: {ub:.3f})")
 
 
-def _snapshot(cfg, tr, url, t_loop, k, rec: Recorder, trainer, events: _Events, limit) -> dict:
+def _snapshot(cfg, tr, url, t_loop, k, rec: Recorder, trainer, events: _Events, limit,
+              twin_svc=None) -> dict:
     items, total = events.snapshot()
     return {"mode": tr.mode if tr.mode == "embedded" else f"redis ({tr.redis})",
             "controller": url, "elapsed": time.monotonic() - events.t0, "window": k,
@@ -512,6 +538,8 @@ def _snapshot(cfg, tr, url, t_loop, k, rec: Recorder, trainer, events: _Events, 
             "latency": rec.latency(last=400),
             "trainer": {"status": trainer.status() if trainer is not None else "off"},
             "twin": trainer.twin if trainer is not None else None,
+            "twin_service": ({"url": twin_svc.url, "state": twin_svc.state()}
+                             if twin_svc is not None else None),
             "events": items, "events_total": total}
 
 

@@ -34,6 +34,7 @@ def cycle_brief(d: dict) -> dict:
             "promoted": d.get("promoted"), "skipped": d.get("skipped"),
             "dataset": d.get("dataset"), "twin_version": d.get("twin_version"),
             "twin_published": d.get("twin_published"), "twin_error": d.get("twin_error"),
+            "twin_backend": d.get("twin_backend"),
             "gate_candidate": g.get("candidate"), "gate_current": g.get("current"),
             "gate_reason": g.get("reason"),
             "agreement": ((d.get("training") or {}).get("distill") or {}).get("agreement"),
@@ -70,7 +71,8 @@ class _Base:
         secs = (b.get("seconds") or {}).get("total") or 0
         self.events.add(f"trainer cycle {b['cycle']} ({secs:.0f} s, {b['dataset']} transitions):"
                         f" {b['policy_version']} {verdict} (twin-gate utility {_r(cand)} vs "
-                        f"{_r(cur)} in service; student agreement {_r(b.get('agreement'))})")
+                        f"{_r(cur)} in service; student agreement {_r(b.get('agreement'))}; "
+                        f"agent 2 trained in the {b.get('twin_backend') or 'local'} twin)")
 
     def _status(self, n: int | None, running_s: float | None) -> str:
         if self.failed:

@@ -67,12 +67,15 @@ class PlainView:
                       in zip(SLICE_NAMES, share, ssr, strict=True))
         lat = snap.get("latency") or {}
         tr = snap.get("trainer") or {}
+        tw = snap.get("twin") or {}
+        twin = (f" | twin RMSE state {_f(tw.get('next_state_rmse'), '.3f')} utility "
+                f"{_f(tw.get('utility_rmse'), '.3f')}" if tw else "")
         self.print(
             f"[{snap['elapsed']:6.1f}s] window {snap['window']:5d} | policy "
             f"{_short(snap.get('serving'))} (swaps {snap.get('swaps', 0)}) | utility "
             f"{_f(r.get('utility_policy'))} | share/SSR {sl} | fallback {snap.get('fallback', 0)}"
             f" failed {snap.get('failed', 0)} | latency p50 {_f(lat.get('p50'), '.2f')} ms p99 "
-            f"{_f(lat.get('p99'), '.2f')} ms | trainer: {tr.get('status', '-')}")
+            f"{_f(lat.get('p99'), '.2f')} ms{twin} | trainer: {tr.get('status', '-')}")
 
 
 class LiveView:
@@ -147,6 +150,9 @@ class LiveView:
         k.add_row("requests", f"{snap.get('requests', 0)} ok, {snap.get('failed', 0)} failed; "
                   f"latency p50 {_f(lat.get('p50'), '.2f')} ms, p99 {_f(lat.get('p99'), '.2f')} ms")
         k.add_row("twin error", twin_line(snap.get("twin")))
+        ts = snap.get("twin_service")
+        if ts is not None:
+            k.add_row("twin service", f"{ts['url']} {ts.get('state', '')}")
         k.add_row("trainer", tr.get("status", "-"))
         ev = Table.grid()
         ev.add_column()

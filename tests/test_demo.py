@@ -277,3 +277,19 @@ def test_views_render_a_snapshot():
     PlainView(stream=buf).update(snap)
     line = buf.getvalue()
     assert "HOT-SWAP #1" in line and "policy-abc" in line and "video:0.38/0.41" in line
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_demo_twin_service_serves_the_trainers_twin(tmp_path):
+    """--twin-service: the twin service loads the twin the trainer promoted in the registry."""
+    out = tmp_path / "demo"
+    r = _demo(out, "--twin-service", "--duration", "300", "--swaps", "1", "--after-swap", "25",
+              timeout=400)
+    s = _check_swap(out, r)
+    twins = {c["twin_version"] for c in s["trainer"]["cycles"]}
+    served = (s["twin_service"]["model_at_end"] or {}).get("version")
+    assert served in twins, (served, twins)
+    assert all(c["twin_backend"] in ("http", "local") for c in s["trainer"]["cycles"])
+    assert s["stopped"]["twin service"] == "stopped"
