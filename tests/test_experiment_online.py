@@ -42,7 +42,7 @@ def test_experiment_online_quick_writes_csv_png_summary(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     s = json.loads((out / "summary.json").read_text())
-    assert s["oracle_utility"] > 0
+    assert s["oracle_utility"] > 0 and set(s["oracle_utility_per_seed"]) == {"0", "1"}
     by = {(c["algo"], c["variant"]): c for c in s["configs"]}
     assert set(by) == {("ddqn", "baseline"), ("ddqn", "twin"), ("ddqn", "baseline-matched"),
                        ("random", "random")}
@@ -52,6 +52,7 @@ def test_experiment_online_quick_writes_csv_png_summary(tmp_path):
         assert len(twin[key]["per_seed"]) == 2 and "mean" in twin[key]
         assert all(200 <= x <= 400 for x in twin[key]["per_seed"])
     assert "mean" in twin["final_reward"] and "mean" in twin["final_utility"]
+    assert len(twin["greedy_utility_vs_oracle"]["per_seed"]) == 2
     # fairness bookkeeping: the matched baseline spends what the twin variant spends in total
     assert by[("ddqn", "baseline-matched")]["grad_steps_per_real"] > by[("ddqn", "baseline")][
         "grad_steps_per_real"]

@@ -51,7 +51,9 @@ def experiment_online(
     brief = [{k: c[k] for k in ("algo", "variant", "seeds")}
              | {"to_0.8": c["interactions_to_reward_0.8"]["mean"],
                 "final_reward": round(c["final_reward"]["mean"], 4),
-                "final_utility": round(c["final_utility"]["mean"], 4)} for c in summary["configs"]]
+                "final_utility": round(c["final_utility"]["mean"], 4),
+                "greedy_vs_oracle": c.get("greedy_utility_vs_oracle", {}).get("mean")}
+             for c in summary["configs"]]
     typer.echo(_json.dumps({"out": str(out), "oracle_utility": summary["oracle_utility"],
                             "configs": brief}))
 

@@ -43,7 +43,7 @@ class OnlineExperimentConfig:
     smooth: int = 3  # trailing moving average (rounds) before testing a reward threshold
     final_rounds: int = 5  # final_reward / final_utility: mean over the last k rounds
     eval_windows: int = 50  # greedy evaluation after training, on the oracle's traffic
-    oracle_windows: int = 50  # clairvoyant oracle (coarse search) on the same traffic
+    oracle_windows: int = 50  # clairvoyant oracle (coarse search) on each seed's traffic
     # overrides of the agents' config dataclasses, for every variant alike: epsilon decays over
     # 2 rounds (the shaped reward punishes exploration; measured better for all variants)
     agent: dict = field(default_factory=lambda: {"eps_decay_steps": 400})
@@ -295,7 +295,12 @@ def _mean_std(x) -> dict:
     return {"mean": float(x.mean()), "std": float(x.std()), "per_seed": [round(v, 5) for v in x]}
 
 
-def summarise(results: list[dict], cfg: OnlineExperimentConfig, oracle: float | None) -> dict:
+def summarise(results: list[dict], cfg: OnlineExperimentConfig,
+              oracle_per_seed: dict[int, float] | None) -> dict:
+    """summary.json: per (algo, variant) thresholds, final figures, greedy utility against the
+    oracle on the same seed's traffic; ``oracle_utility`` is the oracle's mean over seeds."""
+    oracle_per_seed = oracle_per_seed or {}
+    oracle = float(np.mean(list(oracle_per_seed.values()))) if oracle_per_seed else None
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in results:
         groups.setdefault((r["algo"], r["variant"]), []).append(r)
@@ -313,16 +318,18 @@ def summarise(results: list[dict], cfg: OnlineExperimentConfig, oracle: float | 
         c["final_utility"] = _mean_std([np.mean([x["mean_utility"] for x in rw[-k:]]) for rw in rows])
         if all("greedy_utility" in r["info"] for r in rs):
             c["greedy_utility"] = _mean_std([r["info"]["greedy_utility"] for r in rs])
+            if all(r["seed"] in oracle_per_seed for r in rs):
+                c["greedy_utility_vs_oracle"] = _mean_std(
+                    [r["info"]["greedy_utility"] / oracle_per_seed[r["seed"]] for r in rs])
         c["grad_steps_per_real"] = float(np.mean([r["info"]["grad_steps_per_real"] for r in rs]))
         c["wall_time_s"] = _mean_std([r["info"]["wall_time_s"] for r in rs])
         c["runs"] = [{"seed": r["seed"], "csv": os.path.relpath(r["csv"], start=os.getcwd()),
                       **{k2: v for k2, v in r["info"].items() if k2 != "greedy_utility"}}
                      for r in rs]
         configs.append(c)
-    out = {"configs": configs, "oracle_utility": oracle}
+    out = {"configs": configs, "oracle_utility": oracle,
+           "oracle_utility_per_seed": {str(k): v for k, v in sorted(oracle_per_seed.items())}}
     for c in configs:
-        if oracle and "greedy_utility" in c:
-            c["greedy_utility_vs_oracle"] = round(c["greedy_utility"]["mean"] / oracle, 4)
         if oracle:
             c["final_utility_vs_oracle"] = round(c["final_utility"]["mean"] / oracle, 4)
     base = {c["algo"]: c for c in configs if c["variant"] == "baseline"}
@@ -392,18 +399,21 @@ def run_experiment(cfg: OnlineExperimentConfig, out: Path, progress: bool = True
     out.mkdir(parents=True, exist_ok=True)
     todo = specs(cfg)
     results: list[dict] = []
-    oracle: float | None = None
+    oracle: dict[int, float] = {}
+    oracle_seeds = list(range(cfg.seeds)) if cfg.oracle_windows > 0 else []
     t0 = time.perf_counter()
     from tqdm import tqdm
 
-    bar = tqdm(total=len(todo) + 1, desc="online experiment", disable=not progress)
+    bar = tqdm(total=len(todo) + len(oracle_seeds), desc="online experiment",
+               disable=not progress)
     if cfg.workers <= 1:
         for s in todo:
             bar.set_postfix_str(s.name)
             results.append(run_one(s, str(out), progress=progress))
             bar.update(1)
-        oracle = oracle_utility(cfg, 0) if cfg.oracle_windows > 0 else None
-        bar.update(1)
+        for seed in oracle_seeds:
+            oracle[seed] = oracle_utility(cfg, seed)
+            bar.update(1)
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -411,10 +421,10 @@ def run_experiment(cfg: OnlineExperimentConfig, out: Path, progress: bool = True
         with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"),
                                  initializer=_init_worker) as ex:
             futs = {ex.submit(run_one, s, str(out)): s for s in todo}
-            of = ex.submit(oracle_utility, cfg, 0) if cfg.oracle_windows > 0 else None
-            for f in as_completed([*futs, *([of] if of else [])]):
-                if f is of:
-                    oracle = f.result()
+            ofs = {ex.submit(oracle_utility, cfg, seed): seed for seed in oracle_seeds}
+            for f in as_completed([*futs, *ofs]):
+                if f in ofs:
+                    oracle[ofs[f]] = f.result()
                 else:
                     results.append(f.result())
                     bar.set_postfix_str(futs[f].name)
