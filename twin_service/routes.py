@@ -52,7 +52,7 @@ def _array(value, name: str, dtype) -> np.ndarray:
         if isinstance(value, PackedArray):
             return unpack(value.dtype, value.shape, value.data).astype(dtype, copy=False)
         return np.asarray(value, dtype=dtype)
-    except ValueError as e:  # ragged nested lists or bad packing
+    except (ValueError, OverflowError) as e:  # ragged lists, bad packing, int beyond int64
         raise _bad(f"{name}: {e}") from e
 
 
@@ -94,7 +94,7 @@ def _validate(states: np.ndarray, actions: np.ndarray, past: np.ndarray | None,
 def _predict(cur: LoadedTwin, states, acts, t, seed, sample, metrics: TwinMetrics) -> dict:
     try:
         out = cur.twin.predict(states, acts, t=t, seed=seed, sample=sample)
-    except ValueError as e:
+    except (ValueError, OverflowError) as e:  # e.g. t or seed beyond what numpy takes
         raise _bad(str(e)) from e
     metrics.steps.inc(len(states))
     metrics.batch_rows.observe(len(states))
@@ -109,7 +109,7 @@ async def step(req: StepRequest, cur: LoadedTwin = Depends(loaded_twin),
     states = _array([req.states], "states", np.float32)
     past = None if req.past_actions is None else _array([req.past_actions], "past_actions",
                                                          np.int64)
-    states, acts = _validate(states, np.asarray([req.action], np.int64), past, cur.twin,
+    states, acts = _validate(states, _array([req.action], "action", np.int64), past, cur.twin,
                              settings)
     out = _predict(cur, states, acts, req.t, req.seed, req.sample, metrics)
     return StepResponse(
