@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -28,7 +29,14 @@ from controller.engine import DecisionEngine, ReportError
 from controller.kpm import KpmError, KpmReport, rrm_policy_ratio_list, to_kpi_report
 from controller.metrics import ENDPOINTS, ControllerMetrics
 from controller.model import ModelHolder
-from controller.schemas import BATCH_ADAPTER, ColumnError, columns
+from controller.schemas import (
+    BATCH_ADAPTER,
+    COLUMNAR_ADAPTER,
+    ColumnarDict,
+    ColumnError,
+    columns,
+    columns_from_columnar,
+)
 from controller.settings import ControllerSettings
 from controller.sinks import FileSink, MemorySink, NullSink, RedisStreamSink
 from slicetwin.actions import ActionCodec
@@ -326,6 +334,35 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
                 return await _cell_store_error(e)
             raise
         return Response(('{"decisions":[' + ",".join(parts) + "]}").encode(),
+                        media_type="application/json")
+
+    @app.post("/v1/reports:columns", summary="Many cells' reports as columns -> decisions as "
+              "columns (the high-throughput form of the batch endpoint)",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": COLUMNAR_ADAPTER.json_schema()}}}}, tags=["decisions"])
+    async def post_columns(request: Request):
+        try:
+            req: ColumnarDict = COLUMNAR_ADAPTER.validate_json(await request.body())
+        except ValidationError as e:
+            return _bad_body(e)
+        if len(req["cell_id"]) > s.max_batch:
+            m.errors.labels("too_large").inc()
+            return _error(413, "too_large", f"{len(req['cell_id'])} cells exceed max_batch="
+                          f"{s.max_batch}", ["body", "cell_id"])
+        try:
+            out = engine.decide_batch(columns_from_columnar(req), columns=True)
+        except ColumnError as e:
+            return _report_error(ReportError(e.loc, str(e)))
+        except WindowConflict as e:
+            m.errors.labels(e.kind).inc()
+            return _error(e.status, e.kind, str(e), ["body", "window", e.index])
+        except ReportError as e:
+            return _report_error(e)
+        except Exception as e:
+            if type(e).__module__.startswith("redis") or isinstance(e, ConnectionError | OSError):
+                return await _cell_store_error(e)
+            raise
+        return Response(json.dumps(out, separators=(",", ":")).encode(),
                         media_type="application/json")
 
     @app.post("/v1/e2/kpm", summary="E2SM-KPM-style report -> RRMPolicyRatio per S-NSSAI",

@@ -6,7 +6,8 @@ Phases (one JSON line of figures at the end):
    request's *scheduled* send time, so a stall is not hidden by the client waiting (no
    coordinated omission) -> ``p99_ms_at_1000rps``;
 3. max throughput: ``connections`` closed-loop connections -> ``max_rps``;
-4. batch: serial batch requests of ``batch_size`` cells -> ``batch_decisions_per_s``;
+4. batch: serial batch requests of ``batch_size`` cells -> ``batch_decisions_per_s``, and the
+   same through the columnar endpoint -> ``columns_decisions_per_s``;
 5. hot-swap: the fixed-rate load again while the registry promotes a new policy ``swaps`` times
    -> ``hotswap_p99_ms``, ``hotswap_failed``, versions seen and publish-to-serving delay.
 The client speaks raw HTTP/1.1 over keep-alive sockets (~20 us per request), because a
@@ -92,6 +93,27 @@ class ReportMaker:
             d = int(a * r.uniform(0.6, 1.0))
             vals += [a, d, int(d * r.uniform(0.3, 1.0)), r.uniform(1e5, 5e7), r.uniform(0.01, 3)]
         return (_REPORT % (cell, w, *vals)).encode()
+
+    def columns(self, n: int) -> bytes:
+        """n cells as one columnar body (their own cell ids, windows increasing)."""
+        import json
+
+        cells = [f"bench-c{i}" for i in range(n)]
+        r = self.rng
+        arr, dlv, met, se, wins = [], [], [], [], []
+        for c in cells:
+            w = self.window.get(c, 0)
+            self.window[c] = w + 1
+            wins.append(w)
+            a = [max(0, int(r.gauss(m, m / 3))) for m in (100, 1000, 10)]
+            d = [int(x * r.uniform(0.6, 1.0)) for x in a]
+            arr.append(a)
+            dlv.append(d)
+            met.append([int(x * r.uniform(0.3, 1.0)) for x in d])
+            se.append(r.uniform(0.5, 6.0))
+        return json.dumps({"cell_id": cells, "window": wins, "arrived_packets": arr,
+                           "delivered_packets": dlv, "sla_met_packets": met,
+                           "spectral_efficiency": se}).encode()
 
     def batch(self, n: int) -> bytes:
         cells = self.cells[:n] if n <= len(self.cells) else [f"bench-b{i}" for i in range(n)]
@@ -310,6 +332,17 @@ def run_bench(cfg: BenchConfig) -> dict:
         out["batch_decisions_per_s"] = round(cfg.batch_size * cfg.batch_requests
                                              / (time.perf_counter() - t), 1)
         out["batch_size"] = cfg.batch_size
+        # 4b. the same cells as columns (POST /v1/reports:columns)
+        bodies = [maker.columns(cfg.batch_size) for _ in range(cfg.batch_requests + 2)]
+        for b in bodies[:2]:
+            conn.post("/v1/reports:columns", b)
+        t = time.perf_counter()
+        for b in bodies[2:]:
+            status, _ = conn.post("/v1/reports:columns", b)
+            if status != 200:
+                raise RuntimeError(f"columns request failed with {status}")
+        out["columns_decisions_per_s"] = round(cfg.batch_size * cfg.batch_requests
+                                               / (time.perf_counter() - t), 1)
         conn.close()
         # 5. hot-swap under the fixed-rate load
         if redis_proc is not None and cfg.swaps > 0:

@@ -245,11 +245,14 @@ class DecisionEngine:
             "explored": explored}
 
     # ------------------------------------------------------------------ batch
-    def decide_batch(self, cols: Columns) -> list[str]:
-        """Many reports (distinct cells) -> JSON answers in order; all or nothing on conflict."""
+    def decide_batch(self, cols: Columns, columns: bool = False) -> list[str] | dict:
+        """Many reports (distinct cells) -> JSON answers in order; all or nothing on conflict.
+
+        ``columns=True`` returns the answers as one dict of per-cell lists (columnar endpoint).
+        """
         n = len(cols)
         if n == 0:
-            return []
+            return {} if columns else []
         ids, wins = cols.ids, cols.windows
         if len(set(ids)) != n:
             seen: dict[str, int] = {}
@@ -348,9 +351,16 @@ class DecisionEngine:
             self._count(version, False, n - nf)
         if nf:
             self._count(FALLBACK_VERSION, True, nf)
-        # render: per-batch constants hoisted, one template fill per decision
         c0 = self._counter
         self._counter += n
+        if columns:
+            units = self._units_table[actions]
+            return {"decision_id_prefix": self._id_prefix, "decision_seq_first": c0 + 1,
+                    "cell_id": ids, "window": wins, "policy_version": vers,
+                    "fallback": fb_l, "explored": ex_l, "action": act_l,
+                    "bandwidth_hz": (units * self._unit_hz).tolist(),
+                    "prb_ratio": (units / self.codec.n_units).tolist()}
+        # render: per-batch constants hoisted, one template fill per decision
         pre = self._id_prefix
         vj = json.dumps(version)
         fbj = json.dumps(FALLBACK_VERSION)

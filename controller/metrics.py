@@ -13,7 +13,7 @@ from slicetwin.slices import SLICE_NAMES
 # sub-millisecond resolution where the controller lives, up to the near-RT loop's 1 s
 LATENCY_BUCKETS = (5e-5, 1e-4, 2e-4, 3e-4, 4e-4, 5e-4, 6e-4, 8e-4, 1e-3, 1.5e-3, 2e-3, 3e-3,
                    5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0)
-ENDPOINTS = ("/v1/reports", "/v1/reports:batch", "/v1/e2/kpm")
+ENDPOINTS = ("/v1/reports", "/v1/reports:batch", "/v1/reports:columns", "/v1/e2/kpm")
 
 
 class ControllerMetrics:

@@ -371,3 +371,46 @@ def test_one_mhz_resolution_controller(n_units):
     with c:
         ans = c.post("/v1/reports", json=report("z", 0)).json()
     assert_allocation_ok(ans, n_units=n_units)
+
+
+def _columnar(reps: list[dict]) -> dict:
+    col = lambda f: [[k[f] for k in r["slices"]] for r in reps]  # noqa: E731
+    return {"cell_id": [r["cell_id"] for r in reps], "window": [r["window"] for r in reps],
+            "arrived_packets": col("arrived_packets"),
+            "delivered_packets": col("delivered_packets"),
+            "sla_met_packets": col("sla_met_packets"),
+            "spectral_efficiency": [sum(k["spectral_efficiency"] for k in r["slices"])
+                                    for r in reps]}
+
+
+def test_columnar_endpoint_matches_batch_and_refuses_bad_columns():
+    c1, _ = _client()
+    c2, app2 = _client()
+    reps = [report(f"q{i}", 2, (40 * i, 250 * i, i % 7)) for i in range(30)]
+    with c1, c2:
+        rows = c1.post("/v1/reports:batch", json={"reports": reps}).json()["decisions"]
+        r = c2.post("/v1/reports:columns", json=_columnar(reps))
+        assert r.status_code == 200, r.text
+        cols = r.json()
+        assert cols["cell_id"] == [d["cell_id"] for d in rows]
+        assert cols["action"] == [d["action"] for d in rows]
+        for bw, pr in zip(cols["bandwidth_hz"], cols["prb_ratio"], strict=True):
+            assert abs(sum(bw) - 20e6) < 1 and min(bw) >= 200e3 and abs(sum(pr) - 1) < 1e-9
+        # next windows close one transition per cell, like the other endpoints
+        nxt = _columnar([report(f"q{i}", 3) for i in range(30)])
+        assert c2.post("/v1/reports:columns", json=nxt).status_code == 200
+        assert app2.state.sink.flush() and len(app2.state.sink.items) == 30
+        bad = {**nxt, "window": [4] * 29}
+        r = c2.post("/v1/reports:columns", json=bad)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "window"]
+        bad = _columnar([report(f"q{i}", 4) for i in range(30)])
+        bad["sla_met_packets"][3][1] = 10**6
+        r = c2.post("/v1/reports:columns", json=bad)
+        assert r.status_code == 422 and "sla_met_packets" in r.json()["message"]
+        bad = _columnar([report(f"q{i}", 4) for i in range(30)])
+        bad["arrived_packets"][0] = [1, 2]
+        assert c2.post("/v1/reports:columns", json=bad).status_code == 422
+        dup = c2.post("/v1/reports:columns", json=nxt)
+        assert dup.status_code == 409  # all-or-nothing, as for the batch endpoint
+        assert c2.post("/v1/reports:columns", json=_columnar(
+            [report(f"q{i}", 4) for i in range(30)])).status_code == 200
