@@ -9,7 +9,7 @@ numbers, which is how the clairvoyant oracle scores all 4851 actions in one vect
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -76,6 +76,7 @@ class WindowKPIs:
     ssr: np.ndarray  # (n, 3) min(sla_met / arrived, 1); 1 when nothing arrived
     utility: np.ndarray  # (n,) alpha * SE + sum beta * SSR
     backlog: np.ndarray  # (n, 3) packets queued at the window end
+    config: SimConfig | None = field(default=None, repr=False)  # the simulator's, for reports
 
     @property
     def n_cells(self) -> int:
@@ -98,7 +99,7 @@ class WindowKPIs:
         """KPIReport per cell, as a gNB would post them (design.md section 3)."""
         from slicetwin.schemas import KPIReport, SliceAllocation, SliceKPI
 
-        cfg = config or SimConfig()
+        cfg = config or self.config or SimConfig()
         n = self.n_cells
         ids = [str(x) for x in cell_ids]
         if len(ids) != n:
@@ -312,4 +313,5 @@ class RanSimulator:
         st.last_arrived = i3[0]
         return WindowKPIs(arrived=i3[0], delivered=i3[1], sla_met=i3[2], dropped=i3[3],
                           throughput_bps=f3[0], latency_mean_s=f3[1], latency_p95_s=f3[2],
-                          spectral_efficiency=f1[0], ssr=f3[3], utility=f1[1], backlog=i3[4])
+                          spectral_efficiency=f1[0], ssr=f3[3], utility=f1[1], backlog=i3[4],
+                          config=self.config)
