@@ -74,13 +74,13 @@ def _check(case, app: str) -> None:
 
 # ------------------------------------------------------------------ fast (default run)
 @controller_schema.parametrize()
-@settings(max_examples=25, **_SETTINGS)
+@settings(max_examples=20, **_SETTINGS)
 def test_controller_schema_fuzz_no_5xx(case):
     _check(case, "controller")
 
 
 @twin_schema.parametrize()
-@settings(max_examples=20, **_SETTINGS)
+@settings(max_examples=12, **_SETTINGS)
 def test_twin_schema_fuzz_no_5xx(case):
     _check(case, "twin")
 

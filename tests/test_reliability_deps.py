@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from slicetwin.loadgen import LoadConfig, drive
 from slicetwin.soak import ControllerProcess, http_get
 from tests.conftest import free_port
@@ -27,6 +29,7 @@ def _spawn(args: list[str], env: dict) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+@pytest.mark.slow  # starts torch in two extra processes: ~30 s on the shared host
 def test_controller_unaffected_when_twin_and_trainer_die(redis_url, tmp_path):
     from trainer.twin import Twin, TwinConfig
 
