@@ -88,13 +88,13 @@ def test_twin_schema_fuzz_no_5xx(case):
 # ------------------------------------------------------------------ slow: >= 10,000 requests
 @pytest.mark.slow
 @controller_schema.include(method="POST").parametrize()
-@settings(max_examples=300, **_SETTINGS)
+@settings(max_examples=200, **_SETTINGS)
 def test_controller_schema_fuzz_many(case):
     _check(case, "controller")
 
 
 @pytest.mark.slow
 @twin_schema.include(method="POST").parametrize()
-@settings(max_examples=200, **_SETTINGS)
+@settings(max_examples=150, **_SETTINGS)
 def test_twin_schema_fuzz_many(case):
     _check(case, "twin")
