@@ -55,7 +55,8 @@ class WorkerSettings(BaseSettings):
     zeta: float = Field(0.5, ge=0.0, le=1.0, description="θ1 ← ζθ1 + (1 − ζ)θ2")
     finetune_steps: int = Field(300, ge=0, description="agent-1 off-policy steps on live data")
     batch_size: int = Field(128, gt=0)
-    distill_rounds: int = Field(1500, gt=0)
+    distill_rounds: int = Field(1000, gt=0, description="student gradient steps (paper: 10,000); "
+                                "the largest share of a cycle on CPU")
     distill_states: int = Field(4000, gt=0, description="max states the teacher labels")
     student_hidden: int = Field(16, gt=0)
     n_units: int = Field(100, gt=0, description="action codec resolution (must match the "
