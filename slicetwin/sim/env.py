@@ -19,6 +19,15 @@ from slicetwin.sim.simulator import RanSimulator
 from slicetwin.utility import RewardShaper
 
 
+def default_shaper(config: SimConfig) -> RewardShaper:
+    """RewardShaper defaults for the profile: the calibrated one for ``paper``; for ``reference``
+    (utility weights 1, 4, 6 -> 0..11) the reference code's threshold 6 rising to 10.5 over
+    10k steps."""
+    if config.profile == "reference":
+        return RewardShaper(gamma_min=6.0, gamma_max=10.5, sigma=4.5e-4)
+    return RewardShaper()
+
+
 class RanSlicingEnv(gym.Env):
     metadata = {"render_modes": []}
 
@@ -31,7 +40,7 @@ class RanSlicingEnv(gym.Env):
         if max_episode_steps <= 0:
             raise ValueError("max_episode_steps must be positive")
         self.config = config
-        self.shaper = shaper or RewardShaper()
+        self.shaper = shaper or default_shaper(config)
         self.max_episode_steps = int(max_episode_steps)
         self.sim = RanSimulator(config, n_cells=1, parallel=False)
         self.codec = self.sim.codec

@@ -14,6 +14,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from slicetwin.sim.config import SimConfig
+from slicetwin.sim.env import default_shaper
 from slicetwin.sim.simulator import RanSimulator
 from slicetwin.utility import RewardShaper
 
@@ -28,7 +29,7 @@ class RanSlicingVectorEnv(VectorEnv):
             raise ValueError("num_envs must be positive")
         self.config = config or SimConfig()
         self.num_envs = int(num_envs)
-        self.shaper = shaper or RewardShaper()
+        self.shaper = shaper or default_shaper(self.config)
         self.max_episode_steps = int(max_episode_steps)
         self.sim = RanSimulator(self.config, n_cells=self.num_envs, parallel=parallel)
         self.codec = self.sim.codec
