@@ -192,6 +192,8 @@ def trainer_cmd(
     sim_gate: bool = typer.Option(None, "--sim-gate/--no-sim-gate",
                                   help="also gate candidates on the simulator"),
     gate_margin: float = typer.Option(None, help="env SLICETWIN_GATE_MARGIN"),
+    metrics_port: int = typer.Option(None, min=0, max=65535, help="serve Prometheus /metrics and "
+                                     "/healthz on this port (env SLICETWIN_METRICS_PORT)"),
     log_level: str = typer.Option("info", help="logging level"),
 ) -> None:
     """Run the trainer worker: stream -> dataset -> twin -> agents -> student -> gate -> registry.
@@ -206,7 +208,7 @@ def trainer_cmd(
 
     for name, val in (("REDIS_URL", redis_url), ("DATA_DIR", data_dir), ("TWIN_URL", twin_url),
                       ("MAX_CYCLES", max_cycles), ("SIM_GATE", sim_gate),
-                      ("GATE_MARGIN", gate_margin)):
+                      ("GATE_MARGIN", gate_margin), ("METRICS_PORT", metrics_port)):
         if val is not None:
             os.environ[f"SLICETWIN_{name}"] = str(val).lower() if isinstance(val, bool) else str(val)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: "
@@ -224,11 +226,23 @@ def trainer_cmd(
     def emit(res) -> None:
         typer.echo(_json.dumps(res.to_dict(), default=float), nl=True)
 
-    worker = TrainerWorker(settings, stop_event=stop, on_cycle=emit)
+    metrics = server = None
+    if settings.metrics_port is not None:
+        from trainer.worker.metrics import TrainerMetrics, serve
+
+        metrics = TrainerMetrics()
+    worker = TrainerWorker(settings, stop_event=stop, on_cycle=emit, metrics=metrics)
+    if metrics is not None:  # before torch loads: /healthz answers within a second of start
+        server = serve(metrics, settings.metrics_port, settings.metrics_host, worker.health)
+        logging.getLogger("slicetwin.trainer").info(
+            "metrics on http://%s:%d/metrics", settings.metrics_host, server.server_address[1])
     try:
         worker.run()
     finally:
         worker.close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
 
 @bench_app.command("hotswap")

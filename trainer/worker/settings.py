@@ -29,6 +29,9 @@ class WorkerSettings(BaseSettings):
     twin_url: str | None = Field(None, description="twin service; agent 2 trains through it "
                                  "when it serves the trainer's twin, else in-process")
     data_dir: str = Field("runs/trainer", description="dataset chunks, index, checkpoint")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="serve /metrics and "
+                                     "/healthz on this port (None: no server)")
+    metrics_host: str = Field("0.0.0.0", description="bind address of the metrics server")
     read_count: int = Field(2000, gt=0, description="max entries per XREADGROUP")
     read_block_ms: int = Field(200, ge=0)
     # --- cycle budgets --------------------------------------------------------------------
@@ -77,7 +80,7 @@ class WorkerSettings(BaseSettings):
     backoff_max_s: float = Field(10.0, gt=0)
     checkpoint: bool = True
 
-    @field_validator("redis_url", "twin_url", mode="before")
+    @field_validator("redis_url", "twin_url", "metrics_port", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if v == "" else v

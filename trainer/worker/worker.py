@@ -55,6 +55,10 @@ class CycleResult:
         return asdict(self)
 
 
+def _is_redis_error(e: BaseException) -> bool:
+    return type(e).__module__.startswith("redis") or isinstance(e, (ConnectionError, TimeoutError))
+
+
 class Backoff:
     """Exponential backoff with a cap, reset on success."""
 
@@ -73,8 +77,9 @@ class Backoff:
 class TrainerWorker:
     def __init__(self, settings: WorkerSettings | None = None, registry=None, source=None,
                  stop_event: threading.Event | None = None, on_cycle=None,
-                 store: DatasetStore | None = None):
+                 store: DatasetStore | None = None, metrics=None):
         self.s = settings or WorkerSettings()
+        self.metrics = metrics  # trainer.worker.metrics.TrainerMetrics, or None (demo, tests)
         self.stop_event = stop_event or threading.Event()
         self.on_cycle = on_cycle
         self.root = Path(self.s.data_dir)
@@ -105,6 +110,11 @@ class TrainerWorker:
         self._ingest_lock = threading.Lock()
         self._backoff = Backoff(self.s.backoff_initial_s, self.s.backoff_max_s)
         self.agent1 = None  # built by prepare(): torch loads after ingestion has started
+        self.last_ingest_ok: float | None = None  # time.monotonic() of the last good poll
+        self.ingest_failures = 0  # consecutive failed polls
+        self._lag_at = 0.0
+        if self.metrics is not None:
+            self.metrics.dataset.set(len(self.store))
 
     def prepare(self) -> None:
         """Import torch, build agent 1 and resume from the checkpoint (idempotent; ``run`` and
@@ -172,7 +182,30 @@ class TrainerWorker:
             self.source.ack(acks)  # only now: the rows are on disk
             self.acked += len(acks)
             self._last_polled = len(acks)
+            self.last_ingest_ok, self.ingest_failures = time.monotonic(), 0
+            if self.metrics is not None:
+                self._record_ingest(n)
             return n
+
+    def _record_ingest(self, n: int) -> None:
+        m = self.metrics
+        if n:
+            m.ingested.inc(n)
+            m.dataset.set(len(self.store))
+        now = time.monotonic()
+        if now - self._lag_at >= 1.0 and hasattr(self.source, "lag"):  # one XINFO a second
+            self._lag_at = now
+            lag = self.source.lag()
+            m.lag.set(float("nan") if lag is None else lag)
+
+    def health(self) -> tuple[bool, dict]:
+        """Liveness for ``/healthz``: the stream was read (consumer group joined) and reads are
+        not failing for more than a minute."""
+        age = None if self.last_ingest_ok is None else time.monotonic() - self.last_ingest_ok
+        ok = age is not None and (self.ingest_failures == 0 or age < 60.0)
+        return ok, {"status": "ok" if ok else "unhealthy", "cycle": self.cycle,
+                    "dataset": len(self.store), "last_ingest_age_s": age,
+                    "ingest_failures": self.ingest_failures, "model_ready": self.agent1 is not None}
 
     def ingest(self, max_polls: int = 1000) -> int:
         """Drain what is available now (non-blocking after the first empty poll)."""
@@ -189,6 +222,9 @@ class TrainerWorker:
                 self.ingest_once()
                 self._backoff.ok()
             except Exception as e:  # noqa: BLE001 - Redis down, network, ...: log and retry
+                self.ingest_failures += 1
+                if self.metrics is not None:
+                    self.metrics.redis_errors.inc()
                 d = self._backoff.fail()
                 log.warning("ingest failed (%s: %s); retrying in %.1f s", type(e).__name__, e, d)
                 if hasattr(self.source, "reset_connection_state"):
@@ -245,7 +281,21 @@ class TrainerWorker:
         return None
 
     def run_cycle(self) -> CycleResult:
-        """One full cycle on the data persisted so far; returns its figures."""
+        """One full cycle on the data persisted so far; returns its figures (and records them in
+        the metrics, when the worker has some)."""
+        try:
+            res = self._run_cycle()
+        except Exception as e:
+            if self.metrics is not None:
+                self.metrics.cycles.labels("failed").inc()
+                if _is_redis_error(e):
+                    self.metrics.redis_errors.inc()
+            raise
+        if self.metrics is not None:
+            self.metrics.on_cycle(res)
+        return res
+
+    def _run_cycle(self) -> CycleResult:
         from slicetwin.registry import new_version
         from trainer.worker import learn
         from trainer.worker.gate import gate, onnx_policy_fn
@@ -254,6 +304,8 @@ class TrainerWorker:
             try:
                 self.ingest()
             except Exception as e:  # noqa: BLE001 - Redis down: train on what is on disk
+                if self.metrics is not None:
+                    self.metrics.redis_errors.inc()
                 log.warning("ingest failed (%s: %s); cycle uses the persisted data",
                             type(e).__name__, e)
         self.prepare()
@@ -291,6 +343,8 @@ class TrainerWorker:
                 self.best_twin, self.best_twin_version = twin, version
                 res.twin_published = True
             except Exception as e:  # noqa: BLE001 - registry down: keep training locally
+                if self.metrics is not None:
+                    self.metrics.redis_errors.inc()
                 log.warning("could not publish twin (%s); using it locally", e)
                 self.best_twin = twin
         res.twin_version = self.best_twin_version
