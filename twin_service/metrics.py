@@ -27,13 +27,33 @@ class TwinMetrics:
                                      "unix time the served model was loaded", registry=r)
         self.calibration = Gauge("slicetwin_twin_model_calibration_error_ratio",
                                  "held-out calibration error of the served model", registry=r)
+        self.model_info = Gauge("slicetwin_twin_model_info", "1 for the served model's version",
+                                ["version"], registry=r)
+        self.next_state_rmse = Gauge("slicetwin_twin_model_heldout_next_state_rmse",
+                                     "held-out one-step next-state RMSE of the served model "
+                                     "(NaN: the model carries no figure)", registry=r)
+        self.utility_rmse = Gauge("slicetwin_twin_model_heldout_utility_rmse",
+                                  "held-out one-step utility RMSE of the served model (NaN: the "
+                                  "model carries no figure)", registry=r)
+        self._version: str | None = None
 
     def on_swap(self, loaded) -> None:
+        """A model was swapped in: its version and held-out figures (registry record metrics,
+        else the figures of its own fit) replace the previous model's."""
+        m = loaded.twin.metrics or {}
         self.model_loaded.set(1)
         self.model_loaded_at.set(loaded.loaded_at)
-        cal = (loaded.twin.metrics or {}).get("calibration_error")
+        cal = m.get("calibration_error")
         if cal is not None:
             self.calibration.set(cal)
+        if self._version is not None and self._version != loaded.version:
+            self.model_info.remove(self._version)
+        self._version = loaded.version
+        self.model_info.labels(loaded.version).set(1)
+        for gauge, key in ((self.next_state_rmse, "next_state_rmse"),
+                           (self.utility_rmse, "utility_rmse")):
+            v = m.get(key)
+            gauge.set(float("nan") if v is None else float(v))
 
 
 class MetricsMiddleware:
