@@ -8,7 +8,7 @@ inference) and refused with :class:`ModelRejected` otherwise, so a bad file neve
 
 Single decisions go through an IO binding set up once over preallocated numpy buffers (about
 8.5 us on this CPU versus 12-19 us for ``InferenceSession.run``, see shared/perf_notes.md);
-batches use plain ``run``. One intra-op thread: the controller is one event loop per core.
+batches use plain ``run`` in chunks of 128 rows. One intra-op thread: the controller is one event loop per core.
 """
 
 from __future__ import annotations
@@ -160,6 +160,8 @@ class OnnxPolicy:
     reference (the controller's model holder does this).
     """
 
+    BATCH_CHUNK = 128  # rows per onnxruntime call in act_batch
+
     def __init__(self, model: bytes, version: str | None = None,
                  expect_codec: ActionCodec | None = None, intra_op_threads: int = 1):
         import onnxruntime as ort
@@ -294,8 +296,22 @@ class OnnxPolicy:
         return self._sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
     def act_batch(self, states: np.ndarray) -> np.ndarray:
-        """(n, 3) states -> (n,) int64 action indices."""
-        return self.logits(states).argmax(axis=1).astype(np.int64)
+        """(n, 3) states -> (n,) int64 action indices.
+
+        Runs in chunks of :attr:`BATCH_CHUNK` rows: the logits of a chunk (128 x 4851 floats,
+        2.5 MB) stay in cache and reuse the allocator's blocks, where one call over 1,000 rows
+        writes a fresh 19 MB array; measured 2.9 vs 5.4 us per decision on this CPU.
+        """
+        x = np.ascontiguousarray(states, dtype=np.float32).reshape(-1, STATE_DIM)
+        n, k = len(x), self.BATCH_CHUNK
+        if n <= k:
+            return self._sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0].argmax(axis=1).astype(
+                np.int64)
+        out = np.empty(n, dtype=np.int64)
+        run = self._sess.run
+        for i in range(0, n, k):
+            out[i:i + k] = run([OUTPUT_NAME], {INPUT_NAME: x[i:i + k]})[0].argmax(axis=1)
+        return out
 
     def __repr__(self) -> str:
         return f"OnnxPolicy(version={self.version!r}, n_actions={self.n_actions})"
