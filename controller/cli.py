@@ -46,20 +46,32 @@ def controller(
 def gnb(
     controller: str = typer.Option("http://127.0.0.1:8080", "--controller", help="controller URL"),
     cells: int = typer.Option(4, min=1, help="simulated cells"),
-    windows: int = typer.Option(50, min=1, help="observation windows to run"),
+    windows: int = typer.Option(50, min=0, help="observation windows to run (0: until SIGTERM "
+                                "or SIGINT, then the summary)"),
     batch: bool = typer.Option(False, "--batch", help="one batch request per window"),
     seed: int = typer.Option(0),
     api_key: str = typer.Option(None, envvar="SLICETWIN_API_KEY"),
     cell_prefix: str = typer.Option("gnb", help="cell ids are <prefix>-<i>"),
     start_window: int = typer.Option(None, help="first window number (default: wall clock)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON line"),
+    pace: bool = typer.Option(False, "--pace", help="keep real time: one window per --window-ms"),
+    window_ms: float = typer.Option(200.0, min=1.0, help="window length for --pace (ms)"),
 ) -> None:
-    """Run simulator cells in closed loop with a controller; print per-slice SSR / utility."""
+    """Run simulator cells in closed loop with a controller; print per-slice SSR / utility.
+
+    SIGTERM / SIGINT end the run after the current window, with the summary (exit 0)."""
+    import signal
+    import threading
+
     from controller.gnb import GnbConfig, print_summary, run_gnb
 
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     s = run_gnb(GnbConfig(controller=controller, cells=cells, windows=windows, batch=batch,
                           seed=seed, api_key=api_key, cell_prefix=cell_prefix,
-                          start_window=start_window, progress=not as_json))
+                          start_window=start_window, progress=not as_json, pace=pace,
+                          window_ms=window_ms, stop_event=stop))
     if as_json:
         typer.echo(json.dumps(s.to_dict()))
     else:

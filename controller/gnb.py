@@ -6,13 +6,23 @@ window on. A failed request keeps the cell's previous allocation (and is counted
 gNB would. Each answer is checked against the allocation invariants (sums to the carrier, every
 slice at least its minimum). Window numbers start by default at the wall clock in microseconds
 and count up by one per window, so a restarted or repeated run never sends a window the
-controller already saw for the same cell (the fake gNB runs much faster than real time).
+controller already saw for the same cell.
+
+By default the fake gNB runs as fast as the controller answers (tests, benchmarks). With
+``pace`` it keeps real time like a gNB: window ``k`` starts ``k * window_ms`` after the first
+(a window that overruns is counted in ``late_windows`` and the next one starts at once, with no
+catch-up burst beyond the schedule). ``windows=0`` runs until ``stop_event`` is set (the CLI sets
+it on SIGTERM/SIGINT), then returns the summary of the windows run; per-window samples are kept
+in bounded buffers (the latest ``MAX_SAMPLES``) so a gNB that runs for days does not grow.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +42,12 @@ class GnbConfig:
     start_window: int | None = None  # default: int(time.time() * 1e6)
     timeout_s: float = 5.0
     progress: bool = True
+    pace: bool = False  # sleep to real time: one window per window_ms
+    window_ms: float = 200.0  # the simulator's window (200 ms, sim_spec.md)
+    stop_event: threading.Event | None = None  # set -> finish the current window and return
+
+
+MAX_SAMPLES = 200_000  # latency / utility samples kept for the summary's percentiles and halves
 
 
 @dataclass
@@ -52,6 +68,9 @@ class GnbSummary:
     utility_first_half: float = float("nan")
     utility_second_half: float = float("nan")
     seconds: float = 0.0
+    paced: bool = False
+    late_windows: int = 0  # paced windows that took longer than window_ms
+    interrupted: bool = False  # stopped by stop_event (SIGTERM/SIGINT) before `windows`
     answers: list = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
@@ -94,11 +113,14 @@ def run_gnb(cfg: GnbConfig, keep_answers: bool = False) -> GnbSummary:
     headers = {"content-type": "application/json"}
     if cfg.api_key:
         headers["authorization"] = f"Bearer {cfg.api_key}"
-    s = GnbSummary(cells=cfg.cells, windows=cfg.windows)
-    lat: list[float] = []
+    s = GnbSummary(cells=cfg.cells, windows=0, paced=cfg.pace)
+    lat: deque[float] = deque(maxlen=MAX_SAMPLES)
     ssr_sum = np.zeros(codec.n_slices)
-    util: list[float] = []
-    t_start = time.perf_counter()
+    util: deque[float] = deque(maxlen=MAX_SAMPLES)
+    util_sum = 0.0
+    stop = cfg.stop_event or threading.Event()
+    period = cfg.window_ms / 1e3
+    t_start = t_sched = time.perf_counter()  # t_sched: start of the pacing schedule
 
     def note_error(kind: str) -> None:
         s.failed_requests += 1
@@ -120,12 +142,27 @@ def run_gnb(cfg: GnbConfig, keep_answers: bool = False) -> GnbSummary:
             s.answers.append(ans)
 
     with httpx.Client(base_url=cfg.controller, timeout=cfg.timeout_s, headers=headers) as client:
-        bar = tqdm(range(cfg.windows), desc="gnb windows", unit="win", disable=not cfg.progress)
+        steps = itertools.count() if cfg.windows == 0 else range(cfg.windows)
+        bar = tqdm(steps, total=cfg.windows or None, desc="gnb windows", unit="win",
+                   disable=not cfg.progress)
         for k in bar:
+            if stop.is_set():
+                s.interrupted = True
+                break
+            if cfg.pace and k:
+                delay = t_sched + k * period - time.perf_counter()
+                if delay < 0:
+                    s.late_windows += 1
+                    t_sched -= delay  # restart the schedule from now: no burst to catch up
+                elif stop.wait(delay):
+                    s.interrupted = True
+                    break
+            s.windows += 1
             applied = units.copy()
             _, kpis = sim.step(applied)
             ssr_sum += kpis.ssr.mean(0)
             util.append(float(kpis.utility.mean()))
+            util_sum += util[-1]
             reports = kpis.to_reports(ids, w0 + k, applied, simcfg)
             bodies = [r.model_dump_json(exclude_none=True) for r in reports]
             if cfg.batch:
@@ -164,11 +201,12 @@ def run_gnb(cfg: GnbConfig, keep_answers: bool = False) -> GnbSummary:
         s.latency_ms_p50 = float(np.percentile(lat, 50) * 1e3)
         s.latency_ms_p99 = float(np.percentile(lat, 99) * 1e3)
     if util:
-        s.ssr_mean = {n: float(x) for n, x in zip(SLICE_NAMES, ssr_sum / len(util), strict=True)}
-        s.utility_mean = float(np.mean(util))
-        h = max(1, len(util) // 2)
-        s.utility_first_half = float(np.mean(util[:h]))
-        s.utility_second_half = float(np.mean(util[h:])) if len(util) > 1 else s.utility_mean
+        u = np.asarray(util)  # the latest MAX_SAMPLES windows
+        s.ssr_mean = {n: float(x) for n, x in zip(SLICE_NAMES, ssr_sum / s.windows, strict=True)}
+        s.utility_mean = util_sum / s.windows
+        h = max(1, len(u) // 2)
+        s.utility_first_half = float(u[:h].mean())
+        s.utility_second_half = float(u[h:].mean()) if len(u) > 1 else s.utility_mean
     return s
 
 
@@ -177,7 +215,8 @@ def print_summary(s: GnbSummary) -> None:
     from rich.table import Table
 
     c = Console()
-    t = Table(title=f"fake gNB: {s.cells} cells x {s.windows} windows in {s.seconds:.1f} s")
+    how = " (interrupted)" if s.interrupted else ""
+    t = Table(title=f"fake gNB: {s.cells} cells x {s.windows} windows in {s.seconds:.1f} s{how}")
     t.add_column("slice")
     t.add_column("mean SSR", justify="right")
     for n, v in s.ssr_mean.items():
