@@ -163,3 +163,83 @@ def _reorder(sl: list[dict], i: int) -> list[dict]:
                               f"slice {k['slice']!r} reported twice")
         out[idx] = k
     return out
+
+
+# ---------------------------------------------------------------------- fast batch decoding
+# msgspec decodes and checks a batch about 3x faster than the pydantic adapter above (1.6 vs
+# 4.5 us per report here). It is a fast path only: its schema accepts a subset of what
+# BATCH_ADAPTER accepts (JSON types exactly as documented, slices in the canonical order), and
+# anything it refuses goes through BATCH_ADAPTER + columns(), which accept the lax forms and
+# word the 422 exactly as before. Absent msgspec, the pydantic path serves everything.
+try:
+    import msgspec
+    from msgspec import UNSET, Meta, Struct, UnsetType
+except ImportError:  # pragma: no cover - optional speed-up
+    msgspec = None
+
+if msgspec is not None:
+    _MCount = Annotated[int, Meta(ge=0, le=10**9)]
+    _MLatency = Annotated[float, Meta(ge=0, le=1e7)] | None
+
+    class _MSlice(Struct, forbid_unknown_fields=True):
+        slice: Annotated[str, Meta(min_length=1, max_length=64)]
+        arrived_packets: _MCount
+        delivered_packets: _MCount
+        sla_met_packets: _MCount
+        throughput_bps: Annotated[float, Meta(ge=0, le=1e13)]
+        spectral_efficiency: Annotated[float, Meta(ge=0, le=1e4)]
+        latency_mean_ms: _MLatency = None
+        latency_p95_ms: _MLatency = None
+
+    class _MAlloc(Struct, forbid_unknown_fields=True):
+        slice: Annotated[str, Meta(min_length=1, max_length=64)]
+        bandwidth_hz: Annotated[float, Meta(ge=0, le=1e10)]
+        prb_ratio: Annotated[float, Meta(ge=0, le=1)]
+
+    class _MReport(Struct, forbid_unknown_fields=True):
+        cell_id: Annotated[str, Meta(min_length=1, max_length=128)]
+        window: Annotated[int, Meta(ge=0, le=2**53 - 1)]
+        slices: Annotated[list[_MSlice], Meta(min_length=len(SLICE_NAMES),
+                                               max_length=len(SLICE_NAMES))]
+        window_ms: Annotated[float, Meta(gt=0, le=60_000)] | UnsetType = UNSET  # no null
+        allocation: list[_MAlloc] | None = None
+
+    class _MBatch(Struct, forbid_unknown_fields=True):
+        reports: Annotated[list[_MReport], Meta(min_length=1)]
+
+    _BATCH_DECODER = msgspec.json.Decoder(_MBatch)
+
+
+def fast_batch_columns(raw: bytes) -> Columns | None:
+    """A canonical, valid batch body -> Columns; None for anything else (then the caller uses
+    BATCH_ADAPTER + columns(), which accept the lax forms and name the bad field)."""
+    if msgspec is None:
+        return None
+    try:
+        reports = _BATCH_DECODER.decode(raw).reports
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        return None  # (invalid UTF-8 raises UnicodeDecodeError, not a DecodeError)
+    order = _ORDER
+    arr, dlv, sla, se, allocs = [], [], [], [], []
+    any_alloc = False
+    for r in reports:
+        a0, a1, a2 = r.slices
+        if (a0.slice, a1.slice, a2.slice) != order:
+            return None  # aliases / other order: the general path resolves them
+        arr.append((a0.arrived_packets, a1.arrived_packets, a2.arrived_packets))
+        dlv.append((a0.delivered_packets, a1.delivered_packets, a2.delivered_packets))
+        sla.append((a0.sla_met_packets, a1.sla_met_packets, a2.sla_met_packets))
+        se.append(a0.spectral_efficiency + a1.spectral_efficiency + a2.spectral_efficiency)
+        al = r.allocation
+        if al is not None:
+            any_alloc = True
+            al = [{"slice": x.slice, "bandwidth_hz": x.bandwidth_hz, "prb_ratio": x.prb_ratio}
+                  for x in al]
+        allocs.append(al)
+    sla_np = np.array(sla, dtype=np.int64)
+    if (sla_np > np.array(dlv, dtype=np.int64)).any():
+        return None  # the general path names the first offending field
+    return Columns([r.cell_id for r in reports], [r.window for r in reports],
+                   np.array(arr, dtype=np.int64).astype(np.float64),
+                   sla_np.astype(np.float64), np.array(se, dtype=np.float64),
+                   allocs if any_alloc else [None] * len(reports))
