@@ -68,7 +68,7 @@ class ColumnarDict(TypedDict):
 
     cell_id: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]],
                        Field(min_length=1)]
-    window: list[Annotated[int, Field(ge=0)]]
+    window: list[Annotated[int, Field(ge=0, le=2**53 - 1)]]
     arrived_packets: list[_Triple]
     delivered_packets: list[_Triple]
     sla_met_packets: list[_Triple]
