@@ -54,7 +54,14 @@ def _kpm(cell: str, w: int) -> dict:
 
 def _controller_bases(rng: random.Random, i: int) -> tuple[str, object]:
     cell = f"fz-{i}"
-    k = rng.randrange(3)
+    k = rng.randrange(4)
+    if k == 3:  # columnar form
+        return "/v1/reports:columns", {
+            "cell_id": [f"{cell}-a", f"{cell}-b"], "window": [1, rng.randrange(3)],
+            "arrived_packets": [[110, 1240, 12], [90, 800, 3]],
+            "delivered_packets": [[110, 1100, 11], [90, 800, 3]],
+            "sla_met_packets": [[108, 400, 9], [90, 650, 3]],
+            "spectral_efficiency": [3.56, 2.9]}
     if k == 0:
         return "/v1/reports", _report(cell, rng.randrange(3))
     if k == 1:
@@ -232,8 +239,8 @@ def twin_service(tmp_path_factory):
 
 
 def _still_serves(ctl: ControllerProcess) -> None:
-    st, body = Conn(ctl.port).post("/v1/reports", json.dumps(_report("after-fuzz", 1)).encode(),
-                                   "application/json")
+    body = json.dumps(_report(f"after-{time.time_ns()}", 1)).encode()
+    st, body = Conn(ctl.port).post("/v1/reports", body, "application/json")
     assert st == 200 and json.loads(body)["policy_version"], body
 
 
