@@ -716,9 +716,10 @@ def run_gnb(stack: LocalStack, windows: int) -> dict:
 
 
 def test_dashboard_and_alert_metrics_exist_on_live_services(local_stack):
-    """Start the compose controller and twin commands, drive a few windows through the
-    controller with the compose gNB command, then every slicetwin_* name on the dashboard and in
-    the alert rules must be on the owning service's /metrics (trainer names: slow stack test)."""
+    """Start the compose controller, twin and trainer commands (each waited on with its compose
+    health check), drive a few windows through the controller with the compose gNB command, then
+    every slicetwin_* name on the dashboard and in the alert rules must be on the owning
+    service's /metrics, and every label they use must be on the metric."""
     stack = local_stack
     wanted = referenced_metrics()
     assert len(wanted) >= 10
@@ -742,6 +743,30 @@ def test_dashboard_and_alert_metrics_exist_on_live_services(local_stack):
     missing = absent_metrics(pages)
     assert not missing, f"metrics named in deploy/ but absent from /metrics: {missing}"
     assert not label_problems(pages)
+    trainer = stack.local_service("trainer")
+    trainer.start()
+    stack.run_healthcheck(trainer, timeout=120)  # /healthz: it has read the stream
+    pages = metrics_pages(stack)
+    assert set(pages) == {"controller", "twin", "trainer"}
+    missing = absent_metrics(pages)
+    assert not missing, f"metrics named in deploy/ but absent from /metrics: {missing}"
+    assert not label_problems(pages)
+    assert any(owner_of(m) == "trainer" for m in referenced_metrics())
+    # the transitions the gNB's 5 windows closed ((5 - 1) per cell) went through the stream
+    # into the trainer's dataset
+    cells = int(stack.compose["services"]["gnb"]["command"][
+        stack.compose["services"]["gnb"]["command"].index("--cells") + 1])
+
+    def ingested() -> float:
+        for ln in metrics_pages(stack)["trainer"].splitlines():
+            if ln.startswith("slicetwin_trainer_transitions_ingested_total "):
+                return float(ln.split()[1])
+        return -1.0
+
+    deadline = time.time() + 20
+    while ingested() != 4 * cells and time.time() < deadline:
+        time.sleep(0.2)
+    assert ingested() == 4 * cells
 
 
 # ============================================================================= slow: whole stack
