@@ -248,7 +248,7 @@ async def _closed_loop(port: int, maker: ReportMaker, seconds: float, conns: int
 
     t = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(conns)))
-    return {"rps": done / (time.perf_counter() - t), "failed": failed}
+    return {"rps": done / (time.perf_counter() - t), "failed": failed, "done": done}
 
 
 def _start_redis() -> tuple[subprocess.Popen, str, str] | None:
@@ -261,6 +261,20 @@ def _start_redis() -> tuple[subprocess.Popen, str, str] | None:
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_port(port)
     return p, f"redis://127.0.0.1:{port}/0", d
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the process has used so far (/proc; 0 elsewhere).
+
+    Wall-clock figures on a shared, loaded machine mostly measure the other processes; the
+    server's own CPU time per request or decision does not (resolution: one clock tick).
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _raise_exit(signum, frame):
@@ -301,22 +315,28 @@ def run_bench(cfg: BenchConfig) -> dict:
         # 1. serial
         lat = np.empty(cfg.serial_requests)
         bodies = [maker.one() for _ in range(cfg.serial_requests)]
+        c0 = _cpu_s(ctl.pid)
         for i, b in enumerate(bodies):
             t = time.perf_counter()
             status, _ = conn.post("/v1/reports", b)
             lat[i] = time.perf_counter() - t
             if status != 200:
                 raise RuntimeError(f"serial request failed with {status}")
+        cpu = _cpu_s(ctl.pid) - c0
         out["serial_p50_ms"] = round(float(np.percentile(lat, 50) * 1e3), 4)
         out["serial_p99_ms"] = round(float(np.percentile(lat, 99) * 1e3), 4)
+        out["serial_server_cpu_us_per_request"] = round(cpu / len(bodies) * 1e6, 1)
         # 2. fixed rate
         fr = asyncio.run(_fixed_rate(port, maker, cfg.rate, cfg.seconds, cfg.rate_connections))
         out["p99_ms_at_1000rps" if cfg.rate == 1000 else f"p99_ms_at_{int(cfg.rate)}rps"] = round(
             fr["p99_ms"], 4)
         out["fixed_rate"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in fr.items()}
         # 3. max throughput
+        c0 = _cpu_s(ctl.pid)
         cl = asyncio.run(_closed_loop(port, maker, cfg.seconds, cfg.connections))
+        cpu = _cpu_s(ctl.pid) - c0
         out["max_rps"] = round(cl["rps"], 1)
+        out["requests_per_server_cpu_s"] = round(cl["done"] / cpu, 1) if cpu > 0 else None
         out["max_rps_connections"] = cfg.connections
         # 4. batch (fresh connection: the serial one has idled past uvicorn's keep-alive)
         conn.close()
@@ -324,25 +344,31 @@ def run_bench(cfg: BenchConfig) -> dict:
         conn = RawConn(port)
         for b in bodies[:2]:
             conn.post("/v1/reports:batch", b)
-        t = time.perf_counter()
+        t, c0 = time.perf_counter(), _cpu_s(ctl.pid)
         for b in bodies[2:]:
             status, _ = conn.post("/v1/reports:batch", b)
             if status != 200:
                 raise RuntimeError(f"batch request failed with {status}")
+        cpu = _cpu_s(ctl.pid) - c0
         out["batch_decisions_per_s"] = round(cfg.batch_size * cfg.batch_requests
                                              / (time.perf_counter() - t), 1)
+        out["batch_decisions_per_server_cpu_s"] = round(
+            cfg.batch_size * cfg.batch_requests / cpu, 1) if cpu > 0 else None
         out["batch_size"] = cfg.batch_size
         # 4b. the same cells as columns (POST /v1/reports:columns)
         bodies = [maker.columns(cfg.batch_size) for _ in range(cfg.batch_requests + 2)]
         for b in bodies[:2]:
             conn.post("/v1/reports:columns", b)
-        t = time.perf_counter()
+        t, c0 = time.perf_counter(), _cpu_s(ctl.pid)
         for b in bodies[2:]:
             status, _ = conn.post("/v1/reports:columns", b)
             if status != 200:
                 raise RuntimeError(f"columns request failed with {status}")
+        cpu = _cpu_s(ctl.pid) - c0
         out["columns_decisions_per_s"] = round(cfg.batch_size * cfg.batch_requests
                                                / (time.perf_counter() - t), 1)
+        out["columns_decisions_per_server_cpu_s"] = round(
+            cfg.batch_size * cfg.batch_requests / cpu, 1) if cpu > 0 else None
         conn.close()
         # 5. hot-swap under the fixed-rate load
         if redis_proc is not None and cfg.swaps > 0:
