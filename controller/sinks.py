@@ -84,9 +84,14 @@ def cell_number(cell_id: str) -> int:
     return zlib.crc32(cell_id.encode())
 
 
+# one encoder for every entry: json.dumps with non-default separators builds a new
+# JSONEncoder per call (~1 us of the ~5 us an entry costs)
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def encode(t: Transition) -> dict[str, str]:
     """Stream fields of one transition."""
-    return {"t": json.dumps(t, separators=(",", ":"))}
+    return {"t": _compact(t)}
 
 
 def decode(fields: dict) -> dict:
@@ -334,9 +339,7 @@ class RedisStreamSink(TransitionSink):
         self._script = self._r.register_script(_XADD_MANY_LUA)
 
     def _write(self, batch):
-        dumps = json.dumps
-        self._script(keys=[self.stream], args=[self.maxlen, *(dumps(t, separators=(",", ":"))
-                                                               for t in batch)])
+        self._script(keys=[self.stream], args=[self.maxlen, *map(_compact, batch)])
 
     def close(self) -> None:
         super().close()
