@@ -482,16 +482,26 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
     async def healthz():
         return {"status": "ok"}
 
+    async def _ping(fn) -> bool:
+        # a hung Redis would hold a probe for the client's socket timeout (5 s): answer in 1 s
+        try:
+            return bool(await asyncio.wait_for(asyncio.to_thread(fn), 1.0))
+        except Exception:
+            return False
+
     @app.get("/readyz", tags=["ops"])
     async def readyz():
         checks = {"model_loaded": holder.policy is not None}
         if s.redis_url:
-            ok = await asyncio.to_thread(cells.ping) if store_kind == "redis" else True
+            ok = await _ping(cells.ping) if store_kind == "redis" else True
             if registry is not None and hasattr(registry, "ping"):
-                ok = ok and await asyncio.to_thread(registry.ping)
+                ok = ok and await _ping(registry.ping)
             checks["redis"] = ok
         ready = all(checks.values())
-        return JSONResponse({"ready": ready, "checks": checks, "policy_version": holder.version},
+        # degraded but serving: the sink holds transitions while its writes fail
+        sink_state = {"healthy": getattr(sink, "healthy", True), "buffered": len(sink)}
+        return JSONResponse({"ready": ready, "checks": checks, "policy_version": holder.version,
+                             "transitions_sink": sink_state},
                             status_code=200 if ready else 503)
 
     @app.get("/v1/policy", tags=["ops"], summary="The policy in service")
