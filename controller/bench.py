@@ -6,10 +6,16 @@ Phases (one JSON line of figures at the end):
    request's *scheduled* send time, so a stall is not hidden by the client waiting (no
    coordinated omission) -> ``p99_ms_at_1000rps``;
 3. max throughput: ``connections`` closed-loop connections -> ``max_rps``;
-4. batch: serial batch requests of ``batch_size`` cells -> ``batch_decisions_per_s``, and the
+4. batch: serial batch requests of ``batch_size`` cells -> ``batch_decisions_per_s`` (and per
+   server CPU-second, ``batch_decisions_per_server_cpu_s``), and the
    same through the columnar endpoint -> ``columns_decisions_per_s``;
 5. hot-swap: the fixed-rate load again while the registry promotes a new policy ``swaps`` times
    -> ``hotswap_p99_ms``, ``hotswap_failed``, versions seen and publish-to-serving delay.
+Next to the wall-clock figures, the server's own CPU time (user + system of the controller
+process, all threads, from /proc) per request or decision: ``serial_server_cpu_us_per_request``,
+``requests_per_server_cpu_s``, ``batch_decisions_per_server_cpu_s``,
+``columns_decisions_per_server_cpu_s``. On a shared, loaded machine these move far less than the
+wall-clock ones (they include the transition writer thread and the kernel's socket work).
 The client speaks raw HTTP/1.1 over keep-alive sockets (~20 us per request), because a
 general-purpose client (httpx) costs more per request than the controller itself.
 """
@@ -47,7 +53,7 @@ class BenchConfig:
     connections: int = 16
     rate_connections: int = 8
     batch_size: int = 1000
-    batch_requests: int = 20
+    batch_requests: int = 40
     swaps: int = 6
     use_redis: bool = True
     cells: int = 256
