@@ -69,7 +69,7 @@ class DecisionEngine:
         self.eps, self.budget = explore_epsilon, explore_budget
         self.rng = np.random.default_rng(explore_seed)
         self._scales = [float(s) for s in STATE_SCALES]
-        self._scales_np = STATE_SCALES.astype(np.float32)
+        self._scales64 = STATE_SCALES.astype(np.float64)
         self._id_prefix = os.urandom(4).hex()
         self._counter = 0
         self._alloc_cache: dict[int, str] = {}
@@ -280,7 +280,11 @@ class DecisionEngine:
         g = np.minimum(self.gmin + self.sigma * windows, self.gmax)
         reward = np.where(utility < g, 0.0,
                           np.where(utility < self.gmax, 1.0, 1.0 + (utility - self.gmax) / 2))
-        states = (arrived / self._scales_np).astype(np.float32)
+        # float64 states for memory and transitions (the same numbers as the single-report
+        # path, and their short decimal reprs keep the transition writer cheap: a float32
+        # value printed as float64 takes 17 digits); float32 only for the model
+        states64 = arrived / self._scales64
+        states = states64.astype(np.float32)
         policy = self.holder.policy  # read once: the whole batch runs on this model
         fallback = np.zeros(n, dtype=bool)
         if policy is None:
@@ -304,7 +308,7 @@ class DecisionEngine:
                     explored[i] = True
             self.m.explored.inc(int(explored.sum()))
         version = policy.version if policy is not None else FALLBACK_VERSION
-        st_l, act_l = states.tolist(), actions.tolist()
+        st_l, act_l = states64.tolist(), actions.tolist()
         fb_l, ex_l = fallback.tolist(), explored.tolist()
         any_fb, any_ex = bool(fallback.any()), bool(explored.any())
         vers = [FALLBACK_VERSION if f else version for f in fb_l] if any_fb else [version] * n
@@ -337,7 +341,7 @@ class DecisionEngine:
             r_sel = reward[sel]
             self.sink.put_batch(TransitionBatch(
                 [ids[i] for i in idx], [wins[i] for i in idx], prev_states, acts, r_sel,
-                utility[sel], states[sel], arrived[sel], sla[sel], se[sel], pvers, pfb, pex,
+                utility[sel], states64[sel], arrived[sel], sla[sel], se[sel], pvers, pfb, pex,
                 time.time()))
             self._pending_closed += len(idx)
             self._pending_reward += float(r_sel.sum())

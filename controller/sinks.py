@@ -27,6 +27,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Iterable
+from itertools import repeat
 from typing import NamedTuple
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,11 @@ class TransitionBatch(NamedTuple):
     def expand(self) -> list[Transition]:
         r, u, ns = self.reward.tolist(), self.utility.tolist(), self.next_state.tolist()
         ar, sl, se = self.arrived.tolist(), self.sla_met.tolist(), self.se.tolist()
-        return [Transition(self.cell_id[i], self.window[i], self.state[i], self.action[i], r[i],
-                           u[i], ns[i], ar[i], sl[i], se[i], self.policy_version[i],
-                           self.fallback[i], self.explored[i], self.ts)
-                for i in range(len(self.cell_id))]
+        # zip + _make build the rows in C (a NamedTuple's __new__ is a Python call per row)
+        return list(map(Transition._make, zip(
+            self.cell_id, self.window, self.state, self.action, r, u, ns, ar, sl, se,
+            self.policy_version, self.fallback, self.explored, repeat(self.ts, len(self.cell_id)),
+            strict=True)))
 
 
 def cell_number(cell_id: str) -> int:
