@@ -177,9 +177,26 @@ class DatasetStore:
                 self._cache_ids = [np.concatenate(self._cache_ids)]
             data = self._cache[0] if self._cache else Transitions.empty()
             ids = self._cache_ids[0] if self._cache_ids else np.zeros(0, np.str_)
+        keep = first_of_each_window(data)
+        if keep is not None:
+            data, ids = data[keep], ids[keep]
         if last is not None and last < len(data):
             data, ids = data[len(data) - last:], ids[len(ids) - last:]
         return data, ids
+
+
+def first_of_each_window(data: Transitions) -> np.ndarray | None:
+    """Rows to keep so each (cell, window) appears once, or None when there is no duplicate.
+
+    A Redis write whose reply was lost is sent again by the controller's sink, so the stream can
+    hold the same transition under two stream ids; training must see it once."""
+    if len(data) < 2:
+        return None
+    keys = np.stack([data.cell, data.window], axis=1)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    if len(first) == len(data):
+        return None
+    return np.sort(first)
 
 
 def holdout_mask(ids: np.ndarray, fraction: float) -> np.ndarray:
