@@ -855,6 +855,20 @@ def check_closed_loop(stack: LocalStack, prom: str) -> None:
         30, "Prometheus to see the twin reload")
     wait_for(lambda: has_series(prom, 'slicetwin_twin_model_loaded{job="twin"} == 1'), 30,
              "Prometheus to see a twin served")
+    # the trainer's own metrics, scraped by the compose job, tell the same story as its JSON line
+    promoted = str(cycle["promoted"]).lower()
+    wait_for(lambda: has_series(
+        prom, f'slicetwin_trainer_policy_published_info{{job="trainer",'
+              f'version="{cycle["policy_version"]}",promoted="{promoted}"}} == 1'),
+        30, "Prometheus to see the trainer's published policy")
+    decision = "promote" if cycle["promoted"] else "refuse"
+    wait_for(lambda: has_series(
+        prom, f'slicetwin_trainer_gate_decisions_total{{job="trainer",decision="{decision}"}} >= 1'),
+        30, "Prometheus to see the gate decision")
+    wait_for(lambda: has_series(
+        prom, f'slicetwin_twin_model_info{{job="twin",version="{cycle["twin_version"]}"}} == 1'),
+        30, "Prometheus to see the twin version served")
+    assert has_series(prom, 'slicetwin_trainer_cycle_duration_seconds_count{job="trainer"} >= 1')
 
 
 def has_series(base: str, q: str) -> bool:
