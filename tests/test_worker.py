@@ -234,7 +234,7 @@ def fitted():
     data = to_transitions(decode(encode(t)) for t in sim_transitions(cells=4, windows=200, seed=8))
     ids = np.asarray([f"1-{i}" for i in range(len(data))])
     held = holdout_mask(ids, 0.15)
-    s = WorkerSettings(twin_epochs=20, twin_fit_seconds=4.0)
+    s = WorkerSettings(twin_epochs=20, twin_fit_seconds=120.0)
     twin, _ = fit_twin(data[~held], s, seed=0)
     return twin, data, np.flatnonzero(held)
 
