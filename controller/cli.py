@@ -46,7 +46,15 @@ def controller(
         gc.set_threshold(s.gc_gen0_threshold, *gc.get_threshold()[1:])
     gc.collect()
     gc.freeze()
-    uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level,
+    http = "auto"  # httptools when installed
+    if s.coalesce_writes:
+        try:
+            from controller.server import CoalescingHttpToolsProtocol
+
+            http = CoalescingHttpToolsProtocol
+        except ImportError:  # no httptools: uvicorn's h11
+            pass
+    uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level, http=http,
                 access_log=False, workers=1)
 
 

@@ -64,6 +64,8 @@ class ControllerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "warning"
+    coalesce_writes: bool = Field(True, description="send a response's head and body in one "
+                                  "socket write (controller/server.py); false: stock uvicorn")
     gc_gen0_threshold: int = Field(100_000, ge=0, description="gen-0 threshold of Python's "
                                    "cyclic GC in the controller process (0: Python's 700); "
                                    "a batch allocates thousands of objects, and at 700 the "
