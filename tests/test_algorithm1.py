@@ -169,3 +169,23 @@ def test_twin_env_penalises_and_truncates_uncertain_model_steps():
     n_done = int(buf.done[: len(buf)].sum())
     assert n_done > 0
     assert len(buf) < 64 * 4  # truncated rollouts stored fewer than length x batch rows
+
+
+def test_real_ratio_ramp_phases_the_model_out():
+    cfg = Algorithm1Config(mode="branched", real_ratio=0.2, real_ratio_end=1.0, real_ratio_ramp=80)
+    assert cfg.real_ratio_at(0) == pytest.approx(0.2)
+    assert cfg.real_ratio_at(40) == pytest.approx(0.6)
+    assert cfg.real_ratio_at(10_000) == pytest.approx(1.0)
+    assert Algorithm1Config(real_ratio=0.3).real_ratio_at(10_000) == 0.3  # no ramp: constant
+    with pytest.raises(ValueError, match="real_ratio_end"):
+        Algorithm1Config(real_ratio_end=1.5)
+    # once the ramp reaches 1.0 the twin is neither refitted nor rolled out any more
+    agent, _, real, twin, rng = _setup()
+    cfg = Algorithm1Config(mode="branched", iterations=5, real_steps=40, initial_collect=40,
+                           rollout_length=2, rollout_batch=16, rollout_every=20,
+                           updates_per_real=1.0, real_ratio=0.2, real_ratio_end=1.0,
+                           real_ratio_ramp=80)
+    res = algorithm1(agent, real, twin, cfg, rng)
+    assert twin.fits == 1  # iteration 0 at 40 interactions (ratio 0.6); at 80 the ratio is 1
+    assert res.twin_transitions == 2 * 16 * 2  # two branches in iteration 0 only
+    assert res.real_interactions == 40 + 5 * 40

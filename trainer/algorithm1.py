@@ -58,6 +58,10 @@ class Algorithm1Config:
     rollout_every: int = 50  # real interactions between branched rollouts
     updates_per_real: float = 2.0  # gradient steps per real interaction (branched mode)
     real_ratio: float = 0.1  # share of real transitions in each batch (MBPO uses 0.05)
+    real_ratio_end: float | None = None  # None: constant real_ratio; else it ramps linearly
+    #   from real_ratio to this over real_ratio_ramp real interactions (trust the model while
+    #   real data is scarce, then phase it out); at 1.0 branching and refits stop
+    real_ratio_ramp: int = 2_000
     uncertainty_penalty: float = 0.0  # λ: model reward r − λ·u (MOPO)
     max_uncertainty: float = float("inf")  # cut model transitions above this disagreement
 
@@ -72,6 +76,15 @@ class Algorithm1Config:
             raise ValueError("twin_steps, initial_collect and collect_steps must be >= 0")
         if not 0.0 <= self.real_ratio <= 1.0:
             raise ValueError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
+        if self.real_ratio_end is not None and not 0.0 <= self.real_ratio_end <= 1.0:
+            raise ValueError(f"real_ratio_end must be in [0, 1], got {self.real_ratio_end}")
+
+    def real_ratio_at(self, interactions: int) -> float:
+        """Share of real transitions per batch after ``interactions`` real interactions."""
+        if self.real_ratio_end is None:
+            return self.real_ratio
+        frac = min(max(interactions, 0) / max(self.real_ratio_ramp, 1), 1.0)
+        return self.real_ratio + frac * (self.real_ratio_end - self.real_ratio)
 
     def grad_steps_per_real(self, agent_train_every: float) -> float:
         """Gradient steps per real interaction this config spends in total (for the fair
@@ -185,7 +198,7 @@ def _branched(agent, real, twin, cfg, rng, on_iteration) -> Algorithm1Result:
     model_replay = ReplayBuffer(cfg.twin_buffer_size, agent.state_dim)
     learner = Learner(agent, rng, replay=real_replay, train_every=1.0 / cfg.updates_per_real,
                       sampler=lambda b, g: sample_mixed(real_replay, model_replay, b,
-                                                        cfg.real_ratio, g))
+                                                        cfg.real_ratio_at(real.interactions), g))
     twin_env = TwinEnv(twin, real, cfg.rollout_batch, rng, penalty=cfg.uncertainty_penalty,
                        max_uncertainty=cfg.max_uncertainty, sample=cfg.twin_sample)
     eps = _epsilon(agent, real, cfg)
@@ -194,12 +207,14 @@ def _branched(agent, real, twin, cfg, rng, on_iteration) -> Algorithm1Result:
         state, _ = run(learner, real, state, _steps(cfg.initial_collect, real.n), eps, learn=False)
     block = max(1, round(cfg.rollout_every / real.n))  # vector steps between branches
     for it in range(cfg.iterations):
-        if it % cfg.refit_every == 0:
+        use_model = cfg.real_ratio_at(real.interactions) < 1.0
+        if use_model and it % cfg.refit_every == 0:
             _fit(twin, real, cfg, res)
         left = _steps(cfg.real_steps, real.n)
         while left > 0:
             t0 = time.perf_counter()
-            _branch(agent, twin_env, model_replay, cfg)
+            if use_model:
+                _branch(agent, twin_env, model_replay, cfg)
             res.seconds["twin"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             state, _ = run(learner, real, state, min(block, left), eps)

@@ -51,6 +51,16 @@ class OnlineExperimentConfig:
     algorithm1: dict = field(default_factory=lambda: {
         "twin_steps": 300, "twin_eps": 0.5, "rollout_batch": 128, "rollout_length": 2,
         "refit_every": 2, "twin_sample": False})
+    # further overrides for --mode branched, applied after ``algorithm1`` (probes in
+    # docs/training.md): every 50 real interactions 128 rollouts of 3 steps from recorded real
+    # states (twin ε 0.3, ensemble-mean model, MOPO penalty λ = 1 × ensemble disagreement), a
+    # twin refit every round, and the agent's own gradient budget (0.25 steps per real
+    # interaction, like the baseline) with 20 % real rows per batch: more gradient steps made
+    # DQN worse, with or without the twin
+    algorithm1_branched: dict = field(default_factory=lambda: {
+        "rollout_length": 3, "rollout_batch": 128, "twin_eps": 0.3, "real_ratio": 0.2,
+        "updates_per_real": 0.25, "uncertainty_penalty": 1.0, "refit_every": 1,
+        "rollout_every": 50})
     twin_config: dict = field(default_factory=lambda: {"epochs": 40, "patience": 8,
                                                        "max_fit_seconds": 15.0})
     sim_profile: str | None = None  # SimConfig profile (None: the simulator default)
@@ -73,7 +83,7 @@ class OnlineExperimentConfig:
                     final_rounds=1, agent={"hidden": (64, 64), "learning_starts": 100,
                                            "eps_decay_steps": 400},
                     algorithm1={"twin_steps": 60, "rollout_batch": 32, "rollout_length": 3,
-                                "updates_per_real": 1.0},
+                                "updates_per_real": 1.0}, algorithm1_branched={},
                     twin_config={"epochs": 3, "patience": 2, "max_fit_seconds": 5.0,
                                  "ensemble": 2, "lstm_hidden": 16, "head_hidden": 16,
                                  "reward_hidden": (32, 32)})
@@ -101,6 +111,8 @@ def a1_config(cfg: OnlineExperimentConfig):
 
     a1 = Algorithm1Config(mode=cfg.mode, real_steps=cfg.round_size, initial_collect=cfg.round_size)
     a1 = replace(a1, **cfg.algorithm1)
+    if cfg.mode == "branched":
+        a1 = replace(a1, **cfg.algorithm1_branched)
     n_initial_rounds = a1.initial_collect // cfg.round_size
     return replace(a1, iterations=max(cfg.rounds - n_initial_rounds, 1))
 
