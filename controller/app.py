@@ -37,6 +37,7 @@ from controller.schemas import (
     columns,
     columns_from_columnar,
     fast_batch_columns,
+    fast_report,
 )
 from controller.settings import ControllerSettings
 from controller.sinks import FileSink, MemorySink, NullSink, RedisStreamSink
@@ -348,10 +349,12 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
     # them directly for POSTs (no routing, no dependency solving: about half the framework cost
     # of a single report); the FastAPI routes below call the same functions and carry the docs.
     def handle_report(raw: bytes) -> bytes | Response:
-        try:
-            rep = KPIReport.model_validate_json(raw)
-        except ValidationError as e:
-            return _bad_body(e)
+        rep = fast_report(raw)  # None: not the canonical form, pydantic decides
+        if rep is None:
+            try:
+                rep = KPIReport.model_validate_json(raw)
+            except ValidationError as e:
+                return _bad_body(e)
         try:
             body, _ = engine.decide(rep)
         except WindowConflict as e:

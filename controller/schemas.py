@@ -247,3 +247,25 @@ def fast_batch_columns(raw: bytes) -> Columns | None:
                    c[:, 0].astype(np.float64), c[:, 2].astype(np.float64),
                    np.array(se, dtype=np.float64),
                    allocs if any_alloc else [None] * len(reports))
+
+
+if msgspec is not None:
+    _REPORT_DECODER = msgspec.json.Decoder(_MReport)
+
+
+def fast_report(raw: bytes):
+    """A canonical, valid single report -> a struct with the attributes the decision engine
+    reads from ``KPIReport`` (cell_id, window, slices in the fixed order, allocation); None
+    for anything else (then ``KPIReport.model_validate_json`` decides and words the 422)."""
+    if msgspec is None:
+        return None
+    try:
+        rep = _REPORT_DECODER.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    a0, a1, a2 = rep.slices
+    if (a0.slice, a1.slice, a2.slice) != _ORDER or (
+            a0.sla_met_packets > a0.delivered_packets or a1.sla_met_packets > a1.delivered_packets
+            or a2.sla_met_packets > a2.delivered_packets):
+        return None
+    return rep

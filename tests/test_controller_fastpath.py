@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from controller.bench import ReportMaker
-from controller.schemas import BATCH_ADAPTER, columns, fast_batch_columns
+from controller.schemas import BATCH_ADAPTER, columns, fast_batch_columns, fast_report
 
 pytest.importorskip("msgspec")
 
@@ -58,3 +58,30 @@ def test_fast_path_refuses_nan():
                  ReportMaker(1, seed=0).batch(1), count=1)
     assert b"NaN" in raw
     assert fast_batch_columns(raw) is None
+
+
+def test_fast_report_matches_pydantic():
+    from slicetwin.schemas import KPIReport
+
+    mk = ReportMaker(4, seed=5)
+    for _ in range(10):
+        raw = mk.one()
+        a, b = fast_report(raw), KPIReport.model_validate_json(raw)
+        assert (a.cell_id, a.window, a.allocation) == (b.cell_id, b.window, b.allocation)
+        for x, y in zip(a.slices, b.slices, strict=True):
+            assert (x.slice, x.arrived_packets, x.delivered_packets, x.sla_met_packets,
+                    x.spectral_efficiency) == (y.slice, y.arrived_packets, y.delivered_packets,
+                                               y.sla_met_packets, y.spectral_efficiency)
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda r: r["slices"].reverse(),
+    lambda r: r["slices"][0].__setitem__("slice", "1-000001"),  # S-NSSAI: pydantic maps it
+    lambda r: r["slices"][2].__setitem__("sla_met_packets", 10**6),
+    lambda r: r.__setitem__("window", "7"),
+    lambda r: r.__setitem__("extra", True),
+])
+def test_fast_report_steps_aside(mutate):
+    body = json.loads(ReportMaker(1, seed=4).one())
+    mutate(body)
+    assert fast_report(json.dumps(body).encode()) is None
