@@ -212,7 +212,10 @@ class DecisionEngine:
 
     # ------------------------------------------------------------------ single report
     def decide(self, rep: KPIReport) -> tuple[str, dict]:
-        """One report -> (JSON answer, summary). Raises WindowConflict / ReportError."""
+        """One report -> (JSON answer, summary). Raises WindowConflict / ReportError.
+
+        ``rep`` is a ``KPIReport`` or the msgspec struct of ``controller.schemas.fast_report``
+        (same attribute names; slices in the fixed order either way)."""
         cell_id, window = rep.cell_id, rep.window
         prev = self.cells.peek(cell_id) if self.cells.name == "local" else None
         if prev is not None and window <= prev.window:  # fail fast before any work
