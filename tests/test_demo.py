@@ -290,6 +290,9 @@ def test_demo_twin_service_serves_the_trainers_twin(tmp_path):
     s = _check_swap(out, r)
     twins = {c["twin_version"] for c in s["trainer"]["cycles"]}
     served = (s["twin_service"]["model_at_end"] or {}).get("version")
-    assert served in twins, (served, twins)
+    # a cycle still running at shutdown may already have published (and the service loaded) a
+    # newer twin than the completed cycles recorded; versions are timestamped, so compare order
+    assert served is not None and served.startswith("twin-"), served
+    assert served in twins or served > max(twins), (served, twins)
     assert all(c["twin_backend"] in ("http", "local") for c in s["trainer"]["cycles"])
     assert s["stopped"]["twin service"] == "stopped"
