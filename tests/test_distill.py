@@ -11,14 +11,7 @@ from slicetwin.actions import ActionCodec
 from trainer.distill import DistillConfig, distill, pool_states
 from trainer.export_onnx import compare_with_torch, export_policy
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on the shared 2-core machine torch's spinning threads cost 5x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class RegionTeacher(nn.Module):

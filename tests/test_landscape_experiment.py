@@ -12,13 +12,7 @@ from slicetwin.nets import QNetwork
 from trainer.experiments.distill import ToyAllocationEnv, TrainedAgent
 from trainer.experiments.landscape import LandscapeExperimentConfig, run
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_landscape_experiment_outputs(tmp_path):

@@ -11,14 +11,7 @@ import torch
 from slicetwin.nets import QNetwork
 from trainer.offline import OfflineConfig, cql_term, proximal_term, train_offline
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on the shared 2-core machine torch's spinning threads cost 5x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _params(net):
