@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from twin_service.limits import BodyLimitMiddleware
 from twin_service.metrics import MetricsMiddleware, TwinMetrics
 from twin_service.model import TwinHolder
 from twin_service.routes import router
@@ -70,4 +71,5 @@ def create_app(settings: TwinServiceSettings | None = None, holder: TwinHolder |
                    "type": str(e.get("type", "value_error"))} for e in exc.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     return app

@@ -26,6 +26,7 @@ class TwinServiceSettings(BaseSettings):
                                 AliasChoices("hmac_key", "SLICETWIN_TWIN_HMAC_KEY",
                                              "SLICETWIN_HMAC_KEY"),
                                 description="shared registry signing key")
+    max_body_bytes: int = Field(64 * 2**20, gt=0, description="larger request bodies get 413")
     max_batch: int = Field(65536, ge=1, description="largest rollouts count per batch request")
     max_history: int = Field(64, ge=1, description="longest history window accepted")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads (0: torch default); "
