@@ -357,15 +357,19 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
                 return _bad_body(e)
         try:
             body, _ = engine.decide(rep)
-        except WindowConflict as e:
-            return _conflict(e, False)
-        except ReportError as e:
-            return _report_error(e)
         except Exception as e:
-            if _is_store_error(e):
-                return _cell_store_error(e)
-            raise
+            return _decision_error(e, False)
         return body.encode()
+
+    def _decision_error(e: Exception, batch: bool) -> Response:
+        """The one mapping of decision-path failures to answers; anything else propagates."""
+        if isinstance(e, WindowConflict):
+            return _conflict(e, batch)
+        if isinstance(e, ReportError):
+            return _report_error(e)
+        if _is_store_error(e):
+            return _cell_store_error(e)
+        raise e
 
     def _too_many(n: int, loc: str) -> JSONResponse:
         m.errors.labels("too_large").inc()
@@ -389,14 +393,8 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
             parts = engine.decide_batch(cols)
         except ColumnError as e:
             return _report_error(ReportError(e.loc, str(e)))
-        except WindowConflict as e:
-            return _conflict(e, True)
-        except ReportError as e:
-            return _report_error(e)
         except Exception as e:
-            if _is_store_error(e):
-                return _cell_store_error(e)
-            raise
+            return _decision_error(e, True)
         return ('{"decisions":[' + ",".join(parts) + "]}").encode()
 
     def handle_columns(raw: bytes) -> bytes | Response:
@@ -435,14 +433,8 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
             return _bad_body(e, ("body", "measurements"))
         try:
             _, d = engine.decide(rep)
-        except WindowConflict as e:
-            return _conflict(e, False)
-        except ReportError as e:
-            return _report_error(e)
         except Exception as e:
-            if _is_store_error(e):
-                return _cell_store_error(e)
-            raise
+            return _decision_error(e, False)
         units = codec.decode(d["action"])
         return JSONResponse({
             "cell_id": rep.cell_id, "window": rep.window, "decision_id": d["decision_id"],
