@@ -126,6 +126,21 @@ def run_gnb(cfg: GnbConfig, keep_answers: bool = False) -> GnbSummary:
         s.failed_requests += 1
         s.errors[kind] = s.errors.get(kind, 0) + 1
 
+    def post(path: str, content: str) -> httpx.Response | None:
+        """One timed request; a transport error or a non-200 is counted and gives None."""
+        t = time.perf_counter()
+        try:
+            r = client.post(path, content=content)
+        except httpx.HTTPError as e:
+            note_error(type(e).__name__)
+            return None
+        lat.append(time.perf_counter() - t)
+        s.requests += 1
+        if r.status_code != 200:
+            note_error(str(r.status_code))
+            return None
+        return r
+
     def apply(i: int, ans: dict) -> None:
         s.decisions += 1
         s.fallback_decisions += bool(ans.get("fallback"))
@@ -166,34 +181,15 @@ def run_gnb(cfg: GnbConfig, keep_answers: bool = False) -> GnbSummary:
             reports = kpis.to_reports(ids, w0 + k, applied, simcfg)
             bodies = [r.model_dump_json(exclude_none=True) for r in reports]
             if cfg.batch:
-                t = time.perf_counter()
-                try:
-                    r = client.post("/v1/reports:batch",
-                                    content='{"reports":[' + ",".join(bodies) + "]}")
-                except httpx.HTTPError as e:
-                    note_error(type(e).__name__)
-                    continue
-                lat.append(time.perf_counter() - t)
-                s.requests += 1
-                if r.status_code != 200:
-                    note_error(str(r.status_code))
-                    continue
-                for i, ans in enumerate(r.json()["decisions"]):
-                    apply(i, ans)
+                r = post("/v1/reports:batch", '{"reports":[' + ",".join(bodies) + "]}")
+                if r is not None:
+                    for i, ans in enumerate(r.json()["decisions"]):
+                        apply(i, ans)
             else:
                 for i, body in enumerate(bodies):
-                    t = time.perf_counter()
-                    try:
-                        r = client.post("/v1/reports", content=body)
-                    except httpx.HTTPError as e:
-                        note_error(type(e).__name__)
-                        continue
-                    lat.append(time.perf_counter() - t)
-                    s.requests += 1
-                    if r.status_code != 200:
-                        note_error(str(r.status_code))
-                        continue
-                    apply(i, r.json())
+                    r = post("/v1/reports", body)
+                    if r is not None:
+                        apply(i, r.json())
             if cfg.progress:
                 bar.set_postfix(utility=f"{util[-1]:.3f}", fb=s.fallback_decisions)
     s.seconds = time.perf_counter() - t_start
