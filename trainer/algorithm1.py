@@ -51,6 +51,8 @@ class Algorithm1Config:
     twin_eps: float = 0.3  # ε of the policy acting in the twin (exploration is free there)
     twin_train_every: float = 0.5  # twin transitions per agent-2 gradient step (paper mode)
     real_eps_decay_steps: int | None = None  # ε decay for agent 1; None: the agent's own
+    collect_eps: float | None = None  # ε of the initial collection; None: agent 1's schedule
+    max_interactions: int | None = None  # stop the run at this many real interactions
     twin_buffer_size: int = 20_000  # replay of model transitions
     twin_sample: bool | None = False  # twin rollouts: False = ensemble mean (less noisy
     #   targets), True = sample a member and its Gaussian (generative), None = the twin's default
@@ -64,6 +66,11 @@ class Algorithm1Config:
     real_ratio_ramp: int = 2_000
     uncertainty_penalty: float = 0.0  # λ: model reward r − λ·u (MOPO)
     max_uncertainty: float = float("inf")  # cut model transitions above this disagreement
+    # --- both modes ---
+    counterfactual_actions: int = 0  # K: at every twin state also try K random actions without
+    #   advancing (the same window replayed under other allocations, which only a model allows);
+    #   all K labelled transitions go to the model replay, the rollout continues with the
+    #   policy's own action. 0 = the paper's one action per twin step
 
     def __post_init__(self) -> None:
         if self.mode not in ("paper", "branched"):
@@ -74,6 +81,12 @@ class Algorithm1Config:
             raise ValueError("iterations, real_steps, rollout_length, rollout_batch must be > 0")
         if self.twin_steps < 0 or self.initial_collect < 0 or self.collect_steps < 0:
             raise ValueError("twin_steps, initial_collect and collect_steps must be >= 0")
+        if self.collect_eps is not None and not 0.0 <= self.collect_eps <= 1.0:
+            raise ValueError(f"collect_eps must be in [0, 1], got {self.collect_eps}")
+        if self.max_interactions is not None and self.max_interactions <= 0:
+            raise ValueError("max_interactions must be > 0")
+        if self.counterfactual_actions < 0:
+            raise ValueError("counterfactual_actions must be >= 0")
         if not 0.0 <= self.real_ratio <= 1.0:
             raise ValueError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
         if self.real_ratio_end is not None and not 0.0 <= self.real_ratio_end <= 1.0:
@@ -135,6 +148,19 @@ def _epsilon(agent: DQNAgent, real: RealEnv, cfg: Algorithm1Config) -> Callable[
     return lambda: c.eps_start + min(real.interactions / max(decay, 1), 1.0) * (c.eps_end - c.eps_start)
 
 
+def _collect_eps(it: int, eps: Callable[[], float], cfg: Algorithm1Config) -> Callable[[], float]:
+    if it == 0 and cfg.collect_eps is not None:
+        return lambda: cfg.collect_eps
+    return eps
+
+
+def _budget(real: RealEnv, cfg: Algorithm1Config, n: int) -> int:
+    """``n`` real interactions, cut to what ``max_interactions`` leaves."""
+    if cfg.max_interactions is None:
+        return n
+    return max(0, min(n, cfg.max_interactions - real.interactions))
+
+
 def _fit(twin: Any, real: RealEnv, cfg: Algorithm1Config, res: Algorithm1Result) -> None:
     t0 = time.perf_counter()
     res.fits.append(twin.fit(real.transitions(last=cfg.refit_size)))
@@ -152,10 +178,11 @@ def _paper(agent1, real, twin, cfg, rng, on_iteration, on_blend) -> Algorithm1Re
     state = real.reset()
     for it in range(cfg.iterations):
         # 1. collect with π1 (stored in agent 1's replay; no gradient steps)
-        n_collect = cfg.initial_collect if it == 0 else cfg.collect_steps
+        n_collect = _budget(real, cfg, cfg.initial_collect if it == 0 else cfg.collect_steps)
         t0 = time.perf_counter()
         if n_collect:
-            state, _ = run(learner1, real, state, _steps(n_collect, real.n), eps, learn=False)
+            state, _ = run(learner1, real, state, _steps(n_collect, real.n),
+                           _collect_eps(it, eps, cfg), learn=False)
         res.seconds["real"] += time.perf_counter() - t0
         # 2. fit the twin on the newest real data
         if it % cfg.refit_every == 0:
@@ -164,8 +191,7 @@ def _paper(agent1, real, twin, cfg, rng, on_iteration, on_blend) -> Algorithm1Re
         t0 = time.perf_counter()
         done, stalls = 0, 0
         while done < cfg.twin_steps:
-            s = twin_env.reset()
-            run(learner2, twin_env, s, cfg.rollout_length, lambda: cfg.twin_eps, learn=False)
+            _branch(agent2, twin_env, learner2.replay, cfg)
             owed = int(round(cfg.rollout_batch * cfg.rollout_length / cfg.twin_train_every))
             k = learner2.train(min(max(owed, 1), cfg.twin_steps - done))
             stalls = stalls + 1 if k == 0 else 0
@@ -180,12 +206,16 @@ def _paper(agent1, real, twin, cfg, rng, on_iteration, on_blend) -> Algorithm1Re
         agent1.blend_from(agent2, cfg.zeta)
         # 5. agent 1 trains T steps in the real environment, ε-greedy
         t0 = time.perf_counter()
-        state, _ = run(learner1, real, state, _steps(cfg.real_steps, real.n), eps)
+        n_real = _budget(real, cfg, cfg.real_steps)
+        if n_real:
+            state, _ = run(learner1, real, state, _steps(n_real, real.n), eps)
         res.seconds["real"] += time.perf_counter() - t0
         # 6. agent 2 ← agent 1
         agent2.copy_from(agent1)
         if on_iteration is not None:
             on_iteration(it)
+        if _budget(real, cfg, 1) == 0:
+            break
     res.real_interactions = real.interactions
     res.real_grad_steps = learner1.updates
     res.twin_transitions = twin_env.steps
@@ -203,14 +233,16 @@ def _branched(agent, real, twin, cfg, rng, on_iteration) -> Algorithm1Result:
                        max_uncertainty=cfg.max_uncertainty, sample=cfg.twin_sample)
     eps = _epsilon(agent, real, cfg)
     state = real.reset()
-    if cfg.initial_collect:
-        state, _ = run(learner, real, state, _steps(cfg.initial_collect, real.n), eps, learn=False)
+    n_collect = _budget(real, cfg, cfg.initial_collect)
+    if n_collect:
+        state, _ = run(learner, real, state, _steps(n_collect, real.n), _collect_eps(0, eps, cfg),
+                       learn=False)
     block = max(1, round(cfg.rollout_every / real.n))  # vector steps between branches
     for it in range(cfg.iterations):
         use_model = cfg.real_ratio_at(real.interactions) < 1.0
         if use_model and it % cfg.refit_every == 0:
             _fit(twin, real, cfg, res)
-        left = _steps(cfg.real_steps, real.n)
+        left = _steps(_budget(real, cfg, cfg.real_steps), real.n)
         while left > 0:
             t0 = time.perf_counter()
             if use_model:
@@ -222,6 +254,8 @@ def _branched(agent, real, twin, cfg, rng, on_iteration) -> Algorithm1Result:
             left -= block
         if on_iteration is not None:
             on_iteration(it)
+        if _budget(real, cfg, 1) == 0:
+            break
     res.real_interactions = real.interactions
     res.real_grad_steps = learner.updates
     res.twin_transitions = twin_env.steps
@@ -230,11 +264,21 @@ def _branched(agent, real, twin, cfg, rng, on_iteration) -> Algorithm1Result:
 
 def _branch(agent: DQNAgent, twin_env: TwinEnv, buf: ReplayBuffer, cfg: Algorithm1Config) -> None:
     """Short rollouts from real states with the current policy into the model buffer; a rollout
-    stops at its first over-uncertain transition (stored as terminal: no bootstrap through it)."""
+    stops at its first over-uncertain transition (stored as terminal: no bootstrap through it).
+    With ``counterfactual_actions`` = K, every visited state is also tried under K random
+    actions (not advanced), each stored as its own model transition."""
     s = twin_env.reset()
     alive = np.ones(twin_env.n, bool)
+    k = cfg.counterfactual_actions
     for _ in range(cfg.rollout_length):
         a = agent.act(s, cfg.twin_eps, twin_env.rng)
+        if k:
+            extra = twin_env.rng.integers(0, agent.n_actions, size=(twin_env.n, k))
+            cf = twin_env.branch(extra)
+            rows = np.repeat(alive, k)
+            d = cf.done if cf.done is not None else np.zeros(len(rows), np.float32)
+            buf.add(np.repeat(s, k, axis=0)[rows], extra.reshape(-1)[rows], cf.reward[rows],
+                    cf.next_state[rows], d[rows])
         out = twin_env.step(a)
         d = out.done if out.done is not None else np.zeros(twin_env.n, np.float32)
         buf.add(s[alive], a[alive], out.reward[alive], out.next_state[alive], d[alive])

@@ -137,6 +137,16 @@ class TwinEnv:
     def step(self, actions: np.ndarray) -> EnvStep:
         out = self.twin.step(np.asarray(actions, np.int64), t=self.real.interactions)
         self.steps += self.n
+        return self._env_step(out)
+
+    def branch(self, actions: np.ndarray) -> EnvStep:
+        """(B, K) actions tried from the current states without advancing; (B*K,) rows."""
+        actions = np.asarray(actions, np.int64)
+        out = self.twin.branch(actions, t=self.real.interactions)
+        self.steps += actions.size
+        return self._env_step(out)
+
+    def _env_step(self, out: Any) -> EnvStep:
         u = np.asarray(out.uncertainty, np.float32)
         r = np.asarray(out.reward, np.float32) - self.penalty * u
         done = (u > self.max_uncertainty).astype(np.float32)

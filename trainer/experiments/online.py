@@ -116,8 +116,9 @@ def a1_config(cfg: OnlineExperimentConfig):
     a1 = replace(a1, **cfg.algorithm1)
     if cfg.mode == "branched":
         a1 = replace(a1, **cfg.algorithm1_branched)
-    n_initial_rounds = a1.initial_collect // cfg.round_size
-    return replace(a1, iterations=max(cfg.rounds - n_initial_rounds, 1))
+    total = cfg.rounds * cfg.round_size
+    left = max(total - a1.initial_collect, 0)
+    return replace(a1, iterations=max(math.ceil(left / a1.real_steps), 1), max_interactions=total)
 
 
 def _sim_config(cfg: OnlineExperimentConfig):

@@ -89,6 +89,27 @@ class TwinRollouts:
         out = self.predict(states, acts, t=tt, seed=self.next_seed(), sample=self._sample)
         return self._advance(states, acts, out)
 
+    def branch(self, actions: np.ndarray, t: int | None = None) -> TwinStep:
+        """Try K actions from every rollout's current state *without advancing* (B, K) -> TwinStep
+        of (B*K,) rows, row-major (rollout i, action k at row i*K + k).
+
+        This is what only a model allows: the same window replayed under many allocations (a
+        counterfactual), so an agent learns Q for K actions per state instead of the one it took.
+        """
+        if self._cur is None:
+            raise RuntimeError("call reset() before branch()")
+        actions = np.asarray(actions, dtype=np.int64)
+        if actions.ndim != 2 or len(actions) != len(self._cur):
+            raise ValueError(f"expected actions of shape ({len(self._cur)}, K), got {actions.shape}")
+        k = actions.shape[1]
+        tt = self._t if t is None else t
+        states = np.repeat(np.concatenate([self._past_s, self._cur[:, None]], axis=1), k, axis=0)
+        acts = np.concatenate([np.repeat(self._past_a, k, axis=0), actions.reshape(-1, 1)], axis=1)
+        out = self.predict(states, acts, t=tt, seed=self.next_seed(), sample=self._sample)
+        kpis = {n: v for n, v in out.items()
+                if n not in ("next_state", "reward", "utility", "uncertainty")}
+        return TwinStep(out["next_state"], out["reward"], out["utility"], out["uncertainty"], kpis)
+
     def _advance(self, states: np.ndarray, acts: np.ndarray, out: dict) -> TwinStep:
         keep = self.history_len - 1
         self._past_s = states[:, states.shape[1] - keep:] if keep else states[:, :0]
