@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trainer.experiments.online import interactions_to
+import numpy as np
+
+from trainer.experiments.online import first_crossing, interactions_to
 
 ROOT = Path(__file__).resolve().parents[1]
 SLICETWIN = [sys.executable, "-c", "from slicetwin.cli import main; main()"]
@@ -27,8 +29,13 @@ def test_experiment_online_quick_writes_csv_png_summary(tmp_path):
 
     csvs = sorted((out / "runs").glob("*.csv"))
     names = {p.stem for p in csvs}
-    assert names == {f"{v}_seed{s}" for v in ("ddqn_baseline", "ddqn_twin", "ddqn_baseline-matched",
-                                               "random_random") for s in (0, 1)}
+    learners = ("ddqn_baseline", "ddqn_twin", "ddqn_baseline-matched", "ddqn_baseline-twin-eps")
+    assert names == ({f"{v}_seed{s}" for v in (*learners, "random_random") for s in (0, 1)}
+                     | {f"{v}_seed{s}_greedy" for v in learners for s in (0, 1)})
+    with open(out / "runs" / "ddqn_twin_seed1_greedy.csv") as f:
+        curve = list(csv.DictReader(f))
+    # the greedy curve: every 40 interactions (quick), from 0 to the end of the run
+    assert [int(r["real_interactions"]) for r in curve] == list(range(0, 401, 40))
     with open(out / "runs" / "ddqn_twin_seed0.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["round"]) for r in rows] == [1, 2]
@@ -45,12 +52,19 @@ def test_experiment_online_quick_writes_csv_png_summary(tmp_path):
     assert s["oracle_utility"] > 0 and set(s["oracle_utility_per_seed"]) == {"0", "1"}
     by = {(c["algo"], c["variant"]): c for c in s["configs"]}
     assert set(by) == {("ddqn", "baseline"), ("ddqn", "twin"), ("ddqn", "baseline-matched"),
-                       ("random", "random")}
+                       ("ddqn", "baseline-twin-eps"), ("random", "random")}
     twin = by[("ddqn", "twin")]
     assert twin["twin"] is True and twin["seeds"] == 2
     for key in ("interactions_to_reward_0.8", "interactions_to_reward_0.9"):
-        assert len(twin[key]["per_seed"]) == 2 and "mean" in twin[key]
-        assert all(200 <= x <= 400 for x in twin[key]["per_seed"])
+        for k2 in (key, f"{key}_rounds", f"greedy_{key}"):
+            assert len(twin[k2]["per_seed"]) == 2 and "mean" in twin[k2]
+        # full resolution: a whole round's window (>= 200) and a multiple of the 4 cells
+        assert all(200 <= x <= 400 and x % 4 == 0 for x in twin[key]["per_seed"])
+        assert all(x in (200, 400) for x in twin[f"{key}_rounds"]["per_seed"])
+        assert f"{key}_ratio_to_baseline" in twin and f"{key}_ratio_to_baseline-twin-eps" in twin
+    # the twin variant really used counterfactual twin transitions, and counted none of them
+    run0 = twin["runs"][0]
+    assert run0["twin_transitions"] > run0["real_interactions"] == 400
     assert "mean" in twin["final_reward"] and "mean" in twin["final_utility"]
     assert len(twin["greedy_utility_vs_oracle"]["per_seed"]) == 2
     # fairness bookkeeping: the matched baseline spends what the twin variant spends in total
@@ -70,3 +84,17 @@ def test_interactions_to_flags_seeds_that_never_reach():
     # trailing moving average: 0.85 alone is not enough with smooth=2 ((0.1+0.85)/2 < 0.8)
     got2 = interactions_to([rows([0.1, 0.85, 0.9, 0.95])], 0.8, smooth=2)
     assert got2["per_seed"] == [600]
+
+
+def test_first_crossing_full_resolution_window():
+    # 4 cells per step; rewards 0 for 100 interactions, then 1: a 200-wide window reaches a
+    # mean of 0.8 once at most 40 zeros remain in it, i.e. at k = 260
+    r = np.concatenate([np.zeros(100), np.ones(300)])
+    assert first_crossing(r, 4, 200, 0.8) == 260
+    assert first_crossing(r, 4, 200, 1.0) == 300
+    # never reached, and too short for one full window
+    assert first_crossing(np.full(400, 0.5), 4, 200, 0.8) is None
+    assert first_crossing(np.ones(100), 4, 200, 0.8) is None
+    # a window is never shorter than `window`: early good luck does not count
+    lucky = np.concatenate([np.ones(40), np.zeros(200), np.ones(400)])
+    assert first_crossing(lucky, 4, 200, 0.8) == 240 + 160

@@ -64,9 +64,9 @@ class Algorithm1Config:
     #   from real_ratio to this over real_ratio_ramp real interactions (trust the model while
     #   real data is scarce, then phase it out); at 1.0 branching and refits stop
     real_ratio_ramp: int = 2_000
+    # --- both modes ---
     uncertainty_penalty: float = 0.0  # λ: model reward r − λ·u (MOPO)
     max_uncertainty: float = float("inf")  # cut model transitions above this disagreement
-    # --- both modes ---
     counterfactual_actions: int = 0  # K: at every twin state also try K random actions without
     #   advancing (the same window replayed under other allocations, which only a model allows);
     #   all K labelled transitions go to the model replay, the rollout continues with the
@@ -173,7 +173,8 @@ def _paper(agent1, real, twin, cfg, rng, on_iteration, on_blend) -> Algorithm1Re
     agent2 = agent1.clone()
     learner2 = Learner(agent2, rng, replay=ReplayBuffer(cfg.twin_buffer_size, agent1.state_dim),
                        train_every=cfg.twin_train_every)
-    twin_env = TwinEnv(twin, real, cfg.rollout_batch, rng, sample=cfg.twin_sample)
+    twin_env = TwinEnv(twin, real, cfg.rollout_batch, rng, penalty=cfg.uncertainty_penalty,
+                       max_uncertainty=cfg.max_uncertainty, sample=cfg.twin_sample)
     eps = _epsilon(agent1, real, cfg)
     state = real.reset()
     for it in range(cfg.iterations):

@@ -33,23 +33,46 @@ def experiment_online(
     workers: int = typer.Option(2, min=1, help="parallel worker processes (1 torch thread each)"),
     n_cells: int = typer.Option(4, min=1, help="simulator cells stepped together"),
     progress: bool = typer.Option(True, help="progress bars"),
+    a1: list[str] = typer.Option([], "--a1", help="Algorithm1Config override KEY=VALUE (JSON "
+                                 "value), e.g. --a1 counterfactual_actions=0 --a1 zeta=0.5; "
+                                 "repeat for several"),
 ) -> None:
     """Fig. 5/6: training curves, plain vs twin-enhanced (CSV per run, PNG, summary.json)."""
     import json as _json
+    from dataclasses import fields
 
+    from trainer.algorithm1 import Algorithm1Config
     from trainer.experiments.online import OnlineExperimentConfig, run_experiment
 
+    known = {f.name for f in fields(Algorithm1Config)} - {"mode"}
+    overrides = {}
+    for item in a1:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in known:
+            raise typer.BadParameter(f"--a1 expects KEY=VALUE with KEY one of {sorted(known)}, "
+                                     f"got {item!r}")
+        try:
+            overrides[key] = _json.loads(raw)
+        except ValueError:
+            raise typer.BadParameter(f"--a1 {key}: {raw!r} is not a JSON value") from None
     kw = dict(algos=tuple(algo), twin=twin, mode=mode, workers=workers, n_cells=n_cells)
     try:
         if quick:
             cfg = OnlineExperimentConfig.quick(**kw, seeds=min(seeds, 2), rounds=min(rounds, 3))
         else:
             cfg = OnlineExperimentConfig(**kw, seeds=seeds, rounds=rounds)
-    except ValueError as e:
+        cfg.algorithm1.update(overrides)
+        if cfg.mode == "branched":
+            cfg.algorithm1_branched.update(overrides)  # the command line wins over both
+        from trainer.experiments.online import a1_config
+
+        a1_config(cfg)  # validate the overrides now, not in a worker
+    except (ValueError, TypeError) as e:
         raise typer.BadParameter(str(e)) from e
     summary = run_experiment(cfg, out, progress=progress)
     brief = [{k: c[k] for k in ("algo", "variant", "seeds")}
              | {"to_0.8": c["interactions_to_reward_0.8"]["mean"],
+                "to_0.8_ratio": c.get("interactions_to_reward_0.8_ratio_to_baseline"),
                 "final_reward": round(c["final_reward"]["mean"], 4),
                 "final_utility": round(c["final_utility"]["mean"], 4),
                 "greedy_vs_oracle": c.get("greedy_utility_vs_oracle", {}).get("mean")}

@@ -69,6 +69,7 @@ class RealEnv:
         self._state: np.ndarray | None = None
         self._cells = np.arange(self.n, dtype=np.int64)
         self.times: list[tuple[int, float]] = []  # (interactions, perf_counter) after each step
+        self.observer: Any = None  # called with ``interactions`` after every step (evaluation)
 
     def reset(self) -> np.ndarray:
         self._state = self.env.reset()
@@ -95,6 +96,8 @@ class RealEnv:
         self._state = out.next_state
         if out.done is not None and np.any(out.done):
             self._state = None
+        if self.observer is not None:
+            self.observer(self.interactions)
         return out
 
     def transitions(self, last: int | None = None) -> Transitions:

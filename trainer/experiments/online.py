@@ -53,7 +53,13 @@ class OnlineExperimentConfig:
     # overrides of Algorithm1Config (what the probes in docs/training.md found to work)
     algorithm1: dict = field(default_factory=lambda: {
         "twin_steps": 300, "twin_eps": 0.5, "rollout_batch": 128, "rollout_length": 2,
-        "refit_every": 2, "twin_sample": False})
+        "refit_every": 2, "twin_sample": False,
+        # the twin used as a twin (probes in docs/training.md, 2026-12-01): 31 counterfactual
+        # actions tried at every twin state, MOPO penalty λ = 1, ζ = 0.2 (trust agent 2), and
+        # exploration moved into the twin: 100 random real interactions to fit it on, then
+        # agent 1 acts with ε = eps_end in the real network
+        "counterfactual_actions": 31, "uncertainty_penalty": 1.0, "zeta": 0.2,
+        "initial_collect": 100, "collect_eps": 1.0, "real_eps_decay_steps": 1})
     # further overrides for --mode branched, applied after ``algorithm1`` (probes in
     # docs/training.md): every 50 real interactions 128 rollouts of 3 steps from recorded real
     # states (twin ε 0.3, ensemble-mean model, MOPO penalty λ = 1 × ensemble disagreement), a
@@ -64,6 +70,15 @@ class OnlineExperimentConfig:
         "rollout_length": 3, "rollout_batch": 128, "twin_eps": 0.3, "real_ratio": 0.2,
         "updates_per_real": 0.25, "uncertainty_penalty": 1.0, "refit_every": 1,
         "rollout_every": 50})
+    # greedy evaluation curve (measurement only, never trained on): every ``curve_every`` real
+    # interactions up to ``curve_dense_until`` (then every round) the acting agent's greedy
+    # policy runs ``curve_windows`` windows on fixed held-out traffic (seed + 10,000), reward
+    # shaped at the current clock; a threshold counts as reached at the first point that holds
+    # for ``curve_hold`` consecutive evaluations
+    curve_every: int = 20
+    curve_dense_until: int = 2_000
+    curve_windows: int = 25
+    curve_hold: int = 2
     twin_config: dict = field(default_factory=lambda: {"epochs": 40, "patience": 8,
                                                        "max_fit_seconds": 15.0})
     sim_profile: str | None = None  # SimConfig profile (None: the simulator default)
@@ -86,7 +101,10 @@ class OnlineExperimentConfig:
                     final_rounds=1, agent={"hidden": (64, 64), "learning_starts": 100,
                                            "eps_decay_steps": 400},
                     algorithm1={"twin_steps": 60, "rollout_batch": 32, "rollout_length": 3,
-                                "updates_per_real": 1.0}, algorithm1_branched={},
+                                "updates_per_real": 1.0, "counterfactual_actions": 7,
+                                "initial_collect": 100, "collect_eps": 1.0,
+                                "real_eps_decay_steps": 1},
+                    algorithm1_branched={}, curve_every=40, curve_windows=5,
                     twin_config={"epochs": 3, "patience": 2, "max_fit_seconds": 5.0,
                                  "ensemble": 2, "lstm_hidden": 16, "head_hidden": 16,
                                  "reward_hidden": (32, 32)})
@@ -156,6 +174,9 @@ def _train(spec: RunSpec, real, on_round: Callable[[int], None] | None = None) -
                 on_round(real.interactions // cfg.round_size)
         return {"agent": None, "info": {"grad_steps": 0}}
     agent = make_agent(spec.algo, STATE_DIM, n_actions, seed=spec.seed, **cfg.agent)
+    curve = GreedyCurve(agent, cfg, spec.seed)
+    curve(0)
+    real.observer = curve
     if spec.variant == "twin":
         from trainer.algorithm1 import algorithm1
         from trainer.twin import Twin, TwinConfig
@@ -171,16 +192,34 @@ def _train(spec: RunSpec, real, on_round: Callable[[int], None] | None = None) -
                 "seconds": {k: round(v, 2) for k, v in res.seconds.items()},
                 "twin_fit_last": {k: v for k, v in (res.fits[-1] if res.fits else {}).items()
                                   if isinstance(v, (int, float))}}
-        return {"agent": agent, "info": info}
+        return {"agent": agent, "info": info, "curve": curve}
     learner = Learner(agent, rng, train_every=spec.train_every)
+    eps = twin_epsilon(agent, cfg) if spec.variant == "baseline-twin-eps" else \
+        (lambda t: agent.cfg.epsilon(t))
     state = real.reset()
     for r in range(cfg.rounds):
         state, _ = run(learner, real, state, cfg.round_size // real.n,
-                       lambda: agent.cfg.epsilon(real.interactions))
+                       lambda: eps(real.interactions))
         if on_round:
             on_round(r + 1)
     return {"agent": agent, "info": {"grad_steps": learner.updates,
-                                     "train_every": learner.train_every}}
+                                     "train_every": learner.train_every}, "curve": curve}
+
+
+def twin_epsilon(agent, cfg: OnlineExperimentConfig) -> Callable[[int], float]:
+    """The twin variant's real-network ε schedule (its random initial collection, then agent 1's
+    ε over ``real_eps_decay_steps``), for the baseline that explores exactly like it."""
+    a1 = a1_config(cfg)
+    c = agent.cfg
+    decay = a1.real_eps_decay_steps
+
+    def eps(t: int) -> float:
+        if t < a1.initial_collect and a1.collect_eps is not None:
+            return a1.collect_eps
+        if decay is None:
+            return c.epsilon(t)
+        return c.eps_start + min(t / max(decay, 1), 1.0) * (c.eps_end - c.eps_start)
+    return eps
 
 
 def _rounds_table(real, round_size: int, t_start: float) -> list[dict]:
@@ -197,6 +236,67 @@ def _rounds_table(real, round_size: int, t_start: float) -> list[dict]:
                      "mean_utility": round(float(data.utility[sl].mean()), 5),
                      "wall_time_s": round(float(times[min(j, len(times) - 1), 1] - t_start), 3)})
     return rows
+
+
+def first_crossing(reward: np.ndarray, n: int, window: int, thr: float) -> int | None:
+    """First interaction count k (a multiple of ``n``, the interactions per vector step, and
+    k >= ``window``) at which the mean reward of interactions (k - window, k] is >= ``thr``.
+
+    The training curve at full resolution: the mean over one round's worth of interactions,
+    tested after every step instead of only at round ends (None: never)."""
+    r = np.asarray(reward, np.float64)
+    if len(r) < window:
+        return None
+    c = np.concatenate([[0.0], np.cumsum(r)])
+    ks = np.arange(n * math.ceil(window / n), len(r) + 1, n)
+    hit = np.flatnonzero((c[ks] - c[ks - window]) / window >= thr - 1e-12)
+    return int(ks[hit[0]]) if len(hit) else None
+
+
+class GreedyCurve:
+    """The acting agent's greedy policy on fixed held-out traffic at fixed interaction counts
+    (hooked on ``RealEnv.observer``); measurement only: nothing here is trained on or counted."""
+
+    def __init__(self, agent, cfg: OnlineExperimentConfig, seed: int):
+        from slicetwin.sim import RanSimulator
+        from slicetwin.utility import RewardShaper
+
+        self.agent, self.cfg = agent, cfg
+        self.seed = seed + 10_000
+        self.sim = RanSimulator(_sim_config(cfg), n_cells=cfg.n_cells, seed=self.seed)
+        self.shaper = RewardShaper()
+        self.points: list[dict] = []
+        self._next = 0
+
+    def _due(self, k: int) -> bool:
+        return k >= self._next
+
+    def __call__(self, interactions: int) -> None:
+        if self.agent is None or not self._due(interactions):
+            return
+        c = self.cfg
+        step = c.curve_every if interactions < c.curve_dense_until else c.round_size
+        self._next = (interactions // step + 1) * step
+        s = self.sim.reset(self.seed)
+        rewards, utils = [], []
+        for _ in range(c.curve_windows):
+            s, k = self.sim.step_actions(self.agent.greedy(s))
+            u = np.asarray(k.utility, np.float64)
+            utils.append(u.mean())
+            rewards.append(self.shaper.reward(u, interactions).mean())
+        self.points.append({"real_interactions": int(interactions),
+                            "greedy_reward": round(float(np.mean(rewards)), 5),
+                            "greedy_utility": round(float(np.mean(utils)), 5)})
+
+    def crossing(self, thr: float) -> int | None:
+        """First evaluated interaction count from which ``curve_hold`` consecutive evaluations
+        have greedy reward >= thr (None: never)."""
+        r = np.array([p["greedy_reward"] for p in self.points])
+        h = max(1, self.cfg.curve_hold)
+        for i in range(len(r) - h + 1):
+            if (r[i:i + h] >= thr - 1e-12).all():
+                return self.points[i]["real_interactions"]
+        return None
 
 
 def greedy_utility(agent, cfg: OnlineExperimentConfig, seed: int) -> float:
@@ -243,8 +343,20 @@ def run_one(spec: RunSpec, out_dir: str, progress: bool = False) -> dict:
         w.writerows(rows)
     info = dict(trained["info"])
     info["real_interactions"] = real.interactions
+    reward = real.transitions().reward[: spec.cfg.rounds * spec.cfg.round_size]
+    info["crossing"] = {str(thr): first_crossing(reward, real.n, spec.cfg.round_size, thr)
+                        for thr in THRESHOLDS}
+    curve = trained.get("curve")
+    if curve is not None and curve.points:
+        info["greedy_crossing"] = {str(thr): curve.crossing(thr) for thr in THRESHOLDS}
+        info["greedy_curve"] = curve.points
     info["wall_time_s"] = round(time.perf_counter() - t0, 2)
     info["grad_steps_per_real"] = round(info["grad_steps"] / max(real.interactions, 1), 4)
+    if info.get("greedy_curve"):
+        with open(path.with_name(f"{spec.name}_greedy.csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(info["greedy_curve"][0]))
+            w.writeheader()
+            w.writerows(info["greedy_curve"])
     if trained["agent"] is not None and spec.cfg.eval_windows > 0:
         info["greedy_utility"] = greedy_utility(trained["agent"], spec.cfg, spec.seed)
     return {"algo": spec.algo, "variant": spec.variant, "seed": spec.seed, "rows": rows,
@@ -284,6 +396,9 @@ def specs(cfg: OnlineExperimentConfig) -> list[RunSpec]:
             out += [RunSpec(algo, "twin", s, cfg) for s in range(cfg.seeds)]
             out += [RunSpec(algo, "baseline-matched", s, cfg, train_every=1.0 / g)
                     for s in range(cfg.seeds)]
+            a1 = a1_config(cfg)
+            if a1.collect_eps is not None or a1.real_eps_decay_steps is not None:
+                out += [RunSpec(algo, "baseline-twin-eps", s, cfg) for s in range(cfg.seeds)]
     return out
 
 
@@ -304,6 +419,15 @@ def interactions_to(rows_per_seed: list[list[dict]], thr: float, smooth: int) ->
             reached.append(False)
     return {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)),
             "per_seed": per_seed, "reached": reached, "never_reached": int(sum(not x for x in reached))}
+
+
+def crossings_summary(values: list[int | None], total: list[int]) -> dict:
+    """Per-seed crossing points (None: never) in the summary's threshold format."""
+    per_seed = [int(v) if v is not None else int(t) for v, t in zip(values, total, strict=True)]
+    reached = [v is not None for v in values]
+    return {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)),
+            "per_seed": per_seed, "reached": reached,
+            "never_reached": int(sum(not x for x in reached))}
 
 
 def _mean_std(x) -> dict:
@@ -328,8 +452,17 @@ def summarise(results: list[dict], cfg: OnlineExperimentConfig,
         c = {"algo": algo, "variant": variant, "twin": variant == "twin",
              "mode": cfg.mode if variant == "twin" else None, "seeds": len(rs),
              "rounds": len(rows[0]), "smooth_rounds": cfg.smooth}
+        total = [r["info"]["real_interactions"] for r in rs]
         for thr in THRESHOLDS:
-            c[f"interactions_to_reward_{thr}"] = interactions_to(rows, thr, cfg.smooth)
+            key = f"interactions_to_reward_{thr}"
+            if all("crossing" in r["info"] for r in rs):
+                c[key] = crossings_summary([r["info"]["crossing"][str(thr)] for r in rs], total)
+            else:
+                c[key] = interactions_to(rows, thr, 1)
+            c[f"{key}_rounds"] = interactions_to(rows, thr, cfg.smooth)
+            if all("greedy_crossing" in r["info"] for r in rs):
+                c[f"greedy_{key}"] = crossings_summary(
+                    [r["info"]["greedy_crossing"][str(thr)] for r in rs], total)
         c["final_reward"] = _mean_std([np.mean([x["mean_reward"] for x in rw[-k:]]) for rw in rows])
         c["final_utility"] = _mean_std([np.mean([x["mean_utility"] for x in rw[-k:]]) for rw in rows])
         if all("greedy_utility" in r["info"] for r in rs):
@@ -340,7 +473,8 @@ def summarise(results: list[dict], cfg: OnlineExperimentConfig,
         c["grad_steps_per_real"] = float(np.mean([r["info"]["grad_steps_per_real"] for r in rs]))
         c["wall_time_s"] = _mean_std([r["info"]["wall_time_s"] for r in rs])
         c["runs"] = [{"seed": r["seed"], "csv": os.path.relpath(r["csv"], start=os.getcwd()),
-                      **{k2: v for k2, v in r["info"].items() if k2 != "greedy_utility"}}
+                      **{k2: v for k2, v in r["info"].items()
+                         if k2 not in ("greedy_utility", "greedy_curve")}}
                      for r in rs]
         configs.append(c)
     out = {"configs": configs, "oracle_utility": oracle,
@@ -348,13 +482,18 @@ def summarise(results: list[dict], cfg: OnlineExperimentConfig,
     for c in configs:
         if oracle:
             c["final_utility_vs_oracle"] = round(c["final_utility"]["mean"] / oracle, 4)
-    base = {c["algo"]: c for c in configs if c["variant"] == "baseline"}
-    for c in configs:
-        b = base.get(c["algo"])
-        if b is not None and c is not b:
+    for ref in ("baseline", "baseline-twin-eps"):
+        base = {c["algo"]: c for c in configs if c["variant"] == ref}
+        for c in configs:
+            b = base.get(c["algo"])
+            if b is None or c is b:
+                continue
             for thr in THRESHOLDS:
-                key = f"interactions_to_reward_{thr}"
-                c[f"{key}_ratio_to_baseline"] = round(c[key]["mean"] / max(b[key]["mean"], 1), 4)
+                for key in (f"interactions_to_reward_{thr}", f"interactions_to_reward_{thr}_rounds",
+                            f"greedy_interactions_to_reward_{thr}"):
+                    if key in c and key in b:
+                        c[f"{key}_ratio_to_{ref}"] = round(
+                            c[key]["mean"] / max(b[key]["mean"], 1), 4)
     out["setup"] = {k: v for k, v in asdict(cfg).items()}
     return out
 
@@ -368,28 +507,45 @@ def plot(results: list[dict], out: Path, cfg: OnlineExperimentConfig) -> list[Pa
 
     paths = []
     colors = {"baseline": "tab:blue", "baseline-matched": "tab:green", "twin": "tab:red",
-              "random": "tab:gray"}
+              "baseline-twin-eps": "tab:purple", "random": "tab:gray"}
     by_algo: dict[str, dict[str, list[list[dict]]]] = {}
+    curves: dict[str, dict[str, list[list[dict]]]] = {}
     for r in results:
         by_algo.setdefault(r["algo"], {}).setdefault(r["variant"], []).append(r["rows"])
+        if r["info"].get("greedy_curve"):
+            curves.setdefault(r["algo"], {}).setdefault(r["variant"], []).append(
+                r["info"]["greedy_curve"])
     randoms = by_algo.pop("random", {}).get("random")
     for algo, variants in (by_algo or {"random": {"random": randoms}}).items():
         if randoms is not None and algo != "random":
             variants = {**variants, "random": randoms}
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+        labels = {"twin": f"{algo} + twin ({cfg.mode})", "baseline": algo,
+                  "baseline-matched": f"{algo}, matched grad steps",
+                  "baseline-twin-eps": f"{algo}, twin's exploration", "random": "random"}
+        for variant, pts in curves.get(algo, {}).items():
+            n = min(len(p) for p in pts)
+            x = np.array([p["real_interactions"] for p in pts[0][:n]])
+            y = np.array([[p["greedy_utility"] for p in pp[:n]] for pp in pts])
+            m = y.mean(0)
+            half = 1.96 * y.std(0, ddof=1) / math.sqrt(len(y)) if len(y) > 1 else 0 * m
+            axes[2].plot(x, m, color=colors[variant], label=labels[variant])
+            axes[2].fill_between(x, m - half, m + half, color=colors[variant], alpha=0.2)
+        axes[2].set_xscale("symlog", linthresh=200)
+        axes[2].set_xlabel("real interactions (linear to 200, then log)")
+        axes[2].set_ylabel("greedy policy utility, held-out traffic")
+        axes[2].grid(alpha=0.3)
         for variant, runs in variants.items():
             n = min(len(x) for x in runs)
             x = np.array([row["real_interactions"] for row in runs[0][:n]]) / cfg.round_size
-            for ax, key in zip(axes, ("mean_reward", "mean_utility"), strict=True):
+            for ax, key in zip(axes[:2], ("mean_reward", "mean_utility"), strict=True):
                 y = np.array([[row[key] for row in rr[:n]] for rr in runs])
                 m = y.mean(0)
                 half = 1.96 * y.std(0, ddof=1) / math.sqrt(len(y)) if len(y) > 1 else 0 * m
-                label = {"twin": f"{algo} + twin ({cfg.mode})", "baseline": algo,
-                         "baseline-matched": f"{algo}, matched grad steps",
-                         "random": "random"}[variant]
+                label = labels[variant]
                 ax.plot(x, m, color=colors[variant], label=label)
                 ax.fill_between(x, m - half, m + half, color=colors[variant], alpha=0.2)
-        for ax, key in zip(axes, ("mean reward", "mean utility"), strict=True):
+        for ax, key in zip(axes[:2], ("mean reward", "mean utility"), strict=True):
             ax.set_xlabel(f"round ({cfg.round_size} real interactions)")
             ax.set_ylabel(f"{key} per round")
             ax.grid(alpha=0.3)
