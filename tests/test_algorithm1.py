@@ -71,6 +71,15 @@ class TabularTwin:
         self.cur = STATES[1 - sid]
         return TwinStep(self.cur.copy(), r, r, u)
 
+    def branch(self, actions, t=None) -> TwinStep:
+        """K actions per rollout from the current states, without advancing."""
+        actions = np.asarray(actions)
+        self.steps += actions.size
+        sid = np.repeat(self.cur[:, 1].round().astype(int), actions.shape[1])
+        a = actions.reshape(-1)
+        r = self.table[sid, a].astype(np.float32)
+        return TwinStep(STATES[1 - sid], r, r, (~self.seen[sid, a]).astype(np.float32))
+
 
 SMALL = dict(hidden=(32, 32), batch_size=32, learning_starts=32, train_every=1.0,
              eps_decay_steps=200, target_update_every=50)
@@ -189,3 +198,64 @@ def test_real_ratio_ramp_phases_the_model_out():
     assert twin.fits == 1  # iteration 0 at 40 interactions (ratio 0.6); at 80 the ratio is 1
     assert res.twin_transitions == 2 * 16 * 2  # two branches in iteration 0 only
     assert res.real_interactions == 40 + 5 * 40
+
+
+def test_counterfactual_actions_label_k_more_transitions_per_twin_state():
+    from trainer.agents.envs import TwinEnv
+    from trainer.algorithm1 import _branch
+    from trainer.replay import ReplayBuffer
+
+    agent, env, real, twin, rng = _setup()
+    real.reset()
+    for _ in range(20):
+        real.step(rng.integers(0, N_ACTIONS, env.n))
+    twin.fit(real.transitions())
+    tenv = TwinEnv(twin, real, batch=8, rng=rng)
+    buf = ReplayBuffer(10_000, 3)
+    cfg = Algorithm1Config(rollout_length=3, rollout_batch=8, twin_eps=0.0,
+                           counterfactual_actions=5)
+    _branch(agent, tenv, buf, cfg)
+    n = len(buf)
+    assert n == 3 * 8 * (5 + 1)  # per step: 8 policy transitions + 8 x 5 counterfactual ones
+    # every counterfactual row is labelled by the twin for its own (state, action)
+    sid = buf.state[:n, 1].round().astype(int)
+    np.testing.assert_allclose(buf.reward[:n], twin.table[sid, buf.action[:n]])
+    # the counterfactual rows share their state: each block of 5 repeats one twin state
+    first = buf.state[:40].reshape(8, 5, 3)
+    assert (first == first[:, :1]).all()
+    assert len(np.unique(buf.action[:n])) > 8  # many actions, not just the greedy one
+    with pytest.raises(ValueError, match="counterfactual"):
+        Algorithm1Config(counterfactual_actions=-1)
+
+
+def test_counterfactual_backups_learn_from_a_small_twin_budget():
+    # 150 twin gradient steps and no real learning: with one action per twin state (ε 0.3)
+    # agent 2 sees too few (state, action) pairs to find both best actions; with all 16 tried
+    # per state it does (6 of 6 seeds vs 0 of 6 when probed). Several seeds each way.
+    def solved(k: int, seed: int) -> bool:
+        agent, _, real, twin, rng = _setup(seed, train_every=1e9)
+        cfg = Algorithm1Config(iterations=1, real_steps=8, twin_steps=150, zeta=0.0,
+                               initial_collect=400, rollout_length=1, rollout_batch=8,
+                               twin_eps=0.3, counterfactual_actions=k, collect_eps=1.0)
+        algorithm1(agent, real, twin, cfg, rng)
+        return bool((agent.greedy(STATES) == BEST).all())
+
+    with_cf = [solved(15, s) for s in range(3)]
+    without = [solved(0, s) for s in range(3)]
+    assert all(with_cf), with_cf
+    assert not any(without), without
+
+
+def test_collect_eps_and_interaction_budget():
+    agent, env, real, twin, rng = _setup(eps_decay_steps=0)  # agent's own ε: 0.05 at once
+    cfg = Algorithm1Config(iterations=10, real_steps=40, twin_steps=10, initial_collect=80,
+                           rollout_length=1, rollout_batch=8, collect_eps=1.0,
+                           real_eps_decay_steps=1, max_interactions=180)
+    res = algorithm1(agent, real, twin, cfg, rng)
+    assert real.interactions == res.real_interactions == 180  # cut inside iteration 3
+    first = real.transitions().action[:80]
+    assert len(np.unique(first)) > 10  # the initial collection is uniformly random
+    with pytest.raises(ValueError, match="collect_eps"):
+        Algorithm1Config(collect_eps=2.0)
+    with pytest.raises(ValueError, match="max_interactions"):
+        Algorithm1Config(max_interactions=0)

@@ -98,3 +98,16 @@ def test_first_crossing_full_resolution_window():
     # a window is never shorter than `window`: early good luck does not count
     lucky = np.concatenate([np.ones(40), np.zeros(200), np.ones(400)])
     assert first_crossing(lucky, 4, 200, 0.8) == 240 + 160
+
+
+def test_greedy_curve_needs_consecutive_evaluations_to_count():
+    from trainer.experiments.online import GreedyCurve, OnlineExperimentConfig
+
+    curve = GreedyCurve.__new__(GreedyCurve)  # only the bookkeeping, no simulator needed
+    curve.cfg = OnlineExperimentConfig(curve_hold=2)
+    curve.points = [{"real_interactions": k, "greedy_reward": r, "greedy_utility": 0.0}
+                    for k, r in [(0, 0.85), (20, 0.5), (40, 0.82), (60, 0.95), (80, 0.7)]]
+    assert curve.crossing(0.8) == 40  # 0 alone was a single lucky evaluation
+    assert curve.crossing(0.9) is None
+    curve.cfg = OnlineExperimentConfig(curve_hold=1)
+    assert curve.crossing(0.8) == 0

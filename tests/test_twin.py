@@ -165,3 +165,28 @@ def test_policy_ranking_agrees_with_simulator(fitted, sim_data):
 
     r = policy_ranking(fitted, sim_data[1], horizon=20, sim_steps=60)
     assert r["kendall_tau"] > 0.4, r
+
+
+def test_branch_tries_k_actions_without_advancing(fitted, sim_data):
+    _, test = sim_data
+    s = test.state[:6]
+    acts = np.stack([test.action[:6], (test.action[:6] + 977) % fitted.n_actions,
+                     np.full(6, 4850)], axis=1)  # (6, 3) candidate actions per state
+    fitted.reset(s, seed=3, sample=False)
+    br = fitted.branch(acts)
+    assert br.reward.shape == (18,) and br.next_state.shape == (18, 3)
+    # row i*K + k equals a plain step of rollout i under action k (ensemble mean: deterministic)
+    for k in range(3):
+        fitted.reset(s, seed=3, sample=False)
+        one = fitted.step(acts[:, k])
+        np.testing.assert_allclose(br.utility[k::3], one.utility, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(br.next_state[k::3], one.next_state, rtol=1e-5, atol=1e-6)
+    # the allocations differ, so their predicted utilities do (the branch is not one row copied)
+    assert not np.allclose(br.utility[0::3], br.utility[2::3])
+    # branching did not move the rollouts: a step afterwards starts from the reset states
+    fitted.reset(s, seed=3, sample=False)
+    fitted.branch(acts)
+    after = fitted.step(acts[:, 0])
+    np.testing.assert_allclose(after.utility, br.utility[0::3], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        fitted.branch(acts[:, 0])
