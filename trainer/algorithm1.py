@@ -264,29 +264,38 @@ def _branched(agent, real, twin, cfg, rng, on_iteration) -> Algorithm1Result:
 
 
 def _branch(agent: DQNAgent, twin_env: TwinEnv, buf: ReplayBuffer, cfg: Algorithm1Config) -> None:
+    twin_rollouts(agent, twin_env, buf, cfg.rollout_length, cfg.twin_eps,
+                  cfg.counterfactual_actions)
+
+
+def twin_rollouts(agent: DQNAgent, twin_env: TwinEnv, buf: ReplayBuffer, length: int,
+                  eps: float, counterfactual: int = 0) -> float:
     """Short rollouts from real states with the current policy into the model buffer; a rollout
     stops at its first over-uncertain transition (stored as terminal: no bootstrap through it).
-    With ``counterfactual_actions`` = K, every visited state is also tried under K random
-    actions (not advanced), each stored as its own model transition."""
+    With ``counterfactual`` = K, every visited state is also tried under K random actions (not
+    advanced), each stored as its own model transition. Returns the policy steps' mean utility.
+    """
     s = twin_env.reset()
     alive = np.ones(twin_env.n, bool)
-    k = cfg.counterfactual_actions
-    for _ in range(cfg.rollout_length):
-        a = agent.act(s, cfg.twin_eps, twin_env.rng)
-        if k:
-            extra = twin_env.rng.integers(0, agent.n_actions, size=(twin_env.n, k))
+    utils = []
+    for _ in range(length):
+        a = agent.act(s, eps, twin_env.rng)
+        if counterfactual:
+            extra = twin_env.rng.integers(0, agent.n_actions, size=(twin_env.n, counterfactual))
             cf = twin_env.branch(extra)
-            rows = np.repeat(alive, k)
+            rows = np.repeat(alive, counterfactual)
             d = cf.done if cf.done is not None else np.zeros(len(rows), np.float32)
-            buf.add(np.repeat(s, k, axis=0)[rows], extra.reshape(-1)[rows], cf.reward[rows],
-                    cf.next_state[rows], d[rows])
+            buf.add(np.repeat(s, counterfactual, axis=0)[rows], extra.reshape(-1)[rows],
+                    cf.reward[rows], cf.next_state[rows], d[rows])
         out = twin_env.step(a)
         d = out.done if out.done is not None else np.zeros(twin_env.n, np.float32)
         buf.add(s[alive], a[alive], out.reward[alive], out.next_state[alive], d[alive])
+        utils.append(float(np.mean(out.utility[alive])))
         alive &= d == 0
         if not alive.any():
             break
         s = out.next_state
+    return float(np.mean(utils))
 
 
 def train_for_experiment(**kw) -> dict:

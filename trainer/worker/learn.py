@@ -15,7 +15,7 @@ import numpy as np
 
 from trainer.agents import DQNAgent, make_agent
 from trainer.agents.envs import TwinEnv
-from trainer.agents.loop import EnvStep, Learner, run
+from trainer.agents.loop import EnvStep, Learner
 from trainer.data import Transitions
 from trainer.replay import ReplayBuffer
 from trainer.worker.settings import WorkerSettings
@@ -44,11 +44,11 @@ class _SignalTwinEnv(TwinEnv):
         super().__init__(*a, **kw)
         self.use_utility = use_utility
 
-    def step(self, actions: np.ndarray) -> EnvStep:
-        out = super().step(actions)
+    def _env_step(self, out: Any) -> EnvStep:
+        step = super()._env_step(out)  # step() and branch() both come through here
         if self.use_utility:
-            out.reward = np.asarray(out.utility, np.float32)
-        return out
+            step.reward = np.asarray(step.utility, np.float32)
+        return step
 
 
 def n_actions_of(s: WorkerSettings) -> int:
@@ -91,16 +91,18 @@ def twin_error(twin, data: Transitions, held_rows: np.ndarray) -> dict:
 # ------------------------------------------------------------------------- agents
 def train_in_twin(agent2: DQNAgent, twin: Any, train: Transitions, s: WorkerSettings,
                   rng: np.random.Generator) -> dict:
-    """Φ gradient steps of agent 2 on short ε-greedy rollouts from recorded live states."""
+    """Φ gradient steps of agent 2 on short ε-greedy rollouts from recorded live states, with
+    ``counterfactual_actions`` extra actions tried at every twin state."""
+    from trainer.algorithm1 import twin_rollouts
+
     t0 = time.perf_counter()
     learner = Learner(agent2, rng, replay=ReplayBuffer(20_000, 3), train_every=1.0)
     env = _SignalTwinEnv(twin, LiveData(train), s.rollout_batch, rng,
                          use_utility=s.learn_from == "utility")
     done, stalls, utils = 0, 0, []
     while done < s.twin_steps:
-        st = env.reset()
-        _, stats = run(learner, env, st, s.rollout_length, lambda: s.twin_eps, learn=False)
-        utils.append(float(stats.utility.mean()))
+        utils.append(twin_rollouts(agent2, env, learner.replay, s.rollout_length, s.twin_eps,
+                                   s.counterfactual_actions))
         owed = s.rollout_batch * s.rollout_length
         k = learner.train(min(owed, s.twin_steps - done))
         stalls = stalls + 1 if k == 0 else 0

@@ -55,6 +55,8 @@ class WorkerSettings(BaseSettings):
     rollout_batch: int = Field(256, gt=0, description="parallel twin rollouts")
     rollout_length: int = Field(3, gt=0)
     twin_eps: float = Field(0.5, ge=0.0, le=1.0, description="ε of agent 2 in the twin")
+    counterfactual_actions: int = Field(15, ge=0, description="random actions also tried at "
+                                        "every twin state (labelled by the twin, not advanced)")
     zeta: float = Field(0.5, ge=0.0, le=1.0, description="θ1 ← ζθ1 + (1 − ζ)θ2")
     finetune_steps: int = Field(300, ge=0, description="agent-1 off-policy steps on live data")
     batch_size: int = Field(128, gt=0)
