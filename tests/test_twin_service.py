@@ -162,6 +162,12 @@ def test_real_process_http_twin_matches_in_process_twin(twin, tmp_path):
             np.testing.assert_allclose(a.utility, b.utility, rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(a.uncertainty, b.uncertainty, rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(a.kpis["sla_met"], b.kpis["sla_met"], rtol=1e-5, atol=1e-4)
+        # counterfactual branch through the service: 64 rollouts x 5 actions in one batch call
+        cf = rng.integers(0, twin.n_actions, (64, 5))
+        a, b = local.branch(cf), remote.branch(cf)
+        assert b.reward.shape == (320,)
+        np.testing.assert_allclose(a.utility, b.utility, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.next_state, b.next_state, rtol=1e-5, atol=1e-6)
         with pytest.raises(ValueError, match="unknown action index"):
             remote.step(np.full(64, twin.n_actions))
         with pytest.raises(NotImplementedError):
@@ -169,7 +175,7 @@ def test_real_process_http_twin_matches_in_process_twin(twin, tmp_path):
         import httpx
         r = httpx.post(f"{url}/v1/twin/step", json=_step_body(states=[[1.0, 2.0]]))
         assert r.status_code == 422 and "wrong state width" in r.text
-        assert "slicetwin_twin_steps_total 256.0" in httpx.get(f"{url}/metrics").text
+        assert "slicetwin_twin_steps_total 576.0" in httpx.get(f"{url}/metrics").text
         remote.close()
     finally:
         proc.terminate()
