@@ -158,6 +158,10 @@ def experiment_offline(
     prox_weight: float = typer.Option(None, min=0.0, help="v of Algorithm 2"),
     init_from_reference: bool = typer.Option(None, "--init-from-reference/--random-init",
                                              help="offline+twin starts at theta_2"),
+    twin_counterfactual_actions: int = typer.Option(
+        None, min=0, help="K random actions tried in the twin at every state theta_2 visits "
+                          "(default 32; 0 = off)"),
+    twin_interactions: int = typer.Option(None, min=1, help="visited twin states for theta_2"),
     progress: bool = typer.Option(True, help="progress bars"),
 ) -> None:
     """Fig. 9: offline DRL with / without the twin (Algorithm 2) and discrete CQL."""
@@ -170,7 +174,9 @@ def experiment_offline(
     torch.set_num_threads(1)
     cfg = exp.OfflineExperimentConfig(**(exp.QUICK if quick else {}))
     cfg = _override(cfg, seeds=seeds, epochs=epochs, dataset_rounds=dataset_rounds,
-                    prox_weight=prox_weight, init_from_reference=init_from_reference)
+                    prox_weight=prox_weight, init_from_reference=init_from_reference,
+                    twin_counterfactual_actions=twin_counterfactual_actions,
+                    twin_interactions=twin_interactions)
     summary = exp.run(out, cfg, progress=progress)
     typer.echo(_json.dumps({"out": str(out), "seconds": summary["seconds"],
                             "utility": {k: round(v["mean"], 4)

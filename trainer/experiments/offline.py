@@ -3,7 +3,8 @@
 Per seed, with no interaction beyond the fixed dataset:
   1. D = transitions of a uniformly random behaviour policy on the simulator;
   2. the twin is fitted on D, and a DDQN agent (theta_2) is trained on rollouts in the twin that
-     start from D's states (free: no real interaction);
+     start from D's states, with K counterfactual actions tried at every visited state (free: no
+     real interaction);
   3. from D alone: "offline" (DDQN, v = 0), "offline+twin" (DDQN + (v/2)||theta_1 - theta_2||^2,
      Algorithm 2) and "cql" (Double DQN + conservative term).
 Every variant's greedy policy is evaluated on the simulator every few epochs (the Fig. 9 curve),
@@ -43,14 +44,19 @@ class OfflineExperimentConfig:
     dataset_rounds: int = 50  # D: rounds of 200 random-policy interactions (10,000 transitions)
     epochs: int = 200  # paper: 200 epochs
     hidden: tuple[int, ...] = (256, 256, 128, 128)  # paper's network, theta_1 and theta_2
-    prox_weight: float = 0.01  # v (see docs/distillation.md for how it was chosen)
+    prox_weight: float = 0.1  # v (see docs/distillation.md for how it was chosen)
     init_from_reference: bool = True  # offline+twin starts at theta_2 (off: random init + prox)
     cql_alpha: float = 1.0
-    twin_interactions: int = 20_000  # twin transitions theta_2 is trained on (free)
-    twin_real_ratio: float = 0.5  # share of D in theta_2's batches (rest: twin rollouts), MBPO
-    twin_train_every: float = 4.0  # twin transitions per gradient step of theta_2
+    twin_interactions: int = 20_000  # visited twin states theta_2 is trained on (free)
+    twin_counterfactual_actions: int = 32  # K random actions also tried (not advanced) at every
+    #   visited twin state, each stored as a model transition: Q learns K+1 actions per state
+    #   instead of one (only a model can replay a window under other allocations); 0 = off.
+    #   Measured at the quick size: K = 32 beat 16, 64 and 128 at the same gradient steps
+    twin_real_ratio: float = 0.05  # share of D in theta_2's batches (rest: twin), MBPO-style;
+    #   0.5 was right without counterfactuals, with them the twin's rows carry more than D's
+    twin_train_every: float = 1.0  # visited twin states per gradient step of theta_2
     twin_batch_size: int = 256  # as the offline learners: batch 64 learned markedly worse here
-    twin_config: dict = field(default_factory=lambda: {"epochs": 30, "patience": 5,
+    twin_config: dict = field(default_factory=lambda: {"epochs": 40, "patience": 5,
                                                        "max_fit_seconds": 60.0})
     variants: tuple[str, ...] = ("offline", "offline+twin", "cql")
     n_units: int = 100
@@ -61,7 +67,7 @@ class OfflineExperimentConfig:
 
 
 QUICK = dict(seeds=2, dataset_rounds=10, epochs=30, hidden=(64, 64), twin_interactions=4000,
-             twin_config={"epochs": 5, "patience": 2, "max_fit_seconds": 15.0, "ensemble": 2,
+             twin_config={"epochs": 40, "patience": 5, "max_fit_seconds": 30.0, "ensemble": 2,
                           "lstm_hidden": 16, "head_hidden": 16, "reward_hidden": (32, 32)},
              eval_steps=30, curve_points=3)
 
@@ -93,14 +99,23 @@ def twin_trained_agent(data: Transitions, n_actions: int, cfg: OfflineExperiment
                        seed: int) -> tuple[nn.Module, dict]:
     """theta_2: fit the twin on D, then train DDQN on short rollouts in the twin that start from
     D's states, each batch mixing ``twin_real_ratio`` of D with twin transitions (MBPO-style:
-    the twin widens D's action coverage, D anchors the agent where the twin is wrong)."""
+    the twin widens D's action coverage, D anchors the agent where the twin is wrong).
+
+    With ``twin_counterfactual_actions`` = K, every visited twin state is also tried under K
+    uniformly random actions without advancing (``TwinEnv.branch``), and those K transitions go
+    into the model replay next to the policy's own one. ``twin_interactions`` counts the
+    policy's (advancing) twin steps, i.e. visited states; gradient steps are owed per policy step
+    (``twin_train_every``), so K changes what each batch teaches, not how many batches there are.
+    """
     from slicetwin.state import STATE_DIM
     from trainer.agents import make_agent
     from trainer.agents.envs import TwinEnv
-    from trainer.agents.loop import Learner, run
+    from trainer.agents.loop import Learner
     from trainer.replay import ReplayBuffer, sample_mixed
     from trainer.twin import Twin, TwinConfig
 
+    if cfg.twin_counterfactual_actions < 0:
+        raise ValueError("twin_counterfactual_actions must be >= 0")
     t0 = time.time()
     twin = Twin(TwinConfig(seed=seed, n_units=cfg.n_units, **cfg.twin_config))
     fit = twin.fit(data)
@@ -110,17 +125,32 @@ def twin_trained_agent(data: Transitions, n_actions: int, cfg: OfflineExperiment
     env = TwinEnv(twin, _Recorded(data), batch=64, rng=rng)
     real = ReplayBuffer(len(data), STATE_DIM)
     real.add(data.state, data.action, data.reward, data.next_state)
-    model = ReplayBuffer(max(cfg.twin_interactions, 1), STATE_DIM)
+    k = int(cfg.twin_counterfactual_actions)
+    rollout = 5  # short rollouts from real states: model error compounds (MBPO)
+    # room for every visited state and its K counterfactuals (the last rollout may overshoot)
+    model = ReplayBuffer((cfg.twin_interactions + env.n * rollout) * (k + 1), STATE_DIM)
     learner = Learner(agent, rng, replay=model, train_every=cfg.twin_train_every,
                       sampler=lambda bs, g: sample_mixed(real, model, bs, cfg.twin_real_ratio, g))
-    rollout = 5  # short rollouts from real states: model error compounds (MBPO)
-    state = env.reset()
-    while env.steps < cfg.twin_interactions:
-        run(learner, env, state, rollout, lambda: agent.cfg.epsilon(env.steps))
-        state = env.reset()
-    steps = env.steps
-    info = {"twin_fit": {k: v for k, v in fit.items() if isinstance(v, (int, float))},
-            "twin_transitions": steps, "grad_steps": learner.updates,
+    visited = counterfactual = 0
+    while visited < cfg.twin_interactions:
+        s = env.reset()
+        for _ in range(rollout):
+            a = agent.act(s, agent.cfg.epsilon(visited), rng)
+            if k:
+                extra = rng.integers(0, n_actions, size=(env.n, k))
+                cf = env.branch(extra)
+                model.add(np.repeat(s, k, axis=0), extra.reshape(-1), cf.reward, cf.next_state,
+                          cf.done)
+                counterfactual += extra.size
+            out = env.step(a)
+            visited += env.n
+            learner.observe(s, a, out.reward, out.next_state, out.done)
+            s = out.next_state
+            if out.done is not None and np.any(out.done):
+                break
+    info = {"twin_fit": {k_: v for k_, v in fit.items() if isinstance(v, (int, float))},
+            "twin_transitions": visited, "counterfactual_transitions": counterfactual,
+            "model_replay": len(model), "grad_steps": learner.updates,
             "seconds": round(time.time() - t0, 1)}
     return agent.q.eval(), info
 
