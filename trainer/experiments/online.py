@@ -531,9 +531,10 @@ def plot(results: list[dict], out: Path, cfg: OnlineExperimentConfig) -> list[Pa
             half = 1.96 * y.std(0, ddof=1) / math.sqrt(len(y)) if len(y) > 1 else 0 * m
             axes[2].plot(x, m, color=colors[variant], label=labels[variant])
             axes[2].fill_between(x, m - half, m + half, color=colors[variant], alpha=0.2)
-        axes[2].set_xscale("symlog", linthresh=200)
-        axes[2].set_xlabel("real interactions (linear to 200, then log)")
+        axes[2].set_xlim(0, cfg.curve_dense_until)
+        axes[2].set_xlabel("real interactions")
         axes[2].set_ylabel("greedy policy utility, held-out traffic")
+        axes[2].set_title(f"greedy policy, every {cfg.curve_every} interactions", fontsize=9)
         axes[2].grid(alpha=0.3)
         for variant, runs in variants.items():
             n = min(len(x) for x in runs)
@@ -557,6 +558,30 @@ def plot(results: list[dict], out: Path, cfg: OnlineExperimentConfig) -> list[Pa
         plt.close(fig)
         paths.append(p)
     return paths
+
+
+def load_results(out: Path) -> list[dict]:
+    """Rebuild ``run_experiment``'s per-run results from a finished run's CSVs (to re-plot)."""
+    results = []
+    for path in sorted((Path(out) / "runs").glob("*_seed*.csv")):
+        if path.stem.endswith("_greedy"):
+            continue
+        algo, variant, seed = path.stem.rsplit("_", 2)[0], path.stem.rsplit("_", 2)[1], \
+            int(path.stem.rsplit("_seed", 1)[1])
+        with open(path) as f:
+            rows = [{k: float(v) if k in ("mean_reward", "mean_utility", "wall_time_s") else int(v)
+                     for k, v in r.items()} for r in csv.DictReader(f)]
+        info: dict = {}
+        curve = path.with_name(f"{path.stem}_greedy.csv")
+        if curve.exists():
+            with open(curve) as f:
+                info["greedy_curve"] = [{"real_interactions": int(r["real_interactions"]),
+                                         "greedy_reward": float(r["greedy_reward"]),
+                                         "greedy_utility": float(r["greedy_utility"])}
+                                        for r in csv.DictReader(f)]
+        results.append({"algo": algo, "variant": variant, "seed": seed, "rows": rows,
+                        "info": info, "csv": str(path)})
+    return results
 
 
 def _init_worker() -> None:
