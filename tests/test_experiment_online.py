@@ -111,3 +111,14 @@ def test_greedy_curve_needs_consecutive_evaluations_to_count():
     assert curve.crossing(0.9) is None
     curve.cfg = OnlineExperimentConfig(curve_hold=1)
     assert curve.crossing(0.8) == 0
+
+
+def test_a1_config_collects_whole_vector_steps_and_stops_at_the_budget():
+    from trainer.experiments.online import OnlineExperimentConfig, a1_config
+
+    a1 = a1_config(OnlineExperimentConfig(n_cells=8, rounds=3))  # 100 random is not 8-divisible
+    assert a1.initial_collect == 104 and a1.initial_collect % 8 == 0
+    assert a1.max_interactions == 600
+    assert a1.initial_collect + a1.iterations * a1.real_steps >= 600  # enough iterations
+    a1 = a1_config(OnlineExperimentConfig(n_cells=4, rounds=30))
+    assert (a1.initial_collect, a1.iterations, a1.counterfactual_actions) == (100, 30, 31)

@@ -158,7 +158,8 @@ def _budget(real: RealEnv, cfg: Algorithm1Config, n: int) -> int:
     """``n`` real interactions, cut to what ``max_interactions`` leaves."""
     if cfg.max_interactions is None:
         return n
-    return max(0, min(n, cfg.max_interactions - real.interactions))
+    left = max(0, cfg.max_interactions - real.interactions)
+    return n if n <= left else left - left % real.n  # whole vector steps only
 
 
 def _fit(twin: Any, real: RealEnv, cfg: Algorithm1Config, res: Algorithm1Result) -> None:

@@ -134,6 +134,8 @@ def a1_config(cfg: OnlineExperimentConfig):
     a1 = replace(a1, **cfg.algorithm1)
     if cfg.mode == "branched":
         a1 = replace(a1, **cfg.algorithm1_branched)
+    n = cfg.n_cells  # collections are whole vector steps
+    a1 = replace(a1, initial_collect=n * math.ceil(a1.initial_collect / n))
     total = cfg.rounds * cfg.round_size
     left = max(total - a1.initial_collect, 0)
     return replace(a1, iterations=max(math.ceil(left / a1.real_steps), 1), max_interactions=total)
