@@ -106,9 +106,7 @@ class TwinRollouts:
         states = np.repeat(np.concatenate([self._past_s, self._cur[:, None]], axis=1), k, axis=0)
         acts = np.concatenate([np.repeat(self._past_a, k, axis=0), actions.reshape(-1, 1)], axis=1)
         out = self.predict(states, acts, t=tt, seed=self.next_seed(), sample=self._sample)
-        kpis = {n: v for n, v in out.items()
-                if n not in ("next_state", "reward", "utility", "uncertainty")}
-        return TwinStep(out["next_state"], out["reward"], out["utility"], out["uncertainty"], kpis)
+        return _twin_step(out)
 
     def _advance(self, states: np.ndarray, acts: np.ndarray, out: dict) -> TwinStep:
         keep = self.history_len - 1
@@ -116,6 +114,11 @@ class TwinRollouts:
         self._past_a = acts[:, acts.shape[1] - keep:] if keep else acts[:, :0]
         self._cur = out["next_state"]
         self._t += 1
-        kpis = {k: v for k, v in out.items()
-                if k not in ("next_state", "reward", "utility", "uncertainty")}
-        return TwinStep(out["next_state"], out["reward"], out["utility"], out["uncertainty"], kpis)
+        return _twin_step(out)
+
+
+def _twin_step(out: dict) -> TwinStep:
+    """``predict``'s dict as a TwinStep (everything beyond the four main fields is a KPI)."""
+    kpis = {k: v for k, v in out.items()
+            if k not in ("next_state", "reward", "utility", "uncertainty")}
+    return TwinStep(out["next_state"], out["reward"], out["utility"], out["uncertainty"], kpis)
