@@ -140,18 +140,24 @@ def algorithm1(agent1: DQNAgent, real: RealEnv, twin: Any, cfg: Algorithm1Config
     return _branched(agent1, real, twin, cfg, rng, on_iteration)
 
 
-def _epsilon(agent: DQNAgent, real: RealEnv, cfg: Algorithm1Config) -> Callable[[], float]:
-    decay = cfg.real_eps_decay_steps
-    if decay is None:
-        return lambda: agent.cfg.epsilon(real.interactions)
-    c = agent.cfg
-    return lambda: c.eps_start + min(real.interactions / max(decay, 1), 1.0) * (c.eps_end - c.eps_start)
+def real_epsilon(agent_cfg: Any, cfg: Algorithm1Config) -> Callable[[int], float]:
+    """Agent 1's ε in the real network after ``t`` real interactions: ``collect_eps`` during the
+    initial collection (when set), then a linear decay over ``real_eps_decay_steps`` (None: the
+    agent's own schedule). The experiment's same-exploration baseline uses this too."""
+    decay, c = cfg.real_eps_decay_steps, agent_cfg
 
-
-def _collect_eps(it: int, eps: Callable[[], float], cfg: Algorithm1Config) -> Callable[[], float]:
-    if it == 0 and cfg.collect_eps is not None:
-        return lambda: cfg.collect_eps
+    def eps(t: int) -> float:
+        if cfg.collect_eps is not None and t < cfg.initial_collect:
+            return cfg.collect_eps
+        if decay is None:
+            return c.epsilon(t)
+        return c.eps_start + min(t / max(decay, 1), 1.0) * (c.eps_end - c.eps_start)
     return eps
+
+
+def _epsilon(agent: DQNAgent, real: RealEnv, cfg: Algorithm1Config) -> Callable[[], float]:
+    sched = real_epsilon(agent.cfg, cfg)
+    return lambda: sched(real.interactions)
 
 
 def _budget(real: RealEnv, cfg: Algorithm1Config, n: int) -> int:
@@ -183,8 +189,7 @@ def _paper(agent1, real, twin, cfg, rng, on_iteration, on_blend) -> Algorithm1Re
         n_collect = _budget(real, cfg, cfg.initial_collect if it == 0 else cfg.collect_steps)
         t0 = time.perf_counter()
         if n_collect:
-            state, _ = run(learner1, real, state, _steps(n_collect, real.n),
-                           _collect_eps(it, eps, cfg), learn=False)
+            state, _ = run(learner1, real, state, _steps(n_collect, real.n), eps, learn=False)
         res.seconds["real"] += time.perf_counter() - t0
         # 2. fit the twin on the newest real data
         if it % cfg.refit_every == 0:
@@ -237,8 +242,7 @@ def _branched(agent, real, twin, cfg, rng, on_iteration) -> Algorithm1Result:
     state = real.reset()
     n_collect = _budget(real, cfg, cfg.initial_collect)
     if n_collect:
-        state, _ = run(learner, real, state, _steps(n_collect, real.n), _collect_eps(0, eps, cfg),
-                       learn=False)
+        state, _ = run(learner, real, state, _steps(n_collect, real.n), eps, learn=False)
     block = max(1, round(cfg.rollout_every / real.n))  # vector steps between branches
     for it in range(cfg.iterations):
         use_model = cfg.real_ratio_at(real.interactions) < 1.0

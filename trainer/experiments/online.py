@@ -209,19 +209,10 @@ def _train(spec: RunSpec, real, on_round: Callable[[int], None] | None = None) -
 
 
 def twin_epsilon(agent, cfg: OnlineExperimentConfig) -> Callable[[int], float]:
-    """The twin variant's real-network ε schedule (its random initial collection, then agent 1's
-    ε over ``real_eps_decay_steps``), for the baseline that explores exactly like it."""
-    a1 = a1_config(cfg)
-    c = agent.cfg
-    decay = a1.real_eps_decay_steps
+    """The twin variant's real-network ε schedule, for the baseline that explores exactly like it."""
+    from trainer.algorithm1 import real_epsilon
 
-    def eps(t: int) -> float:
-        if t < a1.initial_collect and a1.collect_eps is not None:
-            return a1.collect_eps
-        if decay is None:
-            return c.epsilon(t)
-        return c.eps_start + min(t / max(decay, 1), 1.0) * (c.eps_end - c.eps_start)
-    return eps
+    return real_epsilon(agent.cfg, a1_config(cfg))
 
 
 def _rounds_table(real, round_size: int, t_start: float) -> list[dict]:
@@ -270,11 +261,8 @@ class GreedyCurve:
         self.points: list[dict] = []
         self._next = 0
 
-    def _due(self, k: int) -> bool:
-        return k >= self._next
-
     def __call__(self, interactions: int) -> None:
-        if self.agent is None or not self._due(interactions):
+        if self.agent is None or interactions < self._next:
             return
         c = self.cfg
         step = c.curve_every if interactions < c.curve_dense_until else c.round_size
@@ -407,20 +395,15 @@ def specs(cfg: OnlineExperimentConfig) -> list[RunSpec]:
 def interactions_to(rows_per_seed: list[list[dict]], thr: float, smooth: int) -> dict:
     """First real-interaction count at which the trailing mean reward over ``smooth`` rounds
     reaches ``thr``; a seed that never does counts as its total and is flagged."""
-    per_seed, reached = [], []
+    values, total = [], []
     for rows in rows_per_seed:
         r = np.array([x["mean_reward"] for x in rows])
         k = max(1, min(smooth, len(r)))
         ma = np.convolve(r, np.ones(k) / k, mode="valid")  # ma[j] ends at round j + k
         hit = np.flatnonzero(ma >= thr)
-        if len(hit):
-            per_seed.append(int(rows[hit[0] + k - 1]["real_interactions"]))
-            reached.append(True)
-        else:
-            per_seed.append(int(rows[-1]["real_interactions"]))
-            reached.append(False)
-    return {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)),
-            "per_seed": per_seed, "reached": reached, "never_reached": int(sum(not x for x in reached))}
+        values.append(int(rows[hit[0] + k - 1]["real_interactions"]) if len(hit) else None)
+        total.append(int(rows[-1]["real_interactions"]))
+    return crossings_summary(values, total)
 
 
 def crossings_summary(values: list[int | None], total: list[int]) -> dict:
