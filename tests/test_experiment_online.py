@@ -122,3 +122,21 @@ def test_a1_config_collects_whole_vector_steps_and_stops_at_the_budget():
     assert a1.initial_collect + a1.iterations * a1.real_steps >= 600  # enough iterations
     a1 = a1_config(OnlineExperimentConfig(n_cells=4, rounds=30))
     assert (a1.initial_collect, a1.iterations, a1.counterfactual_actions) == (100, 30, 31)
+
+
+def test_first_seed_moves_every_run_and_the_oracle_to_held_out_seeds():
+    import pytest
+
+    from trainer.experiments.online import OnlineExperimentConfig, specs
+
+    cfg = OnlineExperimentConfig(algos=("ddqn", "random"), seeds=3, first_seed=5)
+    assert cfg.seed_list == [5, 6, 7]
+    by_variant: dict[str, set[int]] = {}
+    for s in specs(cfg):
+        by_variant.setdefault(s.variant, set()).add(s.seed)
+    assert set(by_variant) == {"baseline", "twin", "baseline-matched", "baseline-twin-eps",
+                               "random"}
+    assert all(seeds == {5, 6, 7} for seeds in by_variant.values())
+    assert {s.seed for s in specs(OnlineExperimentConfig(seeds=2))} == {0, 1}
+    with pytest.raises(ValueError, match="first_seed"):
+        OnlineExperimentConfig(first_seed=-1)

@@ -27,6 +27,8 @@ def experiment_online(
     mode: str = typer.Option("paper", help="twin variant: paper (Algorithm 1 as published) | "
                              "branched (short model rollouts from real states, MBPO-like)"),
     seeds: int = typer.Option(5, min=1, help="seeds per configuration"),
+    first_seed: int = typer.Option(0, min=0, help="first seed (e.g. 5 for seeds 5-9, held out "
+                                   "from the probes that chose the defaults)"),
     rounds: int = typer.Option(30, min=1, help="rounds of 200 real interactions per run"),
     out: Path = typer.Option(Path("runs/online"), help="output directory"),
     quick: bool = typer.Option(False, help="smoke run: 2 seeds x 3 rounds, small nets"),
@@ -55,7 +57,8 @@ def experiment_online(
             overrides[key] = _json.loads(raw)
         except ValueError:
             raise typer.BadParameter(f"--a1 {key}: {raw!r} is not a JSON value") from None
-    kw = dict(algos=tuple(algo), twin=twin, mode=mode, workers=workers, n_cells=n_cells)
+    kw = dict(algos=tuple(algo), twin=twin, mode=mode, workers=workers, n_cells=n_cells,
+              first_seed=first_seed)
     try:
         if quick:
             cfg = OnlineExperimentConfig.quick(**kw, seeds=min(seeds, 2), rounds=min(rounds, 3))

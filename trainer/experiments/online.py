@@ -36,6 +36,7 @@ class OnlineExperimentConfig:
     twin: bool = True  # also run the twin-enhanced agent and the matched-compute baseline
     mode: str = "paper"  # Algorithm 1 mode for the twin variant: "paper" | "branched"
     seeds: int = 5
+    first_seed: int = 0  # seeds are first_seed .. first_seed + seeds - 1 (held-out checks: 5)
     rounds: int = 30  # rounds of 200 real interactions per run
     round_size: int = 200  # the paper's round
     n_cells: int = 4  # simulator cells stepped together (a vector env); divides round_size
@@ -91,8 +92,14 @@ class OnlineExperimentConfig:
             raise ValueError(f"mode must be 'paper' or 'branched', got {self.mode!r}")
         if self.seeds < 1 or self.rounds < 1:
             raise ValueError("seeds and rounds must be >= 1")
+        if self.first_seed < 0:
+            raise ValueError(f"first_seed must be >= 0, got {self.first_seed}")
         if self.round_size % self.n_cells:
             raise ValueError(f"n_cells={self.n_cells} must divide the round size {self.round_size}")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
 
     @classmethod
     def quick(cls, **kw) -> OnlineExperimentConfig:
@@ -377,18 +384,18 @@ def specs(cfg: OnlineExperimentConfig) -> list[RunSpec]:
     out = []
     for algo in cfg.algos:
         if algo == "random":
-            out += [RunSpec("random", "random", s, cfg) for s in range(cfg.seeds)]
+            out += [RunSpec("random", "random", s, cfg) for s in cfg.seed_list]
             continue
-        out += [RunSpec(algo, "baseline", s, cfg) for s in range(cfg.seeds)]
+        out += [RunSpec(algo, "baseline", s, cfg) for s in cfg.seed_list]
         if cfg.twin:
             agent_cfg = replace(AGENTS[algo].config_cls(), **cfg.agent)
             g = a1_config(cfg).grad_steps_per_real(agent_cfg.train_every)
-            out += [RunSpec(algo, "twin", s, cfg) for s in range(cfg.seeds)]
+            out += [RunSpec(algo, "twin", s, cfg) for s in cfg.seed_list]
             out += [RunSpec(algo, "baseline-matched", s, cfg, train_every=1.0 / g)
-                    for s in range(cfg.seeds)]
+                    for s in cfg.seed_list]
             a1 = a1_config(cfg)
             if a1.collect_eps is not None or a1.real_eps_decay_steps is not None:
-                out += [RunSpec(algo, "baseline-twin-eps", s, cfg) for s in range(cfg.seeds)]
+                out += [RunSpec(algo, "baseline-twin-eps", s, cfg) for s in cfg.seed_list]
     return out
 
 
@@ -582,7 +589,7 @@ def run_experiment(cfg: OnlineExperimentConfig, out: Path, progress: bool = True
     todo = specs(cfg)
     results: list[dict] = []
     oracle: dict[int, float] = {}
-    oracle_seeds = list(range(cfg.seeds)) if cfg.oracle_windows > 0 else []
+    oracle_seeds = cfg.seed_list if cfg.oracle_windows > 0 else []
     t0 = time.perf_counter()
     from tqdm import tqdm
 
