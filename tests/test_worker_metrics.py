@@ -20,22 +20,15 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from slicetwin.soak import http_get
 from tests.conftest import free_port
 from tests.test_worker import STREAM, fast_settings
 from trainer.worker.simfeed import sim_transitions, xadd_all
 
 
-def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 def samples(port: int) -> dict[tuple[str, tuple], float]:
     """(sample name, sorted labels) -> value of the trainer's /metrics page."""
-    status, body = get(f"http://127.0.0.1:{port}/metrics")
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics", 5.0)
     assert status == 200
     out = {}
     for fam in text_string_to_metric_families(body.decode()):
@@ -55,13 +48,13 @@ def test_cycle_figures_on_metrics_and_healthz(tmp_path, redis_url):
     srv = serve(m, 0, "127.0.0.1", w.health)
     port = srv.server_address[1]
     try:
-        status, body = get(f"http://127.0.0.1:{port}/healthz")
+        status, body = http_get(f"http://127.0.0.1:{port}/healthz", 5.0)
         assert status == 503 and json.loads(body)["status"] == "unhealthy"  # stream never read
-        assert get(f"http://127.0.0.1:{port}/nope")[0] == 404
+        assert http_get(f"http://127.0.0.1:{port}/nope", 5.0)[0] == 404
         n = xadd_all(redis_url, STREAM, sim_transitions(cells=4, windows=60, seed=11))
         res = w.run_cycle()  # ingests (no background thread), then trains
         assert res.skipped is None and res.promoted  # margin 10: the gate passes
-        status, body = get(f"http://127.0.0.1:{port}/healthz")
+        status, body = http_get(f"http://127.0.0.1:{port}/healthz", 5.0)
         assert status == 200 and json.loads(body)["cycle"] == 1
         got = samples(port)
         assert got[("slicetwin_trainer_transitions_ingested_total", ())] == n == 240
@@ -131,7 +124,7 @@ def test_redis_errors_counted_and_healthz_unhealthy(tmp_path):
                 ("slicetwin_trainer_redis_errors_total", ())] < 3:
             time.sleep(0.1)
         assert samples(port)[("slicetwin_trainer_redis_errors_total", ())] >= 3
-        status, body = get(f"http://127.0.0.1:{port}/healthz")
+        status, body = http_get(f"http://127.0.0.1:{port}/healthz", 5.0)
         assert status == 503 and json.loads(body)["ingest_failures"] >= 3
     finally:
         stop.set()
@@ -157,7 +150,7 @@ def test_trainer_command_serves_metrics_port(tmp_path, redis_url, cli_env):
         while time.time() < deadline:
             assert proc.poll() is None, proc.stderr.read().decode()
             try:
-                ok = get(f"http://127.0.0.1:{port}/healthz", 2)[0] == 200 and samples(port)[
+                ok = http_get(f"http://127.0.0.1:{port}/healthz", 2)[0] == 200 and samples(port)[
                     ("slicetwin_trainer_transitions_ingested_total", ())] == n
             except (urllib.error.URLError, ConnectionError):
                 ok = False
