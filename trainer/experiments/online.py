@@ -274,16 +274,12 @@ class GreedyCurve:
         c = self.cfg
         step = c.curve_every if interactions < c.curve_dense_until else c.round_size
         self._next = (interactions // step + 1) * step
-        s = self.sim.reset(self.seed)
-        rewards, utils = [], []
-        for _ in range(c.curve_windows):
-            s, k = self.sim.step_actions(self.agent.greedy(s))
-            u = np.asarray(k.utility, np.float64)
-            utils.append(u.mean())
-            rewards.append(self.shaper.reward(u, interactions).mean())
+        # (windows, cells) utilities on the same held-out traffic every time
+        u = greedy_rollout(self.agent, self.sim, self.sim.reset(self.seed), c.curve_windows)
+        rewards = [self.shaper.reward(row, interactions).mean() for row in u]
         self.points.append({"real_interactions": int(interactions),
                             "greedy_reward": round(float(np.mean(rewards)), 5),
-                            "greedy_utility": round(float(np.mean(utils)), 5)})
+                            "greedy_utility": round(float(u.mean()), 5)})
 
     def crossing(self, thr: float) -> int | None:
         """First evaluated interaction count from which ``curve_hold`` consecutive evaluations
@@ -302,12 +298,17 @@ def greedy_utility(agent, cfg: OnlineExperimentConfig, seed: int) -> float:
     from slicetwin.sim import RanSimulator
 
     sim = RanSimulator(_sim_config(cfg), n_cells=cfg.n_cells, seed=seed)
-    s = sim.reset()
+    return float(greedy_rollout(agent, sim, sim.reset(), cfg.eval_windows).mean())
+
+
+def greedy_rollout(agent, sim, s: np.ndarray, windows: int) -> np.ndarray:
+    """Per-window, per-cell utility of ``agent``'s greedy policy over ``windows`` windows of
+    ``sim`` from state ``s`` (measurement only: nothing is stored or trained on)."""
     utils = []
-    for _ in range(cfg.eval_windows):
+    for _ in range(windows):
         s, k = sim.step_actions(agent.greedy(s))
-        utils.append(k.utility)
-    return float(np.mean(utils))
+        utils.append(np.asarray(k.utility, np.float64))
+    return np.stack(utils)
 
 
 def run_one(spec: RunSpec, out_dir: str, progress: bool = False) -> dict:
@@ -389,11 +390,11 @@ def specs(cfg: OnlineExperimentConfig) -> list[RunSpec]:
         out += [RunSpec(algo, "baseline", s, cfg) for s in cfg.seed_list]
         if cfg.twin:
             agent_cfg = replace(AGENTS[algo].config_cls(), **cfg.agent)
-            g = a1_config(cfg).grad_steps_per_real(agent_cfg.train_every)
+            a1 = a1_config(cfg)
+            g = a1.grad_steps_per_real(agent_cfg.train_every)
             out += [RunSpec(algo, "twin", s, cfg) for s in cfg.seed_list]
             out += [RunSpec(algo, "baseline-matched", s, cfg, train_every=1.0 / g)
                     for s in cfg.seed_list]
-            a1 = a1_config(cfg)
             if a1.collect_eps is not None or a1.real_eps_decay_steps is not None:
                 out += [RunSpec(algo, "baseline-twin-eps", s, cfg) for s in cfg.seed_list]
     return out
