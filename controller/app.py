@@ -259,8 +259,9 @@ def _initial_model(holder: ModelHolder, s: ControllerSettings, registry, codec) 
     if src in ("auto", "init"):
         from slicetwin.onnx_policy import fresh_policy_onnx
 
-        holder.load_bytes(fresh_policy_onnx(f"init-{s.init_seed}", s.init_seed, codec=codec),
-                          None, "init")
+        # an untrained student: labelled with this controller's weights, so it is accepted
+        holder.load_bytes(fresh_policy_onnx(f"init-{s.init_seed}", s.init_seed, codec=codec,
+                                            utility=s.utility), None, "init")
 
 
 def create_app(settings: ControllerSettings | None = None, registry=None) -> FastAPI:
@@ -270,7 +271,8 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
     codec = ActionCodec(total_bandwidth_hz=s.total_bandwidth_hz, n_units=s.n_units,
                         min_units=s.min_units)
     m = ControllerMetrics()
-    holder = ModelHolder(codec, m)
+    m.set_utility(s.utility)
+    holder = ModelHolder(codec, m, utility=s.utility)
     if registry is None and s.redis_url:
         from slicetwin.registry import RedisRegistry
 
@@ -279,9 +281,8 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
     cells = (RedisCellStore(s.redis_url, s.registry_prefix, s.cell_ttl_s)
              if store_kind == "redis" else LocalCellStore())
     sink = _make_sink(s, m)
-    engine = DecisionEngine(codec, holder, cells, sink, m, gamma_min=s.reward_gamma_min,
-                            gamma_max=s.reward_gamma_max, sigma=s.reward_sigma,
-                            explore_epsilon=s.explore_epsilon,
+    engine = DecisionEngine(codec, holder, cells, sink, m, utility=s.utility,
+                            shaper=s.reward_shaper, explore_epsilon=s.explore_epsilon,
                             explore_budget=s.explore_budget_per_cell,
                             explore_seed=s.explore_seed)
 
@@ -499,6 +500,8 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
                              "transitions_sink": sink_state},
                             status_code=200 if ready else 503)
 
+    utility_info, reward_info = s.utility.as_dict(), s.reward_shaper.as_dict()
+
     @app.get("/v1/policy", tags=["ops"], summary="The policy in service")
     async def policy():
         p = holder.policy
@@ -507,7 +510,8 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
                 "last_error": holder.last_error,
                 "n_actions": p.n_actions if p else codec.n_actions,
                 "sha256": p.info.sha256 if p else None,
-                "metadata": p.info.metadata if p else {}}
+                "metadata": p.info.metadata if p else {},
+                "utility": utility_info, "reward": reward_info}
 
     @app.get("/metrics", tags=["ops"])
     async def metrics():

@@ -31,11 +31,17 @@ def controller(
         if val is not None:
             os.environ[f"SLICETWIN_{name}"] = str(val)
     import uvicorn
+    from pydantic import ValidationError
 
     from controller.app import create_app
     from controller.settings import ControllerSettings
+    from slicetwin.settings_errors import settings_error
 
-    s = ControllerSettings()
+    try:
+        s = ControllerSettings()
+    except ValidationError as e:  # a clear start-up error naming the variable, no traceback
+        typer.echo(settings_error(e), err=True)
+        raise typer.Exit(2) from None
     # background threads (registry watcher loading a model, transition writer) hand the GIL
     # back to the event loop sooner: a hot-swap stalls requests for ~1 ms slices, not 5 ms ones
     sys.setswitchinterval(s.gil_switch_interval_s)

@@ -26,7 +26,8 @@ from slicetwin.fallback import DemandProportional
 from slicetwin.schemas import KPIReport
 from slicetwin.slices import SLICE_NAMES, slice_index
 from slicetwin.state import STATE_SCALES
-from slicetwin.utility import UtilityConfig
+from slicetwin.utility import RewardShaper, UtilityConfig
+from slicetwin.utility import ssr as ssr_of
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +59,17 @@ class ReportError(ValueError):
 
 class DecisionEngine:
     def __init__(self, codec: ActionCodec, holder, cells, sink, metrics, *,
-                 utility: UtilityConfig | None = None, gamma_min: float = 2.0,
-                 gamma_max: float = 2.6, sigma: float = 1e-4, explore_epsilon: float = 0.0,
-                 explore_budget: int = 0, explore_seed: int | None = None):
+                 utility: UtilityConfig | None = None, shaper: RewardShaper | None = None,
+                 explore_epsilon: float = 0.0, explore_budget: int = 0,
+                 explore_seed: int | None = None):
         self.codec, self.holder, self.cells, self.sink, self.m = codec, holder, cells, sink, metrics
         self.fallback = DemandProportional(codec)
-        u = utility or UtilityConfig()
-        self.alpha, self.beta = float(u.alpha), [float(b) for b in u.beta]
-        self.gmin, self.gmax, self.sigma = gamma_min, gamma_max, sigma
+        # the one definition (slicetwin.utility): numpy forms for batches, pure-Python closures
+        # with the constants bound for single reports (the same operations, the same bits)
+        self.utility_config = utility or UtilityConfig()
+        self.shaper = shaper or RewardShaper()
+        self._utility = self.utility_config.scalar()
+        self._reward = self.shaper.scalar()
         self.eps, self.budget = explore_epsilon, explore_budget
         self.rng = np.random.default_rng(explore_seed)
         self._scales = [float(s) for s in STATE_SCALES]
@@ -94,14 +98,6 @@ class DecisionEngine:
                             for name, u in zip(SLICE_NAMES, units, strict=True)])
             self._alloc_cache[action] = s
         return s
-
-    def _reward(self, utility: float, t: int) -> float:
-        g = min(self.gmin + self.sigma * t, self.gmax)
-        if utility < g:
-            return 0.0
-        if utility < self.gmax:
-            return 1.0
-        return 1.0 + (utility - self.gmax) / 2.0
 
     def _reported_action(self, rep: KPIReport) -> int | None:
         """Action index of the allocation the gNB says was in force (None if not reported)."""
@@ -232,8 +228,8 @@ class DecisionEngine:
             se += k.spectral_efficiency
         sc = self._scales
         state = [arrived[0] / sc[0], arrived[1] / sc[1], arrived[2] / sc[2]]
-        utility = self.alpha * se + sum(b * s for b, s in zip(self.beta, ssr, strict=True))
-        reward = self._reward(utility, window)
+        utility = self._utility(se, ssr)
+        reward = self._reward(utility, window)  # t = the report's window number
         action, version, fallback, explored = self._choose(cell_id, state, arrived)
         mem = CellMemory(window, state, action, version, fallback, explored)
         prev = self.cells.commit(cell_id, mem)  # atomic order check + store
@@ -278,11 +274,9 @@ class DecisionEngine:
             for i, al in enumerate(cols.allocations)]
         arrived, sla, se = cols.arrived, cols.sla, cols.se
         windows = np.asarray(wins, dtype=np.float64)
-        ssr = np.where(arrived > 0, np.minimum(sla / np.where(arrived > 0, arrived, 1), 1), 1.0)
-        utility = self.alpha * se + ssr @ np.asarray(self.beta)
-        g = np.minimum(self.gmin + self.sigma * windows, self.gmax)
-        reward = np.where(utility < g, 0.0,
-                          np.where(utility < self.gmax, 1.0, 1.0 + (utility - self.gmax) / 2))
+        ssr = ssr_of(sla, arrived)
+        utility = self.utility_config.utility(se, ssr)
+        reward = self.shaper.reward(utility, windows)  # t = each report's window number
         # float64 states for memory and transitions (the same numbers as the single-report
         # path, and their short decimal reprs keep the transition writer cheap: a float32
         # value printed as float64 takes 17 digits); float32 only for the model

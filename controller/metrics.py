@@ -41,7 +41,8 @@ class ControllerMetrics:
         self.utility = Gauge("slicetwin_utility", "Utility (alpha*SE + sum beta*SSR) of the last "
                              "report", registry=r)
         self.utility_hist = Histogram("slicetwin_report_utility", "Utility per report",
-                                      buckets=(0, 0.5, 1, 1.5, 2, 2.2, 2.4, 2.6, 2.8, 3, 3.5, 4),
+                                      buckets=(0, 0.5, 1, 1.5, 2, 2.2, 2.4, 2.6, 2.8, 3, 3.5, 4, 6,
+                                               8, 10, 12),  # 12: beta (1, 4, 6) at full SSR
                                       registry=r)
         self.reward = Counter("slicetwin_reward_sum_total", "Sum of shaped rewards of closed "
                               "transitions", registry=r)
@@ -66,6 +67,10 @@ class ControllerMetrics:
         self.policy_info = Info("slicetwin_policy", "Policy in service", registry=r)
         self.model_loaded = Gauge("slicetwin_model_loaded", "1 when a policy model is loaded",
                                   registry=r)
+        self.utility_alpha = Gauge("slicetwin_utility_alpha", "SE weight alpha of the utility "
+                                   "(setting utility_alpha)", registry=r)
+        self.utility_beta = Gauge("slicetwin_utility_beta", "SLA weight beta of each slice in "
+                                  "the utility (setting utility_beta)", ["slice"], registry=r)
         # pre-bound children for the hot path
         self.prb_children = [self.prb_ratio.labels(s) for s in SLICE_NAMES]
         self.bw_children = [self.bandwidth.labels(s) for s in SLICE_NAMES]
@@ -78,6 +83,12 @@ class ControllerMetrics:
         self.transitions_written.inc(0)
         for reason in ("no_model", "inference_error"):
             self.fallbacks.labels(reason)
+
+    def set_utility(self, utility) -> None:
+        """Publish the operator's weights (a ``slicetwin.utility.UtilityConfig``), once."""
+        self.utility_alpha.set(utility.alpha)
+        for name, b in zip(SLICE_NAMES, utility.beta, strict=True):
+            self.utility_beta.labels(name).set(b)
 
     def decision_counter(self, version: str, fallback: bool):
         key = (version, fallback)

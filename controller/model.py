@@ -16,13 +16,17 @@ import time
 from slicetwin.actions import ActionCodec
 from slicetwin.onnx_policy import ModelRejected, OnnxPolicy
 from slicetwin.registry import IntegrityError, NotFound, Registry, RegistryError, Watcher
+from slicetwin.utility import UtilityConfig
 
 log = logging.getLogger(__name__)
 
 
 class ModelHolder:
-    def __init__(self, codec: ActionCodec, metrics=None):
+    def __init__(self, codec: ActionCodec, metrics=None, utility: UtilityConfig | None = None):
         self.codec = codec
+        # the weights this controller serves: a model trained for others is refused (reason
+        # "utility"); None checks nothing
+        self.utility = utility
         self.metrics = metrics
         self.policy: OnnxPolicy | None = None
         self.origin: str = "none"
@@ -49,7 +53,8 @@ class ModelHolder:
         """Validate and swap in ``blob``; False (and the old model keeps serving) on failure."""
         with self._lock:
             try:
-                new = OnnxPolicy(blob, version=version, expect_codec=self.codec)
+                new = OnnxPolicy(blob, version=version, expect_codec=self.codec,
+                                 expect_utility=self.utility)
             except ModelRejected as e:
                 self._reject(e.reason, str(e))
                 return False

@@ -7,10 +7,15 @@ no Redis, no API key, a freshly initialised student (or the demand-proportional 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from slicetwin.utility import RewardShaper, UtilityConfig, check_alpha, check_beta
+
+# the one set of defaults (slicetwin.utility), never re-typed here
+_UTILITY, _SHAPER = UtilityConfig(), RewardShaper()
 
 
 class ControllerSettings(BaseSettings):
@@ -48,10 +53,18 @@ class ControllerSettings(BaseSettings):
     explore_epsilon: float = Field(0.0, ge=0.0, le=1.0)
     explore_budget_per_cell: int = Field(100, ge=0, description="max explored decisions per cell")
     explore_seed: int | None = None
-    # --- reward shaping (slicetwin.utility.RewardShaper); t = the window index
-    reward_gamma_min: float = 2.0
-    reward_gamma_max: float = 2.6
-    reward_sigma: float = 1e-4
+    # --- utility and reward (slicetwin.utility: the simulator's, twin's and trainer's too)
+    utility_alpha: float = Field(_UTILITY.alpha, description="SE weight alpha of the utility "
+                                 "alpha*SE + sum beta*SSR (finite, >= 0)")
+    utility_beta: Annotated[tuple[float, ...], NoDecode] = Field(
+        _UTILITY.beta, description="SLA weights beta per slice (VoLTE, video, URLLC): "
+        "'1,4,6' or '[1, 4, 6]'; finite, >= 0, positive sum. A promoted model trained for "
+        "other weights is refused")
+    reward_gamma_min: float = Field(_SHAPER.gamma_min, description="RewardShaper threshold "
+                                    "gamma_t = min(gamma_min + sigma * t, gamma_max), t = the "
+                                    "report's window number")
+    reward_gamma_max: float = _SHAPER.gamma_max
+    reward_sigma: float = _SHAPER.sigma
     # --- security and limits
     api_key: SecretStr | None = Field(None, description="bearer key required on POST endpoints")
     max_body_bytes: int = Field(4_000_000, gt=0, description="larger bodies get 413")
@@ -77,3 +90,36 @@ class ControllerSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, v):
         return None if v == "" else v
+
+    @field_validator("utility_alpha", mode="before")
+    @classmethod
+    def _alpha_empty_is_default(cls, v):
+        return _UTILITY.alpha if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("utility_alpha")
+    @classmethod
+    def _alpha(cls, v):
+        return check_alpha(v)
+
+    @field_validator("utility_beta", mode="before")
+    @classmethod
+    def _beta(cls, v):
+        return _UTILITY.beta if isinstance(v, str) and not v.strip() else check_beta(v)
+
+    @model_validator(mode="after")
+    def _shaper_ok(self):
+        try:
+            self.reward_shaper  # noqa: B018 - validates
+        except ValueError as e:
+            raise ValueError(f"reward_gamma_min / reward_gamma_max / reward_sigma: {e}") from None
+        return self
+
+    @property
+    def utility(self) -> UtilityConfig:
+        return UtilityConfig(alpha=self.utility_alpha, beta=self.utility_beta)
+
+    @property
+    def reward_shaper(self) -> RewardShaper:
+        return RewardShaper(gamma_min=self.reward_gamma_min, gamma_max=self.reward_gamma_max,
+                            sigma=self.reward_sigma)
+

@@ -25,6 +25,7 @@ import numpy as np
 from slicetwin.actions import ActionCodec
 from slicetwin.slices import SLICE_NAMES
 from slicetwin.state import STATE_DIM, STATE_SCALES
+from slicetwin.utility import UtilityConfig
 
 INPUT_NAME = "state"
 OUTPUT_NAME = "logits"
@@ -49,8 +50,12 @@ def _parse_list(text: str) -> list[str]:
     return [x.strip() for x in t.split(",") if x.strip()]
 
 
-def default_metadata(codec: ActionCodec, version: str, **extra: object) -> dict[str, str]:
-    """The metadata_props every SliceTwin policy carries (values are strings, per ONNX)."""
+def default_metadata(codec: ActionCodec, version: str, utility: UtilityConfig | None = None,
+                     **extra: object) -> dict[str, str]:
+    """The metadata_props every SliceTwin policy carries (values are strings, per ONNX).
+
+    ``utility``: the weights the policy was trained for (``utility_alpha``, ``utility_beta``);
+    without it the keys are left out, which a controller reads as the defaults."""
     from datetime import datetime, timezone
 
     meta = {
@@ -63,6 +68,8 @@ def default_metadata(codec: ActionCodec, version: str, **extra: object) -> dict[
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "metrics": "{}",
     }
+    if utility is not None:
+        meta.update(utility.metadata())
     for k, v in extra.items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     return {META_PREFIX + k: v for k, v in meta.items()}
@@ -125,11 +132,35 @@ def build_mlp_onnx(weights: list[tuple[np.ndarray, np.ndarray]],
 
 
 def fresh_policy_onnx(version: str = "init-0", seed: int = 0, hidden: tuple[int, ...] = (16, 16),
-                      codec: ActionCodec | None = None) -> bytes:
-    """A randomly initialised 3-16-16-n_actions student with full metadata (the cold-start model)."""
+                      codec: ActionCodec | None = None,
+                      utility: UtilityConfig | None = None) -> bytes:
+    """A randomly initialised 3-16-16-n_actions student with full metadata (the cold-start model).
+
+    ``utility``: weights to record (the controller passes its own: an untrained student serves
+    any weights); None records none (read as the defaults)."""
     codec = codec or ActionCodec()
     return build_mlp_onnx(init_mlp_weights(hidden, codec.n_actions, seed),
-                          default_metadata(codec, version, init_seed=str(seed)))
+                          default_metadata(codec, version, utility, init_seed=str(seed)))
+
+
+def _check_utility(meta: dict[str, str], expect: UtilityConfig) -> None:
+    """Refuse a policy trained for other utility weights than the ones it would serve.
+
+    The weights come from ``slicetwin.utility_alpha`` / ``slicetwin.utility_beta``; a model
+    without them (exported before they were recorded) counts as trained for the defaults."""
+    keys = ("utility_alpha", "utility_beta")
+    found = {k: meta[META_PREFIX + k] for k in keys if META_PREFIX + k in meta}
+    try:
+        trained = UtilityConfig.from_metadata(found)
+    except ValueError as e:
+        raise ModelRejected(f"bad slicetwin utility metadata: {e}", "metadata") from e
+    if not trained.matches(expect):
+        how = "" if len(found) == len(keys) else " (it records no weights: the defaults)"
+        raise ModelRejected(
+            f"model was trained for utility alpha={trained.alpha:g}, beta="
+            f"{[float(b) for b in trained.beta]}{how}; this controller uses alpha="
+            f"{expect.alpha:g}, beta={[float(b) for b in expect.beta]} "
+            f"(SLICETWIN_UTILITY_ALPHA / SLICETWIN_UTILITY_BETA)", "utility")
 
 
 # ----------------------------------------------------------------------------- running
@@ -163,7 +194,8 @@ class OnnxPolicy:
     BATCH_CHUNK = 128  # rows per onnxruntime call in act_batch
 
     def __init__(self, model: bytes, version: str | None = None,
-                 expect_codec: ActionCodec | None = None, intra_op_threads: int = 1):
+                 expect_codec: ActionCodec | None = None, intra_op_threads: int = 1,
+                 expect_utility: UtilityConfig | None = None):
         import onnxruntime as ort
 
         if not isinstance(model, bytes | bytearray) or len(model) == 0:
@@ -179,7 +211,8 @@ class OnnxPolicy:
             raise ModelRejected(f"model does not parse as ONNX: {str(e)[:300]}", "parse") from e
         self._sess = sess
         meta = dict(sess.get_modelmeta().custom_metadata_map)
-        self.info = self._validate(sess, meta, bytes(model), version, expect_codec)
+        self.info = self._validate(sess, meta, bytes(model), version, expect_codec,
+                                   expect_utility)
         self.version = self.info.version
         self.codec = self.info.codec
         self.n_actions = self.info.n_actions
@@ -204,7 +237,8 @@ class OnnxPolicy:
     # -- validation
     @staticmethod
     def _validate(sess, meta: dict[str, str], blob: bytes, version: str | None,
-                  expect_codec: ActionCodec | None) -> PolicyInfo:
+                  expect_codec: ActionCodec | None,
+                  expect_utility: UtilityConfig | None = None) -> PolicyInfo:
         ins, outs = sess.get_inputs(), sess.get_outputs()
         if len(ins) != 1 or ins[0].name != INPUT_NAME:
             raise ModelRejected(f"expected one input named {INPUT_NAME!r}, got "
@@ -262,6 +296,8 @@ class OnnxPolicy:
             if scales.shape != STATE_SCALES.shape or not np.allclose(scales, STATE_SCALES):
                 raise ModelRejected(f"model state scales {scales.tolist()} differ from this "
                                     f"controller's {STATE_SCALES.tolist()}", "metadata")
+        if expect_utility is not None:
+            _check_utility(meta, expect_utility)
         sha = hashlib.sha256(blob).hexdigest()
         ver = version or get("version") or sha[:12]
         return PolicyInfo(version=ver, sha256=sha, n_actions=codec.n_actions, codec=codec,
