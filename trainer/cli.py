@@ -245,9 +245,16 @@ def trainer_cmd(
             os.environ[f"SLICETWIN_{name}"] = str(val).lower() if isinstance(val, bool) else str(val)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
+    from pydantic import ValidationError
+
+    from slicetwin.settings_errors import settings_error
     from trainer.worker import TrainerWorker, WorkerSettings
 
-    settings = WorkerSettings()
+    try:
+        settings = WorkerSettings()
+    except ValidationError as e:  # a clear start-up error naming the variable
+        typer.echo(settings_error(e), err=True)
+        raise typer.Exit(2) from None
     if not settings.redis_url:
         raise typer.BadParameter("set --redis-url or SLICETWIN_REDIS_URL (the stream and the "
                                  "registry live there); the embedded demo runs the worker in-process")

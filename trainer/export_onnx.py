@@ -25,6 +25,7 @@ from torch import nn
 
 from slicetwin.slices import SLICE_NAMES
 from slicetwin.state import STATE_DIM, STATE_SCALES
+from slicetwin.utility import UtilityConfig
 
 INPUT_NAME = "state"
 OUTPUT_NAME = "logits"
@@ -110,8 +111,12 @@ def _policy_graph(model: nn.Module) -> tuple[_GraphBuilder, int, int]:
 
 def to_onnx(model: nn.Module, *, n_units: int, total_bandwidth_hz: float = 20e6,
             version: str = "0", metrics: Mapping[str, Any] | None = None,
-            extra_meta: Mapping[str, str] | None = None) -> onnx.ModelProto:
-    """Build the ONNX policy model (checked with ``onnx.checker``) from a torch module."""
+            extra_meta: Mapping[str, str] | None = None,
+            utility: UtilityConfig | None = None) -> onnx.ModelProto:
+    """Build the ONNX policy model (checked with ``onnx.checker``) from a torch module.
+
+    ``utility``: the weights the policy was trained for (default: the defaults), recorded as
+    ``utility_alpha`` / ``utility_beta``; a controller serving other weights refuses it."""
     model = model.eval()
     g, in_dim, n_out = _policy_graph(model)
     if in_dim != STATE_DIM:
@@ -137,6 +142,7 @@ def to_onnx(model: nn.Module, *, n_units: int, total_bandwidth_hz: float = 20e6,
         "metrics": json.dumps(dict(metrics or {}), sort_keys=True),
         "contract": CONTRACT_VERSION,
         "architecture": type(model).__name__,
+        **(utility or UtilityConfig()).metadata(),
     }
     meta.update(dict(extra_meta or {}))
     for k, v in meta.items():
@@ -211,6 +217,10 @@ def validate_onnx(source: str | Path | bytes) -> dict[str, Any]:
                              f"n_units={meta['n_units']}, got elem_type {et} shape {dso}")
     if json.loads(meta["slice_order"]) != list(SLICE_NAMES):
         raise OnnxModelError(f"slice order {meta['slice_order']} differs from {list(SLICE_NAMES)}")
+    try:
+        UtilityConfig.from_metadata(meta)  # absent keys: the defaults
+    except ValueError as e:
+        raise OnnxModelError(f"bad utility metadata: {e}") from e
     return {**meta, "n_actions": n_actions}
 
 

@@ -25,7 +25,9 @@ def create_app(settings: TwinServiceSettings | None = None, holder: TwinHolder |
     promotions on ``registry`` (e.g. the demo's in-memory one) or, when a Redis URL is
     configured, on the Redis registry."""
     settings = settings or TwinServiceSettings()
-    holder = holder or TwinHolder()
+    holder = holder or TwinHolder(utility=settings.utility)
+    if holder.utility is None:  # a caller's holder: later loads are checked too
+        holder.utility = settings.utility
     metrics = TwinMetrics()
     holder.on_swap.append(metrics.on_swap)
     if holder.current is not None:

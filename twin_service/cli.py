@@ -21,12 +21,18 @@ def twin(
 ) -> None:
     """Serve the digital twin over HTTP (step, step:batch, model, health, metrics)."""
     import uvicorn
+    from pydantic import ValidationError
 
+    from slicetwin.settings_errors import settings_error
     from twin_service.app import create_app
     from twin_service.settings import TwinServiceSettings
 
     overrides = {k: v for k, v in {"model": model, "redis_url": redis_url}.items() if v}
-    settings = TwinServiceSettings(**overrides)
+    try:
+        settings = TwinServiceSettings(**overrides)
+    except ValidationError as e:  # a clear start-up error naming the variable
+        typer.echo(settings_error(e, "SLICETWIN_TWIN_"), err=True)
+        raise typer.Exit(2) from None
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
                 access_log=False)
 

@@ -34,7 +34,10 @@ def smoke_test(twin) -> None:
 
 
 class TwinHolder:
-    def __init__(self) -> None:
+    def __init__(self, utility=None) -> None:
+        # the operator's weights (slicetwin.utility.UtilityConfig): a twin that computes
+        # utility with others is refused; None checks nothing
+        self.utility = utility
         self._current: LoadedTwin | None = None
         self._lock = threading.Lock()
         self.on_swap: list = []  # callbacks(LoadedTwin), e.g. metrics
@@ -50,6 +53,7 @@ class TwinHolder:
         twin = Twin.from_bytes(blob)
         if metrics:
             twin.metrics = {**twin.metrics, **metrics}
+        self.check_utility(twin)
         smoke_test(twin)
         version = version or "sha256:" + hashlib.sha256(blob).hexdigest()[:12]
         loaded = LoadedTwin(twin, str(version), source)
@@ -65,7 +69,18 @@ class TwinHolder:
         version = "file-" + hashlib.sha256(blob).hexdigest()[:12]
         return self.load_blob(blob, version, source=f"file:{p}")
 
+    def check_utility(self, twin) -> None:
+        """ValueError when ``twin`` computes utility with other weights than the settings'."""
+        u = getattr(twin, "utility_config", None)
+        if self.utility is None or u is None or u.matches(self.utility):
+            return
+        raise ValueError(f"twin computes utility with alpha={u.alpha:g}, beta={list(u.beta)}; "
+                         f"this service uses alpha={self.utility.alpha:g}, beta="
+                         f"{list(self.utility.beta)} (SLICETWIN_UTILITY_ALPHA / "
+                         f"SLICETWIN_UTILITY_BETA)")
+
     def load_twin(self, twin, version: str, source: str = "memory") -> LoadedTwin:
+        self.check_utility(twin)
         smoke_test(twin)
         loaded = LoadedTwin(twin, version, source)
         with self._lock:
@@ -85,4 +100,5 @@ def model_info(loaded: LoadedTwin) -> dict:
         "calibration_error": m.get("calibration_error"), "next_state_rmse": m.get("next_state_rmse"),
         "persistence_rmse": m.get("persistence_rmse"), "metrics": m,
         "config": json.loads(tw.config.to_json()),
+        "utility": tw.utility_config.as_dict() if hasattr(tw, "utility_config") else {},
     }

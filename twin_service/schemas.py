@@ -88,3 +88,5 @@ class ModelInfo(BaseModel):
     persistence_rmse: float | None = None
     metrics: dict
     config: dict
+    utility: dict = Field(default_factory=dict, description="the twin's utility weights "
+                          "{alpha, beta}: the service's settings (a twin for others is refused)")

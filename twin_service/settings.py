@@ -7,8 +7,14 @@ the controller uses (``SLICETWIN_REDIS_URL`` / ``REDIS_URL``, ``SLICETWIN_HMAC_K
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from slicetwin.utility import UtilityConfig, check_alpha, check_beta
+
+_UTILITY = UtilityConfig()  # the one set of defaults (slicetwin.utility)
 
 
 class TwinServiceSettings(BaseSettings):
@@ -31,3 +37,29 @@ class TwinServiceSettings(BaseSettings):
     max_history: int = Field(64, ge=1, description="longest history window accepted")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads (0: torch default); "
                                "1 is fastest on a shared 2-core CPU")
+    utility_alpha: float = Field(_UTILITY.alpha, validation_alias=AliasChoices(
+        "utility_alpha", "SLICETWIN_TWIN_UTILITY_ALPHA", "SLICETWIN_UTILITY_ALPHA"),
+        description="SE weight of the utility; a twin computing it with other weights is refused")
+    utility_beta: Annotated[tuple[float, ...], NoDecode] = Field(
+        _UTILITY.beta, validation_alias=AliasChoices(
+            "utility_beta", "SLICETWIN_TWIN_UTILITY_BETA", "SLICETWIN_UTILITY_BETA"),
+        description="SLA weights per slice, '1,4,6' or '[1, 4, 6]' (as the controller's)")
+
+    @field_validator("utility_alpha", mode="before")
+    @classmethod
+    def _alpha_empty_is_default(cls, v):
+        return _UTILITY.alpha if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("utility_alpha")
+    @classmethod
+    def _alpha(cls, v):
+        return check_alpha(v)
+
+    @field_validator("utility_beta", mode="before")
+    @classmethod
+    def _beta(cls, v):
+        return _UTILITY.beta if isinstance(v, str) and not v.strip() else check_beta(v)
+
+    @property
+    def utility(self) -> UtilityConfig:
+        return UtilityConfig(alpha=self.utility_alpha, beta=self.utility_beta)

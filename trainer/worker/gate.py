@@ -63,11 +63,14 @@ def twin_utility(policy: PolicyFn, twin: Any, data: Transitions, rows: np.ndarra
     return float(np.mean(total))
 
 
-def sim_utility(policy: PolicyFn, cells: int, windows: int, seed: int) -> float:
-    """Mean utility of ``policy`` in closed loop with the simulator (same seed = same traffic)."""
+def sim_utility(policy: PolicyFn, cells: int, windows: int, seed: int, utility=None) -> float:
+    """Mean utility of ``policy`` in closed loop with the simulator (same seed = same traffic);
+    ``utility``: the weights (a ``UtilityConfig``; default: the defaults)."""
+    from slicetwin.sim.config import SimConfig
     from slicetwin.sim.simulator import RanSimulator
 
-    sim = RanSimulator(n_cells=cells, seed=seed)
+    cfg = SimConfig() if utility is None else SimConfig(utility=utility)
+    sim = RanSimulator(cfg, n_cells=cells, seed=seed)
     s = sim.reset()
     u = []
     for _ in range(windows):
@@ -79,7 +82,8 @@ def sim_utility(policy: PolicyFn, cells: int, windows: int, seed: int) -> float:
 def gate(candidate: PolicyFn, current: PolicyFn, *, twin: Any, data: Transitions,
          held_rows: np.ndarray, margin: float, horizon: int = 5, rollouts: int = 256,
          seed: int = 0, sim: dict | None = None, current_version: str | None = None) -> GateResult:
-    """Compare ``candidate`` with ``current``; ``sim``: {"cells", "windows"} to add the sim gate."""
+    """Compare ``candidate`` with ``current``; ``sim``: {"cells", "windows"[, "utility"]} to
+    add the sim gate."""
     rng = np.random.default_rng(seed)
     rows = held_rows if len(held_rows) <= rollouts else np.sort(
         rng.choice(held_rows, rollouts, replace=False))
@@ -88,8 +92,10 @@ def gate(candidate: PolicyFn, current: PolicyFn, *, twin: Any, data: Transitions
         res.candidate["twin_utility"] = twin_utility(candidate, twin, data, rows, horizon, seed)
         res.current["twin_utility"] = twin_utility(current, twin, data, rows, horizon, seed)
     if sim:
-        res.candidate["sim_utility"] = sim_utility(candidate, sim["cells"], sim["windows"], seed)
-        res.current["sim_utility"] = sim_utility(current, sim["cells"], sim["windows"], seed)
+        u = sim.get("utility")
+        res.candidate["sim_utility"] = sim_utility(candidate, sim["cells"], sim["windows"], seed,
+                                                   u)
+        res.current["sim_utility"] = sim_utility(current, sim["cells"], sim["windows"], seed, u)
     if not res.candidate:
         return GateResult(False, margin, reason="no held-out data to judge the candidate on",
                           current_version=current_version)

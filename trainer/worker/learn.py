@@ -75,7 +75,7 @@ def fit_twin(train: Transitions, s: WorkerSettings, seed: int):
                      reward_hidden=(2 * s.twin_hidden, 2 * s.twin_hidden), epochs=s.twin_epochs,
                      patience=8, max_fit_seconds=s.twin_fit_seconds, seed=seed,
                      n_units=s.n_units)
-    twin = Twin(cfg)
+    twin = Twin(cfg, utility=s.utility)  # utility from its KPI head, with the operator's weights
     metrics = twin.fit(train)
     return twin, metrics
 
@@ -145,5 +145,6 @@ def distil_and_export(agent1: DQNAgent, train: Transitions, s: WorkerSettings, v
     figures = {"agreement": round(res.agreement, 4), "q_regret": round(res.q_regret, 5),
                "seconds": round(time.perf_counter() - t0, 3)}
     model = to_onnx(res.student, n_units=s.n_units, total_bandwidth_hz=s.total_bandwidth_hz,
-                    version=version, metrics={**(metrics or {}), "agreement": figures["agreement"]})
+                    version=version, metrics={**(metrics or {}), "agreement": figures["agreement"]},
+                    utility=s.utility)
     return model.SerializeToString(), figures

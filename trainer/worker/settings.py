@@ -8,10 +8,14 @@ hot-swap within a couple of minutes; raise the budgets for a real deployment.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from slicetwin.utility import UtilityConfig, check_alpha, check_beta
+
+_UTILITY = UtilityConfig()  # the one set of defaults (slicetwin.utility)
 
 
 class WorkerSettings(BaseSettings):
@@ -45,6 +49,12 @@ class WorkerSettings(BaseSettings):
     agent_hidden: tuple[int, ...] = Field((128, 128), description="Q-network hidden layers; "
                                           "smaller than the paper's for short CPU cycles")
     gamma: float = Field(0.5, ge=0.0, lt=1.0, description="the task is near a contextual bandit")
+    utility_alpha: float = Field(_UTILITY.alpha, description="SE weight of the utility the "
+                                 "twin computes and the student is trained for (recorded in "
+                                 "its ONNX metadata; must match the controller's)")
+    utility_beta: Annotated[tuple[float, ...], NoDecode] = Field(
+        _UTILITY.beta, description="SLA weights per slice: '1,4,6' or '[1, 4, 6]' (must match "
+        "the controller's)")
     learn_from: Literal["utility", "reward"] = Field(
         "utility", description="learning signal: utility (dense) or the paper's shaped reward")
     twin_fit_seconds: float = Field(8.0, gt=0, description="wall-clock cap of one twin fit")
@@ -86,6 +96,25 @@ class WorkerSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, v):
         return None if v == "" else v
+
+    @field_validator("utility_alpha", mode="before")
+    @classmethod
+    def _alpha_empty_is_default(cls, v):
+        return _UTILITY.alpha if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("utility_alpha")
+    @classmethod
+    def _alpha(cls, v):
+        return check_alpha(v)
+
+    @field_validator("utility_beta", mode="before")
+    @classmethod
+    def _beta(cls, v):
+        return _UTILITY.beta if isinstance(v, str) and not v.strip() else check_beta(v)
+
+    @property
+    def utility(self) -> UtilityConfig:
+        return UtilityConfig(alpha=self.utility_alpha, beta=self.utility_beta)
 
     @property
     def stream_key(self) -> str:

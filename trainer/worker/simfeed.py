@@ -14,16 +14,23 @@ import numpy as np
 
 
 def sim_transitions(cells: int = 4, windows: int = 100, seed: int = 0, eps: float = 1.0,
-                    cell_prefix: str = "sim", policy=None) -> Iterator:
-    """Yield ``controller.sinks.Transition`` tuples, window by window (cells x windows)."""
+                    cell_prefix: str = "sim", policy=None, utility=None,
+                    shaper=None) -> Iterator:
+    """Yield ``controller.sinks.Transition`` tuples, window by window (cells x windows).
+
+    ``utility`` / ``shaper``: the weights (``UtilityConfig``) and ``RewardShaper`` a controller
+    with the same settings would record with (default: the defaults); the reward's ``t`` is
+    the transition's report window, as in the controller."""
     from controller.sinks import Transition
+    from slicetwin.sim.config import SimConfig
     from slicetwin.sim.simulator import RanSimulator
     from slicetwin.utility import RewardShaper
 
-    sim = RanSimulator(n_cells=cells, seed=seed)
+    sim = RanSimulator(SimConfig() if utility is None else SimConfig(utility=utility),
+                       n_cells=cells, seed=seed)
     s = sim.reset()
     rng = np.random.default_rng(seed)
-    shaper = RewardShaper()
+    shaper = shaper or RewardShaper()
     n = sim.codec.n_actions
     w0 = 1_000_000
     for k in range(windows):
@@ -32,7 +39,7 @@ def sim_transitions(cells: int = 4, windows: int = 100, seed: int = 0, eps: floa
             ex = rng.random(cells) < eps
             a[ex] = rng.integers(0, n, int(ex.sum()))
         s2, kp = sim.step_actions(a)
-        r = shaper.reward(kp.utility, w0 + k)
+        r = shaper.reward(kp.utility, w0 + k + 1)  # t = the report window, as the controller
         for c in range(cells):
             yield Transition(f"{cell_prefix}-{c}", w0 + k + 1, s[c].tolist(), int(a[c]),
                              float(r[c]), float(kp.utility[c]), s2[c].tolist(),
