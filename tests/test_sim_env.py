@@ -69,11 +69,11 @@ def test_oracle_beats_every_baseline_on_same_traffic():
     cfg = SimConfig()
     codec = cfg.codec
     windows, cells, seed = 12, 2, 11
-    fixed_a, fixed_u = search_best_fixed(cfg, windows, cells, seed, radius=1, top=1)
+    fixed_a, fixed_u = search_best_fixed(cfg, windows, cells, seed)
     res = {p.name: run_policy(p, cfg, windows, cells, seed) for p in [
         RandomPolicy(seed), equal_split(codec), DemandProportionalPolicy(cfg),
         FixedPolicy(codec.decode(fixed_a), codec, name="best_fixed"),
-        OraclePolicy(search="coarse", extra=(fixed_a,))]}
+        OraclePolicy(search="full")]}
     assert res["best_fixed"].mean_utility == pytest.approx(fixed_u)
     o = res.pop("oracle")
     for name, r in res.items():
@@ -110,9 +110,23 @@ def test_cli_bench_and_baselines_json():
                 "single_cell_env_steps_per_s"):
         assert key in b
     assert b["cells"] == 4 and b["env_steps_per_s"] > 0
-    out = json.loads(_cli("baselines", "--windows", "2", "--cells", "1", "--oracle", "coarse",
-                          "--json"))
-    for name in ("random", "equal", "proportional", "best_fixed", "oracle"):
-        assert set(out[name]) >= {"mean_utility", "ssr", "mean_reward"}
-        assert len(out[name]["ssr"]) == 3
-    assert "oracle_margin_over_best_fixed" in out
+    d = json.loads(_cli("bench", "sim", "--cells", "2", "--steps", "5", "--profile", "diurnal"))
+    assert d["profile"] == "diurnal" and d["env_steps_per_s"] > 0
+    out = json.loads(_cli("baselines", "--profile", "hetero", "--quick", "--json"))
+    s = out["profiles"]["hetero"]
+    for name in ("equal", "proportional", "tuned_proportional", "best_fixed_train",
+                 "best_fixed_hindsight", "best_fixed_per_cell_hindsight", "planner", "oracle"):
+        row = s["policies"][name]
+        assert {"mean", "ci95", "per_seed", "ratio_to_best_fixed_hindsight", "ratio_to_planner",
+                "ratio_to_oracle"} <= set(row)
+        assert len(row["per_seed"]) == 2
+    assert s["protocol"]["report_seeds"] == [10_000, 10_001]
+    # the oracle is never beaten on the same traffic
+    assert all(r["mean"] <= s["policies"]["oracle"]["mean"] + 1e-9
+               for r in s["policies"].values())
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli", "baselines", "--quick",
+                        "--first-seed", "5"], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "report seeds must lie" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli", "baselines", "--quick",
+                        "--profile", "rush-hour"], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "unknown profile" in r.stderr

@@ -149,7 +149,7 @@ def warm_start(rng, slice_of, on, next_arr, inter):
 
 @njit(cache=True)
 def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_persist, beta,
-                 rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr,
+                 rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr, load, crowd,
                  qa, qb, qz, qs, qh, qn, rr,
                  arrived, delivered, met, dropped, bits, lat_mean, lat_p95, backlog, ssr,
                  se_out, util):
@@ -177,16 +177,23 @@ def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, 
         lat_p95[c, n] = np.nan
 
     # ---- load dynamics: slice regime, then per-user on/off ---------------------------------
+    # load model: offered-load multiplier m = load[c, n]; m < 1 scales the share of users that
+    # turn ON (fewer sessions), m > 1 the ON users' arrival rate; a flash crowd also holds its
+    # slice busy
     for n in range(3):
         if _u01(rng, c) < reg_leave[n, regime[c, n]]:
             regime[c, n] = 1 - regime[c, n]
-        p_on = on_prob[n, regime[c, n]]
+        if crowd[c] == n:
+            regime[c, n] = 1
+        m = load[c, n]
+        p_on = on_prob[n, regime[c, n]] * (m if m < 1.0 else 1.0)
+        lrate = m if m > 1.0 else 1.0
         for u in range(lo[c, n], hi[c, n]):
             if _u01(rng, c) >= on_persist[n]:
                 was = on[c, u]
                 on[c, u] = 1 if _u01(rng, c) < p_on else 0
                 if on[c, u] == 1 and was == 0:
-                    next_arr[c, u] = t0 + _sample_fwd(rng, c, inter[n])
+                    next_arr[c, u] = t0 + _sample_fwd(rng, c, inter[n]) / lrate
 
     # ---- arrivals of the window, generated per user then bucketed by slot --------------------
     cap = 4096
@@ -197,6 +204,7 @@ def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, 
     for n in range(3):
         d_i = inter[n]
         d_s = size[n]
+        lrate = load[c, n] if load[c, n] > 1.0 else 1.0  # ON users' arrival-rate multiplier
         for u in range(lo[c, n], hi[c, n]):
             if on[c, u] == 0:
                 continue  # OFF: no arrivals; the clock restarts stationary when it turns ON
@@ -216,7 +224,7 @@ def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, 
                 ev_b[ne] = _sample(rng, c, d_s)
                 ne += 1
                 arrived[c, n] += 1
-                ta += _sample(rng, c, d_i)
+                ta += _sample(rng, c, d_i) / lrate
             next_arr[c, u] = ta
     start = np.zeros(n_slots + 1, np.int64)
     ev_slot = np.empty(ne, np.int64)
@@ -425,13 +433,13 @@ def _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, 
 
 @njit(cache=True, parallel=True)
 def step_cells(P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_persist, beta,
-               rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr,
+               rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr, load, crowd,
                qa, qb, qz, qs, qh, qn, rr,
                arrived, delivered, met, dropped, bits, lat_mean, lat_p95, backlog, ssr, se_out,
                util):
     for c in prange(rbs.shape[0]):
         _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_persist, beta,
-                     rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr,
+                     rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr, load, crowd,
                      qa, qb, qz, qs, qh, qn, rr,
                      arrived, delivered, met, dropped, bits, lat_mean, lat_p95, backlog, ssr,
                      se_out, util)
@@ -440,13 +448,67 @@ def step_cells(P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_pe
 @njit(cache=True)
 def step_cells_serial(P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_persist,
                       beta,
-                      rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr,
+                      rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr, load, crowd,
                       qa, qb, qz, qs, qh, qn, rr,
                       arrived, delivered, met, dropped, bits, lat_mean, lat_p95, backlog, ssr, se_out,
                util):
     for c in range(rbs.shape[0]):
         _cell_window(c, P, rbs, inter, size, rate_sla, lat_sla, reg_leave, on_prob, on_persist, beta,
-                     rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr,
+                     rng, chan_key, now, win, regime, lo, hi, snr, uthr, on, next_arr, load, crowd,
                      qa, qb, qz, qs, qh, qn, rr,
                      arrived, delivered, met, dropped, bits, lat_mean, lat_p95, backlog, ssr,
                      se_out, util)
+
+
+# salts of the load model's counter-based draws (distinct from the fading draws' 0..2)
+_S_NOISE1, _S_NOISE2, _S_ONSET, _S_SLICE, _S_MULT, _S_DUR = 11, 12, 13, 14, 15, 16
+
+
+@njit(cache=True)
+def update_load(chan_key, win, day0, load, surge_left, surge_slice, surge_mult, crowd,
+                base, day_tab, day_windows, noise_sd, flash):
+    """Offered-load multipliers of the coming window, per cell and slice, into ``load``:
+    base x daily curve x surge.
+
+    Draws are hashes of (channel key, window), so copies of a cell (the oracle's) see the same
+    load whatever their allocation, and a fresh channel key gives a fresh future (the planner's).
+    ``day_windows`` 0: no daily curve; ``flash[0]`` 0: no surges. A surge lasts ``surge_left``
+    more windows (counting the coming one); onsets are tried only while none runs; ``crowd[c]``
+    is the slice under a surge in the coming window (-1: none).
+    """
+    C = load.shape[0]
+    for c in range(C):
+        key = chan_key[c]
+        w = win[c]
+        for n in range(3):
+            load[c, n] = base[n]
+        if day_windows > 0:
+            pos = (day0[c] + w) % day_windows
+            h = 24.0 * pos / day_windows
+            i = int(h)
+            f = h - i
+            for n in range(3):
+                m = day_tab[n, i] * (1.0 - f) + day_tab[n, i + 1] * f
+                if noise_sd > 0.0:
+                    u1 = _hash_u01(key, w, n, _S_NOISE1)
+                    u2 = _hash_u01(key, w, n, _S_NOISE2)
+                    z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+                    m *= np.exp(noise_sd * z - 0.5 * noise_sd * noise_sd)
+                load[c, n] = base[n] * m
+        if flash[0] > 0.0:
+            if surge_left[c] == 0 and _hash_u01(key, w, 0, _S_ONSET) <= flash[0]:
+                v = _hash_u01(key, w, 0, _S_SLICE)
+                k = 0
+                while k < 2 and v > flash[5 + k]:
+                    k += 1
+                surge_slice[c] = k
+                surge_mult[c] = flash[1] + (flash[2] - flash[1]) * (1.0 - _hash_u01(
+                    key, w, 0, _S_MULT))
+                span = flash[4] - flash[3] + 1.0
+                d = flash[3] + np.floor((1.0 - _hash_u01(key, w, 0, _S_DUR)) * span)
+                surge_left[c] = int(min(d, flash[4]))
+            crowd[c] = -1
+            if surge_left[c] > 0:
+                load[c, surge_slice[c]] *= surge_mult[c]
+                crowd[c] = surge_slice[c]
+                surge_left[c] -= 1

@@ -15,8 +15,9 @@ import numpy as np
 
 from slicetwin.actions import ActionCodec
 from slicetwin.sim.config import SimConfig
+from slicetwin.sim.search import best_split, fixed_tables, window_tables
 from slicetwin.sim.simulator import RanSimulator
-from slicetwin.state import STATE_SCALES
+from slicetwin.state import STATE_SCALES, state_from_arrivals
 from slicetwin.utility import RewardShaper
 
 
@@ -84,19 +85,26 @@ def neighbourhood(codec: ActionCodec, actions: np.ndarray, radius: int) -> np.nd
 
 
 class OraclePolicy:
-    """Clairvoyant one-step oracle: per cell, step copies of the true state with every candidate
-    action and keep the one with the best utility. ``search="full"`` tries all actions;
-    ``"coarse"`` tries a 1 MHz grid then refines +-``radius`` units around the best few (and
-    ``extra`` actions, e.g. the best fixed one), about 10x cheaper."""
+    """Clairvoyant one-step oracle: per cell, the allocation with the best utility in the coming
+    window, scored on copies of the true state with common random numbers (it sees the window's
+    arrivals and fading; it is myopic about the backlog it leaves).
+
+    ``search="full"``: exact over all actions via the per-slice decomposition
+    (``slicetwin.sim.search``, n_units - 2 copies per cell); ``"brute"``: the same maximum by
+    stepping one copy per action (for checking); ``"coarse"``: a 1 MHz grid refined +-``radius``
+    units around the best few (and ``extra`` actions), a labelled approximation below the full
+    search that never enters a reported ratio."""
 
     name = "oracle"
 
     def __init__(self, search: str = "full", chunk: int = 1024, radius: int = 4, top: int = 3,
                  extra: tuple[int, ...] = ()):
-        if search not in ("full", "coarse"):
-            raise ValueError("search must be 'full' or 'coarse'")
+        if search not in ("full", "brute", "coarse"):
+            raise ValueError("search must be 'full', 'brute' or 'coarse'")
         self.search, self.chunk, self.radius, self.top = search, chunk, radius, top
         self.extra = tuple(int(x) for x in extra)
+        if search == "coarse":
+            self.name = "oracle_coarse"
 
     def _score(self, sim: RanSimulator, cell: int, actions: np.ndarray) -> np.ndarray:
         util = np.empty(len(actions))
@@ -111,6 +119,9 @@ class OraclePolicy:
     def best(self, sim: RanSimulator, cell: int) -> tuple[int, float]:
         codec = sim.codec
         if self.search == "full":
+            a, u = best_split(window_tables(sim.replicate(cell, 1)), codec)
+            return int(a[0]), float(u[0])
+        if self.search == "brute":
             cand = np.arange(codec.n_actions)
             util = self._score(sim, cell, cand)
         else:
@@ -125,37 +136,122 @@ class OraclePolicy:
         return int(cand[j]), float(util[j])
 
     def act(self, sim: RanSimulator, state: np.ndarray) -> np.ndarray:
+        if self.search == "full":
+            return best_split(window_tables(sim), sim.codec)[0]
         return np.array([self.best(sim, c)[0] for c in range(sim.n_cells)], dtype=np.int64)
 
 
-def search_best_fixed(config: SimConfig, windows: int, cells: int, seed: int,
-                      radius: int = 3, top: int = 3, progress: bool = False) -> tuple[int, float]:
-    """Best fixed allocation: mean utility of candidate fixed actions on the given traffic
-    (coarse 1 MHz grid, then +-radius units around the best few). Returns (action, utility)."""
-    sim = RanSimulator(config, n_cells=cells, seed=seed)
-    sim.reset()
-    codec = sim.codec
+class PlannerPolicy:
+    """Model-known causal planner (one-step MPC): it knows the simulator's model and the cells'
+    true state (queues, regimes, ON users, running surges, time of day) but not the realised
+    future. Per decision it samples ``futures`` next windows from the true state with fresh
+    traffic and channel randomness, and takes the allocation with the best mean utility over them
+    (exact over all actions, ``slicetwin.sim.search``). The ceiling for a twin-based method."""
 
-    def score(actions: np.ndarray) -> np.ndarray:
-        n = len(actions)
-        big = sim.replicate_many(np.tile(np.arange(cells), n))
+    name = "planner"
+
+    def __init__(self, futures: int = 8, seed: int = 0):
+        if futures < 1:
+            raise ValueError("futures must be >= 1")
+        self.futures = int(futures)
+        self.rng = np.random.default_rng([int(seed), 0x91A7])
+
+    def act(self, sim: RanSimulator, state: np.ndarray) -> np.ndarray:
+        return best_split(window_tables(sim, self.rng, self.futures), sim.codec)[0]
+
+
+class TunedProportionalPolicy:
+    """Demand-proportional with per-slice weights and offsets: bandwidth share of slice n
+    proportional to ``weights[n] * d_n + offsets[n]``, d = last window's offered bits as shares
+    of their total (equal shares when nothing arrived). ``tune_proportional`` grid-searches them
+    on training traffic."""
+
+    name = "tuned_proportional"
+
+    def __init__(self, config: SimConfig, weights=(1.0, 1.0, 1.0), offsets=(0.0, 0.0, 0.0)):
+        self.mean_bits = np.array([t.size.mean() for t in config.traffic])
+        self.weights = np.asarray(weights, np.float64)
+        self.offsets = np.asarray(offsets, np.float64)
+
+    def units(self, codec: ActionCodec, state: np.ndarray) -> np.ndarray:
+        bits = np.asarray(state, np.float64) * STATE_SCALES * self.mean_bits
+        tot = bits.sum(-1, keepdims=True)
+        d = np.where(tot > 0, bits / np.where(tot > 0, tot, 1.0), 1.0 / 3)
+        return codec.from_weights(self.weights * d + self.offsets)
+
+    def act(self, sim: RanSimulator, state: np.ndarray) -> np.ndarray:
+        units = self.units(sim.codec, state)
+        return np.asarray(sim.codec.encode(units), dtype=np.int64).reshape(sim.n_cells)
+
+    def params(self) -> dict:
+        return {"weights": self.weights.round(4).tolist(), "offsets": self.offsets.round(4).tolist()}
+
+
+TUNE_WEIGHTS = ((1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (1.0, 1.0, 0.5), (1.0, 1.0, 2.0),
+                (1.0, 1.0, 4.0), (1.0, 2.0, 1.0), (1.0, 0.5, 1.0), (1.0, 2.0, 0.5))
+TUNE_OFFSETS = tuple((a, b, c) for a in (0.0, 0.03) for b in (0.0, 0.1, 0.3, 0.6)
+                     for c in (0.0, 0.1, 0.3))
+
+
+def tune_proportional(config: SimConfig, windows: int, cells: int, seeds,
+                      progress: bool = False) -> tuple[TunedProportionalPolicy, float]:
+    """Grid search (``TUNE_WEIGHTS`` x ``TUNE_OFFSETS``, 192 settings) of the tuned heuristic's
+    weights and offsets on the traffic of ``seeds`` (training seeds); all settings run as copies
+    of the same cells, so they see identical traffic. Returns (policy, its mean utility)."""
+    grid = [(w, o) for w in TUNE_WEIGHTS for o in TUNE_OFFSETS]
+    M = len(grid)
+    weights = np.repeat(np.array([g[0] for g in grid]), cells, axis=0)
+    offsets = np.repeat(np.array([g[1] for g in grid]), cells, axis=0)
+    pol = TunedProportionalPolicy(config, weights, offsets)
+    tot = np.zeros(M)
+    seeds = [int(x) for x in seeds]
+    for seed in _progress(seeds, "tune heuristic", progress):
+        sim = RanSimulator(config, n_cells=cells, seed=seed)
+        sim.reset()
+        big = sim.replicate_many(np.tile(np.arange(cells), M))
         big.parallel = True
-        units = np.repeat(codec.decode(actions), cells, axis=0)
-        tot = np.zeros(n * cells)
+        s = state_from_arrivals(big.state.last_arrived)
         for _ in range(windows):
-            _, k = big.step(units)
-            tot += k.utility
-        return tot.reshape(n, cells).mean(1) / windows
+            s, k = big.step(pol.units(big.codec, s))
+            tot += k.utility.reshape(M, cells).mean(1)
+    j = int(np.argmax(tot))
+    w, o = grid[j]
+    return TunedProportionalPolicy(config, w, o), float(tot[j] / (windows * len(seeds)))
 
-    cand = coarse_candidates(codec)
-    util = score(cand)
-    top_a = cand[np.argsort(-util)[:top]]
-    fine = np.setdiff1d(neighbourhood(codec, top_a, radius), cand)
-    if len(fine):
-        cand = np.concatenate([cand, fine])
-        util = np.concatenate([util, score(fine)])
-    j = int(np.argmax(util))
-    return int(cand[j]), float(util[j])
+
+def _progress(it, desc: str, on: bool):
+    if not on:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, leave=False)
+
+
+def fixed_tables_for(config: SimConfig, windows: int, cells: int, seeds,
+                     progress: bool = False) -> np.ndarray:
+    """Per seed and cell, the mean per-slice utility terms of every fixed unit count:
+    (seeds, cells, n_values, 3) (``slicetwin.sim.search.fixed_tables``)."""
+    out = []
+    for seed in _progress(list(seeds), "fixed splits", progress):
+        sim = RanSimulator(config, n_cells=cells, seed=int(seed))
+        sim.reset()
+        out.append(fixed_tables(sim, windows))
+    return np.stack(out)
+
+
+def best_fixed(config: SimConfig, windows: int, cells: int, seeds,
+               progress: bool = False) -> tuple[int, float]:
+    """The fixed allocation (exact, over all actions) with the best mean utility over every
+    cell-window of ``seeds``. Returns (action, mean utility)."""
+    tab = fixed_tables_for(config, windows, cells, seeds, progress).mean((0, 1))
+    a, u = best_split(tab, config.codec)
+    return int(a), float(u)
+
+
+def search_best_fixed(config: SimConfig, windows: int, cells: int, seed: int,
+                      progress: bool = False) -> tuple[int, float]:
+    """Best fixed allocation in hindsight on one seed's traffic."""
+    return best_fixed(config, windows, cells, [seed], progress)
 
 
 @dataclass
@@ -197,24 +293,3 @@ def run_policy(policy, config: SimConfig, windows: int, cells: int, seed: int,
     return PolicyResult(getattr(policy, "name", "policy"), float(u.mean()),
                         np.asarray(ssrs).mean((0, 1)).tolist(), float(np.mean(rews)),
                         float(np.mean(ses)), u)
-
-
-def evaluate(config: SimConfig | None = None, windows: int = 50, cells: int = 2, seed: int = 0,
-             oracle_search: str = "full", search_windows: int | None = None,
-             shaper: RewardShaper | None = None, progress: bool = False) -> dict:
-    """Every baseline on the same traffic; returns a JSON-ready dict with the oracle margin."""
-    config = config or SimConfig()
-    codec = config.codec
-    fixed_a, _ = search_best_fixed(config, search_windows or windows, cells, seed)
-    policies = [RandomPolicy(seed), equal_split(codec), DemandProportionalPolicy(config),
-                FixedPolicy(codec.decode(fixed_a), codec, name="best_fixed"),
-                OraclePolicy(search=oracle_search, extra=(fixed_a,))]
-    res = {p.name: run_policy(p, config, windows, cells, seed, shaper, progress)
-           for p in policies}
-    out = {name: r.as_dict() for name, r in res.items()}
-    out["best_fixed"]["units"] = codec.decode(fixed_a).tolist()
-    o, f = res["oracle"].mean_utility, res["best_fixed"].mean_utility
-    out["oracle_margin_over_best_fixed"] = round((o - f) / abs(f), 4)
-    out["setup"] = {"profile": config.profile, "windows": windows, "cells": cells, "seed": seed,
-                    "oracle_search": oracle_search, "n_actions": codec.n_actions}
-    return out

@@ -14,39 +14,86 @@ app = typer.Typer(add_completion=False)
 bench_app = typer.Typer(add_completion=False)
 
 
-@app.command()
-def baselines(
-    windows: int = typer.Option(30, min=1, help="evaluation windows per cell"),
-    cells: int = typer.Option(2, min=1, help="independent cells (same traffic for every policy)"),
-    seed: int = typer.Option(0, help="traffic seed shared by all policies"),
-    profile: str = typer.Option("paper", help="simulator profile: paper | reference"),
-    oracle: str = typer.Option("full", help="oracle search: full (all actions) | coarse"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON line"),
-) -> None:
-    """Random, equal split, demand-proportional, best fixed and the clairvoyant oracle."""
-    from slicetwin.sim.baselines import evaluate
+PROFILE_HELP = ("simulator profile: paper | reference | diurnal | flash-crowd | hetero | mix=A/B/C, "
+                "or a schedule like 'paper:2000,flash-crowd:2000'")
+
+
+def sim_config(profile: str):
+    """SimConfig of a --profile value, or a clean CLI error naming the choices."""
     from slicetwin.sim.config import SimConfig
 
     try:
-        cfg = SimConfig.from_profile(profile)
+        return SimConfig.from_profile(profile)
     except ValueError as e:
-        raise typer.BadParameter(str(e)) from e
-    out = evaluate(cfg, windows=windows, cells=cells, seed=seed, oracle_search=oracle,
-                   progress=not as_json)
+        raise typer.BadParameter(str(e), param_hint="--profile") from e
+
+
+@app.command()
+def baselines(
+    profile: list[str] = typer.Option(["paper"], help=PROFILE_HELP + "; repeat for several"),
+    seeds: int = typer.Option(5, min=1, help="report seeds (10000, 10001, ...)"),
+    windows: int = typer.Option(150, min=1, help="evaluation windows per report seed and cell"),
+    cells: int = typer.Option(4, min=1, help="cells per report seed"),
+    train_seeds: int = typer.Option(3, min=1, help="training seeds (0, 1, ...) for the causal "
+                                    "best fixed split and the tuned heuristic"),
+    futures: int = typer.Option(8, min=1, help="sampled futures per planner decision"),
+    first_seed: int = typer.Option(10_000, help="first report seed"),
+    allow_any_seeds: bool = typer.Option(False, "--allow-any-seeds",
+                                         help="accept report seeds outside 10000+"),
+    out: str | None = typer.Option(None, help="folder for summary.json, baselines.md and a plot"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON line (the summary)"),
+    quick: bool = typer.Option(False, help="smoke run: 2 seeds x 2 cells x 12 windows"),
+) -> None:
+    """Every baseline on report traffic: equal, proportional, tuned heuristic, best fixed
+    (training traffic and hindsight), model-known planner, full-search oracle (mean ± 95 % CI)."""
+    from pathlib import Path
+
+    from slicetwin.protocol import SeedRangeError
+    from slicetwin.sim.yardstick import (
+        YardstickConfig,
+        evaluate_baselines,
+        markdown_table,
+        summarise,
+    )
+
+    kw = dict(report_seeds=seeds, windows=windows, cells=cells, train_seeds=train_seeds,
+              planner_futures=futures, first_report_seed=first_seed,
+              allow_any_seeds=allow_any_seeds)
+    try:
+        yc = YardstickConfig.quick(first_report_seed=first_seed,
+                                   allow_any_seeds=allow_any_seeds) if quick \
+            else YardstickConfig(**kw)
+    except SeedRangeError as e:
+        raise typer.BadParameter(str(e), param_hint="--first-seed") from e
+    cfgs = {p: sim_config(p) for p in profile}
+    t0 = time.perf_counter()
+    result = {"profiles": {}}
+    for name, cfg in cfgs.items():
+        log = None if as_json else (lambda m, n=name: typer.echo(f"[{n}] {m}", err=True))
+        evals = evaluate_baselines(cfg, yc, progress=not as_json, log=log)
+        result["profiles"][name] = summarise(evals, cfg, yc)
+    result["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    if out:
+        from slicetwin.sim.report import write_report
+
+        write_report(Path(out), result)
     if as_json:
-        typer.echo(json.dumps(out))
+        typer.echo(json.dumps(result))
         return
-    for k, v in out.items():
-        typer.echo(f"{k:>30}: {v}")
+    for s in result["profiles"].values():
+        typer.echo(markdown_table(s))
+        m = s["margins"]
+        typer.echo(f"oracle over best fixed (hindsight): {m['oracle_over_best_fixed_hindsight']:+.1%}"
+                   f"   planner: {m['planner_over_best_fixed_hindsight']:+.1%}\n")
 
 
-def _measure(cells: int, steps: int, seed: int, parallel: bool | None
+def _measure(cells: int, steps: int, seed: int, parallel: bool | None, config=None
              ) -> tuple[float, float, float]:
     import numpy as np
 
     from slicetwin.sim.simulator import RanSimulator
 
-    sim = RanSimulator(n_cells=cells, seed=seed, parallel=parallel)
+    sim = RanSimulator(config, n_cells=cells, seed=seed, parallel=parallel)
     sim.reset()
     rng = np.random.default_rng(seed)
     acts = rng.integers(0, sim.codec.n_actions, size=(steps + 1, cells))
@@ -64,23 +111,26 @@ def bench_sim(
     steps: int = typer.Option(200, min=1, help="windows (decision steps) per cell"),
     seed: int = typer.Option(0),
     parallel: str = typer.Option("auto", help="auto | on | off (numba prange over cells)"),
+    profile: str = typer.Option("paper", help=PROFILE_HELP),
 ) -> None:
     """Simulator throughput (random actions): one JSON line."""
     import os
+
+    cfg = sim_config(profile)
 
     if parallel not in ("auto", "on", "off"):
         raise typer.BadParameter("parallel must be auto, on or off")
     modes = {"auto": [False, True], "on": [True], "off": [False]}[parallel]
     rates, cpu_rates = {}, {}
     for par in modes:
-        dt, us, cpu = _measure(cells, steps, seed, par)
+        dt, us, cpu = _measure(cells, steps, seed, par, cfg)
         rates["parallel" if par else "serial"] = cells * steps / dt
         cpu_rates["parallel" if par else "serial"] = cells * steps / max(cpu, 1e-9)
     mode, eps = max(rates.items(), key=lambda kv: kv[1])
     single_steps = max(50, min(2000, steps * cells // 4))
-    dt1, _, cpu1 = _measure(1, single_steps, seed, False)
+    dt1, _, cpu1 = _measure(1, single_steps, seed, False, cfg)
     out = {
-        "bench": "sim", "cells": cells, "steps": steps, "env_steps_per_s": round(eps, 1),
+        "bench": "sim", "profile": profile, "cells": cells, "steps": steps, "env_steps_per_s": round(eps, 1),
         "user_slots_per_s": round(eps * us, 1), "slots_per_s": round(eps * 400, 1),
         "mode": mode, **{f"{k}_env_steps_per_s": round(v, 1) for k, v in rates.items()},
         "single_cell_env_steps_per_s": round(single_steps / dt1, 1),

@@ -42,6 +42,14 @@ class SimState:
     qn: np.ndarray  # (C, U) queued packets
     rr: np.ndarray  # (C, 3) round-robin pointer per slice
     last_arrived: np.ndarray  # (C, 3) arrivals of the last window (the observation)
+    # load model (docs/simulator.md "Profiles where adapting pays")
+    day0: np.ndarray  # (C,) int64 window offset of the daily clock (same for all cells)
+    load: np.ndarray  # (C, 3) arrival-rate multiplier of the last window
+    surge_left: np.ndarray  # (C,) int64 windows left in the running flash crowd (0: none)
+    surge_slice: np.ndarray  # (C,) int64 slice of the running flash crowd
+    surge_mult: np.ndarray  # (C,) float64 its rate multiplier
+    crowd: np.ndarray  # (C,) int64 slice under a surge in the last window (-1: none)
+    phase: np.ndarray  # (C,) int64 schedule phase of the last window
 
     def copy(self) -> SimState:
         return SimState(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
@@ -161,14 +169,10 @@ class RanSimulator:
         self._P[K.P_ALPHA] = cfg.utility.alpha
         self._P[K.P_DISCARD:K.P_DISCARD + 3] = [1.0 if x else 0.0 for x in cfg.discard_late]
         self._rb_per_unit = cfg.unit_hz / cfg.rb_hz
-        self._inter = np.stack([t.interarrival.encode() for t in cfg.traffic])
-        self._size = np.stack([t.size.encode() for t in cfg.traffic])
         self._rate_sla = np.array([s.rate_sla_bps for s in cfg.slices], float)
         self._lat_sla = np.array([s.latency_sla_s for s in cfg.slices], float)
-        self._reg_leave = np.array([t.regime_leave for t in cfg.traffic], float)
-        self._on_prob = np.array([t.on_prob for t in cfg.traffic], float)
-        self._on_persist = np.array([t.on_persist for t in cfg.traffic], float)
         self._beta = np.asarray(cfg.utility.beta, float)
+        self._phases = [_PhaseParams.of(c) for c, _ in cfg.phases()]
         self.state: SimState | None = None
         self.t = 0
         self.last_units = np.zeros((self.n_cells, N_SLICES), np.int64)
@@ -186,47 +190,29 @@ class RanSimulator:
         ss = np.random.SeedSequence(self._seed)
         keys = ss.generate_state(2 * C, dtype=np.uint64)
         gen = np.random.default_rng(ss.spawn(1)[0])
-        # users per slice (contiguous index ranges) and geometry
-        if cfg.users_per_slice is not None:
-            counts = np.tile(np.asarray(cfg.users_per_slice, np.int64), (C, 1))
-        else:
-            w = np.asarray(cfg.split_weights, float)
-            counts = gen.multinomial(U, w / w.sum(), size=C).astype(np.int64)
-        hi = np.cumsum(counts, axis=1)
-        lo = hi - counts
-        if cfg.geometry == "disc":
-            r = np.sqrt(gen.uniform(cfg.min_distance_m**2, cfg.radius_m**2, (C, U)))
-        else:
-            xy = gen.uniform(-cfg.radius_m, cfg.radius_m, (C, U, 2))
-            r = np.maximum(np.hypot(xy[..., 0], xy[..., 1]), max(cfg.min_distance_m, 1.0))
-        pl_db = cfg.pathloss_a_db + cfg.pathloss_b * np.log10(r / 1e3)
-        psd_dbm = cfg.tx_power_dbm - 10 * np.log10(cfg.bandwidth_hz)
-        snr_db = psd_dbm - pl_db + cfg.rx_gain_db - cfg.noise_psd_dbm_hz - cfg.noise_figure_db
-        snr = 10.0 ** (snr_db / 10.0)
-        if not cfg.rayleigh:
-            uthr = np.full((C, U), -1.0)
-        elif cfg.se_cap is None:
-            uthr = np.zeros((C, U))
-        else:
-            thr = (cfg.se_log_base**cfg.se_cap - 1.0) / snr
-            uthr = np.exp(-thr)
-        # initial regimes and ON states from their stationary laws
-        regime = np.zeros((C, N_SLICES), np.int64)
-        on = np.zeros((C, U), np.int8)
-        for n, tr in enumerate(cfg.traffic):
-            regime[:, n] = gen.random(C) < tr.regime_stationary()[1]
-            for c in range(C):
-                sl = slice(lo[c, n], hi[c, n])
-                on[c, sl] = gen.random(counts[c, n]) < tr.on_prob[regime[c, n]]
-        slice_of = np.stack([np.repeat(np.arange(N_SLICES), counts[c]) for c in range(C)])
+        first = cfg.phases()[0][0]
+        pop = _draw_population(first, C, gen)
+        day0 = np.zeros(C, np.int64)
+        days = [c.diurnal for c, _ in cfg.phases() if c.diurnal is not None]
+        if days and days[0].random_start:  # a random time of day, per cell or shared
+            day0[:] = gen.integers(0, days[0].day_windows, 1 if days[0].shared_clock else C)
+        m0 = _initial_load(first, day0)
+        if (m0 < 1).any():  # start ON states at the load model's level (fewer sessions)
+            keep = gen.random(pop["on"].shape) < np.take_along_axis(
+                np.minimum(m0, 1.0), pop["slice_of"], axis=1)
+            pop["on"] = (pop["on"].astype(bool) & keep).astype(np.int8)
         st = SimState(
             rng=keys[:C].copy(), chan_key=keys[C:].copy(), now=np.zeros(C),
-            win=np.zeros(C, np.int64), regime=regime, lo=lo, hi=hi, snr=snr, uthr=uthr, on=on,
+            win=np.zeros(C, np.int64), regime=pop["regime"], lo=pop["lo"], hi=pop["hi"],
+            snr=pop["snr"], uthr=pop["uthr"], on=pop["on"],
             next_arr=np.zeros((C, U)), qa=np.zeros((C, U, Q)), qb=np.zeros((C, U, Q)),
             qz=np.zeros((C, U, Q)), qs=np.full((C, U, Q), -1.0),
             qh=np.zeros((C, U), np.int64), qn=np.zeros((C, U), np.int64),
-            rr=np.zeros((C, N_SLICES), np.int64), last_arrived=np.zeros((C, N_SLICES), np.int64))
-        K.warm_start(st.rng, slice_of, st.on, st.next_arr, self._inter)
+            rr=np.zeros((C, N_SLICES), np.int64), last_arrived=np.zeros((C, N_SLICES), np.int64),
+            day0=day0, load=np.ones((C, N_SLICES)),
+            surge_left=np.zeros(C, np.int64), surge_slice=np.zeros(C, np.int64),
+            surge_mult=np.ones(C), crowd=np.full(C, -1, np.int64), phase=np.zeros(C, np.int64))
+        K.warm_start(st.rng, pop["slice_of"], st.on, st.next_arr, self._phases[0].inter)
         self.state = st
         self.t = 0
         eq = self.codec.from_weights(np.ones(N_SLICES))
@@ -299,19 +285,130 @@ class RanSimulator:
         """Scheduling resource blocks per slice for allocation units."""
         return np.floor(units * self._rb_per_unit + 1e-9).astype(np.int64)
 
+    def phase_index(self, st: SimState | None = None) -> int:
+        """Schedule phase of the coming window (0 without a schedule)."""
+        st = st or self.state
+        if len(self._phases) == 1 or st is None:
+            return 0
+        return self.config.phase_at(max(int(st.win[0]) - 1, 0))
+
+    def _enter_phase(self, st: SimState, i: int) -> None:
+        """Cells move to schedule phase ``i``; a phase with another population redraws the users
+        (mix, distances, ON states) from the cell's channel key and drops their queues."""
+        new = self._phases[i].config
+        for c in np.flatnonzero(st.phase != i):
+            if self._phases[int(st.phase[c])].config.population() != new.population():
+                gen = np.random.default_rng([int(st.chan_key[c]), i])
+                pop = _draw_population(new, 1, gen)
+                for k in ("lo", "hi", "snr", "uthr", "regime", "on"):
+                    getattr(st, k)[c] = pop[k][0]
+                st.qn[c] = 0
+                st.qh[c] = 0
+                st.qs[c] = -1.0
+                st.rr[c] = 0
+                nxt = np.zeros((1, new.n_users))
+                rng = st.rng[c:c + 1].copy()
+                K.warm_start(rng, pop["slice_of"], st.on[c:c + 1], nxt, self._phases[i].inter)
+                st.rng[c] = rng[0]
+                st.next_arr[c] = st.now[c] + nxt[0]
+            st.phase[c] = i
+
     def _advance(self, st: SimState, units: np.ndarray, parallel: bool) -> WindowKPIs:
         C = st.n_cells
+        i = self.phase_index(st)
+        ph = self._phases[i]
+        if len(self._phases) > 1 and (st.phase != i).any():
+            self._enter_phase(st, i)
+        K.update_load(st.chan_key, st.win, st.day0, st.load, st.surge_left, st.surge_slice,
+                      st.surge_mult, st.crowd, ph.base, ph.day_tab, ph.day_windows, ph.noise_sd, ph.flash)
         i3 = np.empty((5, C, N_SLICES), np.int64)  # arrived, delivered, met, dropped, backlog
         f3 = np.empty((4, C, N_SLICES))  # throughput, latency mean, latency p95, ssr
         f1 = np.empty((2, C))  # se, utility
         fn = K.step_cells if parallel else K.step_cells_serial
-        fn(self._P, self.rbs_of(units), self._inter, self._size, self._rate_sla, self._lat_sla,
-           self._reg_leave, self._on_prob, self._on_persist, self._beta, st.rng, st.chan_key,
-           st.now, st.win, st.regime, st.lo, st.hi, st.snr, st.uthr, st.on, st.next_arr, st.qa,
-           st.qb, st.qz, st.qs, st.qh, st.qn, st.rr, i3[0], i3[1], i3[2], i3[3], f3[0], f3[1],
-           f3[2], i3[4], f3[3], f1[0], f1[1])
+        fn(self._P, self.rbs_of(units), ph.inter, ph.size, self._rate_sla, self._lat_sla,
+           ph.reg_leave, ph.on_prob, ph.on_persist, self._beta, st.rng, st.chan_key,
+           st.now, st.win, st.regime, st.lo, st.hi, st.snr, st.uthr, st.on, st.next_arr, st.load,
+           st.crowd, st.qa, st.qb, st.qz, st.qs, st.qh, st.qn, st.rr, i3[0], i3[1], i3[2], i3[3], f3[0],
+           f3[1], f3[2], i3[4], f3[3], f1[0], f1[1])
         st.last_arrived = i3[0]
         return WindowKPIs(arrived=i3[0], delivered=i3[1], sla_met=i3[2], dropped=i3[3],
                           throughput_bps=f3[0], latency_mean_s=f3[1], latency_p95_s=f3[2],
                           spectral_efficiency=f1[0], ssr=f3[3], utility=f1[1], backlog=i3[4],
                           config=self.config)
+
+
+class _PhaseParams:
+    """One phase's traffic and load parameters, encoded for the kernel."""
+
+    def __init__(self, cfg: SimConfig):
+        self.config = cfg
+        self.inter = np.stack([t.interarrival.encode() for t in cfg.traffic])
+        self.size = np.stack([t.size.encode() for t in cfg.traffic])
+        self.reg_leave = np.array([t.regime_leave for t in cfg.traffic], float)
+        self.on_prob = np.array([t.on_prob for t in cfg.traffic], float)
+        self.on_persist = np.array([t.on_persist for t in cfg.traffic], float)
+        self.base = np.asarray(cfg.base_load, np.float64)
+        d = cfg.diurnal
+        self.day_tab = d.table() if d is not None else np.ones((N_SLICES, 25))
+        self.day_windows = int(d.day_windows) if d is not None else 0
+        self.noise_sd = float(d.noise_sd) if d is not None else 0.0
+        self.flash = cfg.flash.encode() if cfg.flash is not None else np.zeros(8)
+
+    @classmethod
+    def of(cls, cfg: SimConfig) -> _PhaseParams:
+        return cls(cfg)
+
+
+def _draw_population(cfg: SimConfig, C: int, gen: np.random.Generator) -> dict:
+    """Users per slice, distances (-> mean SNR and the fading shortcut), initial regimes and ON
+    states of ``C`` cells. ``hetero``: each cell draws its mix and radius."""
+    U = cfg.n_users
+    if cfg.mix_concentration is not None:
+        shares = gen.dirichlet(cfg.mix_concentration * cfg.mean_shares(), size=C)
+        counts = np.stack([gen.multinomial(U, p) for p in shares]).astype(np.int64)
+    elif cfg.users_per_slice is not None:
+        counts = np.tile(np.asarray(cfg.users_per_slice, np.int64), (C, 1))
+    else:
+        w = np.asarray(cfg.split_weights, float)
+        counts = gen.multinomial(U, w / w.sum(), size=C).astype(np.int64)
+    hi = np.cumsum(counts, axis=1)
+    lo = hi - counts
+    radius = np.full((C, 1), cfg.radius_m)
+    if cfg.radius_range_m is not None:
+        a, b = np.log(cfg.radius_range_m)
+        radius = np.exp(gen.uniform(a, b, (C, 1)))
+    if cfg.geometry == "disc":
+        r = np.sqrt(gen.uniform(cfg.min_distance_m**2, radius**2, (C, U)))
+    else:
+        xy = gen.uniform(-radius[..., None], radius[..., None], (C, U, 2))
+        r = np.maximum(np.hypot(xy[..., 0], xy[..., 1]), max(cfg.min_distance_m, 1.0))
+    pl_db = cfg.pathloss_a_db + cfg.pathloss_b * np.log10(r / 1e3)
+    psd_dbm = cfg.tx_power_dbm - 10 * np.log10(cfg.bandwidth_hz)
+    snr_db = psd_dbm - pl_db + cfg.rx_gain_db - cfg.noise_psd_dbm_hz - cfg.noise_figure_db
+    snr = 10.0 ** (snr_db / 10.0)
+    if not cfg.rayleigh:
+        uthr = np.full((C, U), -1.0)
+    elif cfg.se_cap is None:
+        uthr = np.zeros((C, U))
+    else:
+        thr = (cfg.se_log_base**cfg.se_cap - 1.0) / snr
+        uthr = np.exp(-thr)
+    # initial regimes and ON states from their stationary laws
+    regime = np.zeros((C, N_SLICES), np.int64)
+    on = np.zeros((C, U), np.int8)
+    for n, tr in enumerate(cfg.traffic):
+        regime[:, n] = gen.random(C) < tr.regime_stationary()[1]
+        for c in range(C):
+            sl = slice(lo[c, n], hi[c, n])
+            on[c, sl] = gen.random(counts[c, n]) < tr.on_prob[regime[c, n]]
+    slice_of = np.stack([np.repeat(np.arange(N_SLICES), counts[c]) for c in range(C)])
+    return {"counts": counts, "lo": lo, "hi": hi, "snr": snr, "uthr": uthr, "regime": regime,
+            "on": on, "slice_of": slice_of}
+
+
+def _initial_load(cfg: SimConfig, day0: np.ndarray) -> np.ndarray:
+    """Mean offered-load multiplier per cell and slice at reset (no noise, no surge)."""
+    m = np.tile(np.asarray(cfg.base_load, np.float64), (len(day0), 1))
+    if cfg.diurnal is not None:
+        m = m * cfg.diurnal.curve(24.0 * (day0 % cfg.diurnal.day_windows) / cfg.diurnal.day_windows)
+    return m

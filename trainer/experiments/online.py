@@ -362,7 +362,7 @@ def run_one(spec: RunSpec, out_dir: str, progress: bool = False) -> dict:
 
 
 def oracle_utility(cfg: OnlineExperimentConfig, seed: int) -> float:
-    """Clairvoyant one-step oracle (coarse search) on ``seed``'s traffic, same cells/windows as
+    """Clairvoyant one-step oracle (exact full search) on ``seed``'s traffic, same cells/windows as
     the greedy evaluation."""
     import torch
 
@@ -372,7 +372,7 @@ def oracle_utility(cfg: OnlineExperimentConfig, seed: int) -> float:
     from slicetwin.sim import SimConfig
 
     sim_cfg = _sim_config(cfg) or SimConfig()
-    return run_policy(OraclePolicy(search="coarse"), sim_cfg, cfg.oracle_windows, cfg.n_cells,
+    return run_policy(OraclePolicy(search="full"), sim_cfg, cfg.oracle_windows, cfg.n_cells,
                       seed).mean_utility
 
 
