@@ -124,6 +124,58 @@ def _override(cfg, **kw):
     return replace(cfg, **{k: v for k, v in kw.items() if v is not None})
 
 
+@experiment_app.command("compare")
+def experiment_compare(
+    profile: list[str] = typer.Option(["paper", "diurnal", "flash-crowd", "hetero"],
+                                      help="simulator profile (repeat for several): paper | "
+                                      "diurnal | flash-crowd | hetero | mix=A/B/C | a schedule"),
+    seeds: int = typer.Option(5, min=1, help="pairs of (training seed i, report seed 10000+i)"),
+    algo: list[str] = typer.Option(["dqn", "ddqn", "gan-ddqn"], help="dqn | ddqn | gan-ddqn"),
+    variant: list[str] = typer.Option(["baseline", "twin", "baseline-matched",
+                                       "baseline-twin-eps"], help="learned variants"),
+    rounds: int = typer.Option(10, min=1, help="rounds of 200 real interactions per run"),
+    windows: int = typer.Option(150, min=1, help="report windows per seed and cell"),
+    cells: int = typer.Option(4, min=1, help="cells per report seed"),
+    futures: int = typer.Option(8, min=1, help="planner futures per decision"),
+    distill_rounds: int = typer.Option(2000, min=1, help="distillation steps per student"),
+    workers: int = typer.Option(2, min=1, help="parallel worker processes"),
+    first_seed: int = typer.Option(10_000, help="first report seed"),
+    allow_any_seeds: bool = typer.Option(False, "--allow-any-seeds",
+                                         help="accept report seeds outside 10000+"),
+    out: Path = typer.Option(Path("runs/compare"), help="output directory"),
+    quick: bool = typer.Option(False, help="smoke run: diurnal, 2 seeds, DDQN and GAN-DDQN "
+                               "plain and twin, 1 round, tiny networks"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """Learned policies (teacher and served ONNX student) against every baseline on report
+    traffic: summary.json, compare.md, runs.csv and a bar plot per profile."""
+    import json as _json
+
+    from slicetwin.protocol import SeedRangeError
+    from trainer.experiments.compare import CompareConfig, run_compare
+
+    try:
+        if quick:
+            cfg = CompareConfig.quick(first_report_seed=first_seed,
+                                      allow_any_seeds=allow_any_seeds)
+        else:
+            cfg = CompareConfig(
+                profiles=tuple(profile), seeds=seeds, algos=tuple(algo), variants=tuple(variant),
+                rounds=rounds, distill_rounds=distill_rounds, workers=workers,
+                first_report_seed=first_seed, allow_any_seeds=allow_any_seeds,
+                yardstick={"windows": windows, "cells": cells, "train_seeds": 3,
+                           "train_windows": windows, "planner_futures": futures})
+    except SeedRangeError as e:
+        raise typer.BadParameter(str(e), param_hint="--first-seed") from e
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    res = run_compare(cfg, out, progress=progress)
+    typer.echo(_json.dumps({"out": str(out), "seconds": res["total_wall_time_s"],
+                            "best_served": {p: s["best_served"] for p, s in
+                                            res["profiles"].items()},
+                            "margins": {p: s["margins"] for p, s in res["profiles"].items()}}))
+
+
 @experiment_app.command("distill")
 def experiment_distill(
     out: Path = typer.Option(Path("runs/distill"), help="output directory"),

@@ -1,0 +1,53 @@
+"""``slicetwin experiment compare``: learned teachers and served ONNX students against every
+baseline on report traffic (quick run; the full run is marked slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from slicetwin.onnx_policy import OnnxPolicy
+from slicetwin.protocol import SeedRangeError
+from trainer.experiments.compare import CompareConfig, run_compare
+
+
+def test_compare_quick_writes_the_table_for_teachers_and_served_students(tmp_path):
+    res = run_compare(CompareConfig.quick(), tmp_path, progress=False)
+    s = res["profiles"]["diurnal"]
+    pol = s["policies"]
+    for name in ("equal", "proportional", "tuned_proportional", "best_fixed_train",
+                 "best_fixed_hindsight", "planner", "oracle",
+                 "ddqn/twin (student, served)", "ddqn/twin (teacher)",
+                 "gan-ddqn/baseline (student, served)"):
+        row = pol[name]
+        assert len(row["per_seed"]) == 2 and row["ci95"] is not None
+        assert row["ratio_to_oracle"] <= 1.0 + 1e-9  # nothing beats the oracle on its traffic
+        for k in ("ratio_to_best_fixed_hindsight", "ratio_to_planner"):
+            assert row[k] is not None
+    assert pol["ddqn/twin (student, served)"]["kind"] == "served"
+    assert s["protocol"]["report_seeds"] == [10_000, 10_001]
+    assert res["train_seeds"] == [0, 1]
+    assert s["best_served"]["policy"].endswith("(student, served)")
+    # the students that were measured are real ONNX files the controller's runner accepts
+    models = sorted((tmp_path / "models").glob("*.onnx"))
+    assert len(models) == 8
+    OnnxPolicy(models[0].read_bytes())
+    for f in ("summary.json", "compare.md", "runs.csv"):
+        assert (tmp_path / f).exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["experiment"] == "compare"
+    assert "| oracle |" in (tmp_path / "compare.md").read_text()
+
+
+def test_compare_refuses_report_seeds_outside_the_report_range():
+    with pytest.raises(SeedRangeError):
+        CompareConfig.quick(first_report_seed=3)
+    assert CompareConfig.quick(first_report_seed=3, allow_any_seeds=True).report_seeds == [3, 4]
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli", "experiment", "compare",
+                        "--quick", "--first-seed", "1000"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and "report seeds must lie" in r.stderr
+    with pytest.raises(ValueError, match="unknown algo"):
+        CompareConfig(algos=("ppo",))
