@@ -15,6 +15,10 @@ import typer
 
 app = typer.Typer(no_args_is_help=True)
 bench_app = typer.Typer(no_args_is_help=True)
+# = slicetwin.sim.cli.PROFILE_HELP (not imported here: it would import the simulator package at
+# module level; tests/test_gnb_profile.py keeps the two equal)
+PROFILE_HELP = ("simulator profile: paper | reference | diurnal | flash-crowd | hetero | mix=A/B/C, "
+                "or a schedule like 'paper:2000,flash-crowd:2000'")
 
 
 @app.command()
@@ -78,6 +82,7 @@ def gnb(
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON line"),
     pace: bool = typer.Option(False, "--pace", help="keep real time: one window per --window-ms"),
     window_ms: float = typer.Option(200.0, min=1.0, help="window length for --pace (ms)"),
+    profile: str = typer.Option("paper", help="traffic of the simulated cells (" + PROFILE_HELP + ")"),
 ) -> None:
     """Run simulator cells in closed loop with a controller; print per-slice SSR / utility.
 
@@ -86,12 +91,14 @@ def gnb(
     import threading
 
     from controller.gnb import GnbConfig, print_summary, run_gnb
+    from slicetwin.sim.cli import sim_config
 
+    sim_config(profile)  # a bad --profile: exit 2 naming the choices, before any request
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     s = run_gnb(GnbConfig(controller=controller, cells=cells, windows=windows, batch=batch,
-                          seed=seed, api_key=api_key, cell_prefix=cell_prefix,
+                          seed=seed, profile=profile, api_key=api_key, cell_prefix=cell_prefix,
                           start_window=start_window, progress=not as_json, pace=pace,
                           window_ms=window_ms, stop_event=stop))
     if as_json:

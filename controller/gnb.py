@@ -37,6 +37,7 @@ class GnbConfig:
     windows: int = 50
     batch: bool = False
     seed: int = 0
+    profile: str = "paper"  # simulator profile (SimConfig.from_profile; docs/simulator.md)
     api_key: str | None = None
     cell_prefix: str = "gnb"
     start_window: int | None = None  # default: int(time.time() * 1e6)
@@ -54,6 +55,7 @@ MAX_SAMPLES = 200_000  # latency / utility samples kept for the summary's percen
 class GnbSummary:
     cells: int
     windows: int
+    profile: str = "paper"
     requests: int = 0
     failed_requests: int = 0
     decisions: int = 0
@@ -101,9 +103,10 @@ def run_gnb(cfg: GnbConfig, keep_answers: bool = False) -> GnbSummary:
     import httpx
     from tqdm import tqdm
 
+    from slicetwin.sim.config import SimConfig
     from slicetwin.sim.simulator import RanSimulator
 
-    sim = RanSimulator(n_cells=cfg.cells, seed=cfg.seed)
+    sim = RanSimulator(SimConfig.from_profile(cfg.profile), n_cells=cfg.cells, seed=cfg.seed)
     sim.reset()
     codec = sim.codec
     simcfg = sim.config
@@ -113,7 +116,7 @@ def run_gnb(cfg: GnbConfig, keep_answers: bool = False) -> GnbSummary:
     headers = {"content-type": "application/json"}
     if cfg.api_key:
         headers["authorization"] = f"Bearer {cfg.api_key}"
-    s = GnbSummary(cells=cfg.cells, windows=0, paced=cfg.pace)
+    s = GnbSummary(cells=cfg.cells, windows=0, profile=cfg.profile, paced=cfg.pace)
     lat: deque[float] = deque(maxlen=MAX_SAMPLES)
     ssr_sum = np.zeros(codec.n_slices)
     util: deque[float] = deque(maxlen=MAX_SAMPLES)
@@ -212,7 +215,8 @@ def print_summary(s: GnbSummary) -> None:
 
     c = Console()
     how = " (interrupted)" if s.interrupted else ""
-    t = Table(title=f"fake gNB: {s.cells} cells x {s.windows} windows in {s.seconds:.1f} s{how}")
+    t = Table(title=f"fake gNB ({s.profile} traffic): {s.cells} cells x {s.windows} windows in "
+                    f"{s.seconds:.1f} s{how}")
     t.add_column("slice")
     t.add_column("mean SSR", justify="right")
     for n, v in s.ssr_mean.items():

@@ -8,6 +8,8 @@ import sys
 
 import typer
 
+from controller.cli import PROFILE_HELP  # typer and the standard library only
+
 app = typer.Typer(no_args_is_help=False)
 
 
@@ -31,6 +33,8 @@ def demo(
     live: bool = typer.Option(None, "--live/--no-live", help="rich live view (default: when "
                               "stdout is a terminal) or plain progress lines"),
     seed: int = typer.Option(0, help="traffic, fresh student, exploration and trainer seed"),
+    profile: str = typer.Option("paper", help="traffic of the simulated cells and of the "
+                                "trainer's sim gate (" + PROFILE_HELP + ")"),
     window_ms: float = typer.Option(200.0, min=0.0, help="wall-clock time per window (the "
                                     "simulated window is 200 ms); 0 = as fast as possible"),
     mode: str = typer.Option("auto", help="auto: Redis when REDIS_URL is set or redis-server is "
@@ -52,8 +56,12 @@ def demo(
 
     if mode not in ("auto", "redis", "embedded"):
         raise typer.BadParameter("auto, redis or embedded", param_hint="--mode")
+    from slicetwin.sim.cli import sim_config
+
+    sim_config(profile)  # a bad --profile: exit 2 naming the choices, before anything starts
     cfg = DemoConfig(cells=cells, duration_s=duration, windows=windows, out=out,
                      live=sys.stdout.isatty() if live is None else live, seed=seed,
+                     profile=profile,
                      window_ms=window_ms, mode=mode, stop_after_swaps=swaps,
                      after_swap_windows=after_swap, explore_epsilon=epsilon, batch=batch,
                      trainer=trainer, twin_service=twin_service, trainer_overrides=_overrides(trainer_set))

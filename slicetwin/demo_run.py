@@ -79,6 +79,8 @@ class DemoConfig:
     out: str = "runs/demo"  # summary.json, windows.csv, PNG plots, logs
     live: bool = True  # rich.live dashboard; False: plain progress lines
     seed: int = 0  # simulator traffic, fresh student, exploration, trainer
+    profile: str = "paper"  # simulator profile of the cells' traffic (SimConfig.from_profile);
+    #   also the trainer's sim gate's (WorkerSettings.sim_profile)
     window_ms: float = 200.0  # wall-clock pacing of a window (the sim's window is 200 ms);
     #   0 runs as fast as the loop can
     mode: str = "auto"  # auto | redis | embedded
@@ -153,10 +155,16 @@ def _trainer_settings(cfg: DemoConfig, tr: _Transport, data_dir: str,
                       twin_url: str | None = None):
     from trainer.worker.settings import WorkerSettings
 
-    kw = {**DEMO_TRAINER, **cfg.trainer_overrides, "data_dir": data_dir, "seed": cfg.seed,
+    kw = {**_demo_trainer(cfg), "data_dir": data_dir, "seed": cfg.seed,
           "init_seed": cfg.seed, "redis_url": tr.url, "registry_prefix": tr.prefix,
           "consumer_name": "demo-trainer", "twin_url": twin_url}
     return WorkerSettings(**kw)
+
+
+def _demo_trainer(cfg: DemoConfig) -> dict:
+    """The trainer's budgets and overrides, with the demo's profile for its sim gate (so a
+    ``--trainer-set sim_gate=true`` gate judges on the traffic the demo serves)."""
+    return {**DEMO_TRAINER, **cfg.trainer_overrides, "sim_profile": cfg.profile}
 
 
 def _check_overrides(over: dict) -> None:
@@ -167,7 +175,17 @@ def _check_overrides(over: dict) -> None:
     if bad:
         raise ValueError(f"unknown trainer setting(s) {', '.join(bad)}; known: "
                          f"{', '.join(sorted(WorkerSettings.model_fields))}")
+    if "sim_profile" in over:
+        raise ValueError("trainer setting sim_profile follows the demo's --profile; set that")
     WorkerSettings(**{**DEMO_TRAINER, **over})  # types and ranges, with a clear message
+
+
+def demo_simulator(cfg: DemoConfig):
+    """The fake gNB's cells: ``cfg.cells`` simulator cells of profile ``cfg.profile``."""
+    from slicetwin.sim.config import SimConfig
+    from slicetwin.sim.simulator import RanSimulator
+
+    return RanSimulator(SimConfig.from_profile(cfg.profile), n_cells=cfg.cells, seed=cfg.seed)
 
 
 def _ping(url: str) -> None:
@@ -201,10 +219,11 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
 
     from controller.gnb import units_from_answer
     from slicetwin.registry import MemoryRegistry, RedisRegistry
-    from slicetwin.sim.simulator import RanSimulator
+    from slicetwin.sim.config import SimConfig
 
     if cfg.cells < 1:
         raise ValueError("cells must be >= 1")
+    SimConfig.from_profile(cfg.profile)  # a bad profile: ValueError naming the choices
     _check_overrides(cfg.trainer_overrides)
     if cfg.twin_service and (cfg.mode == "embedded" or not cfg.trainer):
         raise ValueError("--twin-service needs Redis mode and the trainer (the service loads "
@@ -316,7 +335,7 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
                 f"transitions, then every {settings.min_new_transitions} new ones")
 
         # ---------------------------------------------------------------- fake gNB loop
-        sim = RanSimulator(n_cells=cfg.cells, seed=cfg.seed)
+        sim = demo_simulator(cfg)
         sim.reset()
         codec, simcfg = sim.codec, sim.config
         ids = [f"demo-{i}" for i in range(cfg.cells)]
@@ -325,7 +344,8 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
         w0 = int(time.time() * 1e6)
         period = max(cfg.window_ms, 0.0) / 1000.0
         limit = (f"{cfg.windows} windows" if cfg.windows is not None else f"{cfg.duration_s:.0f} s")
-        say(f"fake gNB: {cfg.cells} cells, one {simcfg.window_s * 1e3:.0f} ms window every "
+        say(f"fake gNB: {cfg.cells} cells ({cfg.profile} traffic), one "
+            f"{simcfg.window_s * 1e3:.0f} ms window every "
             f"{cfg.window_ms:.0f} ms, until {limit}")
         view = LiveView() if cfg.live else PlainView(cfg.progress_every_s,
                                                       skip_events=events.total)
@@ -387,7 +407,8 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
         "mode": tr.mode, "redis": tr.redis, "redis_url": tr.url,
         "registry_prefix": tr.prefix if tr.url else None,
         "controller": controller.url if controller is not None else None,
-        "config": {**asdict(cfg), "trainer_settings": {**DEMO_TRAINER, **cfg.trainer_overrides}},
+        "profile": cfg.profile,
+        "config": {**asdict(cfg), "trainer_settings": _demo_trainer(cfg)},
         "startup_seconds": (t_loop - t_boot) if t_loop is not None else None,
         "first_swap_after_start_s": (t_loop - t_boot + rec.swaps[0].t
                                      if rec.swaps and t_loop is not None else None),
@@ -532,6 +553,7 @@ def _snapshot(cfg, tr, url, t_loop, k, rec: Recorder, trainer, events: _Events, 
     items, total = events.snapshot()
     return {"mode": tr.mode if tr.mode == "embedded" else f"redis ({tr.redis})",
             "controller": url, "elapsed": time.monotonic() - events.t0, "window": k,
+            "profile": cfg.profile,
             "cells": cfg.cells, "limit": limit, "recent": rec.recent(10),
             "serving": rec.serving, "swaps": len(rec.swaps), "fallback": rec.fallback_decisions,
             "explored": rec.explored_decisions, "failed": rec.failed, "requests": rec.requests,
@@ -549,7 +571,8 @@ def print_summary(s: dict, out: Path, echo=print) -> None:
     from rich.table import Table
 
     c = Console()
-    c.print(f"\n[bold]SliceTwin demo summary[/bold] ({s['mode']}, stopped by {s['stopped_by']}"
+    c.print(f"\n[bold]SliceTwin demo summary[/bold] ({s['mode']}, {s.get('profile', 'paper')} "
+            f"traffic, stopped by {s['stopped_by']}"
             f"{', error: ' + s['error'] if s.get('error') else ''})")
     c.print(f"{s['windows']} windows x {s['config']['cells']} cells in "
             f"{(s.get('loop_seconds') or 0):.1f} s; requests {s['requests']}, failed "

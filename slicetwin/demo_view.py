@@ -1,8 +1,8 @@
 """The demo's terminal views: a ``rich.live`` dashboard, or plain progress lines (no TTY, CI).
 
 Both take the same snapshot dict, built once per window by the loop (``demo_run._snapshot``):
-``mode, controller, elapsed, window, cells, limit, recent, serving, swaps, fallback, explored,
-failed, latency, trainer, twin, events``.
+``mode, controller, elapsed, window, cells, profile, limit, recent, serving, swaps, fallback,
+explored, failed, latency, trainer, twin, events``.
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ class LiveView:
         r = snap.get("recent") or {}
         head = Text.assemble(
             ("SliceTwin closed loop", "bold"), f"  mode {snap['mode']}  controller ",
-            (snap["controller"], "cyan"), f"  cells {snap['cells']}  window {snap['window']}  ",
+            (snap["controller"], "cyan"), f"  cells {snap['cells']}  profile "
+            f"{snap.get('profile', 'paper')}  window {snap['window']}  ",
             f"{snap['elapsed']:.0f} s / {snap['limit']}")
 
         t = Table(expand=True, title="per slice (last 10 windows, mean over cells)")

@@ -139,6 +139,54 @@ def test_demo_refuses_bad_options(tmp_path):
     assert not (tmp_path / "o" / "summary.json").exists()
 
 
+def test_demo_refuses_a_bad_profile(tmp_path):
+    """A bad --profile: exit 2 naming the choices, before anything starts; the trainer's sim
+    gate profile follows --profile and cannot be set apart."""
+    from typer.testing import CliRunner
+
+    from slicetwin import cli
+
+    cli._register()
+    runner = CliRunner()
+    base = ["demo", "--no-live", "--windows", "2", "--out", str(tmp_path / "o")]
+    r = runner.invoke(cli.app, [*base, "--profile", "rush-hour"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "rush-hour" in text and "--profile" in text, r.output
+    for choice in ("paper", "diurnal", "flash-crowd", "hetero", "mix=A/B/C"):
+        assert choice in text, choice
+    r = runner.invoke(cli.app, [*base, "--trainer-set", "sim_profile=hetero"])
+    assert r.exit_code == 2 and "--profile" in r.output, r.output
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_demo_profile_reaches_the_simulator_and_the_trainer_gate(tmp_path):
+    """The demo's config -> its simulator cells and its trainer's sim-gate profile."""
+    from slicetwin.demo_run import DemoConfig, _trainer_settings, _Transport, demo_simulator
+    from slicetwin.sim.config import SimConfig
+
+    cfg = DemoConfig(cells=2, seed=3, profile="diurnal")
+    sim = demo_simulator(cfg)
+    assert sim.n_cells == 2 and sim.config == SimConfig.from_profile("diurnal")
+    assert _trainer_settings(cfg, _Transport("embedded"), str(tmp_path)).sim_profile == "diurnal"
+    # default: the paper profile, as before
+    assert demo_simulator(DemoConfig(cells=1)).config == SimConfig()
+    assert _trainer_settings(DemoConfig(), _Transport("embedded"),
+                             str(tmp_path)).sim_profile == "paper"
+
+
+def test_demo_summary_records_the_profile(tmp_path):
+    out = tmp_path / "demo"
+    r = _demo(out, "--mode", "embedded", "--no-trainer", "--cells", "2", "--windows", "3",
+              "--window-ms", "0", "--profile", "flash-crowd", timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["profile"] == "flash-crowd" and s["config"]["profile"] == "flash-crowd"
+    assert s["config"]["trainer_settings"]["sim_profile"] == "flash-crowd"
+    assert s["windows"] == 3 and s["failed_requests"] == 0
+    assert "2 cells (flash-crowd traffic)" in r.stdout  # the start line
+    assert "(embedded, flash-crowd traffic, stopped by windows)" in r.stdout  # the summary
+
+
 def test_demo_unreachable_redis_url_is_a_clear_error(tmp_path):
     with socket.socket() as sk:
         sk.bind(("127.0.0.1", 0))
@@ -258,7 +306,7 @@ def test_views_render_a_snapshot():
     from slicetwin.demo_view import LiveView, PlainView
 
     snap = {"mode": "embedded", "controller": "http://127.0.0.1:1", "elapsed": 70.0,
-            "window": 330, "cells": 8, "limit": "150 s",
+            "window": 330, "cells": 8, "profile": "diurnal", "limit": "150 s",
             "recent": {"utility": 1.7, "utility_policy": 1.75, "ssr": [1.0, 0.41, 0.33],
                        "share": [0.35, 0.38, 0.27]},
             "serving": "policy-abc", "swaps": 1, "fallback": 2, "explored": 230, "failed": 0,
@@ -271,7 +319,7 @@ def test_views_render_a_snapshot():
     text = c.file.getvalue()
     for want in ("volte", "video", "urllc", "38.0%", "0.410", "1.750", "policy-abc",
                  "hot-swaps: 1", "2 / 230", "p99 3.10 ms", "next-state RMSE 0.200",
-                 "cycle 2 running", "HOT-SWAP #1"):
+                 "cycle 2 running", "HOT-SWAP #1", "profile diurnal"):
         assert want in text, want
     buf = io.StringIO()
     PlainView(stream=buf).update(snap)

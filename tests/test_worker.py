@@ -363,6 +363,59 @@ def test_embedded_worker_reads_a_memory_sink_and_promotes_in_memory(tmp_path):
     w.close()
 
 
+def test_sim_profile_setting_and_sim_gate_profile(monkeypatch):
+    """``sim_profile`` (env SLICETWIN_SIM_PROFILE, default paper) picks the sim gate's traffic;
+    a bad one is a settings error naming the choices."""
+    from pydantic import ValidationError
+
+    from slicetwin.settings_errors import settings_error
+    from trainer.worker.gate import gate, sim_utility
+    from trainer.worker.settings import WorkerSettings
+
+    monkeypatch.delenv("SLICETWIN_SIM_PROFILE", raising=False)
+    assert WorkerSettings().sim_profile == "paper"
+    monkeypatch.setenv("SLICETWIN_SIM_PROFILE", "paper:5,diurnal")
+    assert WorkerSettings().sim_profile == "paper:5,diurnal"
+    monkeypatch.setenv("SLICETWIN_SIM_PROFILE", "rush-hour")
+    with pytest.raises(ValidationError) as e:
+        WorkerSettings()
+    msg = settings_error(e.value)
+    assert "SLICETWIN_SIM_PROFILE='rush-hour'" in msg and "diurnal, flash-crowd, hetero" in msg
+
+    a = int(_codec().encode(np.array([20, 60, 20])))
+    b = int(_codec().encode(np.array([60, 20, 20])))
+    cand, cur = (lambda st: np.full(len(st), a)), (lambda st: np.full(len(st), b))
+    g = gate(cand, cur, twin=None, data=None, held_rows=np.array([], np.int64), margin=0.0,
+             seed=2, sim={"cells": 2, "windows": 4, "profile": "diurnal"})
+    assert g.sim_profile == "diurnal"
+    assert g.candidate["sim_utility"] == sim_utility(cand, 2, 4, 2, profile="diurnal")
+    assert g.current["sim_utility"] == sim_utility(cur, 2, 4, 2, profile="diurnal")
+    assert g.candidate["sim_utility"] != sim_utility(cand, 2, 4, 2)  # paper: other traffic
+
+
+def test_worker_sim_gate_runs_on_the_settings_profile(tmp_path):
+    """The worker hands ``sim_profile`` to the sim gate (the demo sets it to its --profile)."""
+    from controller.sinks import MemorySink
+    from slicetwin.registry import MemoryRegistry
+    from trainer.worker import TrainerWorker
+    from trainer.worker.source import MemorySinkSource
+
+    sink = MemorySink()
+    for t in sim_transitions(cells=4, windows=30, seed=19, profile="flash-crowd"):
+        sink.put(t)
+    sink.flush()
+    reg = MemoryRegistry()
+    s = fast_settings(tmp_path, sim_gate=True, sim_gate_cells=2, sim_gate_windows=4,
+                      sim_profile="flash-crowd", twin_steps=10, finetune_steps=0,
+                      distill_rounds=5, checkpoint=False)
+    w = TrainerWorker(s, registry=reg, source=MemorySinkSource(sink))
+    res = w.run_cycle()
+    assert res.policy_version and res.gate["sim_profile"] == "flash-crowd"
+    assert "sim_utility" in res.gate["candidate"] and "sim_utility" in res.gate["current"]
+    assert reg.show("policy", res.policy_version).metrics["gate"]["sim_profile"] == "flash-crowd"
+    w.close()
+
+
 def test_undecodable_entry_is_acknowledged_and_counted(tmp_path, redis_url):
     r = redis.Redis.from_url(redis_url)
     xadd_all(redis_url, STREAM, sim_transitions(cells=2, windows=5, seed=13))

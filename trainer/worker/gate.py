@@ -6,7 +6,8 @@ judges the artifact, not the torch model it came from. Figures:
 - ``twin``: mean utility of ``gate_horizon``-step rollouts in the twin (ensemble mean, no
   sampling) from the same held-out live states and histories, same seed, for both policies;
 - ``sim`` (``--sim-gate``): mean utility of both policies on the simulator with the same seed
-  (same traffic), when the trainer runs beside one.
+  (same traffic), when the trainer runs beside one; ``sim_profile`` picks the simulator's
+  profile (the demo passes its ``--profile``, so the gate judges the traffic it serves).
 
 A candidate passes when it is not worse than the current policy by more than ``margin`` on every
 figure computed. The twin is the one agent 2 trained in, which flatters the candidate; the
@@ -34,6 +35,7 @@ class GateResult:
     current: dict[str, float] = field(default_factory=dict)
     current_version: str | None = None
     reason: str = ""
+    sim_profile: str | None = None  # the simulator profile of the sim figures (None: no sim gate)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,13 +65,15 @@ def twin_utility(policy: PolicyFn, twin: Any, data: Transitions, rows: np.ndarra
     return float(np.mean(total))
 
 
-def sim_utility(policy: PolicyFn, cells: int, windows: int, seed: int, utility=None) -> float:
-    """Mean utility of ``policy`` in closed loop with the simulator (same seed = same traffic);
-    ``utility``: the weights (a ``UtilityConfig``; default: the defaults)."""
+def sim_utility(policy: PolicyFn, cells: int, windows: int, seed: int, utility=None,
+                profile: str = "paper") -> float:
+    """Mean utility of ``policy`` in closed loop with the simulator (same seed and profile = same
+    traffic); ``utility``: the weights (a ``UtilityConfig``; default: the profile's)."""
     from slicetwin.sim.config import SimConfig
     from slicetwin.sim.simulator import RanSimulator
 
-    cfg = SimConfig() if utility is None else SimConfig(utility=utility)
+    cfg = (SimConfig.from_profile(profile) if utility is None
+           else SimConfig.from_profile(profile, utility=utility))
     sim = RanSimulator(cfg, n_cells=cells, seed=seed)
     s = sim.reset()
     u = []
@@ -82,8 +86,8 @@ def sim_utility(policy: PolicyFn, cells: int, windows: int, seed: int, utility=N
 def gate(candidate: PolicyFn, current: PolicyFn, *, twin: Any, data: Transitions,
          held_rows: np.ndarray, margin: float, horizon: int = 5, rollouts: int = 256,
          seed: int = 0, sim: dict | None = None, current_version: str | None = None) -> GateResult:
-    """Compare ``candidate`` with ``current``; ``sim``: {"cells", "windows"[, "utility"]} to
-    add the sim gate."""
+    """Compare ``candidate`` with ``current``; ``sim``: {"cells", "windows"[, "utility",
+    "profile"]} to add the sim gate."""
     rng = np.random.default_rng(seed)
     rows = held_rows if len(held_rows) <= rollouts else np.sort(
         rng.choice(held_rows, rollouts, replace=False))
@@ -92,10 +96,12 @@ def gate(candidate: PolicyFn, current: PolicyFn, *, twin: Any, data: Transitions
         res.candidate["twin_utility"] = twin_utility(candidate, twin, data, rows, horizon, seed)
         res.current["twin_utility"] = twin_utility(current, twin, data, rows, horizon, seed)
     if sim:
-        u = sim.get("utility")
+        u, p = sim.get("utility"), sim.get("profile", "paper")
+        res.sim_profile = p
         res.candidate["sim_utility"] = sim_utility(candidate, sim["cells"], sim["windows"], seed,
-                                                   u)
-        res.current["sim_utility"] = sim_utility(current, sim["cells"], sim["windows"], seed, u)
+                                                   u, p)
+        res.current["sim_utility"] = sim_utility(current, sim["cells"], sim["windows"], seed, u,
+                                                 p)
     if not res.candidate:
         return GateResult(False, margin, reason="no held-out data to judge the candidate on",
                           current_version=current_version)

@@ -85,6 +85,9 @@ class WorkerSettings(BaseSettings):
     sim_gate: bool = Field(False, description="also gate on the simulator (trainer beside one)")
     sim_gate_cells: int = Field(8, gt=0)
     sim_gate_windows: int = Field(40, gt=0)
+    sim_profile: str = Field("paper", description="simulator profile of the sim gate's traffic "
+                             "(SimConfig.from_profile: paper, diurnal, flash-crowd, hetero, "
+                             "mix=A/B/C or a schedule); the demo sets its --profile here")
     init_seed: int = Field(0, description="seed of the controller's fresh student: the "
                            "'current' policy the gate compares with while the registry has none")
     # --- robustness -----------------------------------------------------------------------
@@ -96,6 +99,14 @@ class WorkerSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, v):
         return None if v == "" else v
+
+    @field_validator("sim_profile")
+    @classmethod
+    def _sim_profile(cls, v):
+        from slicetwin.sim.config import SimConfig
+
+        SimConfig.from_profile(v)  # ValueError naming the choices
+        return v
 
     @field_validator("utility_alpha", mode="before")
     @classmethod

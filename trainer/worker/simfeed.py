@@ -15,19 +15,21 @@ import numpy as np
 
 def sim_transitions(cells: int = 4, windows: int = 100, seed: int = 0, eps: float = 1.0,
                     cell_prefix: str = "sim", policy=None, utility=None,
-                    shaper=None) -> Iterator:
+                    shaper=None, profile: str = "paper") -> Iterator:
     """Yield ``controller.sinks.Transition`` tuples, window by window (cells x windows).
 
     ``utility`` / ``shaper``: the weights (``UtilityConfig``) and ``RewardShaper`` a controller
     with the same settings would record with (default: the defaults); the reward's ``t`` is
-    the transition's report window, as in the controller."""
+    the transition's report window, as in the controller; ``profile``: the simulator profile
+    (``SimConfig.from_profile``) of the cells' traffic."""
     from controller.sinks import Transition
     from slicetwin.sim.config import SimConfig
     from slicetwin.sim.simulator import RanSimulator
     from slicetwin.utility import RewardShaper
 
-    sim = RanSimulator(SimConfig() if utility is None else SimConfig(utility=utility),
-                       n_cells=cells, seed=seed)
+    cfg = (SimConfig.from_profile(profile) if utility is None
+           else SimConfig.from_profile(profile, utility=utility))
+    sim = RanSimulator(cfg, n_cells=cells, seed=seed)
     s = sim.reset()
     rng = np.random.default_rng(seed)
     shaper = shaper or RewardShaper()

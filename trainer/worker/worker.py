@@ -397,7 +397,8 @@ class TrainerWorker:
                  twin=self.best_twin, data=data, held_rows=held_rows, margin=s.gate_margin,
                  horizon=s.gate_horizon, rollouts=s.gate_rollouts, seed=seed,
                  sim={"cells": s.sim_gate_cells, "windows": s.sim_gate_windows,
-                      "utility": s.utility} if s.sim_gate else None, current_version=cur_version)
+                      "utility": s.utility, "profile": s.sim_profile} if s.sim_gate else None,
+                 current_version=cur_version)
         res.gate = g.to_dict()
         res.seconds["gate"] = round(time.perf_counter() - t0, 3)
         metrics = {"gate": res.gate, "twin_version": self.best_twin_version,
