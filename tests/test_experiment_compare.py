@@ -15,7 +15,16 @@ from trainer.experiments.compare import CompareConfig, run_compare
 
 
 def test_compare_quick_writes_the_table_for_teachers_and_served_students(tmp_path):
-    res = run_compare(CompareConfig.quick(), tmp_path, progress=False)
+    base = tmp_path / "base"
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli", "baselines", "--quick",
+                        "--profile", "diurnal", "--json", "--out", str(base)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    res = run_compare(CompareConfig.quick(baselines_from=str(base)), tmp_path, progress=False)
+    assert res["baselines_reused"] == ["diurnal"]  # same protocol: reused, not re-measured
+    measured = json.loads((base / "summary.json").read_text())["profiles"]["diurnal"]
+    assert res["profiles"]["diurnal"]["policies"]["oracle"]["per_seed"] == \
+        measured["policies"]["oracle"]["per_seed"]
     s = res["profiles"]["diurnal"]
     pol = s["policies"]
     for name in ("equal", "proportional", "tuned_proportional", "best_fixed_train",
@@ -51,3 +60,20 @@ def test_compare_refuses_report_seeds_outside_the_report_range():
     assert r.returncode != 0 and "report seeds must lie" in r.stderr
     with pytest.raises(ValueError, match="unknown algo"):
         CompareConfig(algos=("ppo",))
+    with pytest.raises(ValueError, match="unknown profile"):
+        CompareConfig(profiles=("rush-hour",))
+
+
+def test_baselines_measured_under_another_protocol_are_not_reused(tmp_path):
+    from trainer.experiments.compare import reuse_baselines
+
+    base = tmp_path / "base"
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli", "baselines", "--quick",
+                        "--profile", "diurnal", "--json", "--out", str(base)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert reuse_baselines(base, "diurnal", CompareConfig.quick()) is not None
+    other = CompareConfig.quick(yardstick={"windows": 13, "cells": 2, "train_seeds": 1,
+                                           "train_windows": 12, "planner_futures": 2})
+    assert reuse_baselines(base, "diurnal", other) is None
+    assert reuse_baselines(base, "hetero", CompareConfig.quick()) is None

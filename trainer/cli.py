@@ -143,6 +143,9 @@ def experiment_compare(
     allow_any_seeds: bool = typer.Option(False, "--allow-any-seeds",
                                          help="accept report seeds outside 10000+"),
     out: Path = typer.Option(Path("runs/compare"), help="output directory"),
+    baselines: Path | None = typer.Option(None, help="reuse the baselines of a `slicetwin "
+                                          "baselines --out` folder measured under the same "
+                                          "protocol (seeds, windows, cells, futures)"),
     quick: bool = typer.Option(False, help="smoke run: diurnal, 2 seeds, DDQN and GAN-DDQN "
                                "plain and twin, 1 round, tiny networks"),
     progress: bool = typer.Option(True, help="progress bars"),
@@ -157,12 +160,14 @@ def experiment_compare(
     try:
         if quick:
             cfg = CompareConfig.quick(first_report_seed=first_seed,
-                                      allow_any_seeds=allow_any_seeds)
+                                      allow_any_seeds=allow_any_seeds,
+                                      baselines_from=str(baselines) if baselines else None)
         else:
             cfg = CompareConfig(
                 profiles=tuple(profile), seeds=seeds, algos=tuple(algo), variants=tuple(variant),
                 rounds=rounds, distill_rounds=distill_rounds, workers=workers,
                 first_report_seed=first_seed, allow_any_seeds=allow_any_seeds,
+                baselines_from=str(baselines) if baselines else None,
                 yardstick={"windows": windows, "cells": cells, "train_seeds": 3,
                            "train_windows": windows, "planner_futures": futures})
     except SeedRangeError as e:

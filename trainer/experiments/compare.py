@@ -57,6 +57,7 @@ class CompareConfig:
         "windows": 150, "cells": 4, "train_seeds": 3, "train_windows": 150,
         "planner_futures": 8})
     online: dict = field(default_factory=dict)  # OnlineExperimentConfig overrides
+    baselines_from: str | None = None  # a `slicetwin baselines --out` folder to reuse
 
     def __post_init__(self) -> None:
         bad = [a for a in self.algos if a not in ALGOS]
@@ -88,8 +89,8 @@ class CompareConfig:
         """Smoke run (the fast test suite): one profile, two algorithms, tiny networks."""
         base = dict(profiles=("diurnal",), seeds=2, algos=("ddqn", "gan-ddqn"),
                     variants=("baseline", "twin"), rounds=1, distill_rounds=100, workers=1,
-                    yardstick={"windows": 8, "cells": 2, "train_seeds": 1, "train_windows": 8,
-                               "planner_futures": 2},
+                    yardstick={"windows": 12, "cells": 2, "train_seeds": 1,
+                               "train_windows": 12, "planner_futures": 2},  # as baselines --quick
                     online={"quick": True})
         base.update(kw)
         return cls(**base)
@@ -185,6 +186,22 @@ def baselines_job(profile: str, cfg: CompareConfig) -> tuple[str, dict[str, Poli
     return profile, evaluate_baselines(SimConfig.from_profile(profile), cfg.yardstick_config())
 
 
+def reuse_baselines(path: Path, profile: str, cfg: CompareConfig) -> dict[str, PolicyEval] | None:
+    """The baselines of ``profile`` from a ``slicetwin baselines --out`` summary, if it was
+    measured under the same protocol (seeds, windows, cells, fits, planner); else None."""
+    f = Path(path) / "summary.json"
+    if not f.exists():
+        return None
+    s = json.loads(f.read_text()).get("profiles", {}).get(profile)
+    yc = cfg.yardstick_config()
+    if s is None or s.get("config") != asdict(yc):
+        return None
+    keep = ("units", "weights", "offsets", "futures", "ms_per_decision", "copies_per_decision",
+            "search", "distinct_splits")
+    return {k: PolicyEval(k, v["per_seed"], v["kind"], {x: v[x] for x in keep if x in v})
+            for k, v in s["policies"].items() if v["kind"] in ("baseline", "ceiling")}
+
+
 def learned_evals(rows: list[dict], profile: str, cfg: CompareConfig) -> dict[str, PolicyEval]:
     """Per (algo, variant): the teacher's and the served student's per-report-seed utility."""
     out: dict[str, PolicyEval] = {}
@@ -226,10 +243,15 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     rows: list[dict] = []
     base: dict[str, dict[str, PolicyEval]] = {}
-    bar = tqdm(total=len(runs) + len(cfg.profiles), desc="experiment compare",
-               disable=not progress)
-    if cfg.workers <= 1:
+    if cfg.baselines_from:
         for p in cfg.profiles:
+            got = reuse_baselines(Path(cfg.baselines_from), p, cfg)
+            if got is not None:
+                base[p] = got
+    todo = [p for p in cfg.profiles if p not in base]
+    bar = tqdm(total=len(runs) + len(todo), desc="experiment compare", disable=not progress)
+    if cfg.workers <= 1:
+        for p in todo:
             base[p] = baselines_job(p, cfg)[1]
             bar.update(1)
         for r in runs:
@@ -239,7 +261,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
     else:
         with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"),
                                  initializer=_init_worker) as ex:
-            futs = {ex.submit(baselines_job, p, cfg): None for p in cfg.profiles}
+            futs = {ex.submit(baselines_job, p, cfg): None for p in todo}
             futs.update({ex.submit(learned_run, r, str(out)): r for r in runs})
             for f in as_completed(futs):
                 res = f.result()
@@ -259,6 +281,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
         result["profiles"][p] = summarise(evals, SimConfig.from_profile(p), yc)
         result["profiles"][p]["best_served"] = best_served(result["profiles"][p])
     result["config"] = asdict(cfg)
+    result["baselines_reused"] = [p for p in cfg.profiles if p not in todo]
     result["train_seeds"] = cfg.train_seeds
     result["total_wall_time_s"] = round(time.perf_counter() - t0, 1)
     result["learned_run_wall_time_s"] = round(sum(r["wall_time_s"] for r in rows), 1)
