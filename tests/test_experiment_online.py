@@ -140,3 +140,16 @@ def test_first_seed_moves_every_run_and_the_oracle_to_held_out_seeds():
     assert {s.seed for s in specs(OnlineExperimentConfig(seeds=2))} == {0, 1}
     with pytest.raises(ValueError, match="first_seed"):
         OnlineExperimentConfig(first_seed=-1)
+
+
+def test_profile_reaches_the_training_env_and_bad_profiles_are_refused():
+    import subprocess
+    import sys
+
+    from trainer.experiments.online import OnlineExperimentConfig, make_env
+
+    env = make_env(OnlineExperimentConfig(sim_profile="diurnal"), 0)
+    assert env.env.sim.config.profile == "diurnal"
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli", "experiment", "online", "--quick",
+                        "--profile", "rush-hour"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "unknown profile" in r.stderr

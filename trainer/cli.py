@@ -38,6 +38,8 @@ def experiment_online(
     a1: list[str] = typer.Option([], "--a1", help="Algorithm1Config override KEY=VALUE (JSON "
                                  "value), e.g. --a1 counterfactual_actions=0 --a1 zeta=0.5; "
                                  "repeat for several"),
+    profile: str = typer.Option("paper", help="simulator profile: paper | diurnal | flash-crowd "
+                                "| hetero | mix=A/B/C | a schedule like 'paper:2000,hetero'"),
 ) -> None:
     """Fig. 5/6: training curves, plain vs twin-enhanced (CSV per run, PNG, summary.json)."""
     import json as _json
@@ -58,8 +60,11 @@ def experiment_online(
         except ValueError:
             raise typer.BadParameter(f"--a1 {key}: {raw!r} is not a JSON value") from None
     kw = dict(algos=tuple(algo), twin=twin, mode=mode, workers=workers, n_cells=n_cells,
-              first_seed=first_seed)
+              first_seed=first_seed, sim_profile=None if profile == "paper" else profile)
     try:
+        from slicetwin.sim import SimConfig
+
+        SimConfig.from_profile(profile)
         if quick:
             cfg = OnlineExperimentConfig.quick(**kw, seeds=min(seeds, 2), rounds=min(rounds, 3))
         else:
