@@ -43,7 +43,7 @@ class OnlineExperimentConfig:
     workers: int = 2  # runs in parallel processes (one torch thread each)
     smooth: int = 3  # trailing moving average (rounds) before testing a reward threshold
     final_rounds: int = 5  # final_reward / final_utility: mean over the last k rounds
-    eval_windows: int = 50  # greedy evaluation after training, on the oracle's traffic
+    eval_windows: int = 50  # greedy evaluation after training, on report seed 10000 + seed
     oracle_windows: int = 50  # clairvoyant oracle (coarse search) on each seed's traffic
     # overrides of the agents' config dataclasses, for every variant alike: epsilon decays over
     # 2 rounds (the shaped reward punishes exploration; measured better for all variants), and
@@ -292,9 +292,16 @@ class GreedyCurve:
         return None
 
 
+def report_seed(train_seed: int) -> int:
+    """The report seed paired with a training seed (protocol: report seeds are 10000+)."""
+    from slicetwin.protocol import RANGES
+
+    return RANGES["report"][0] + int(train_seed)
+
+
 def greedy_utility(agent, cfg: OnlineExperimentConfig, seed: int) -> float:
     """Mean utility of the greedy policy on ``seed``'s traffic (the oracle's), not counted as
-    training interactions."""
+    training interactions; called with the run's report seed, never its training seed."""
     from slicetwin.sim import RanSimulator
 
     sim = RanSimulator(_sim_config(cfg), n_cells=cfg.n_cells, seed=seed)
@@ -356,7 +363,8 @@ def run_one(spec: RunSpec, out_dir: str, progress: bool = False) -> dict:
             w.writeheader()
             w.writerows(info["greedy_curve"])
     if trained["agent"] is not None and spec.cfg.eval_windows > 0:
-        info["greedy_utility"] = greedy_utility(trained["agent"], spec.cfg, spec.seed)
+        info["greedy_utility"] = greedy_utility(trained["agent"], spec.cfg,
+                                                report_seed(spec.seed))
     return {"algo": spec.algo, "variant": spec.variant, "seed": spec.seed, "rows": rows,
             "info": info, "csv": str(path)}
 
@@ -602,7 +610,7 @@ def run_experiment(cfg: OnlineExperimentConfig, out: Path, progress: bool = True
             results.append(run_one(s, str(out), progress=progress))
             bar.update(1)
         for seed in oracle_seeds:
-            oracle[seed] = oracle_utility(cfg, seed)
+            oracle[seed] = oracle_utility(cfg, report_seed(seed))
             bar.update(1)
     else:
         import multiprocessing as mp
@@ -611,7 +619,8 @@ def run_experiment(cfg: OnlineExperimentConfig, out: Path, progress: bool = True
         with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"),
                                  initializer=_init_worker) as ex:
             futs = {ex.submit(run_one, s, str(out)): s for s in todo}
-            ofs = {ex.submit(oracle_utility, cfg, seed): seed for seed in oracle_seeds}
+            ofs = {ex.submit(oracle_utility, cfg, report_seed(seed)): seed
+                   for seed in oracle_seeds}
             for f in as_completed([*futs, *ofs]):
                 if f in ofs:
                     oracle[ofs[f]] = f.result()
