@@ -77,3 +77,19 @@ def test_baselines_measured_under_another_protocol_are_not_reused(tmp_path):
                                            "train_windows": 12, "planner_futures": 2})
     assert reuse_baselines(base, "diurnal", other) is None
     assert reuse_baselines(base, "hetero", CompareConfig.quick()) is None
+
+
+def test_resume_skips_finished_runs(tmp_path):
+    cfg = CompareConfig.quick(algos=("ddqn",), variants=("baseline",), seeds=2)
+    first = run_compare(cfg, tmp_path, progress=False)
+    lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    # drop one finished run: --resume trains only that one again and keeps the other's row
+    (tmp_path / "runs.jsonl").write_text(lines[0] + "\n")
+    kept = json.loads(lines[0])
+    again = run_compare(cfg, tmp_path, progress=False, resume=True)
+    rows = [json.loads(x) for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and rows[0] == kept
+    name = "ddqn/baseline (student, served)"
+    assert again["profiles"]["diurnal"]["policies"][name]["per_seed"] == \
+        first["profiles"]["diurnal"]["policies"][name]["per_seed"]  # deterministic retrain

@@ -151,6 +151,8 @@ def experiment_compare(
     baselines: Path | None = typer.Option(None, help="reuse the baselines of a `slicetwin "
                                           "baselines --out` folder measured under the same "
                                           "protocol (seeds, windows, cells, futures)"),
+    resume: bool = typer.Option(False, help="skip learned runs already in OUT/runs.jsonl "
+                                "(an interrupted run with the same settings)"),
     quick: bool = typer.Option(False, help="smoke run: diurnal, 2 seeds, DDQN and GAN-DDQN "
                                "plain and twin, 1 round, tiny networks"),
     progress: bool = typer.Option(True, help="progress bars"),
@@ -179,7 +181,7 @@ def experiment_compare(
         raise typer.BadParameter(str(e), param_hint="--first-seed") from e
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    res = run_compare(cfg, out, progress=progress)
+    res = run_compare(cfg, out, progress=progress, resume=resume)
     typer.echo(_json.dumps({"out": str(out), "seconds": res["total_wall_time_s"],
                             "best_served": {p: s["best_served"] for p, s in
                                             res["profiles"].items()},

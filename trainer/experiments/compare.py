@@ -227,9 +227,29 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
+def _record(journal: Path, row: dict) -> dict:
+    with open(journal, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+def _finished(journal: Path, cfg: CompareConfig) -> list[dict]:
+    """Rows of an earlier, interrupted run with the same configuration (``--resume``)."""
+    if not journal.exists():
+        return []
+    rows = [json.loads(x) for x in journal.read_text().splitlines() if x.strip()]
+    ok = set(cfg.profiles), set(cfg.algos), set(cfg.variants)
+    return [r for r in rows if r["profile"] in ok[0] and r["algo"] in ok[1]
+            and r["variant"] in ok[2] and r["index"] < cfg.seeds
+            and r["train_seed"] == cfg.train_seeds[r["index"]]
+            and r["report_seed"] == cfg.report_seeds[r["index"]]]
+
+
+def run_compare(cfg: CompareConfig, out: Path, progress: bool = True,
+                resume: bool = False) -> dict:
     """Run every baseline and learned run (``cfg.workers`` processes), then write
-    ``summary.json``, ``compare.md``, ``runs.csv`` and a bar plot per profile."""
+    ``summary.json``, ``compare.md``, ``runs.csv`` and a bar plot per profile. Each finished
+    learned run is appended to ``runs.jsonl``; ``resume`` skips the runs found there."""
     from tqdm import tqdm
 
     from slicetwin.sim.report import write_report
@@ -241,7 +261,12 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
             for p in cfg.profiles for a in cfg.algos for v in cfg.variants
             for i, (ts, rs) in enumerate(zip(cfg.train_seeds, cfg.report_seeds, strict=True))]
     t0 = time.perf_counter()
-    rows: list[dict] = []
+    journal = out / "runs.jsonl"  # one line per finished learned run: a crash loses nothing
+    rows = _finished(journal, cfg) if resume else []
+    done = {(r["profile"], r["algo"], r["variant"], r["index"]) for r in rows}
+    runs = [r for r in runs if (r.profile, r.algo, r.variant, r.index) not in done]
+    if not resume:
+        journal.write_text("")
     base: dict[str, dict[str, PolicyEval]] = {}
     if cfg.baselines_from:
         for p in cfg.profiles:
@@ -256,7 +281,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
             bar.update(1)
         for r in runs:
             bar.set_postfix_str(r.name)
-            rows.append(learned_run(r, str(out)))
+            rows.append(_record(journal, learned_run(r, str(out))))
             bar.update(1)
     else:
         with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"),
@@ -268,7 +293,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
                 if futs[f] is None:
                     base[res[0]] = res[1]
                 else:
-                    rows.append(res)
+                    rows.append(_record(journal, res))
                     bar.set_postfix_str(futs[f].name)
                 bar.update(1)
     bar.close()
