@@ -20,7 +20,8 @@ def test_compare_quick_writes_the_table_for_teachers_and_served_students(tmp_pat
                         "--profile", "diurnal", "--json", "--out", str(base)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    res = run_compare(CompareConfig.quick(baselines_from=str(base)), tmp_path, progress=False)
+    cfg = CompareConfig.quick(baselines_from=(str(tmp_path / "none"), str(base)))
+    res = run_compare(cfg, tmp_path, progress=False)
     assert res["baselines_reused"] == ["diurnal"]  # same protocol: reused, not re-measured
     measured = json.loads((base / "summary.json").read_text())["profiles"]["diurnal"]
     assert res["profiles"]["diurnal"]["policies"]["oracle"]["per_seed"] == \

@@ -148,9 +148,10 @@ def experiment_compare(
     allow_any_seeds: bool = typer.Option(False, "--allow-any-seeds",
                                          help="accept report seeds outside 10000+"),
     out: Path = typer.Option(Path("runs/compare"), help="output directory"),
-    baselines: Path | None = typer.Option(None, help="reuse the baselines of a `slicetwin "
-                                          "baselines --out` folder measured under the same "
-                                          "protocol (seeds, windows, cells, futures)"),
+    baselines: list[Path] = typer.Option([], help="reuse the baselines of `slicetwin "
+                                         "baselines --out` folders measured under the same "
+                                         "protocol (seeds, windows, cells, futures); repeat "
+                                         "for several"),
     resume: bool = typer.Option(False, help="skip learned runs already in OUT/runs.jsonl "
                                 "(an interrupted run with the same settings)"),
     quick: bool = typer.Option(False, help="smoke run: diurnal, 2 seeds, DDQN and GAN-DDQN "
@@ -168,13 +169,13 @@ def experiment_compare(
         if quick:
             cfg = CompareConfig.quick(first_report_seed=first_seed,
                                       allow_any_seeds=allow_any_seeds,
-                                      baselines_from=str(baselines) if baselines else None)
+                                      baselines_from=tuple(str(b) for b in baselines))
         else:
             cfg = CompareConfig(
                 profiles=tuple(profile), seeds=seeds, algos=tuple(algo), variants=tuple(variant),
                 rounds=rounds, distill_rounds=distill_rounds, workers=workers,
                 first_report_seed=first_seed, allow_any_seeds=allow_any_seeds,
-                baselines_from=str(baselines) if baselines else None,
+                baselines_from=tuple(str(b) for b in baselines),
                 yardstick={"windows": windows, "cells": cells, "train_seeds": 3,
                            "train_windows": windows, "planner_futures": futures})
     except SeedRangeError as e:

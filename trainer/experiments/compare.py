@@ -57,7 +57,7 @@ class CompareConfig:
         "windows": 150, "cells": 4, "train_seeds": 3, "train_windows": 150,
         "planner_futures": 8})
     online: dict = field(default_factory=dict)  # OnlineExperimentConfig overrides
-    baselines_from: str | None = None  # a `slicetwin baselines --out` folder to reuse
+    baselines_from: tuple[str, ...] = ()  # `slicetwin baselines --out` folders to reuse
 
     def __post_init__(self) -> None:
         bad = [a for a in self.algos if a not in ALGOS]
@@ -267,18 +267,8 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True,
     runs = [r for r in runs if (r.profile, r.algo, r.variant, r.index) not in done]
     if not resume:
         journal.write_text("")
-    base: dict[str, dict[str, PolicyEval]] = {}
-    if cfg.baselines_from:
-        for p in cfg.profiles:
-            got = reuse_baselines(Path(cfg.baselines_from), p, cfg)
-            if got is not None:
-                base[p] = got
-    todo = [p for p in cfg.profiles if p not in base]
-    bar = tqdm(total=len(runs) + len(todo), desc="experiment compare", disable=not progress)
+    bar = tqdm(total=len(runs), desc="experiment compare", disable=not progress)
     if cfg.workers <= 1:
-        for p in todo:
-            base[p] = baselines_job(p, cfg)[1]
-            bar.update(1)
         for r in runs:
             bar.set_postfix_str(r.name)
             rows.append(_record(journal, learned_run(r, str(out))))
@@ -286,17 +276,20 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True,
     else:
         with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"),
                                  initializer=_init_worker) as ex:
-            futs = {ex.submit(baselines_job, p, cfg): None for p in todo}
-            futs.update({ex.submit(learned_run, r, str(out)): r for r in runs})
+            futs = {ex.submit(learned_run, r, str(out)): r for r in runs}
             for f in as_completed(futs):
-                res = f.result()
-                if futs[f] is None:
-                    base[res[0]] = res[1]
-                else:
-                    rows.append(_record(journal, res))
-                    bar.set_postfix_str(futs[f].name)
+                rows.append(_record(journal, f.result()))
+                bar.set_postfix_str(futs[f].name)
                 bar.update(1)
     bar.close()
+    # baselines last, so a `slicetwin baselines` run started beside this one can be reused
+    base: dict[str, dict[str, PolicyEval]] = {}
+    reused = []
+    for p in cfg.profiles:
+        found = [x for x in (reuse_baselines(Path(d), p, cfg) for d in cfg.baselines_from) if x]
+        if found:
+            reused.append(p)
+        base[p] = found[0] if found else baselines_job(p, cfg)[1]
     write_csv(out / "runs.csv", sorted(rows, key=lambda r: (r["profile"], r["algo"],
                                                             r["variant"], r["index"])))
     yc = cfg.yardstick_config()
@@ -306,7 +299,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True,
         result["profiles"][p] = summarise(evals, SimConfig.from_profile(p), yc)
         result["profiles"][p]["best_served"] = best_served(result["profiles"][p])
     result["config"] = asdict(cfg)
-    result["baselines_reused"] = [p for p in cfg.profiles if p not in todo]
+    result["baselines_reused"] = reused
     result["train_seeds"] = cfg.train_seeds
     result["total_wall_time_s"] = round(time.perf_counter() - t0, 1)
     result["learned_run_wall_time_s"] = round(sum(r["wall_time_s"] for r in rows), 1)
