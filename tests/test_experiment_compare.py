@@ -14,12 +14,17 @@ from slicetwin.protocol import SeedRangeError
 from trainer.experiments.compare import CompareConfig, run_compare
 
 
-def test_compare_quick_writes_the_table_for_teachers_and_served_students(tmp_path):
-    base = tmp_path / "base"
+def quick_baselines(out):
+    """`slicetwin baselines --quick` on diurnal into ``out`` (the compare quick run's protocol)."""
     r = subprocess.run([sys.executable, "-m", "slicetwin.cli", "baselines", "--quick",
-                        "--profile", "diurnal", "--json", "--out", str(base)],
+                        "--profile", "diurnal", "--json", "--out", str(out)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_compare_quick_writes_the_table_for_teachers_and_served_students(tmp_path):
+    base = quick_baselines(tmp_path / "base")
     cfg = CompareConfig.quick(baselines_from=(str(tmp_path / "none"), str(base)))
     res = run_compare(cfg, tmp_path, progress=False)
     assert res["baselines_reused"] == ["diurnal"]  # same protocol: reused, not re-measured
@@ -68,11 +73,7 @@ def test_compare_refuses_report_seeds_outside_the_report_range():
 def test_baselines_measured_under_another_protocol_are_not_reused(tmp_path):
     from trainer.experiments.compare import reuse_baselines
 
-    base = tmp_path / "base"
-    r = subprocess.run([sys.executable, "-m", "slicetwin.cli", "baselines", "--quick",
-                        "--profile", "diurnal", "--json", "--out", str(base)],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    base = quick_baselines(tmp_path / "base")
     assert reuse_baselines(base, "diurnal", CompareConfig.quick()) is not None
     other = CompareConfig.quick(yardstick={"windows": 13, "cells": 2, "train_seeds": 1,
                                            "train_windows": 12, "planner_futures": 2})
