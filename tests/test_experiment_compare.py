@@ -95,3 +95,8 @@ def test_resume_skips_finished_runs(tmp_path):
     name = "ddqn/baseline (student, served)"
     assert again["profiles"]["diurnal"]["policies"][name]["per_seed"] == \
         first["profiles"]["diurnal"]["policies"][name]["per_seed"]  # deterministic retrain
+    # --report-only trains nothing; a variant missing a seed is left out of the table
+    (tmp_path / "runs.jsonl").write_text(lines[0] + "\n")
+    partial = run_compare(cfg, tmp_path, progress=False, report_only=True)
+    assert name not in partial["profiles"]["diurnal"]["policies"]
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 1

@@ -154,6 +154,8 @@ def experiment_compare(
                                          "for several"),
     resume: bool = typer.Option(False, help="skip learned runs already in OUT/runs.jsonl "
                                 "(an interrupted run with the same settings)"),
+    report_only: bool = typer.Option(False, help="train nothing: summarise OUT/runs.jsonl "
+                                     "(variants missing a seed are left out)"),
     quick: bool = typer.Option(False, help="smoke run: diurnal, 2 seeds, DDQN and GAN-DDQN "
                                "plain and twin, 1 round, tiny networks"),
     progress: bool = typer.Option(True, help="progress bars"),
@@ -182,7 +184,7 @@ def experiment_compare(
         raise typer.BadParameter(str(e), param_hint="--first-seed") from e
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    res = run_compare(cfg, out, progress=progress, resume=resume)
+    res = run_compare(cfg, out, progress=progress, resume=resume, report_only=report_only)
     typer.echo(_json.dumps({"out": str(out), "seconds": res["total_wall_time_s"],
                             "best_served": {p: s["best_served"] for p, s in
                                             res["profiles"].items()},

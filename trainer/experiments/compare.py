@@ -246,10 +246,12 @@ def _finished(journal: Path, cfg: CompareConfig) -> list[dict]:
 
 
 def run_compare(cfg: CompareConfig, out: Path, progress: bool = True,
-                resume: bool = False) -> dict:
+                resume: bool = False, report_only: bool = False) -> dict:
     """Run every baseline and learned run (``cfg.workers`` processes), then write
     ``summary.json``, ``compare.md``, ``runs.csv`` and a bar plot per profile. Each finished
-    learned run is appended to ``runs.jsonl``; ``resume`` skips the runs found there."""
+    learned run is appended to ``runs.jsonl``; ``resume`` skips the runs found there;
+    ``report_only`` trains nothing and summarises the journal (variants missing a seed are left
+    out of the table)."""
     from tqdm import tqdm
 
     from slicetwin.sim.report import write_report
@@ -262,10 +264,11 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True,
             for i, (ts, rs) in enumerate(zip(cfg.train_seeds, cfg.report_seeds, strict=True))]
     t0 = time.perf_counter()
     journal = out / "runs.jsonl"  # one line per finished learned run: a crash loses nothing
-    rows = _finished(journal, cfg) if resume else []
+    rows = _finished(journal, cfg) if resume or report_only else []
     done = {(r["profile"], r["algo"], r["variant"], r["index"]) for r in rows}
-    runs = [r for r in runs if (r.profile, r.algo, r.variant, r.index) not in done]
-    if not resume:
+    runs = [] if report_only else [
+        r for r in runs if (r.profile, r.algo, r.variant, r.index) not in done]
+    if not (resume or report_only):
         journal.write_text("")
     bar = tqdm(total=len(runs), desc="experiment compare", disable=not progress)
     if cfg.workers <= 1:
