@@ -259,8 +259,9 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True,
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # variant by variant across profiles: an interrupted run leaves whole variants everywhere
     runs = [LearnedRun(p, a, v, i, ts, rs, cfg)
-            for p in cfg.profiles for a in cfg.algos for v in cfg.variants
+            for a in cfg.algos for v in cfg.variants for p in cfg.profiles
             for i, (ts, rs) in enumerate(zip(cfg.train_seeds, cfg.report_seeds, strict=True))]
     t0 = time.perf_counter()
     journal = out / "runs.jsonl"  # one line per finished learned run: a crash loses nothing
