@@ -100,3 +100,20 @@ def test_resume_skips_finished_runs(tmp_path):
     partial = run_compare(cfg, tmp_path, progress=False, report_only=True)
     assert name not in partial["profiles"]["diurnal"]["policies"]
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_compare_five_seeds_full_protocol(tmp_path):
+    """A reduced full run (5 seed pairs, every variant of one algorithm, real networks): every
+    variant gets 5 per-seed values, the CI uses them, and nothing beats the oracle."""
+    cfg = CompareConfig(profiles=("diurnal",), seeds=5, algos=("ddqn",), rounds=2,
+                        distill_rounds=500, workers=2,
+                        yardstick={"windows": 30, "cells": 2, "train_seeds": 2,
+                                   "train_windows": 30, "planner_futures": 4})
+    res = run_compare(cfg, tmp_path, progress=False)
+    pol = res["profiles"]["diurnal"]["policies"]
+    for v in ("baseline", "twin", "baseline-matched", "baseline-twin-eps"):
+        row = pol[f"ddqn/{v} (student, served)"]
+        assert len(row["per_seed"]) == 5 and row["ci95"] > 0
+        assert row["mean"] <= pol["oracle"]["mean"] + 1e-9
+    assert res["profiles"]["diurnal"]["protocol"]["report_seeds"] == list(range(10_000, 10_005))
