@@ -10,15 +10,16 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from slicetwin.utility import RewardShaper, UtilityConfig, check_alpha, check_beta
+from slicetwin.utility import RewardShaper, UtilityConfig
+from slicetwin.utility_settings import UtilityWeightsSettings
 
 # the one set of defaults (slicetwin.utility), never re-typed here
 _UTILITY, _SHAPER = UtilityConfig(), RewardShaper()
 
 
-class ControllerSettings(BaseSettings):
+class ControllerSettings(UtilityWeightsSettings):
     model_config = SettingsConfigDict(env_prefix="SLICETWIN_", extra="ignore")
 
     # --- model
@@ -91,21 +92,6 @@ class ControllerSettings(BaseSettings):
     def _empty_is_none(cls, v):
         return None if v == "" else v
 
-    @field_validator("utility_alpha", mode="before")
-    @classmethod
-    def _alpha_empty_is_default(cls, v):
-        return _UTILITY.alpha if isinstance(v, str) and not v.strip() else v
-
-    @field_validator("utility_alpha")
-    @classmethod
-    def _alpha(cls, v):
-        return check_alpha(v)
-
-    @field_validator("utility_beta", mode="before")
-    @classmethod
-    def _beta(cls, v):
-        return _UTILITY.beta if isinstance(v, str) and not v.strip() else check_beta(v)
-
     @model_validator(mode="after")
     def _shaper_ok(self):
         try:
@@ -113,10 +99,6 @@ class ControllerSettings(BaseSettings):
         except ValueError as e:
             raise ValueError(f"reward_gamma_min / reward_gamma_max / reward_sigma: {e}") from None
         return self
-
-    @property
-    def utility(self) -> UtilityConfig:
-        return UtilityConfig(alpha=self.utility_alpha, beta=self.utility_beta)
 
     @property
     def reward_shaper(self) -> RewardShaper:

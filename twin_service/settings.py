@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from slicetwin.utility import UtilityConfig, check_alpha, check_beta
+from slicetwin.utility import UtilityConfig
+from slicetwin.utility_settings import UtilityWeightsSettings
 
 _UTILITY = UtilityConfig()  # the one set of defaults (slicetwin.utility)
 
 
-class TwinServiceSettings(BaseSettings):
+class TwinServiceSettings(UtilityWeightsSettings):
     model_config = SettingsConfigDict(env_prefix="SLICETWIN_TWIN_", extra="ignore",
                                       populate_by_name=True)
 
@@ -44,22 +45,3 @@ class TwinServiceSettings(BaseSettings):
         _UTILITY.beta, validation_alias=AliasChoices(
             "utility_beta", "SLICETWIN_TWIN_UTILITY_BETA", "SLICETWIN_UTILITY_BETA"),
         description="SLA weights per slice, '1,4,6' or '[1, 4, 6]' (as the controller's)")
-
-    @field_validator("utility_alpha", mode="before")
-    @classmethod
-    def _alpha_empty_is_default(cls, v):
-        return _UTILITY.alpha if isinstance(v, str) and not v.strip() else v
-
-    @field_validator("utility_alpha")
-    @classmethod
-    def _alpha(cls, v):
-        return check_alpha(v)
-
-    @field_validator("utility_beta", mode="before")
-    @classmethod
-    def _beta(cls, v):
-        return _UTILITY.beta if isinstance(v, str) and not v.strip() else check_beta(v)
-
-    @property
-    def utility(self) -> UtilityConfig:
-        return UtilityConfig(alpha=self.utility_alpha, beta=self.utility_beta)

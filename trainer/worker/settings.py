@@ -11,14 +11,15 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from slicetwin.utility import UtilityConfig, check_alpha, check_beta
+from slicetwin.utility import UtilityConfig
+from slicetwin.utility_settings import UtilityWeightsSettings
 
 _UTILITY = UtilityConfig()  # the one set of defaults (slicetwin.utility)
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(UtilityWeightsSettings):
     model_config = SettingsConfigDict(env_prefix="SLICETWIN_", extra="ignore")
 
     # --- I/O ------------------------------------------------------------------------------
@@ -107,25 +108,6 @@ class WorkerSettings(BaseSettings):
 
         SimConfig.from_profile(v)  # ValueError naming the choices
         return v
-
-    @field_validator("utility_alpha", mode="before")
-    @classmethod
-    def _alpha_empty_is_default(cls, v):
-        return _UTILITY.alpha if isinstance(v, str) and not v.strip() else v
-
-    @field_validator("utility_alpha")
-    @classmethod
-    def _alpha(cls, v):
-        return check_alpha(v)
-
-    @field_validator("utility_beta", mode="before")
-    @classmethod
-    def _beta(cls, v):
-        return _UTILITY.beta if isinstance(v, str) and not v.strip() else check_beta(v)
-
-    @property
-    def utility(self) -> UtilityConfig:
-        return UtilityConfig(alpha=self.utility_alpha, beta=self.utility_beta)
 
     @property
     def stream_key(self) -> str:
