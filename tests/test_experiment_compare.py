@@ -11,7 +11,7 @@ import pytest
 
 from slicetwin.onnx_policy import OnnxPolicy
 from slicetwin.protocol import SeedRangeError
-from trainer.experiments.compare import CompareConfig, run_compare
+from trainer.experiments.compare import CompareConfig, journal_from_summary, run_compare
 
 
 def quick_baselines(out):
@@ -54,6 +54,16 @@ def test_compare_quick_writes_the_table_for_teachers_and_served_students(tmp_pat
         assert (tmp_path / f).exists()
     assert json.loads((tmp_path / "summary.json").read_text())["experiment"] == "compare"
     assert "| oracle |" in (tmp_path / "compare.md").read_text()
+
+    # a journal rebuilt from the summary alone tables the same figures (run dirs are not kept)
+    rebuilt = tmp_path / "rebuilt"
+    rebuilt.mkdir()
+    rows = journal_from_summary(res, "summary.json")
+    assert len(rows) == 8  # 4 variants x 2 seeds, one row per learned run
+    (rebuilt / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    again = run_compare(cfg, rebuilt, progress=False, report_only=True)
+    for name, row in pol.items():
+        assert again["profiles"]["diurnal"]["policies"][name]["per_seed"] == row["per_seed"], name
 
 
 def test_compare_refuses_report_seeds_outside_the_report_range():

@@ -325,3 +325,31 @@ def best_served(summary: dict) -> dict | None:
             "paired_diff_vs_best_fixed_hindsight": d,
             "beats_best_fixed_hindsight": bool(d["ci95"] is not None and d["mean"] - d["ci95"] > 0)}
 
+
+def journal_from_summary(summary: dict, source: str) -> list[dict]:
+    """Journal rows (``runs.jsonl``) rebuilt from a compare ``summary.json``: run directories
+    are not committed, their summaries are, and ``--resume`` then runs only the missing cells
+    of the grid. Utilities are as the summary rounded them (5 decimals); agreement and gradient
+    steps per real interaction are the variant's means; wall time is unknown (0)."""
+    cfg = summary["config"]
+    train = summary["train_seeds"]
+    report = [cfg["first_report_seed"] + i for i in range(cfg["seeds"])]
+    served_tag, teacher_tag = " (student, served)", " (teacher)"
+    rows = []
+    for profile, block in summary["profiles"].items():
+        pols = block["policies"]
+        for name, served in pols.items():
+            if not name.endswith(served_tag):
+                continue
+            label = name[: -len(served_tag)]
+            algo, variant = label.split("/")
+            teacher = pols[label + teacher_tag]
+            for i, (s_u, t_u) in enumerate(zip(served["per_seed"], teacher["per_seed"],
+                                               strict=True)):
+                rows.append({"profile": profile, "algo": algo, "variant": variant, "index": i,
+                             "train_seed": train[i], "report_seed": report[i],
+                             "teacher_utility": t_u, "student_utility": s_u,
+                             "agreement": served.get("agreement"),
+                             "grad_steps_per_real": served.get("grad_steps_per_real"),
+                             "wall_time_s": 0.0, "rebuilt_from": source})
+    return rows
