@@ -16,6 +16,8 @@ from trainer.replay import ReplayBuffer
 STATES = np.array([[1.0, 0.0, 0.2], [0.0, 1.0, 0.7]], np.float32)
 BEST = np.array([3, 11])
 N_ACTIONS = 16
+# the factored agent assumes a separable reward over a codec's splits: tests/test_agents_factored.py
+GENERIC = sorted(set(AGENTS) - {"factored-ddqn"})
 torch.set_num_threads(1)  # tiny nets: thread hand-offs cost more than the maths on a busy box
 
 
@@ -57,12 +59,12 @@ def train_on_toy(name: str, lr: float, seed: int = 0, interactions: int = 960) -
     return float((agent.greedy(STATES) == BEST).mean())
 
 
-@pytest.mark.parametrize("name", sorted(AGENTS))
+@pytest.mark.parametrize("name", GENERIC)
 def test_agent_learns_known_optimum(name):
     assert train_on_toy(name, lr=1e-3) == 1.0
 
 
-@pytest.mark.parametrize("name", sorted(AGENTS))
+@pytest.mark.parametrize("name", GENERIC)
 def test_agent_with_broken_learning_step_fails(name):
     assert train_on_toy(name, lr=0.0) < 1.0
 
@@ -126,7 +128,7 @@ def test_gan_particles_average_to_q():
         torch.testing.assert_close(parts.mean(-1) - v.mean(-1), adv.gather(1, a[:, None]).squeeze(1))
 
 
-@pytest.mark.parametrize("name", sorted(AGENTS))
+@pytest.mark.parametrize("name", GENERIC)
 def test_blend_is_exact_convex_combination(name):
     a1 = make_agent(name, 3, N_ACTIONS, seed=1, hidden=(16, 16))
     a2 = make_agent(name, 3, N_ACTIONS, seed=2, hidden=(16, 16))

@@ -10,6 +10,7 @@ from dataclasses import fields, replace
 from trainer.agents.ddqn import DDQNAgent, DDQNConfig
 from trainer.agents.dqn import DQNAgent, DQNConfig
 from trainer.agents.dueling import DuelingDDQNAgent, DuelingDDQNConfig
+from trainer.agents.factored import FactoredDDQNAgent, FactoredDDQNConfig
 from trainer.agents.gan_ddqn import GANDDQNAgent, GANDDQNConfig
 
 AGENTS: dict[str, type[DQNAgent]] = {
@@ -17,6 +18,7 @@ AGENTS: dict[str, type[DQNAgent]] = {
     "ddqn": DDQNAgent,
     "dueling-ddqn": DuelingDDQNAgent,
     "gan-ddqn": GANDDQNAgent,
+    "factored-ddqn": FactoredDDQNAgent,
 }
 
 
@@ -34,4 +36,4 @@ def make_agent(name: str, state_dim: int, n_actions: int, seed: int = 0, **overr
 
 
 __all__ = ["AGENTS", "DDQNAgent", "DDQNConfig", "DQNAgent", "DQNConfig", "DuelingDDQNAgent",
-           "DuelingDDQNConfig", "GANDDQNAgent", "GANDDQNConfig", "make_agent"]
+           "DuelingDDQNConfig", "FactoredDDQNAgent", "FactoredDDQNConfig", "GANDDQNAgent", "GANDDQNConfig", "make_agent"]

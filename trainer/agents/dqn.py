@@ -63,7 +63,10 @@ def q_taken(net: QNetwork, state: torch.Tensor, action: torch.Tensor) -> torch.T
 
     Plain head: h · W[a] + b[a]. Dueling head: V + A(a) - mean(A), and mean(A) = h · mean(W) +
     mean(b), so the mean advantage costs one extra row instead of the whole output layer.
+    A network with its own ``taken`` (``FactoredQNetwork``) scores the rows itself.
     """
+    if hasattr(net, "taken"):
+        return net.taken(state, action)
     h = net.body(state)
     if not net.dueling:
         w, b = net.head.weight, net.head.bias

@@ -37,7 +37,8 @@ from slicetwin.sim.yardstick import (
     summarise,
 )
 
-ALGOS = ("dqn", "ddqn", "gan-ddqn")
+ALGOS = ("dqn", "ddqn", "gan-ddqn")  # the default grid
+KNOWN_ALGOS = (*ALGOS, "factored-ddqn")
 VARIANTS = ("baseline", "twin", "baseline-matched", "baseline-twin-eps")
 
 
@@ -60,9 +61,9 @@ class CompareConfig:
     baselines_from: tuple[str, ...] = ()  # `slicetwin baselines --out` folders to reuse
 
     def __post_init__(self) -> None:
-        bad = [a for a in self.algos if a not in ALGOS]
+        bad = [a for a in self.algos if a not in KNOWN_ALGOS]
         if bad:
-            raise ValueError(f"unknown algo(s) {bad}; choose from {list(ALGOS)}")
+            raise ValueError(f"unknown algo(s) {bad}; choose from {list(KNOWN_ALGOS)}")
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad:
             raise ValueError(f"unknown variant(s) {bad}; choose from {list(VARIANTS)}")

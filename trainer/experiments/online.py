@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-ALGOS = ("dqn", "ddqn", "dueling-ddqn", "gan-ddqn", "random")
+ALGOS = ("dqn", "ddqn", "dueling-ddqn", "gan-ddqn", "factored-ddqn", "random")
 THRESHOLDS = (0.8, 0.9)
 
 
