@@ -20,7 +20,7 @@ bench_app = typer.Typer()
 
 @experiment_app.command("online")
 def experiment_online(
-    algo: list[str] = typer.Option(["ddqn"], help="dqn | ddqn | dueling-ddqn | gan-ddqn | random "
+    algo: list[str] = typer.Option(["ddqn"], help="dqn | ddqn | dueling-ddqn | gan-ddqn | factored-ddqn | random "
                                    "(repeat the option for several)"),
     twin: bool = typer.Option(False, "--twin/--no-twin",
                               help="also run the twin-enhanced agent and the matched-compute baseline"),
@@ -91,7 +91,7 @@ def experiment_online(
 
 @bench_app.command("train")
 def bench_train_cmd(
-    algo: str = typer.Option("ddqn", help="dqn | ddqn | dueling-ddqn | gan-ddqn"),
+    algo: str = typer.Option("ddqn", help="dqn | ddqn | dueling-ddqn | gan-ddqn | factored-ddqn"),
     n_cells: int = typer.Option(4, min=1, help="simulator cells stepped together"),
     grad_steps: int = typer.Option(200, min=1, help="gradient steps to time"),
     interactions: int = typer.Option(2000, min=1, help="real interactions to time"),
@@ -135,7 +135,8 @@ def experiment_compare(
                                       help="simulator profile (repeat for several): paper | "
                                       "diurnal | flash-crowd | hetero | mix=A/B/C | a schedule"),
     seeds: int = typer.Option(5, min=1, help="pairs of (training seed i, report seed 10000+i)"),
-    algo: list[str] = typer.Option(["dqn", "ddqn", "gan-ddqn"], help="dqn | ddqn | gan-ddqn"),
+    algo: list[str] = typer.Option(["dqn", "ddqn", "gan-ddqn"],
+                                   help="dqn | ddqn | gan-ddqn | factored-ddqn"),
     variant: list[str] = typer.Option(["baseline", "twin", "baseline-matched",
                                        "baseline-twin-eps"], help="learned variants"),
     rounds: int = typer.Option(10, min=1, help="rounds of 200 real interactions per run"),

@@ -18,6 +18,10 @@ from trainer.agents.ddqn import DDQNAgent, DDQNConfig
 
 @dataclass
 class FactoredDDQNConfig(DDQNConfig):
+    # 2 gradient steps per transition (DQN: 1 per 4): chosen on tuning traffic (diurnal, train
+    # seeds 0-2 -> seeds 1000-1002; docs/training.md "Factored Q"); 3 table entries per sample
+    # keep the extra steps from overfitting the few splits tried
+    train_every: float = 0.5
     n_units: int = 100  # the action codec the tables index (must give the agent's n_actions)
     min_units: int = 1
 
