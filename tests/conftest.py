@@ -15,6 +15,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
+# The suite runs in development mode (public development keys and no API key accepted), like
+# `slicetwin demo`; child processes inherit it. Tests of the production refusals remove it
+# (monkeypatch.delenv / an explicit environment), tests/test_security_*.py.
+os.environ["SLICETWIN_ENV"] = "dev"
+
 
 def free_port() -> int:
     with socket.socket() as s:
