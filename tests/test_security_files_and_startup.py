@@ -177,3 +177,52 @@ def test_twin_model_file_needs_a_signature(tmp_path):
     with TestClient(twin_app(TwinServiceSettings(**s))) as c:
         assert "slicetwin_twin_model_unsigned 0.0" in c.get("/metrics").text
         assert c.get("/readyz").status_code == 200
+
+
+def test_controller_serves_https_with_the_uvicorn_tls_flags(tmp_path):
+    """TLS option 1 of docs/security.md: `slicetwin controller --ssl-certfile/--ssl-keyfile`."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from tests.test_controller_support import free_port, report
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                           critical=False).sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    keys = fresh_keys()
+    port = free_port()
+    env = _env({"SLICETWIN_API_KEY": keys["SLICETWIN_API_KEY"], "SLICETWIN_PORT": str(port)})
+    p = subprocess.Popen(SLICETWIN + ["controller", "--ssl-certfile", str(tmp_path / "cert.pem"),
+                                      "--ssl-keyfile", str(tmp_path / "key.pem")],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        url = f"https://localhost:{port}"
+        with httpx.Client(base_url=url, verify=str(tmp_path / "cert.pem"), timeout=5) as c:
+            for _ in range(300):
+                try:
+                    if c.get("/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            auth = {"authorization": f"Bearer {keys['SLICETWIN_API_KEY']}"}
+            assert c.post("/v1/reports", json=report("tls", 1), headers=auth).status_code == 200
+            assert c.post("/v1/reports", json=report("tls", 2)).status_code == 401
+        with pytest.raises(httpx.HTTPError):  # plain HTTP is not served on that port
+            httpx.post(f"http://127.0.0.1:{port}/v1/reports", json=report("tls", 3), timeout=2)
+    finally:
+        p.terminate()
+        p.wait(10)

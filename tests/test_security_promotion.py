@@ -224,3 +224,28 @@ def test_services_registry_cannot_promote_without_the_private_key():
         svc.rollback("policy")
     trainer.publish("policy", b"y", version="v1", promote=True)
     assert trainer.authorised("policy").version == "v1"
+
+
+def test_promotion_key_rotation_window_then_old_key_refused(redis_url):
+    """Compromised trainer: rotate the promotion key; once the old public key is removed, its
+    records (old or new) make nothing servable."""
+    old, new = fresh_keys(), fresh_keys()
+    hk = old["SLICETWIN_HMAC_KEY"]
+    trainer_old = RedisRegistry(redis_url, hk, promotion_key=old["SLICETWIN_PROMOTION_KEY"])
+    trainer_new = RedisRegistry(redis_url, hk, promotion_key=new["SLICETWIN_PROMOTION_KEY"])
+    trainer_old.publish("policy", b"a", version="a", promote=True)
+
+    def service(pubs: str) -> RedisRegistry:
+        return RedisRegistry(redis_url, hk, promotion_key=None, promotion_public_keys=pubs)
+
+    window = service(f"{new['SLICETWIN_PROMOTION_PUBLIC_KEY']},"
+                     f"{old['SLICETWIN_PROMOTION_PUBLIC_KEY']}")
+    assert window.fetch_served("policy")[0].version == "a"  # old records valid in the window
+    trainer_new.promote("policy", "a")  # re-promote under the new key, then close the window
+    after = service(new["SLICETWIN_PROMOTION_PUBLIC_KEY"])
+    assert after.fetch_served("policy")[0].version == "a"
+    trainer_old.publish("policy", b"evil", version="evil", promote=True)  # the stolen key
+    assert after.authorised("policy").version == "a"
+    assert after.fetch_served("policy")[0].version == "a"
+    for reg in (trainer_old, trainer_new, window, after):
+        reg.close()
