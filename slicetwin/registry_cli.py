@@ -22,6 +22,9 @@ _KEY = typer.Option(None, "--hmac-key", envvar="SLICETWIN_HMAC_KEY",
 _PKEY = typer.Option(None, "--promotion-key", envvar="SLICETWIN_PROMOTION_KEY",
                      help="Ed25519 private key (hex) that signs promotions, rollbacks and model "
                      "files (the development key only with SLICETWIN_ENV=dev).")
+_PUB = typer.Option(None, "--promotion-public-key", envvar="SLICETWIN_PROMOTION_PUBLIC_KEY",
+                    help="public key(s) the served version's promotion record must verify "
+                    "against (default: that of --promotion-key)")
 _PREFIX = typer.Option("slicetwin:", "--prefix", envvar="SLICETWIN_REGISTRY_PREFIX")
 _KIND = typer.Argument("policy", help="policy or twin")
 
@@ -37,7 +40,7 @@ def _check_keys(items: list[tuple[str, object, bool]]) -> None:
 
 
 def _open(url: str | None, key: str | None, prefix: str, promotion_key: str | None = None,
-          sign: bool = False):
+          sign: bool = False, public: str | None = None):
     from slicetwin.registry import RegistryError, open_registry
     from slicetwin.security import DEV_HMAC_KEY
     from slicetwin.signing import DEV_PROMOTION_KEY
@@ -51,7 +54,8 @@ def _open(url: str | None, key: str | None, prefix: str, promotion_key: str | No
     _check_keys(checks)
     try:
         return open_registry(url, key or DEV_HMAC_KEY, prefix,
-                             promotion_key=promotion_key or DEV_PROMOTION_KEY)
+                             promotion_key=promotion_key or DEV_PROMOTION_KEY,
+                             promotion_public_keys=public or None)
     except (RegistryError, ValueError) as e:
         raise typer.BadParameter(str(e)) from e
 
@@ -63,11 +67,12 @@ def _fail(e: Exception) -> None:
 
 @app.command("list")
 def list_models(kind: str = _KIND, redis_url: str = _URL, hmac_key: str = _KEY,
-                prefix: str = _PREFIX, as_json: bool = typer.Option(False, "--json")) -> None:
-    """List versions of a model kind (oldest first; * marks current)."""
+                prefix: str = _PREFIX, as_json: bool = typer.Option(False, "--json"),
+                promotion_key: str = _PKEY, public: str = _PUB) -> None:
+    """List versions of a model kind (oldest first; * marks the version services serve)."""
     from slicetwin.registry import RegistryError
 
-    reg = _open(redis_url, hmac_key, prefix)
+    reg = _open(redis_url, hmac_key, prefix, promotion_key, public=public)
     try:
         recs, cur, served = reg.list(kind), reg.current(kind), reg.authorised(kind)
     except RegistryError as e:
@@ -91,11 +96,12 @@ def list_models(kind: str = _KIND, redis_url: str = _URL, hmac_key: str = _KEY,
 @app.command()
 def show(kind: str = _KIND, version: str = typer.Argument(None, help="default: current"),
          redis_url: str = _URL, hmac_key: str = _KEY, prefix: str = _PREFIX,
-         verify: bool = typer.Option(True, help="check sha256 + signature of the blob")) -> None:
-    """Show one version's record (JSON), verifying its blob."""
+         verify: bool = typer.Option(True, help="check sha256 + signature of the blob"),
+         promotion_key: str = _PKEY, public: str = _PUB) -> None:
+    """Show one version's record (JSON), verifying its blob, and its promotion record."""
     from slicetwin.registry import RegistryError
 
-    reg = _open(redis_url, hmac_key, prefix)
+    reg = _open(redis_url, hmac_key, prefix, promotion_key, public=public)
     try:
         rec = reg.fetch(kind, version)[0] if verify else reg.show(kind, version)
     except RegistryError as e:

@@ -21,6 +21,15 @@ PYTHON = sys.executable
 os.environ["SLICETWIN_ENV"] = "dev"
 
 
+def sign_dev(path, kind: str) -> None:
+    """Write ``<path>.sig`` with the public development promotion key: what a model file needs
+    to be loaded by a service in development mode (``slicetwin models sign`` in production)."""
+    from slicetwin.model_files import sign_file
+    from slicetwin.signing import DEV_PROMOTION_KEY, Signer
+
+    sign_file(path, Signer(DEV_PROMOTION_KEY), kind)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
