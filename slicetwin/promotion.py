@@ -83,19 +83,6 @@ def read_record(verifier: Verifier, envelope: str | bytes, kind: str) -> Promoti
     return rec
 
 
-def newest(verifier: Verifier, envelopes, kind: str) -> PromotionRecord | None:
-    """The newest valid record among ``envelopes`` (invalid ones are skipped)."""
-    best = None
-    for env in envelopes:
-        try:
-            rec = read_record(verifier, env, kind)
-        except PromotionRefused:
-            continue
-        if best is None or rec.time > best.time:
-            best = rec
-    return best
-
-
 class PromotionGuard:
     """The time of the record each kind is served under; older records are replays."""
 

@@ -41,7 +41,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from slicetwin.promotion import PromotionGuard, PromotionRecord, make_record, newest
+from slicetwin.promotion import (
+    PromotionGuard,
+    PromotionRecord,
+    PromotionRefused,
+    make_record,
+    read_record,
+)
 from slicetwin.security import DEV_HMAC_KEY
 from slicetwin.signing import DEV_PROMOTION_KEY, Signer, Verifier, parse_public_keys
 
@@ -168,6 +174,29 @@ class Registry:
             pubs = (self._signer.public_key,)
         self._verifier = Verifier(pubs)
         self.guard = PromotionGuard()  # the record this process serves per kind (no replays)
+        # envelope -> verified record (None: invalid); records are immutable, so each is
+        # verified once, and a promotion costs one signature check, not one per stored record
+        self._checked: dict[tuple[str, str], PromotionRecord | None] = {}
+        self._checked_lock = threading.Lock()
+
+    def _newest(self, envelopes: list[str], kind: str) -> PromotionRecord | None:
+        """The newest valid record among ``envelopes`` (invalid ones are skipped)."""
+        best = None
+        for env in envelopes:
+            with self._checked_lock:
+                hit = self._checked.get((kind, env), False)
+            if hit is False:
+                try:
+                    hit = read_record(self._verifier, env, kind)
+                except PromotionRefused:
+                    hit = None
+                with self._checked_lock:
+                    if len(self._checked) > 4 * PROMOTION_LOG_CAP:
+                        self._checked.clear()
+                    self._checked[(kind, env)] = hit
+            if hit is not None and (best is None or hit.time > best.time):
+                best = hit
+        return best
 
     # public API -------------------------------------------------------------
     def publish(self, kind: str, blob: bytes, version: str | None = None,
@@ -209,7 +238,7 @@ class Registry:
     def authorised(self, kind: str) -> PromotionRecord | None:
         """The newest promotion record that verifies (None: nothing may be served)."""
         _check_kind(kind)
-        return newest(self._verifier, self._promotions(kind), kind)
+        return self._newest(self._promotions(kind), kind)
 
     def fetch_served(self, kind: str) -> tuple[ModelRecord, bytes, PromotionRecord]:
         """What a service may serve: the blob the newest valid promotion record names, checked
@@ -608,7 +637,7 @@ class RedisRegistry(Registry):
                             # (re)subscribed: events published while away are not replayed,
                             # so re-sync from current
                             w.resyncs += 1
-                            rec = newest(self._verifier, self._promotions(kind, conn), kind)
+                            rec = self._newest(self._promotions(kind, conn), kind)
                             w.connected.set()
                             deliver(rec.version if rec is not None else None)
                             continue
@@ -620,7 +649,7 @@ class RedisRegistry(Registry):
                             log.warning("ignoring malformed registry event %r", msg["data"])
                             continue
                         if isinstance(ev, dict) and ev.get("kind") == kind:
-                            rec = newest(self._verifier, self._promotions(kind, conn), kind)
+                            rec = self._newest(self._promotions(kind, conn), kind)
                             deliver(rec.version if rec is not None else None)
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
                     w.connected.clear()
