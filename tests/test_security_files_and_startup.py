@@ -182,6 +182,7 @@ def test_twin_model_file_needs_a_signature(tmp_path):
 def test_controller_serves_https_with_the_uvicorn_tls_flags(tmp_path):
     """TLS option 1 of docs/security.md: `slicetwin controller --ssl-certfile/--ssl-keyfile`."""
     import datetime
+    import ssl
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -211,7 +212,8 @@ def test_controller_serves_https_with_the_uvicorn_tls_flags(tmp_path):
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     try:
         url = f"https://localhost:{port}"
-        with httpx.Client(base_url=url, verify=str(tmp_path / "cert.pem"), timeout=5) as c:
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        with httpx.Client(base_url=url, verify=ctx, timeout=5) as c:
             for _ in range(300):
                 try:
                     if c.get("/healthz").status_code == 200:
