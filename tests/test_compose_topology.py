@@ -856,7 +856,14 @@ def check_closed_loop(stack: LocalStack, prom: str) -> None:
     # the trainer keeps cycling while the gNB's data lasts: a later cycle may already have
     # replaced the first one's twin or policy, so "served" means published by some cycle
     def twin_serves():
-        status, body = http_get(f"http://127.0.0.1:{twin_port}/v1/twin/model")
+        req = urllib.request.Request(  # the twin needs its bearer key (from .env)
+            f"http://127.0.0.1:{twin_port}/v1/twin/model",
+            headers={"authorization": f"Bearer {stack.keys['SLICETWIN_TWIN_API_KEY']}"})
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                status, body = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, body = e.code, e.read()
         return status == 200 and json.loads(body).get("version") in {
             c["twin_version"] for c in trainer_cycles(trainer)}
 
