@@ -12,7 +12,6 @@ background threads, never on the event loop.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -42,7 +41,11 @@ from controller.schemas import (
 from controller.settings import ControllerSettings
 from controller.sinks import FileSink, MemorySink, NullSink, RedisStreamSink
 from slicetwin.actions import ActionCodec
+from slicetwin.http_auth import BearerKeys
+from slicetwin.model_files import check_file
 from slicetwin.schemas import Decision, KPIReport
+from slicetwin.security import verify_keys
+from slicetwin.signing import SignatureError, Verifier
 
 log = logging.getLogger("slicetwin.controller")
 
@@ -80,16 +83,17 @@ _JSON = b"application/json"
 
 
 class _Edge:
-    """Pure ASGI middleware: bearer key on POST, body size limit (413), latency histogram, and
-    the direct dispatch of the decision POSTs to their handlers (``fast``: path -> function of
-    the body bytes), skipping the router and FastAPI's request machinery on the hot path."""
+    """Pure ASGI middleware: bearer key on every POST (and on /metrics with metrics_auth), body
+    size limit (413), latency histogram, and the direct dispatch of the decision POSTs to their
+    handlers (``fast``: path -> function of the body bytes), skipping the router and FastAPI's
+    request machinery on the hot path."""
 
     def __init__(self, app, metrics: ControllerMetrics, settings: ControllerSettings,
                  fast: dict | None = None):
         self.app, self.m = app, metrics
         self.limit = settings.max_body_bytes
-        key = settings.api_key.get_secret_value() if settings.api_key else None
-        self.expected = f"Bearer {key}".encode() if key else None
+        self.keys = BearerKeys(settings.api_keys)
+        self.metrics_auth = settings.metrics_auth and self.keys.enabled
         self.fast = fast or {}
         self._count_children: dict[tuple[str, int], object] = {}
 
@@ -99,6 +103,12 @@ class _Edge:
             c = self._count_children[(endpoint, status)] = self.m.requests.labels(
                 endpoint, str(status))
         return c
+
+    async def _refuse(self, send, reason: str) -> None:
+        self.m.auth_refused.labels(reason).inc()
+        await self._reply(send, 401, "unauthorized", "missing bearer API key (send "
+                          "'Authorization: Bearer <key>')" if reason == "missing"
+                          else "wrong bearer API key", [("www-authenticate", "Bearer")])
 
     async def _reply(self, send, status: int, kind: str, message: str, extra=()) -> None:
         self.m.errors.labels(kind).inc()
@@ -156,16 +166,10 @@ class _Edge:
 
         if scope["method"] == "POST":
             headers = scope["headers"]
-            if self.expected is not None:
-                got = b""
-                for k, v in headers:
-                    if k == b"authorization":
-                        got = v
-                        break
-                if not hmac.compare_digest(got, self.expected):
-                    return await self._reply(send_wrapped, 401, "unauthorized",
-                                             "missing or wrong bearer API key",
-                                             [("www-authenticate", "Bearer")])
+            if self.keys.enabled:
+                reason = self.keys.refusal(headers)
+                if reason is not None:
+                    return await self._refuse(send_wrapped, reason)
             handler = self.fast.get(path)
             for k, v in headers:
                 if k == b"content-length":
@@ -189,6 +193,10 @@ class _Edge:
                                              f"body exceeds the limit of {self.limit} bytes")
             if handler is not None:
                 return await self._dispatch(handler, receive, send_wrapped)
+        elif self.metrics_auth and path == "/metrics":
+            reason = self.keys.refusal(scope["headers"])
+            if reason is not None:
+                return await self._refuse(send_wrapped, reason)
         return await self.app(scope, receive, send_wrapped)
 
 
@@ -232,11 +240,32 @@ def _make_sink(s: ControllerSettings, m: ControllerMetrics):
     return MemorySink(**kw)
 
 
-def _initial_model(holder: ModelHolder, s: ControllerSettings, registry, codec) -> None:
+def _load_file(holder: ModelHolder, s: ControllerSettings, m: ControllerMetrics) -> bool:
+    """Serve ``model_path`` only with a valid detached signature (or allow_unsigned)."""
+    try:
+        with open(s.model_path, "rb") as fh:
+            blob = fh.read()
+    except OSError as e:
+        holder._reject("file", f"cannot read model file: {e}")
+        return False
+    try:
+        signed = check_file(s.model_path, blob, Verifier(
+            s.promotion_public_key.split(",")), "policy", s.allow_unsigned)
+    except SignatureError as e:
+        holder._reject("signature", f"model file refused: {e}")
+        return False
+    if not holder.load_bytes(blob, None, f"file:{s.model_path}"):
+        return False
+    m.model_unsigned.set(0 if signed else 1)
+    return True
+
+
+def _initial_model(holder: ModelHolder, s: ControllerSettings, registry, codec,
+                   m: ControllerMetrics) -> None:
     src = s.model_source
     if src in ("auto", "registry") and registry is not None:
         try:
-            current = registry.current("policy")
+            current = registry.authorised("policy")
         except Exception as e:  # Redis down at start: serve what we can, the watcher re-syncs
             log.warning("registry unreachable at start (%s)", e)
             current = None
@@ -246,15 +275,7 @@ def _initial_model(holder: ModelHolder, s: ControllerSettings, registry, codec) 
             log.warning("no usable policy in the registry yet; serving the fallback")
             return
     if src in ("auto", "file") and s.model_path:
-        try:
-            with open(s.model_path, "rb") as fh:
-                blob = fh.read()
-        except OSError as e:
-            holder._reject("file", f"cannot read model file: {e}")
-            blob = None
-        if blob is not None and holder.load_bytes(blob, None, f"file:{s.model_path}"):
-            return
-        if src == "file":
+        if _load_file(holder, s, m) or src == "file":
             return
     if src in ("auto", "init"):
         from slicetwin.onnx_policy import fresh_policy_onnx
@@ -276,7 +297,9 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
     if registry is None and s.redis_url:
         from slicetwin.registry import RedisRegistry
 
-        registry = RedisRegistry(s.redis_url, s.hmac_key.get_secret_value(), s.registry_prefix)
+        # verify only: the controller holds the promotion *public* key(s), never the private one
+        registry = RedisRegistry(s.redis_url, s.hmac_key.get_secret_value(), s.registry_prefix,
+                                 **verify_keys(s.hmac_key_previous, s.promotion_public_key))
     store_kind = s.cell_store if s.cell_store != "auto" else ("redis" if s.redis_url else "local")
     cells = (RedisCellStore(s.redis_url, s.registry_prefix, s.cell_ttl_s)
              if store_kind == "redis" else LocalCellStore())
@@ -288,7 +311,7 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        _initial_model(holder, s, registry, codec)
+        _initial_model(holder, s, registry, codec, m)
         if holder.policy is None:
             m.model_loaded.set(0)
         sink.start()

@@ -128,9 +128,14 @@ class ReportMaker:
         return b'{"reports":[' + b",".join(self.one(c) for c in cells) + b"]}"
 
 
+# extra request header lines of every bench request: run_bench sets the bearer key of the
+# controller it starts (the bench measures the authenticated production path)
+_AUTH_HEADER = b""
+
+
 def _request(path: str, body: bytes) -> bytes:
-    return (b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % (path.encode(), len(body))) + body
+    return (b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n%s"
+            b"Content-Length: %d\r\n\r\n" % (path.encode(), _AUTH_HEADER, len(body))) + body
 
 
 def _parse_head(buf: bytes) -> tuple[int, int, int]:
@@ -290,6 +295,10 @@ def _raise_exit(signum, frame):
 def run_bench(cfg: BenchConfig) -> dict:
     import signal
 
+    from slicetwin.keys import fresh_keys
+
+    global _AUTH_HEADER
+
     signal.signal(signal.SIGTERM, _raise_exit)  # so the finally below stops our children
     try:
         import uvloop
@@ -299,10 +308,12 @@ def run_bench(cfg: BenchConfig) -> dict:
         pass
     redis_proc = _start_redis() if cfg.use_redis else None
     port = _free_port()
-    key = "bench-hmac-key"
-    env = {**os.environ, "SLICETWIN_PORT": str(port), "SLICETWIN_HMAC_KEY": key,
-           "SLICETWIN_CELL_STORE": "local", "SLICETWIN_LOG_LEVEL": "warning",
-           "SLICETWIN_MODEL_SOURCE": "auto"}
+    # fresh production keys: the controller runs as deployed (API key checked on every POST)
+    keys = fresh_keys()
+    _AUTH_HEADER = b"Authorization: Bearer %s\r\n" % keys["SLICETWIN_API_KEY"].encode()
+    env = {**os.environ, **{k: v for k, v in keys.items() if k.startswith("SLICETWIN_")},
+           "SLICETWIN_PORT": str(port), "SLICETWIN_CELL_STORE": "local",
+           "SLICETWIN_LOG_LEVEL": "warning", "SLICETWIN_MODEL_SOURCE": "auto"}
     if redis_proc is not None:
         env["SLICETWIN_REDIS_URL"] = redis_proc[1]
     log = tempfile.NamedTemporaryFile("w+", prefix="slicetwin-bench-ctl-", suffix=".log",
@@ -378,7 +389,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         conn.close()
         # 5. hot-swap under the fixed-rate load
         if redis_proc is not None and cfg.swaps > 0:
-            out.update(_hotswap(port, maker, cfg, redis_proc[1], key, fr["p99_ms"]))
+            out.update(_hotswap(port, maker, cfg, redis_proc[1], keys, fr["p99_ms"]))
         else:
             out["hotswap_p99_ms"] = None
         # 6. serial again with the cell memory in Redis (stateless replicas), own process
@@ -434,12 +445,13 @@ def _serial_redis_cells(env: dict, url: str, cfg: BenchConfig) -> dict:
             p.kill()
 
 
-def _hotswap(port: int, maker: ReportMaker, cfg: BenchConfig, url: str, key: str,
+def _hotswap(port: int, maker: ReportMaker, cfg: BenchConfig, url: str, keys: dict,
              steady_p99: float) -> dict:
     from slicetwin.onnx_policy import fresh_policy_onnx
     from slicetwin.registry import RedisRegistry
 
-    reg = RedisRegistry(url, key)
+    reg = RedisRegistry(url, keys["SLICETWIN_HMAC_KEY"],
+                        promotion_key=keys["SLICETWIN_PROMOTION_KEY"])
     versions = [f"bench-swap-{i}" for i in range(cfg.swaps)]
     for i, v in enumerate(versions):
         reg.publish("policy", fresh_policy_onnx(v, seed=100 + i), version=v)

@@ -28,10 +28,16 @@ def controller(
     model_path: str = typer.Option(None, help="ONNX policy file (env SLICETWIN_MODEL_PATH)"),
     redis_url: str = typer.Option(None, help="Redis URL (env SLICETWIN_REDIS_URL)"),
     log_level: str = typer.Option(None, help="uvicorn log level (env SLICETWIN_LOG_LEVEL)"),
+    allow_unsigned: bool = typer.Option(None, "--allow-unsigned", help="serve --model-path "
+                                        "without a valid .sig (logged; slicetwin_model_unsigned"
+                                        " = 1; env SLICETWIN_ALLOW_UNSIGNED)"),
+    ssl_certfile: str = typer.Option(None, help="serve HTTPS with this certificate (PEM)"),
+    ssl_keyfile: str = typer.Option(None, help="private key of --ssl-certfile (PEM)"),
 ) -> None:
     """Run the controller (FastAPI + uvicorn, one worker). Settings: SLICETWIN_* env vars."""
     for name, val in (("HOST", host), ("PORT", port), ("MODEL_PATH", model_path),
-                      ("REDIS_URL", redis_url), ("LOG_LEVEL", log_level)):
+                      ("REDIS_URL", redis_url), ("LOG_LEVEL", log_level),
+                      ("ALLOW_UNSIGNED", "true" if allow_unsigned else None)):
         if val is not None:
             os.environ[f"SLICETWIN_{name}"] = str(val)
     import uvicorn
@@ -65,7 +71,8 @@ def controller(
         except ImportError:  # no httptools: uvicorn's h11
             pass
     uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level, http=http,
-                access_log=False, workers=1)
+                access_log=False, workers=1, ssl_certfile=ssl_certfile,
+                ssl_keyfile=ssl_keyfile)
 
 
 @app.command()

@@ -50,6 +50,11 @@ class ControllerMetrics:
         self.rejected = Counter("slicetwin_models_rejected_total", "Models refused on load",
                                 ["reason"], registry=r)
         self.errors = Counter("slicetwin_errors_total", "Errors by kind", ["kind"], registry=r)
+        self.auth_refused = Counter("slicetwin_auth_refused_total", "Requests refused 401 for a "
+                                    "missing or wrong bearer API key", ["reason"], registry=r)
+        self.model_unsigned = Gauge("slicetwin_model_unsigned", "1 while the policy served "
+                                    "came from a model file without a valid signature "
+                                    "(allow_unsigned)", registry=r)
         self.transitions_written = Counter("slicetwin_transitions_written_total",
                                            "Transitions persisted by the sink", registry=r)
         self.transitions_dropped = Counter("slicetwin_transitions_dropped_total",
@@ -83,6 +88,9 @@ class ControllerMetrics:
         self.transitions_written.inc(0)
         for reason in ("no_model", "inference_error"):
             self.fallbacks.labels(reason)
+        for reason in ("missing", "wrong"):
+            self.auth_refused.labels(reason)
+        self.model_unsigned.set(0)
 
     def set_utility(self, utility) -> None:
         """Publish the operator's weights (a ``slicetwin.utility.UtilityConfig``), once."""

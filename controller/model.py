@@ -15,6 +15,7 @@ import time
 
 from slicetwin.actions import ActionCodec
 from slicetwin.onnx_policy import ModelRejected, OnnxPolicy
+from slicetwin.promotion import PromotionRefused
 from slicetwin.registry import IntegrityError, NotFound, Registry, RegistryError, Watcher
 from slicetwin.utility import UtilityConfig
 
@@ -73,10 +74,15 @@ class ModelHolder:
             return True
 
     def load_from_registry(self, registry: Registry, version: str | None = None) -> bool:
+        """Serve what the newest valid promotion record names (``version`` is only a hint from
+        the watcher: the record decides, never ``current``)."""
         if version is not None and version == self.version:
             return True  # already serving it (e.g. re-sync after reconnect)
         try:
-            rec, blob = registry.fetch("policy", version)
+            rec, blob, _ = registry.fetch_served("policy")
+        except PromotionRefused as e:
+            self._reject(e.reason, str(e))
+            return False
         except IntegrityError as e:
             self._reject("signature", str(e))
             return False
@@ -89,7 +95,12 @@ class ModelHolder:
         except Exception as e:  # redis errors and the like: never kill the watcher
             self._reject("registry", f"{type(e).__name__}: {e}")
             return False
-        return self.load_bytes(blob, rec.version, f"registry:{rec.version}")
+        if rec.version == self.version:
+            return True
+        ok = self.load_bytes(blob, rec.version, f"registry:{rec.version}")
+        if ok and self.metrics is not None:
+            self.metrics.model_unsigned.set(0)
+        return ok
 
     def watch(self, registry: Registry) -> Watcher:
         """Follow ``policy`` promotions/rollbacks (the callback runs off the event loop)."""

@@ -2,7 +2,9 @@
 
 Every field below can be set as ``SLICETWIN_<FIELD NAME IN CAPS>``; e.g. ``SLICETWIN_REDIS_URL``,
 ``SLICETWIN_API_KEY``, ``SLICETWIN_EXPLORE_EPSILON``. Defaults give a self-contained controller:
-no Redis, no API key, a freshly initialised student (or the demand-proportional fallback).
+no Redis, a freshly initialised student (or the demand-proportional fallback). Outside
+``SLICETWIN_ENV=dev`` it needs an API key and, with Redis, non-public registry keys
+(``slicetwin.security``; ``slicetwin keys init`` makes them).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from slicetwin.security import DEV_HMAC_KEY, PromotionKeys, SecureSettings
+from slicetwin.signing import DEV_PROMOTION_PUBLIC_KEY
 from slicetwin.utility import RewardShaper, UtilityConfig
 from slicetwin.utility_settings import UtilityWeightsSettings
 
@@ -19,14 +23,18 @@ from slicetwin.utility_settings import UtilityWeightsSettings
 _UTILITY, _SHAPER = UtilityConfig(), RewardShaper()
 
 
-class ControllerSettings(UtilityWeightsSettings):
+class ControllerSettings(UtilityWeightsSettings, SecureSettings, PromotionKeys):
     model_config = SettingsConfigDict(env_prefix="SLICETWIN_", extra="ignore")
 
     # --- model
     model_source: Literal["auto", "registry", "file", "init", "none"] = Field(
         "auto", description="auto: registry current if any, else model_path, else a fresh "
         "random student; none: fallback policy only until a registry event brings a model")
-    model_path: str | None = Field(None, description="ONNX policy file (model_source file/auto)")
+    model_path: str | None = Field(None, description="ONNX policy file (model_source file/auto); "
+                                   "needs its detached signature <file>.sig (slicetwin models "
+                                   "sign) unless allow_unsigned")
+    allow_unsigned: bool = Field(False, description="serve an unsigned model_path anyway "
+                                 "(logged, and slicetwin_model_unsigned = 1)")
     init_seed: int = Field(0, description="seed of the fresh student (model_source init)")
     # --- action space (must match the model's metadata)
     total_bandwidth_hz: float = Field(20e6, gt=0)
@@ -36,8 +44,14 @@ class ControllerSettings(UtilityWeightsSettings):
     redis_url: str | None = Field(None, description="redis://host:port/db; enables the registry "
                                   "watcher, the transitions stream and shared cell memory")
     registry_prefix: str = "slicetwin:"
-    hmac_key: SecretStr = Field(SecretStr("slicetwin-dev-key-change-me"),
+    hmac_key: SecretStr = Field(SecretStr(DEV_HMAC_KEY),
                                 description="shared HMAC-SHA256 key of the model registry")
+    hmac_key_previous: SecretStr | None = Field(None, description="also accepted when verifying "
+                                                "blobs (key rotation window)")
+    promotion_public_key: str = Field(DEV_PROMOTION_PUBLIC_KEY, description="Ed25519 public "
+                                      "key(s), hex, comma-separated during a rotation: a "
+                                      "policy is served only under a promotion record signed "
+                                      "by one of them")
     cell_store: Literal["auto", "local", "redis"] = Field(
         "auto", description="per-cell memory: redis (stateless replicas) or local (in-process); "
         "auto = redis when redis_url is set")
@@ -67,7 +81,11 @@ class ControllerSettings(UtilityWeightsSettings):
     reward_gamma_max: float = _SHAPER.gamma_max
     reward_sigma: float = _SHAPER.sigma
     # --- security and limits
-    api_key: SecretStr | None = Field(None, description="bearer key required on POST endpoints")
+    api_key: SecretStr | None = Field(None, description="bearer key required on every POST "
+                                      "(required outside SLICETWIN_ENV=dev)")
+    api_key_previous: SecretStr | None = Field(None, description="also accepted (rotation "
+                                               "window)")
+    metrics_auth: bool = Field(False, description="require the bearer key on GET /metrics too")
     max_body_bytes: int = Field(4_000_000, gt=0, description="larger bodies get 413")
     max_batch: int = Field(20_000, gt=0, description="max reports per batch request")
     # --- O-RAN rendering
@@ -87,10 +105,25 @@ class ControllerSettings(UtilityWeightsSettings):
     gil_switch_interval_s: float = Field(0.001, gt=0, description="sys.setswitchinterval of "
                                          "the controller process (Python default 0.005)")
 
-    @field_validator("redis_url", "model_path", "transitions_file", mode="before")
+    @field_validator("redis_url", "model_path", "transitions_file", "api_key",
+                     "api_key_previous", "hmac_key_previous", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if v == "" else v
+
+    def required_secrets(self) -> list[tuple[str, object, bool]]:
+        out = [("SLICETWIN_API_KEY", self.api_key, True),
+               ("SLICETWIN_API_KEY_PREVIOUS", self.api_key_previous, False)]
+        if self.redis_url:
+            out += [("SLICETWIN_HMAC_KEY", self.hmac_key, True),
+                    ("SLICETWIN_HMAC_KEY_PREVIOUS", self.hmac_key_previous, False),
+                    ("SLICETWIN_PROMOTION_PUBLIC_KEY", self.promotion_public_key, True)]
+        return out
+
+    @property
+    def api_keys(self) -> list[str]:
+        """Accepted bearer keys, current first (empty: no authentication, dev only)."""
+        return [k.get_secret_value() for k in (self.api_key, self.api_key_previous) if k]
 
     @model_validator(mode="after")
     def _shaper_ok(self):

@@ -26,7 +26,8 @@ _PARTS: list[tuple[str, str, str | None]] = [
     ("controller.cli", "bench_app", "bench"),  # bench controller
     ("twin_service.cli", "app", None),  # twin
     ("twin_service.cli", "bench_app", "bench"),  # bench twin
-    ("slicetwin.registry_cli", "app", "models"),  # models list|show|promote|rollback
+    ("slicetwin.registry_cli", "app", "models"),  # models list|show|promote|rollback|sign
+    ("slicetwin.keys_cli", "app", "keys"),  # keys init
     ("slicetwin.demo", "app", None),  # demo
     ("slicetwin.soak", "bench_app", "bench"),  # bench soak
 ]
@@ -35,6 +36,7 @@ _HELP = {
     "bench": "Benchmarks; each prints one JSON line of figures.",
     "experiment": "Reproduce the paper's experiments (CSV, PNG, summary.json).",
     "models": "Inspect and move models in the registry.",
+    "keys": "Create the deployment's secrets (.env, Redis ACL).",
 }
 
 

@@ -85,10 +85,14 @@ class RedisServer:
 
 
 def controller_env(base: dict[str, str], *, port: int, redis_url: str | None, prefix: str,
-                   epsilon: float, explore_budget: int, seed: int) -> dict[str, str]:
-    """``SLICETWIN_*`` settings of the demo's controller (same names as the compose file)."""
+                   epsilon: float, explore_budget: int, seed: int,
+                   api_key: str | None = None) -> dict[str, str]:
+    """``SLICETWIN_*`` settings of the demo's controller (same names as the compose file).
+    The demo runs in development mode (public registry keys accepted, nothing to configure),
+    but its controller still checks the bearer ``api_key`` the demo's gNB sends."""
     env = {k: v for k, v in base.items() if not k.startswith("SLICETWIN_")}
     env.update({
+        "SLICETWIN_ENV": "dev",
         "SLICETWIN_HOST": "127.0.0.1", "SLICETWIN_PORT": str(port),
         "SLICETWIN_REGISTRY_PREFIX": prefix, "SLICETWIN_MODEL_SOURCE": "auto",
         "SLICETWIN_INIT_SEED": str(seed), "SLICETWIN_EXPLORE_EPSILON": repr(epsilon),
@@ -99,6 +103,8 @@ def controller_env(base: dict[str, str], *, port: int, redis_url: str | None, pr
             env[k] = base[k]
     if redis_url:
         env["SLICETWIN_REDIS_URL"] = redis_url
+    if api_key:
+        env["SLICETWIN_API_KEY"] = api_key
     return env
 
 
@@ -175,11 +181,16 @@ class TwinServiceProcess:
     trainer's first one is promoted in the registry, then reloads on every twin promotion; the
     trainer's agent 2 then trains through it (``SLICETWIN_TWIN_URL``)."""
 
-    def __init__(self, env: dict[str, str], redis_url: str, prefix: str, log_path: Path):
+    def __init__(self, env: dict[str, str], redis_url: str, prefix: str, log_path: Path,
+                 api_key: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in env.items() if not k.startswith("SLICETWIN_")}
         self.env["SLICETWIN_REGISTRY_PREFIX"] = prefix
+        self.env["SLICETWIN_ENV"] = "dev"  # the demo's registry keys are the public dev ones
+        self.headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        if api_key:
+            self.env["SLICETWIN_TWIN_API_KEY"] = api_key
         if "SLICETWIN_HMAC_KEY" in env:
             self.env["SLICETWIN_HMAC_KEY"] = env["SLICETWIN_HMAC_KEY"]
         self.redis_url, self.log_path = redis_url, log_path
@@ -227,7 +238,7 @@ class TwinServiceProcess:
         if time.monotonic() - t < 2.0:
             return info
         try:
-            r = httpx.get(self.url + "/v1/twin/model", timeout=1.0)
+            r = httpx.get(self.url + "/v1/twin/model", timeout=1.0, headers=self.headers)
             info = r.json() if r.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             info = None

@@ -49,6 +49,7 @@ from slicetwin.demo_infra import (
 from slicetwin.demo_record import Recorder, SwapEvent, WindowRow
 from slicetwin.demo_trainer import TrainerProcess, TrainerThread
 from slicetwin.demo_view import LiveView, PlainView, twin_line
+from slicetwin.security import DEV_HMAC_KEY
 
 log = logging.getLogger("slicetwin.demo")
 
@@ -152,12 +153,13 @@ def _setup_logging(path: Path) -> logging.Handler:
 
 
 def _trainer_settings(cfg: DemoConfig, tr: _Transport, data_dir: str,
-                      twin_url: str | None = None):
+                      twin_url: str | None = None, twin_api_key: str | None = None):
     from trainer.worker.settings import WorkerSettings
 
     kw = {**_demo_trainer(cfg), "data_dir": data_dir, "seed": cfg.seed,
           "init_seed": cfg.seed, "redis_url": tr.url, "registry_prefix": tr.prefix,
-          "consumer_name": "demo-trainer", "twin_url": twin_url}
+          "consumer_name": "demo-trainer", "twin_url": twin_url, "env": "dev",
+          "twin_api_key": twin_api_key}
     return WorkerSettings(**kw)
 
 
@@ -241,7 +243,11 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
     tr = resolve_transport(cfg.mode)
     rec = Recorder(cfg.cells)
     promoted_at: dict[str, float] = {}
-    hmac_key = os.environ.get("SLICETWIN_HMAC_KEY", "slicetwin-dev-key-change-me")
+    # development mode for itself: the public registry keys (unless the user set a key), and
+    # fresh bearer keys its gNB loop and trainer send to its controller and twin service
+    hmac_key = os.environ.get("SLICETWIN_HMAC_KEY") or DEV_HMAC_KEY
+    api_key = os.environ.get("SLICETWIN_API_KEY") or secrets.token_urlsafe(24)
+    twin_api_key = secrets.token_urlsafe(24)
     stops: list[tuple[str, object]] = []  # (name, stop callable), stopped in reverse order
     trainer: TrainerThread | TrainerProcess | None = None
     twin_svc: TwinServiceProcess | None = None
@@ -296,7 +302,8 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
         # ---------------------------------------------------------------- controller
         port = free_port()
         env = controller_env(dict(os.environ), port=port, redis_url=tr.url, prefix=tr.prefix,
-                             epsilon=cfg.explore_epsilon, explore_budget=10**9, seed=cfg.seed)
+                             epsilon=cfg.explore_epsilon, explore_budget=10**9, seed=cfg.seed,
+                             api_key=api_key)
         if tr.mode == "redis":
             controller = ControllerProcess(env, port, out / "controller.log").start()
         else:
@@ -313,7 +320,7 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
                 raise RuntimeError("--twin-service needs Redis mode (no REDIS_URL and no "
                                    "redis-server found)")
             twin_svc = TwinServiceProcess(dict(os.environ), tr.url, tr.prefix,
-                                          out / "twin.log").start()
+                                          out / "twin.log", api_key=twin_api_key).start()
             stops.append(("twin service", twin_svc.stop))
             twin_url = twin_svc.url
             say(f"twin service starting at {twin_url} (serves the trainer's twins as they are "
@@ -321,7 +328,7 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
 
         # ---------------------------------------------------------------- trainer
         if cfg.trainer:
-            settings = _trainer_settings(cfg, tr, tmp.name, twin_url)
+            settings = _trainer_settings(cfg, tr, tmp.name, twin_url, twin_api_key)
             if tr.mode == "embedded":
                 from trainer.worker.source import MemorySinkSource
 
@@ -349,9 +356,7 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
             f"{cfg.window_ms:.0f} ms, until {limit}")
         view = LiveView() if cfg.live else PlainView(cfg.progress_every_s,
                                                       skip_events=events.total)
-        headers = {"content-type": "application/json"}
-        if os.environ.get("SLICETWIN_API_KEY"):
-            headers["authorization"] = f"Bearer {os.environ['SLICETWIN_API_KEY']}"
+        headers = {"content-type": "application/json", "authorization": f"Bearer {api_key}"}
         client = httpx.Client(base_url=controller.url, timeout=5.0, headers=headers)
         stops.append(("http client", client.close))
         t_loop = time.monotonic()

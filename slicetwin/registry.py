@@ -11,14 +11,21 @@ Redis layout, under a configurable prefix (default ``slicetwin:``)::
     models:{kind}:current     string: the version in service (moved atomically by a Lua script)
     models:{kind}:history     list: earlier values of current, newest first (for rollback)
     models:{kind}:versions    sorted set: version -> created_at (epoch s), for listing
+    models:{kind}:promotions  list: signed promotion records (newest first, capped)
     models:events             pub/sub channel: {"kind", "version", "action", "previous"}
 
 Integrity: ``signature`` = HMAC-SHA256(key, "slicetwin-model-v1\\n{kind}\\n{version}\\n{sha256}"),
 so a blob can neither be altered nor moved to another version/kind without the shared key.
 :meth:`Registry.fetch` verifies sha256 and signature before returning bytes; callers serve only
 what ``fetch`` returned. Promotion and rollback run as one Lua script each (check the version
-exists, move ``current``, keep history, publish the event), so replicas never see a half move.
-A :class:`Watcher` re-reads ``current`` on every (re)connect, so missed events are recovered.
+exists, move ``current``, keep history, append the signed promotion record, publish the event),
+so replicas never see a half move.
+
+Authorisation (``slicetwin.promotion``): promotion and rollback need the promotion *private*
+key; services hold public keys only and serve what the newest valid signed record names
+(:meth:`Registry.fetch_served`), never ``current``, so writing Redis directly cannot make a
+model servable. A :class:`Watcher` re-reads the records on every (re)connect and event, so
+missed events are recovered and forged events change nothing.
 """
 
 from __future__ import annotations
@@ -34,14 +41,24 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+from slicetwin.promotion import (
+    PromotionGuard,
+    PromotionRecord,
+    PromotionRefused,
+    make_record,
+    read_record,
+)
+from slicetwin.security import DEV_HMAC_KEY
+from slicetwin.signing import DEV_PROMOTION_KEY, Signer, Verifier, parse_public_keys
+
 log = logging.getLogger(__name__)
 
 KINDS = ("policy", "twin")
 BLOB_FIELD = {"policy": "onnx", "twin": "state_dict"}
 DEFAULT_PREFIX = "slicetwin:"
-DEV_HMAC_KEY = "slicetwin-dev-key-change-me"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-+]{0,127}$")
-_RESERVED = {"current", "history", "versions", "events"}
+_RESERVED = {"current", "history", "versions", "events", "promotions"}
+PROMOTION_LOG_CAP = 50  # signed records kept per kind (the newest valid one is served)
 
 
 class RegistryError(Exception):
@@ -91,14 +108,19 @@ def sign(key: str | bytes, kind: str, version: str, sha256: str) -> str:
     return hmac.new(_key_bytes(key), msg, hashlib.sha256).hexdigest()
 
 
-def verify_blob(key: str | bytes, record: ModelRecord, blob: bytes) -> None:
-    """Raise IntegrityError unless ``blob`` matches the record's sha256 and signature."""
+def verify_blob(key: str | bytes, record: ModelRecord, blob: bytes,
+                previous: tuple[bytes, ...] = ()) -> None:
+    """Raise IntegrityError unless ``blob`` matches the record's sha256 and signature (made
+    with ``key`` or, during a key rotation, one of the ``previous`` keys)."""
     sha = hashlib.sha256(blob).hexdigest()
     if not hmac.compare_digest(sha, record.sha256):
         raise IntegrityError(f"{record.kind} {record.version}: sha256 mismatch "
                              f"(stored {record.sha256[:12]}..., blob {sha[:12]}...)")
-    good = sign(key, record.kind, record.version, record.sha256)
-    if not hmac.compare_digest(good, record.signature or ""):
+    ok = False
+    for k in (key, *previous):
+        good = sign(k, record.kind, record.version, record.sha256)
+        ok |= hmac.compare_digest(good, record.signature or "")
+    if not ok:
         raise IntegrityError(f"{record.kind} {record.version}: HMAC signature does not verify "
                              "(wrong key or tampered record)")
 
@@ -127,18 +149,62 @@ def new_version(kind: str) -> str:
 # ----------------------------------------------------------------------------- interface
 
 class Registry:
-    """Common logic; backends implement the ``_`` storage primitives."""
+    """Common logic; backends implement the ``_`` storage primitives.
 
-    def __init__(self, hmac_key: str | bytes = DEV_HMAC_KEY):
+    ``promotion_key``: the Ed25519 private key (hex) that signs promotions and rollbacks (the
+    trainer and the operator CLI); None for services, which only verify. Records verify against
+    ``promotion_public_keys`` (default: the public key of ``promotion_key``). Both default to
+    the public development pair, which services refuse outside ``SLICETWIN_ENV=dev``.
+    ``previous_hmac_keys`` are still accepted when verifying blobs (rotation window).
+    """
+
+    def __init__(self, hmac_key: str | bytes = DEV_HMAC_KEY, *,
+                 promotion_key: str | None = DEV_PROMOTION_KEY,
+                 promotion_public_keys=None, previous_hmac_keys=()):
         if not hmac_key:
             raise RegistryError("an HMAC key is required")
         self._key = _key_bytes(hmac_key)
+        self._prev_keys = tuple(_key_bytes(k) for k in previous_hmac_keys if k)
+        self._signer = Signer(promotion_key) if promotion_key else None
+        pubs = parse_public_keys(promotion_public_keys) if promotion_public_keys else ()
+        if not pubs:
+            if self._signer is None:
+                raise RegistryError("a registry needs the promotion public key(s) to verify "
+                                    "promotions (or the private key to sign them)")
+            pubs = (self._signer.public_key,)
+        self._verifier = Verifier(pubs)
+        self.guard = PromotionGuard()  # the record this process serves per kind (no replays)
+        # envelope -> verified record (None: invalid); records are immutable, so each is
+        # verified once, and a promotion costs one signature check, not one per stored record
+        self._checked: dict[tuple[str, str], PromotionRecord | None] = {}
+        self._checked_lock = threading.Lock()
+
+    def _newest(self, envelopes: list[str], kind: str) -> PromotionRecord | None:
+        """The newest valid record among ``envelopes`` (invalid ones are skipped)."""
+        best = None
+        for env in envelopes:
+            with self._checked_lock:
+                hit = self._checked.get((kind, env), False)
+            if hit is False:
+                try:
+                    hit = read_record(self._verifier, env, kind)
+                except PromotionRefused:
+                    hit = None
+                with self._checked_lock:
+                    if len(self._checked) > 4 * PROMOTION_LOG_CAP:
+                        self._checked.clear()
+                    self._checked[(kind, env)] = hit
+            if hit is not None and (best is None or hit.time > best.time):
+                best = hit
+        return best
 
     # public API -------------------------------------------------------------
     def publish(self, kind: str, blob: bytes, version: str | None = None,
                 metrics: dict | None = None, parent: str | None = None,
-                promote: bool = False) -> ModelRecord:
-        """Store a new immutable version (signed); optionally make it current."""
+                promote: bool = False, verdict: str = "passed",
+                gate: dict | None = None) -> ModelRecord:
+        """Store a new immutable version (signed); optionally promote it (a signed record with
+        ``verdict`` and the ``gate`` figures; needs the promotion key)."""
         _check_kind(kind)
         version = version or new_version(kind)
         _check_version(version)
@@ -151,7 +217,7 @@ class Registry:
         json.dumps(rec.metrics)  # fail early on non-JSON metrics
         self._store(rec, bytes(blob), ts)
         if promote:
-            self.promote(kind, version)
+            self.promote(kind, version, verdict=verdict, gate=gate)
         return rec
 
     def fetch(self, kind: str, version: str | None = None) -> tuple[ModelRecord, bytes]:
@@ -161,8 +227,33 @@ class Registry:
         if version is None:
             raise NotFound(f"no current {kind} model")
         rec, blob = self._load(kind, version, with_blob=True)
-        verify_blob(self._key, rec, blob)
+        verify_blob(self._key, rec, blob, self._prev_keys)
         return rec, blob
+
+    def promotions(self, kind: str) -> list[str]:
+        """Stored promotion records (signed envelopes, newest first; not yet verified)."""
+        _check_kind(kind)
+        return self._promotions(kind)
+
+    def authorised(self, kind: str) -> PromotionRecord | None:
+        """The newest promotion record that verifies (None: nothing may be served)."""
+        _check_kind(kind)
+        return self._newest(self._promotions(kind), kind)
+
+    def fetch_served(self, kind: str) -> tuple[ModelRecord, bytes, PromotionRecord]:
+        """What a service may serve: the blob the newest valid promotion record names, checked
+        against the record's sha256, and not older than the record already served here.
+        Raises NotFound, IntegrityError or PromotionRefused (``reason`` replay, ...)."""
+        prom = self.authorised(kind)
+        if prom is None:
+            raise NotFound(f"no {kind} model with a valid promotion record")
+        self.guard.check(prom)
+        rec, blob = self.fetch(kind, prom.version)
+        if not hmac.compare_digest(rec.sha256, prom.sha256):
+            raise IntegrityError(f"{kind} {prom.version}: blob sha256 differs from the one "
+                                 "its promotion record approved")
+        self.guard.accept(prom)
+        return rec, blob, prom
 
     def show(self, kind: str, version: str | None = None) -> ModelRecord:
         _check_kind(kind)
@@ -184,16 +275,40 @@ class Registry:
         _check_kind(kind)
         return self._history(kind)
 
-    def promote(self, kind: str, version: str) -> str | None:
-        """Make ``version`` current (atomically); returns the previous current."""
+    def _need_signer(self, what: str) -> Signer:
+        if self._signer is None:
+            raise RegistryError(f"{what} needs the promotion key (SLICETWIN_PROMOTION_KEY); "
+                                "only the trainer and the operator hold it")
+        return self._signer
+
+    def promote(self, kind: str, version: str, verdict: str = "passed",
+                gate: dict | None = None) -> str | None:
+        """Make ``version`` current with a signed promotion record (atomically); returns the
+        previous current."""
         _check_kind(kind)
         _check_version(version)
-        return self._promote(kind, version)
+        signer = self._need_signer("promotion")
+        rec = self._load(kind, version, with_blob=False)[0]
+        env = make_record(signer, kind, version, rec.sha256, "promote", verdict, gate)
+        return self._promote(kind, version, env)
 
-    def rollback(self, kind: str) -> str:
-        """Move current back to the previous current; returns the version now current."""
+    def rollback(self, kind: str, verdict: str = "operator") -> str:
+        """Move current back to the previous current with a signed rollback record (newer than
+        every earlier one, so services follow it); returns the version now current."""
         _check_kind(kind)
-        return self._rollback(kind)
+        signer = self._need_signer("rollback")
+        cur = self._current(kind)
+        for i, v in enumerate(self._history(kind)):
+            if v == cur:
+                continue
+            try:
+                rec = self._load(kind, v, with_blob=False)[0]
+            except NotFound:
+                continue
+            env = make_record(signer, kind, v, rec.sha256, "rollback", verdict,
+                              {"from": cur})
+            return self._rollback(kind, cur, i, v, env)
+        raise RegistryError(f"no earlier {kind} version to roll back to")
 
     def watch(self, kind: str, callback: Callable[[str | None], None]) -> Watcher:
         """Call ``callback(current_version)`` now and whenever ``current`` of ``kind`` moves."""
@@ -218,10 +333,14 @@ class Registry:
     def _history(self, kind: str) -> list[str]:
         raise NotImplementedError
 
-    def _promote(self, kind: str, version: str) -> str | None:
+    def _promotions(self, kind: str) -> list[str]:
         raise NotImplementedError
 
-    def _rollback(self, kind: str) -> str:
+    def _promote(self, kind: str, version: str, record: str) -> str | None:
+        raise NotImplementedError
+
+    def _rollback(self, kind: str, expected: str | None, index: int, target: str,
+                  record: str) -> str:
         raise NotImplementedError
 
 
@@ -246,9 +365,10 @@ class Watcher:
 class MemoryRegistry(Registry):
     """Same interface in one process (embedded demo, tests). Thread-safe."""
 
-    def __init__(self, hmac_key: str | bytes = DEV_HMAC_KEY):
-        super().__init__(hmac_key)
+    def __init__(self, hmac_key: str | bytes = DEV_HMAC_KEY, **keys):
+        super().__init__(hmac_key, **keys)
         self._lock = threading.RLock()
+        self._log: dict[str, list[str]] = {k: [] for k in KINDS}
         self._records: dict[tuple[str, str], tuple[ModelRecord, bytes, float]] = {}
         self._cur: dict[str, str] = {}
         self._hist: dict[str, list[str]] = {k: [] for k in KINDS}
@@ -279,7 +399,15 @@ class MemoryRegistry(Registry):
     def _history(self, kind):
         return list(self._hist[kind])
 
-    def _promote(self, kind, version):
+    def _promotions(self, kind):
+        with self._lock:
+            return list(self._log[kind])
+
+    def _add_record(self, kind: str, record: str) -> None:
+        self._log[kind].insert(0, record)
+        del self._log[kind][PROMOTION_LOG_CAP:]
+
+    def _promote(self, kind, version, record):
         with self._lock:
             if (kind, version) not in self._records:
                 raise NotFound(f"{kind} version {version!r} not found")
@@ -287,23 +415,24 @@ class MemoryRegistry(Registry):
             if prev is not None and prev != version:
                 self._hist[kind].insert(0, prev)
             self._cur[kind] = version
+            self._add_record(kind, record)
         self._emit(kind, version)
         return prev
 
-    def _rollback(self, kind):
+    def _rollback(self, kind, expected, index, target, record):
         with self._lock:
-            cur = self._cur.get(kind)
-            while self._hist[kind]:
-                v = self._hist[kind].pop(0)
-                if v != cur and (kind, v) in self._records:
-                    self._cur[kind] = v
-                    break
-            else:
-                raise RegistryError(f"no earlier {kind} version to roll back to")
-        self._emit(kind, v)
-        return v
+            hist = self._hist[kind]
+            if self._cur.get(kind) != expected or index >= len(hist) or hist[index] != target:
+                raise RegistryError(f"{kind}: current moved during the rollback; try again")
+            del hist[:index + 1]
+            self._cur[kind] = target
+            self._add_record(kind, record)
+        self._emit(kind, target)
+        return target
 
     def _emit(self, kind: str, version: str) -> None:
+        rec = self.authorised(kind)  # subscribers hear what may be served, never a bare pointer
+        version = rec.version if rec is not None else None
         for k, cb in list(self._subs):
             if k == kind:
                 try:
@@ -317,7 +446,8 @@ class MemoryRegistry(Registry):
         entry = (kind, callback)
         with self._lock:
             self._subs.append(entry)
-            cur = self._cur.get(kind)
+        rec = self.authorised(kind)
+        cur = rec.version if rec is not None else None
         w.connected.set()
         orig_stop = w.stop
 
@@ -334,37 +464,40 @@ class MemoryRegistry(Registry):
 
 # ----------------------------------------------------------------------------- Redis
 
-# KEYS: current, history, record, channel   ARGV: version, kind
+# KEYS: current, history, record, channel, promotions   ARGV: version, kind, signed record, cap
 _PROMOTE_LUA = """
 if redis.call('EXISTS', KEYS[3]) == 0 then return redis.error_reply('NOTFOUND') end
 local prev = redis.call('GET', KEYS[1])
 if prev and prev ~= ARGV[1] then redis.call('LPUSH', KEYS[2], prev) end
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[5], ARGV[3])
+redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[4]) - 1)
 redis.call('PUBLISH', KEYS[4], cjson.encode({kind=ARGV[2], version=ARGV[1], action='promote',
                                              previous=prev or cjson.null}))
 return prev
 """
 
-# KEYS: current, history, channel   ARGV: kind, record key prefix
+# KEYS: current, history, channel, promotions
+# ARGV: kind, expected current ('' = none), history index, target, signed record, cap
 _ROLLBACK_LUA = """
 local cur = redis.call('GET', KEYS[1])
-while true do
-  local v = redis.call('LPOP', KEYS[2])
-  if not v then return redis.error_reply('NOHISTORY') end
-  if v ~= cur and redis.call('EXISTS', ARGV[2] .. v) == 1 then
-    redis.call('SET', KEYS[1], v)
-    redis.call('PUBLISH', KEYS[3], cjson.encode({kind=ARGV[1], version=v, action='rollback',
-                                                 previous=cur or cjson.null}))
-    return v
-  end
-end
+if (cur or '') ~= ARGV[2] then return redis.error_reply('CONFLICT') end
+local idx = tonumber(ARGV[3])
+if redis.call('LINDEX', KEYS[2], idx) ~= ARGV[4] then return redis.error_reply('CONFLICT') end
+redis.call('LTRIM', KEYS[2], idx + 1, -1)
+redis.call('SET', KEYS[1], ARGV[4])
+redis.call('LPUSH', KEYS[4], ARGV[5])
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
+redis.call('PUBLISH', KEYS[3], cjson.encode({kind=ARGV[1], version=ARGV[4], action='rollback',
+                                             previous=cur or cjson.null}))
+return ARGV[4]
 """
 
 
 class RedisRegistry(Registry):
     def __init__(self, url: str, hmac_key: str | bytes = DEV_HMAC_KEY,
-                 prefix: str = DEFAULT_PREFIX, socket_timeout: float = 5.0):
-        super().__init__(hmac_key)
+                 prefix: str = DEFAULT_PREFIX, socket_timeout: float = 5.0, **keys):
+        super().__init__(hmac_key, **keys)
         import redis
 
         self.url, self.prefix = url, prefix
@@ -422,29 +555,36 @@ class RedisRegistry(Registry):
     def _history(self, kind):
         return [v.decode() for v in self._r.lrange(self._k(kind, "history"), 0, -1)]
 
-    def _promote(self, kind, version):
+    def _promotions(self, kind, conn=None):
+        return [v.decode() for v in (conn or self._r).lrange(
+            self._k(kind, "promotions"), 0, PROMOTION_LOG_CAP - 1)]
+
+    def _promote(self, kind, version, record):
         import redis
 
         try:
             prev = self._promote_script(
                 keys=[self._k(kind, "current"), self._k(kind, "history"),
-                      self._k(kind, version), self.channel], args=[version, kind])
+                      self._k(kind, version), self.channel, self._k(kind, "promotions")],
+                args=[version, kind, record, PROMOTION_LOG_CAP])
         except redis.ResponseError as e:
             if "NOTFOUND" in str(e):
                 raise NotFound(f"{kind} version {version!r} not found") from None
             raise
         return prev.decode() if isinstance(prev, bytes) else prev
 
-    def _rollback(self, kind):
+    def _rollback(self, kind, expected, index, target, record):
         import redis
 
         try:
             v = self._rollback_script(
-                keys=[self._k(kind, "current"), self._k(kind, "history"), self.channel],
-                args=[kind, self._k(kind, "")])
+                keys=[self._k(kind, "current"), self._k(kind, "history"), self.channel,
+                      self._k(kind, "promotions")],
+                args=[kind, expected or "", index, target, record, PROMOTION_LOG_CAP])
         except redis.ResponseError as e:
-            if "NOHISTORY" in str(e):
-                raise RegistryError(f"no earlier {kind} version to roll back to") from None
+            if "CONFLICT" in str(e):
+                raise RegistryError(f"{kind}: current moved during the rollback; "
+                                    "try again") from None
             raise
         return v.decode() if isinstance(v, bytes) else v
 
@@ -460,8 +600,9 @@ class RedisRegistry(Registry):
     def watch(self, kind, callback, retry_s: float = 0.5) -> Watcher:
         """Background thread: subscribe, re-read ``current`` on every (re)connect, follow events.
 
-        ``callback`` runs in the watcher thread with the new current version; it is called on
-        connect even when nothing changed only if the version differs from the last one seen.
+        ``callback`` runs in the watcher thread with the version the newest valid promotion
+        record names (events only trigger a re-read: a forged event or a moved ``current``
+        changes nothing); it is called only when that version differs from the last one seen.
         """
         _check_kind(kind)
         import redis
@@ -496,9 +637,9 @@ class RedisRegistry(Registry):
                             # (re)subscribed: events published while away are not replayed,
                             # so re-sync from current
                             w.resyncs += 1
-                            v = conn.get(self._k(kind, "current"))
+                            rec = self._newest(self._promotions(kind, conn), kind)
                             w.connected.set()
-                            deliver(v.decode() if v is not None else None)
+                            deliver(rec.version if rec is not None else None)
                             continue
                         if msg.get("type") != "message":
                             continue
@@ -507,8 +648,9 @@ class RedisRegistry(Registry):
                         except (ValueError, TypeError):
                             log.warning("ignoring malformed registry event %r", msg["data"])
                             continue
-                        if ev.get("kind") == kind:
-                            deliver(ev.get("version"))
+                        if isinstance(ev, dict) and ev.get("kind") == kind:
+                            rec = self._newest(self._promotions(kind, conn), kind)
+                            deliver(rec.version if rec is not None else None)
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
                     w.connected.clear()
                     log.warning("registry watch lost Redis (%s); retrying", e)
@@ -527,10 +669,10 @@ class RedisRegistry(Registry):
 
 
 def open_registry(url: str | None = None, hmac_key: str | bytes = DEV_HMAC_KEY,
-                  prefix: str = DEFAULT_PREFIX) -> Registry:
+                  prefix: str = DEFAULT_PREFIX, **keys) -> Registry:
     """``redis://...`` -> RedisRegistry; None/"" /"memory" -> a new MemoryRegistry."""
     if url and url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisRegistry(url, hmac_key, prefix)
+        return RedisRegistry(url, hmac_key, prefix, **keys)
     if url in (None, "", "memory"):
-        return MemoryRegistry(hmac_key)
+        return MemoryRegistry(hmac_key, **keys)
     raise RegistryError(f"unsupported registry URL {url!r} (redis://... or 'memory')")

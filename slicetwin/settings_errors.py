@@ -13,5 +13,7 @@ def settings_error(e: Exception, prefix: str = "SLICETWIN_") -> str:
         loc = ".".join(str(p) for p in err.get("loc", ()))
         name = f"{prefix}{loc.upper()}" if loc else "settings"
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        lines.append(f"{name}={err.get('input')!r}: {msg}" if loc else f"{name}: {msg}")
+        secret = any(w in name for w in ("KEY", "PASSWORD", "TOKEN"))
+        shown = "<hidden>" if secret else repr(err.get("input"))
+        lines.append(f"{name}={shown}: {msg}" if loc else f"{name}: {msg}")
     return "invalid settings:\n  " + "\n  ".join(lines)

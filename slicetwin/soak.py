@@ -165,6 +165,7 @@ def run_soak(cfg: SoakConfig, progress: bool = True) -> dict:
     import asyncio
 
     from controller.bench import _start_redis
+    from slicetwin.keys import fresh_keys
     from slicetwin.loadgen import LoadConfig, drive
 
     if threading.current_thread() is threading.main_thread():
@@ -176,7 +177,10 @@ def run_soak(cfg: SoakConfig, progress: bool = True) -> dict:
     except ImportError:
         pass
     redis_proc = _start_redis() if cfg.redis else None
-    env = {"SLICETWIN_CELL_STORE": "local", "SLICETWIN_MODEL_SOURCE": "auto"}
+    keys = fresh_keys()  # production mode, as deployed: every request carries the bearer key
+    api_key = keys["SLICETWIN_API_KEY"]
+    env = {**{k: v for k, v in keys.items() if k.startswith("SLICETWIN_")},
+           "SLICETWIN_CELL_STORE": "local", "SLICETWIN_MODEL_SOURCE": "auto"}
     if redis_proc is not None:
         env["SLICETWIN_REDIS_URL"] = redis_proc[1]
     ctl = ControllerProcess(env)
@@ -188,7 +192,7 @@ def run_soak(cfg: SoakConfig, progress: bool = True) -> dict:
         ctl.start()
         warm = LoadConfig(rate=cfg.rate, duration_s=cfg.warmup_s, connections=cfg.connections,
                           cells=cfg.cells, bucket_s=max(cfg.warmup_s, 1), cell_prefix="warm",
-                          seed=cfg.seed)
+                          seed=cfg.seed, api_key=api_key)
         wres = asyncio.run(drive(ctl.port, warm)) if cfg.warmup_s > 0 else None
         rss0 = ctl.rss_mb()
         samples = [(0.0, rss0)]
@@ -206,7 +210,8 @@ def run_soak(cfg: SoakConfig, progress: bool = True) -> dict:
                 samples.append((t, ctl.rss_mb()))
 
         load = LoadConfig(rate=cfg.rate, duration_s=cfg.duration_s, connections=cfg.connections,
-                          cells=cfg.cells, bucket_s=cfg.bucket_s, seed=cfg.seed)
+                          cells=cfg.cells, bucket_s=cfg.bucket_s, seed=cfg.seed,
+                          api_key=api_key)
         res = asyncio.run(drive(ctl.port, load, on_tick=tick))
         if bar is not None:
             bar.close()

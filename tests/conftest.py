@@ -15,6 +15,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
+# The suite runs in development mode (public development keys and no API key accepted), like
+# `slicetwin demo`; child processes inherit it. Tests of the production refusals remove it
+# (monkeypatch.delenv / an explicit environment), tests/test_security_*.py.
+os.environ["SLICETWIN_ENV"] = "dev"
+
+
+def sign_dev(path, kind: str) -> None:
+    """Write ``<path>.sig`` with the public development promotion key: what a model file needs
+    to be loaded by a service in development mode (``slicetwin models sign`` in production)."""
+    from slicetwin.model_files import sign_file
+    from slicetwin.signing import DEV_PROMOTION_KEY, Signer
+
+    sign_file(path, Signer(DEV_PROMOTION_KEY), kind)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -25,8 +39,9 @@ def free_port() -> int:
 class RedisServer:
     """A throw-away redis-server we own, so tests may stop and restart it."""
 
-    def __init__(self, port: int, workdir: Path):
+    def __init__(self, port: int, workdir: Path, extra_args: list[str] | None = None):
         self.port = port
+        self.extra_args = list(extra_args or [])
         self.url = f"redis://127.0.0.1:{port}/0"
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
@@ -34,7 +49,7 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             "--appendonly", "no", "--dir", str(self.workdir), *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.time() + 10
@@ -43,6 +58,8 @@ class RedisServer:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return
             except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("redis-server exited (bad arguments or ACL file?)") from None
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 

@@ -2,8 +2,9 @@
 
 Docker cannot run here, so these tests prove the compose stack another way: they read
 ``docker-compose.yml`` and start each SliceTwin service's own command as a local process (service
-host names mapped to 127.0.0.1, ports from the file, shifted to free ones when taken, Redis from
-the private ``redis_server`` fixture), wait on each service's own health check the way
+host names mapped to 127.0.0.1, ports from the file, shifted to free ones when taken, keys from
+a ``.env`` made by the real ``slicetwin keys init``, Redis a private redis-server started with the
+ACL file that command writes), wait on each service's own health check the way
 ``depends_on: condition: service_healthy`` would, and check the loop: the fake gNB's command
 finishes with answers from the controller, and a real Prometheus (Debian's ``prometheus``
 package, when installed) scrapes every target with ``up == 1`` and evaluates every alert rule.
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from slicetwin.keys import fresh_keys, read_env
 from slicetwin.soak import free_port, http_get
 
 yaml = pytest.importorskip("yaml")
@@ -44,7 +46,8 @@ EXPECTED_SERVICES = {"redis", "controller", "twin", "trainer", "gnb", "prometheu
 SLICETWIN_BIN = Path(sys.executable).with_name("slicetwin")
 GNB_TEST_WINDOWS = 30  # the compose gNB runs "forever"; the local run is cut to this many windows
 
-_INTERP = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+_INTERP = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-?])([^}]*))?\}")
+KEYS = fresh_keys()  # what `slicetwin keys init` writes to .env (fast tests)
 _METRIC = re.compile(r"\bslicetwin_[a-zA-Z0-9_]+\b")
 
 
@@ -53,13 +56,24 @@ def load_compose() -> dict:
     return yaml.safe_load(COMPOSE_FILE.read_text())
 
 
-def interpolate(value: str) -> str:
-    """Compose's ``${VAR:-default}``, always taking the default (the tests must not depend on
-    whatever the developer's shell exports)."""
-    return _INTERP.sub(lambda m: m.group(2) or "", value)
+def interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose's ``${VAR:-default}`` / ``${VAR:?error}`` from the .env values ``env`` (default:
+    fresh keys), never from the developer's shell; ``:?`` without a value fails as compose
+    would."""
+    env = KEYS if env is None else env
+
+    def one(m: re.Match) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3) or ""
+        if env.get(name):
+            return env[name]
+        if op == "?":
+            raise AssertionError(f"compose would stop: ${{{name}}} unset ({arg})")
+        return arg
+
+    return _INTERP.sub(one, value)
 
 
-def service_env(svc: dict) -> dict[str, str]:
+def service_env(svc: dict, keys: dict[str, str] | None = None) -> dict[str, str]:
     env: dict[str, str] = {}
     for f in svc.get("env_file", []) or []:
         for line in (ROOT / f).read_text().splitlines():
@@ -70,7 +84,7 @@ def service_env(svc: dict) -> dict[str, str]:
     raw = svc.get("environment") or {}
     if isinstance(raw, list):
         raw = dict(item.split("=", 1) for item in raw)
-    env.update({k: interpolate(str(v)) for k, v in raw.items()})
+    env.update({k: interpolate(str(v), keys) for k, v in raw.items()})
     return env
 
 
@@ -193,6 +207,7 @@ class LocalStack:
     compose: dict
     workdir: Path
     redis_port: int
+    keys: dict[str, str] = field(default_factory=dict)  # the .env of `slicetwin keys init`
     ports: dict[str, dict[int, int]] = field(default_factory=dict)  # service -> container->local
     volumes: dict[str, Path] = field(default_factory=dict)  # container path -> local dir
     services: dict[str, LocalService] = field(default_factory=dict)
@@ -249,7 +264,7 @@ class LocalStack:
                 self.volumes[target] = d
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("SLICETWIN_") and k != "REDIS_URL"}
-        env.update({k: self.rewrite(v, name) for k, v in service_env(svc).items()})
+        env.update({k: self.rewrite(v, name) for k, v in service_env(svc, self.keys).items()})
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         argv = self.rewrite_args(svc["command"], name)
         if argv[0] == "slicetwin":
@@ -434,8 +449,11 @@ def test_compose_environment_is_what_the_service_reads(service, monkeypatch):
             monkeypatch.delenv(k)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    s = cls()
-    assert s.redis_url == "redis://redis:6379/0", f"{service} would run without Redis"
+    s = cls()  # production mode: the keys from .env pass the secure-defaults check
+    assert not s.dev
+    pw = KEYS[f"REDIS_{service.upper()}_PASSWORD"]
+    assert s.redis_url == f"redis://{service}:{pw}@redis:6379/0", \
+        f"{service} would run without Redis or with another service's Redis user"
 
 
 def test_every_compose_variable_is_read_by_someone():
@@ -516,7 +534,7 @@ names = set(typer.main.get_command(cli.app).commands)
 assert {'controller', 'gnb'} <= names, names
 from controller.app import create_app
 from controller.settings import ControllerSettings
-create_app(ControllerSettings())
+create_app(ControllerSettings(env="dev"))
 import controller.gnb, slicetwin.sim.simulator
 assert 'torch' not in sys.modules
 print('ok')
@@ -607,15 +625,32 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
 
 
 @pytest.fixture()
-def local_stack(tmp_path, redis_server) -> Iterator[LocalStack]:
-    stack = LocalStack(load_compose(), tmp_path, redis_server.port)
-    import redis
+def local_stack(tmp_path) -> Iterator[LocalStack]:
+    """The documented set-up: `slicetwin keys init`, then the compose stack (Redis with the
+    ACL file the command wrote, every service with the keys of its .env)."""
+    from tests.conftest import RedisServer
 
-    r = redis.Redis.from_url(redis_server.url)
-    r.flushall()
-    r.close()
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server binary not installed")
+    env = {k: v for k, v in os.environ.items() if k != "SLICETWIN_ENV"}
+    r = subprocess.run([str(SLICETWIN_BIN), "keys", "init", "--out", str(tmp_path / ".env"),
+                        "--acl", str(tmp_path / "users.acl")], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    srv = RedisServer(free_port(), tmp_path, ["--aclfile", str(tmp_path / "users.acl")])
+    srv.start()
+    stack = LocalStack(load_compose(), tmp_path, srv.port, read_env(tmp_path / ".env"))
     yield stack
     stack.stop_all()
+    srv.stop()
+
+
+def inspect_redis(stack: LocalStack):
+    """A Redis client for the test's own checks (the trainer's user: models and the stream)."""
+    import redis
+
+    pw = stack.keys["REDIS_TRAINER_PASSWORD"]
+    return redis.Redis.from_url(f"redis://trainer:{pw}@127.0.0.1:{stack.redis_port}/0")
 
 
 def metrics_pages(stack: LocalStack) -> dict[str, str]:
@@ -821,7 +856,14 @@ def check_closed_loop(stack: LocalStack, prom: str) -> None:
     # the trainer keeps cycling while the gNB's data lasts: a later cycle may already have
     # replaced the first one's twin or policy, so "served" means published by some cycle
     def twin_serves():
-        status, body = http_get(f"http://127.0.0.1:{twin_port}/v1/twin/model")
+        req = urllib.request.Request(  # the twin needs its bearer key (from .env)
+            f"http://127.0.0.1:{twin_port}/v1/twin/model",
+            headers={"authorization": f"Bearer {stack.keys['SLICETWIN_TWIN_API_KEY']}"})
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                status, body = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, body = e.code, e.read()
         return status == 200 and json.loads(body).get("version") in {
             c["twin_version"] for c in trainer_cycles(trainer)}
 
@@ -836,9 +878,8 @@ def check_closed_loop(stack: LocalStack, prom: str) -> None:
         wait_for(lambda: has_series(prom, 'sum(slicetwin_model_swaps_total{job="controller"}) >= 1'),
                  30, "Prometheus to see the swap")
     else:  # refused by the gate: published, not served
-        import redis
 
-        r = redis.Redis(port=stack.redis_port)
+        r = inspect_redis(stack)
         prefix = service_env(stack.compose["services"]["trainer"])["SLICETWIN_REGISTRY_PREFIX"]
         assert r.exists(f"{prefix}models:policy:{cycle['policy_version']}"), cycle
         r.close()
@@ -902,9 +943,8 @@ def test_compose_stack_as_local_processes(local_stack, tmp_path):
         stack.run_healthcheck(ls, timeout=180)
 
     # the transitions of the gNB's windows reached Redis through the controller's sink
-    import redis
 
-    r = redis.Redis(port=stack.redis_port)
+    r = inspect_redis(stack)
     prefix = service_env(compose["services"]["controller"]).get("SLICETWIN_REGISTRY_PREFIX", "")
     deadline = time.time() + 10
     while r.xlen(f"{prefix}transitions") == 0 and time.time() < deadline:

@@ -237,10 +237,12 @@ def test_hot_swap_good_model_served_tampered_model_refused(redis_url):
             # a model signed with another key, and one whose blob was altered after signing
             evil = RedisRegistry(redis_url, "attacker-key")
             evil.publish("policy", fresh_policy_onnx("p3", seed=3), version="p3", promote=True)
+            time.sleep(0.5)  # the watcher serves the newest record: let it see each one
             reg.publish("policy", fresh_policy_onnx("p4", seed=4), version="p4")
             rc = redis.Redis.from_url(redis_url)
             rc.hset("slicetwin:models:policy:p4", "onnx", fresh_policy_onnx("p4", seed=5))
             reg.promote("policy", "p4")
+            time.sleep(0.5)
             # and a well-signed blob that is not a valid policy
             reg.publish("policy", b"not onnx", version="p5", promote=True)
             time.sleep(1.0)

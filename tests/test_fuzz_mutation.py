@@ -22,6 +22,7 @@ from collections import Counter
 import pytest
 
 from slicetwin.soak import ControllerProcess, free_port, http_get
+from tests.conftest import sign_dev
 
 _HOSTILE_RAW = ["1e400", "-1e400", "NaN", "Infinity", "-Infinity", "1" + "0" * 400,
                 "-0", "0.0000000000000000000000000001", "9223372036854775808", "true", "null",
@@ -218,6 +219,7 @@ def twin_service(tmp_path_factory):
     path = tmp_path_factory.mktemp("twin") / "twin.pt"
     Twin(TwinConfig(ensemble=2, lstm_hidden=8, head_hidden=8, reward_hidden=(8, 8),
                     seed=0)).save(path)
+    sign_dev(path, "twin")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli", "twin", "--port", str(port),
                              "--model", str(path)], stdout=subprocess.DEVNULL,

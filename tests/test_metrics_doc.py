@@ -83,8 +83,8 @@ def pages(tmp_path_factory) -> dict[str, dict[str, tuple[str, frozenset[str]]]]:
         from twin_service.settings import TwinServiceSettings
 
         out = {}
-        for svc, app in (("controller", controller_app(ControllerSettings())),
-                         ("twin", twin_app(TwinServiceSettings()))):
+        for svc, app in (("controller", controller_app(ControllerSettings(env="dev"))),
+                         ("twin", twin_app(TwinServiceSettings(env="dev")))):
             with TestClient(app) as c:
                 r = c.get("/metrics")
                 assert r.status_code == 200

@@ -9,6 +9,7 @@ import time
 import pytest
 import redis
 
+from slicetwin.promotion import make_record
 from slicetwin.registry import (
     IntegrityError,
     MemoryRegistry,
@@ -155,17 +156,19 @@ def test_watcher_follows_events_and_resyncs_after_missed_event(redis_url):
         reg.publish("policy", b"two", version="v2", promote=True)
         _drain(q, "v2")
         reg.publish("twin", b"tw", version="t1", promote=True)  # other kind: ignored
-        # a move of current whose event nobody hears (written without publishing): only a
-        # re-read of current can find it, which the watcher does when its connection is cut
-        reg.publish("policy", b"three", version="v3")
+        # a signed promotion whose event nobody hears (written without publishing): only a
+        # re-read of the records can find it, which the watcher does when its connection is cut
+        rec3 = reg.publish("policy", b"three", version="v3")
         r = redis.Redis.from_url(redis_url)
         r.set("slicetwin:models:policy:current", "v3")
+        r.lpush("slicetwin:models:policy:promotions",
+                make_record(reg._signer, "policy", "v3", rec3.sha256))
         time.sleep(0.5)
         assert q.empty()  # no event: not seen yet
         resyncs = w.resyncs
         assert r.client_kill_filter(_type="pubsub") >= 1
         r.close()
-        assert _drain(q, "v3", timeout=10) == ["v3"]  # recovered by re-reading current
+        assert _drain(q, "v3", timeout=10) == ["v3"]  # recovered by re-reading the records
         assert w.resyncs > resyncs
         assert q.empty()
     finally:

@@ -21,7 +21,7 @@ import pytest
 
 from slicetwin.loadgen import LoadConfig, drive
 from slicetwin.soak import ControllerProcess, http_get
-from tests.conftest import free_port
+from tests.conftest import free_port, sign_dev
 
 
 def _spawn(args: list[str], env: dict) -> subprocess.Popen:
@@ -36,6 +36,7 @@ def test_controller_unaffected_when_twin_and_trainer_die(redis_url, tmp_path):
     twin_file = tmp_path / "twin.pt"
     Twin(TwinConfig(ensemble=2, lstm_hidden=8, head_hidden=8, reward_hidden=(8, 8))).save(
         twin_file)
+    sign_dev(twin_file, "twin")
     env = {**os.environ, "SLICETWIN_REDIS_URL": redis_url, "SLICETWIN_HMAC_KEY": "deps-key",
            "SLICETWIN_DATA_DIR": str(tmp_path / "trainer"), "SLICETWIN_MIN_TRANSITIONS":
            "1000000000", "SLICETWIN_CHECKPOINT": "false"}

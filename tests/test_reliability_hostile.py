@@ -81,12 +81,17 @@ def test_api_key_on_every_mutating_endpoint(client):
 
 
 def test_api_key_compared_in_constant_time():
-    """Code check: the edge middleware compares with hmac.compare_digest, not ==."""
+    """Code check: the controller's and twin's auth goes through BearerKeys.refusal, which
+    compares with hmac.compare_digest, not ==."""
     from controller import app as controller_app
+    from slicetwin import http_auth
+    from twin_service import auth as twin_auth
 
-    src = inspect.getsource(controller_app._Edge.__call__)
+    src = inspect.getsource(http_auth.BearerKeys.refusal)
     assert "hmac.compare_digest(" in src
-    assert "== self.expected" not in src and "!= self.expected" not in src
+    assert "== e" not in src and "got ==" not in src and "!=" not in src
+    assert "self.keys.refusal(" in inspect.getsource(controller_app._Edge.__call__)
+    assert "self.keys.refusal(" in inspect.getsource(twin_auth.BearerAuthMiddleware.__call__)
 
 
 

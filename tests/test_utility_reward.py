@@ -283,8 +283,11 @@ def test_promoted_model_for_other_weights_is_refused():
 
 
 def test_model_file_for_other_weights_is_refused_at_start(tmp_path):
+    from tests.conftest import sign_dev
+
     path = tmp_path / "p.onnx"
     path.write_bytes(_student_for(UtilityConfig(alpha=0.05), "alpha-5"))
+    sign_dev(path, "policy")  # signed: refused for its weights only
     for alpha, served in (("0.01", None), ("0.05", "alpha-5")):
         app = create_app(ControllerSettings(model_source="file", model_path=str(path),
                                             utility_alpha=alpha))

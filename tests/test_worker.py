@@ -277,6 +277,9 @@ def test_worker_publishes_refused_candidate_without_promoting(tmp_path, redis_ur
     res = w.run_cycle()
     assert res.policy_version and not res.promoted
     assert reg.current("policy") == "strong"
+    # stored for inspection, but without a signed promotion record: no service can serve it
+    assert reg.authorised("policy").version == "strong"
+    assert not any(res.policy_version in env for env in reg.promotions("policy"))
     rec = reg.show("policy", res.policy_version)
     assert rec.metrics["gate"]["passed"] is False
     assert rec.metrics["gate"]["current_version"] == "strong"

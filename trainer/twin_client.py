@@ -40,8 +40,10 @@ class HttpTwin(TwinRollouts):
 
     def __init__(self, base_url: str, seed: int = 0, timeout: float = 30.0,
                  publish: Callable | None = None, twin_config=None,
-                 client: httpx.Client | None = None):
-        self._client = client or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+                 client: httpx.Client | None = None, api_key: str | None = None):
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = client or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout,
+                                              headers=headers)
         self._publish = publish
         self._twin_config = twin_config
         self._init_rollouts(seed)

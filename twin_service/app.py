@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from slicetwin.model_files import check_file
+from slicetwin.signing import Verifier
+from twin_service.auth import BearerAuthMiddleware
 from twin_service.limits import BodyLimitMiddleware
 from twin_service.metrics import MetricsMiddleware, TwinMetrics
 from twin_service.model import TwinHolder
@@ -41,7 +45,11 @@ def create_app(settings: TwinServiceSettings | None = None, holder: TwinHolder |
             torch.set_num_threads(settings.torch_threads)
         if settings.model and holder.current is None:
             try:
+                blob = Path(settings.model).read_bytes()
+                signed = check_file(settings.model, blob, Verifier(
+                    settings.promotion_public_key.split(",")), "twin", settings.allow_unsigned)
                 holder.load_file(settings.model)
+                metrics.model_unsigned.set(0 if signed else 1)
                 metrics.reloads.labels("ok").inc()
             except Exception:
                 metrics.reloads.labels("error").inc()
@@ -74,4 +82,7 @@ def create_app(settings: TwinServiceSettings | None = None, holder: TwinHolder |
         return JSONResponse({"detail": detail}, status_code=422)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    # outermost: an unauthenticated body is never read
+    app.add_middleware(BearerAuthMiddleware, keys=settings.api_keys, metrics=metrics,
+                       metrics_auth=settings.metrics_auth)
     return app

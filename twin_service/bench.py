@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,12 +22,24 @@ def _free_port() -> int:
 
 
 def start_service(model_path: str | None, port: int, extra_env: dict | None = None,
-                  timeout: float = 60.0) -> subprocess.Popen:
+                  timeout: float = 60.0, keys: dict | None = None) -> subprocess.Popen:
     """``slicetwin twin`` in a child process; returns once /readyz answers 200 (a model is
-    loaded from ``model_path`` or, with a registry in ``extra_env``, from the registry)."""
+    loaded from ``model_path`` or, with a registry in ``extra_env``, from the registry).
+
+    ``keys`` (``slicetwin.keys.fresh_keys()``): run it in production mode with them; the
+    process's ``api_key`` attribute is then the bearer key clients must send. Without, the
+    caller's environment decides (development mode in the tests). ``model_path`` is signed
+    (``<path>.sig``) with the promotion key in use, as ``slicetwin models sign`` would."""
     import httpx
 
-    env = {**os.environ, **(extra_env or {})}
+    from slicetwin.model_files import sign_file
+    from slicetwin.signing import DEV_PROMOTION_KEY, Signer
+
+    env = {**os.environ, **{k: v for k, v in (keys or {}).items() if k.startswith("SLICETWIN_")},
+           **(extra_env or {})}
+    if model_path:
+        sign_file(model_path, Signer((keys or {}).get("SLICETWIN_PROMOTION_KEY",
+                                                      DEV_PROMOTION_KEY)), "twin")
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "slicetwin.cli", "twin", "--host", "127.0.0.1", "--port",
@@ -39,6 +52,7 @@ def start_service(model_path: str | None, port: int, extra_env: dict | None = No
             raise RuntimeError(f"twin service exited: {proc.stderr.read().decode()[-2000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                proc.api_key = (keys or {}).get("SLICETWIN_TWIN_API_KEY")
                 return proc
         except httpx.HTTPError:
             pass
@@ -64,10 +78,13 @@ def run_bench(batch: int = 4096, requests: int = 60, concurrency: int = 2, singl
               model: str | None = None, port: int = 0) -> dict:
     import httpx
 
+    from slicetwin.keys import fresh_keys
     from trainer.twin import Twin
     from trainer.twin_client import HttpTwin
 
     port = port or _free_port()
+    keys = fresh_keys()  # production mode, as deployed: every request carries the bearer key
+    key = keys["SLICETWIN_TWIN_API_KEY"]
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
             model = str(Path(tmp) / "twin.pt")
@@ -75,10 +92,11 @@ def run_bench(batch: int = 4096, requests: int = 60, concurrency: int = 2, singl
             model_desc = "default-config (unfitted weights)"
         else:
             model_desc = model
-        proc = start_service(model, port)
+            model = shutil.copy(model, Path(tmp) / "twin.pt")  # signed there, not beside yours
+        proc = start_service(model, port, keys=keys)
         try:
             url = f"http://127.0.0.1:{port}"
-            probe = HttpTwin(url)
+            probe = HttpTwin(url, api_key=key)
             h, n_act = probe.history_len, probe.n_actions
             rng = np.random.default_rng(0)
             states = rng.uniform(0.5, 1.5, (batch, h, 3)).astype(np.float32)
@@ -90,7 +108,7 @@ def run_bench(batch: int = 4096, requests: int = 60, concurrency: int = 2, singl
                           for i in range(concurrency)]
 
             def worker(n: int, seed: int) -> None:
-                tw = HttpTwin(url)
+                tw = HttpTwin(url, api_key=key)
                 for i in range(n):
                     t0 = time.perf_counter()
                     tw.predict(states, acts, seed=seed * 100000 + i)
@@ -110,7 +128,7 @@ def run_bench(batch: int = 4096, requests: int = 60, concurrency: int = 2, singl
             server_cpu = _cpu_seconds(proc.pid) - cpu0
 
             single_lat = []
-            with httpx.Client(base_url=url) as c:
+            with httpx.Client(base_url=url, headers={"authorization": f"Bearer {key}"}) as c:
                 body = {"states": states[0].tolist(), "action": int(acts[0, -1]),
                         "past_actions": acts[0, :-1].tolist(), "seed": 0}
                 for _ in range(single):

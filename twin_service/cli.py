@@ -18,6 +18,11 @@ def twin(
     model: str = typer.Option(None, help="twin model file (else env SLICETWIN_TWIN_MODEL)"),
     redis_url: str = typer.Option(None, help="registry Redis (else env REDIS_URL)"),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
+    allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="load --model without "
+                                        "a valid .sig (logged; slicetwin_twin_model_unsigned "
+                                        "= 1)"),
+    ssl_certfile: str = typer.Option(None, help="serve HTTPS with this certificate (PEM)"),
+    ssl_keyfile: str = typer.Option(None, help="private key of --ssl-certfile (PEM)"),
 ) -> None:
     """Serve the digital twin over HTTP (step, step:batch, model, health, metrics)."""
     import uvicorn
@@ -27,14 +32,15 @@ def twin(
     from twin_service.app import create_app
     from twin_service.settings import TwinServiceSettings
 
-    overrides = {k: v for k, v in {"model": model, "redis_url": redis_url}.items() if v}
+    overrides = {k: v for k, v in {"model": model, "redis_url": redis_url,
+                                   "allow_unsigned": allow_unsigned}.items() if v}
     try:
         settings = TwinServiceSettings(**overrides)
     except ValidationError as e:  # a clear start-up error naming the variable
         typer.echo(settings_error(e, "SLICETWIN_TWIN_"), err=True)
         raise typer.Exit(2) from None
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                access_log=False)
+                access_log=False, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
 
 
 @bench_app.command("twin")

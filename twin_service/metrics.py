@@ -35,6 +35,14 @@ class TwinMetrics:
         self.utility_rmse = Gauge("slicetwin_twin_model_heldout_utility_rmse",
                                   "held-out one-step utility RMSE of the served model (NaN: the "
                                   "model carries no figure)", registry=r)
+        self.auth_refused = Counter("slicetwin_twin_auth_refused_total", "Requests refused 401 "
+                                    "for a missing or wrong bearer API key", ["reason"],
+                                    registry=r)
+        self.model_unsigned = Gauge("slicetwin_twin_model_unsigned", "1 while the twin served "
+                                    "came from a model file without a valid signature "
+                                    "(allow_unsigned)", registry=r)
+        for reason in ("missing", "wrong"):
+            self.auth_refused.labels(reason)
         self._version: str | None = None
 
     def on_swap(self, loaded) -> None:

@@ -1,9 +1,10 @@
 """Follow ``twin`` promotions/rollbacks in the model registry and swap the served twin.
 
-The registry (``slicetwin.registry``) verifies sha256 and HMAC before handing out a blob; the
-holder then loads it beside the old model and smoke-tests it, so a bad model is refused and the
-old one keeps serving. The watcher re-reads ``current`` on every (re)connect, so a missed event
-is recovered.
+The registry (``slicetwin.registry``) serves only what the newest valid *signed promotion
+record* names (never a bare ``current``), and verifies sha256 and HMAC before handing out a
+blob; the holder then loads it beside the old model and smoke-tests it, so a bad model is
+refused and the old one keeps serving. The watcher re-reads the records on every (re)connect,
+so a missed event is recovered.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class RegistryWatcher:
         if version is not None and cur is not None and cur.version == version:
             return True  # already serving it (re-sync after a reconnect)
         try:
-            rec, blob = self.registry.fetch(self.kind, version)
+            rec, blob, _ = self.registry.fetch_served(self.kind)
+            if cur is not None and cur.version == rec.version:
+                return True
             self.holder.load_blob(blob, rec.version, source=f"registry:{rec.version}",
                                   metrics=rec.metrics)
         except Exception as e:  # noqa: BLE001 - never kill the watcher; keep the old model
@@ -44,7 +47,7 @@ class RegistryWatcher:
 
     async def start(self) -> None:
         self._watch = self.registry.watch(self.kind, self._on_change)
-        if self.registry.current(self.kind) is not None and self.holder.current is None:
+        if self.registry.authorised(self.kind) is not None and self.holder.current is None:
             await asyncio.to_thread(self.load, None)
 
     async def stop(self) -> None:
@@ -60,7 +63,11 @@ def make_registry_watcher(holder, settings, metrics, registry=None) -> RegistryW
     """Watcher on ``registry`` or, by default, the Redis registry of the settings."""
     if registry is None:
         from slicetwin.registry import RedisRegistry
+        from slicetwin.security import verify_keys
 
+        # verify only: the twin service never holds the promotion private key
         registry = RedisRegistry(settings.redis_url, settings.hmac_key.get_secret_value(),
-                                 settings.registry_prefix)
+                                 settings.registry_prefix,
+                                 **verify_keys(settings.hmac_key_previous,
+                                               settings.promotion_public_key))
     return RegistryWatcher(holder, registry, metrics)

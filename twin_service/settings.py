@@ -2,39 +2,57 @@
 
 Own variables use the ``SLICETWIN_TWIN_`` prefix; the registry connection also reads the names
 the controller uses (``SLICETWIN_REDIS_URL`` / ``REDIS_URL``, ``SLICETWIN_HMAC_KEY``,
-``SLICETWIN_REGISTRY_PREFIX``) so one environment configures the whole system.
+``SLICETWIN_PROMOTION_PUBLIC_KEY``, ``SLICETWIN_REGISTRY_PREFIX``) so one environment configures
+the whole system. Outside ``SLICETWIN_ENV=dev`` it needs ``SLICETWIN_TWIN_API_KEY`` and, with
+Redis, non-public registry keys (``slicetwin.security``).
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from slicetwin.security import DEV_HMAC_KEY, PromotionKeys, SecureSettings
+from slicetwin.signing import DEV_PROMOTION_PUBLIC_KEY
 from slicetwin.utility import UtilityConfig
 from slicetwin.utility_settings import UtilityWeightsSettings
 
 _UTILITY = UtilityConfig()  # the one set of defaults (slicetwin.utility)
 
 
-class TwinServiceSettings(UtilityWeightsSettings):
+class TwinServiceSettings(UtilityWeightsSettings, SecureSettings, PromotionKeys):
     model_config = SettingsConfigDict(env_prefix="SLICETWIN_TWIN_", extra="ignore",
                                       populate_by_name=True)
 
     model: str | None = Field(None, description="twin model file (Twin.save) loaded at start; "
-                              "env SLICETWIN_TWIN_MODEL")
+                              "env SLICETWIN_TWIN_MODEL; needs <file>.sig unless allow_unsigned")
+    allow_unsigned: bool = Field(False, description="load an unsigned model file anyway "
+                                 "(logged, and slicetwin_twin_model_unsigned = 1)")
     redis_url: str | None = Field(None, validation_alias=AliasChoices(
         "redis_url", "SLICETWIN_TWIN_REDIS_URL", "SLICETWIN_REDIS_URL", "REDIS_URL"),
         description="registry Redis; reload on 'twin' promotions when set")
     registry_prefix: str = Field("slicetwin:", validation_alias=AliasChoices(
         "registry_prefix", "SLICETWIN_TWIN_REGISTRY_PREFIX", "SLICETWIN_REGISTRY_PREFIX"))
-    hmac_key: SecretStr = Field(SecretStr("slicetwin-dev-key-change-me"), validation_alias=
+    hmac_key: SecretStr = Field(SecretStr(DEV_HMAC_KEY), validation_alias=
                                 AliasChoices("hmac_key", "SLICETWIN_TWIN_HMAC_KEY",
                                              "SLICETWIN_HMAC_KEY"),
                                 description="shared registry signing key")
-    max_body_bytes: int = Field(64 * 2**20, gt=0, description="larger request bodies get 413")
-    max_batch: int = Field(65536, ge=1, description="largest rollouts count per batch request")
+    hmac_key_previous: SecretStr | None = Field(None, validation_alias=AliasChoices(
+        "hmac_key_previous", "SLICETWIN_TWIN_HMAC_KEY_PREVIOUS", "SLICETWIN_HMAC_KEY_PREVIOUS"),
+        description="also accepted when verifying blobs (key rotation window)")
+    promotion_public_key: str = Field(DEV_PROMOTION_PUBLIC_KEY, validation_alias=AliasChoices(
+        "promotion_public_key", "SLICETWIN_TWIN_PROMOTION_PUBLIC_KEY",
+        "SLICETWIN_PROMOTION_PUBLIC_KEY"), description="Ed25519 public key(s), comma-separated "
+        "during a rotation: a twin is served only under a promotion record they verify")
+    api_key: SecretStr | None = Field(None, description="bearer key required on /v1/twin/* "
+                                      "(env SLICETWIN_TWIN_API_KEY; required outside dev)")
+    api_key_previous: SecretStr | None = Field(None, description="also accepted (rotation)")
+    metrics_auth: bool = Field(False, description="require the bearer key on GET /metrics too")
+    max_body_bytes: int = Field(8 * 2**20, gt=0, description="larger request bodies get 413 "
+                                "(8 MiB: a packed batch of 4,096 rollouts x 64 windows)")
+    max_batch: int = Field(8192, ge=1, description="largest rollouts count per batch request")
     max_history: int = Field(64, ge=1, description="longest history window accepted")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads (0: torch default); "
                                "1 is fastest on a shared 2-core CPU")
@@ -45,3 +63,21 @@ class TwinServiceSettings(UtilityWeightsSettings):
         _UTILITY.beta, validation_alias=AliasChoices(
             "utility_beta", "SLICETWIN_TWIN_UTILITY_BETA", "SLICETWIN_UTILITY_BETA"),
         description="SLA weights per slice, '1,4,6' or '[1, 4, 6]' (as the controller's)")
+
+    @field_validator("api_key", "api_key_previous", "hmac_key_previous", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v):
+        return None if v == "" else v
+
+    def required_secrets(self) -> list[tuple[str, object, bool]]:
+        out = [("SLICETWIN_TWIN_API_KEY", self.api_key, True),
+               ("SLICETWIN_TWIN_API_KEY_PREVIOUS", self.api_key_previous, False)]
+        if self.redis_url:
+            out += [("SLICETWIN_HMAC_KEY", self.hmac_key, True),
+                    ("SLICETWIN_HMAC_KEY_PREVIOUS", self.hmac_key_previous, False),
+                    ("SLICETWIN_PROMOTION_PUBLIC_KEY", self.promotion_public_key, True)]
+        return out
+
+    @property
+    def api_keys(self) -> list[str]:
+        return [k.get_secret_value() for k in (self.api_key, self.api_key_previous) if k]

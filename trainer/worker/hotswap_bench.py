@@ -39,6 +39,7 @@ def run_hotswap_bench(swaps: int = 20, cells: int = 2, redis_url: str | None = N
     import httpx
 
     from controller.bench import ReportMaker, _free_port, _wait_port
+    from slicetwin.keys import fresh_keys
     from slicetwin.registry import RedisRegistry
 
     procs: list[subprocess.Popen] = []
@@ -54,17 +55,19 @@ def run_hotswap_bench(swaps: int = 20, cells: int = 2, redis_url: str | None = N
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             _wait_port(rport)
             redis_url = f"redis://127.0.0.1:{rport}/0"
-        key = "hotswap-bench-key"
+        keys = fresh_keys()  # production mode, as deployed
+        key = keys["SLICETWIN_HMAC_KEY"]
         prefix = f"hotswapbench{os.getpid()}:"
         port = _free_port()
-        env = dict(os.environ, SLICETWIN_REDIS_URL=redis_url, SLICETWIN_HMAC_KEY=key,
-                   SLICETWIN_REGISTRY_PREFIX=prefix, SLICETWIN_PORT=str(port),
-                   SLICETWIN_TRANSITIONS_SINK="none")
+        env = dict(os.environ, **{k: v for k, v in keys.items() if k.startswith("SLICETWIN_")},
+                   SLICETWIN_REDIS_URL=redis_url, SLICETWIN_REGISTRY_PREFIX=prefix,
+                   SLICETWIN_PORT=str(port), SLICETWIN_TRANSITIONS_SINK="none")
         procs.append(subprocess.Popen([sys.executable, "-m", "slicetwin.cli", "controller"],
                                       env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
         _wait_port(port, 60)
-        reg = RedisRegistry(redis_url, key, prefix)
+        reg = RedisRegistry(redis_url, key, prefix,
+                            promotion_key=keys["SLICETWIN_PROMOTION_KEY"])
         versions = [f"hotswap-{os.getpid()}-{i}" for i in range(swaps)]
         for i, v in enumerate(versions):
             reg.publish("policy", _student_blob(1000 + i, v), version=v)
@@ -75,7 +78,8 @@ def run_hotswap_bench(swaps: int = 20, cells: int = 2, redis_url: str | None = N
         stop = threading.Event()
 
         def client() -> None:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as c:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0, headers={
+                    "authorization": f"Bearer {keys['SLICETWIN_API_KEY']}"}) as c:
                 while not stop.is_set():
                     try:
                         r = c.post("/v1/reports", content=maker.one(),

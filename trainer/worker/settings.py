@@ -13,20 +13,32 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from slicetwin.security import DEV_HMAC_KEY, SecureSettings
+from slicetwin.signing import DEV_PROMOTION_KEY, parse_public_keys, public_key_of
 from slicetwin.utility import UtilityConfig
 from slicetwin.utility_settings import UtilityWeightsSettings
 
 _UTILITY = UtilityConfig()  # the one set of defaults (slicetwin.utility)
 
 
-class WorkerSettings(UtilityWeightsSettings):
+class WorkerSettings(UtilityWeightsSettings, SecureSettings):
     model_config = SettingsConfigDict(env_prefix="SLICETWIN_", extra="ignore")
 
     # --- I/O ------------------------------------------------------------------------------
     redis_url: str | None = Field(None, description="Redis of the stream and the registry; "
                                   "None: the caller passes a registry and a source (demo)")
     registry_prefix: str = "slicetwin:"
-    hmac_key: SecretStr = SecretStr("slicetwin-dev-key-change-me")
+    hmac_key: SecretStr = SecretStr(DEV_HMAC_KEY)
+    hmac_key_previous: SecretStr | None = Field(None, description="also accepted when "
+                                                "verifying blobs (key rotation window)")
+    promotion_key: SecretStr = Field(SecretStr(DEV_PROMOTION_KEY), description="Ed25519 "
+                                     "private key (64 hex) that signs promotions the gate "
+                                     "passed; the trainer and the operator hold it")
+    promotion_public_key: str = Field("", description="extra public keys accepted when "
+                                      "reading promotions (rotation window; the key's own "
+                                      "public key is always accepted)")
+    twin_api_key: SecretStr | None = Field(None, description="bearer key of the twin service "
+                                           "(env SLICETWIN_TWIN_API_KEY)")
     transitions_stream: str = Field("transitions", description="stream key after the prefix")
     consumer_group: str = "trainer"
     consumer_name: str = Field("trainer-1", description="one name per trainer replica; a "
@@ -96,10 +108,42 @@ class WorkerSettings(UtilityWeightsSettings):
     backoff_max_s: float = Field(10.0, gt=0)
     checkpoint: bool = True
 
-    @field_validator("redis_url", "twin_url", "metrics_port", mode="before")
+    @field_validator("redis_url", "twin_url", "metrics_port", "twin_api_key",
+                     "hmac_key_previous", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if v == "" else v
+
+    @field_validator("promotion_key")
+    @classmethod
+    def _promotion_key(cls, v):
+        public_key_of(v.get_secret_value())  # a bad key fails at start, naming the variable
+        return v
+
+    @field_validator("promotion_public_key")
+    @classmethod
+    def _public_keys(cls, v):
+        parse_public_keys(v)
+        return v
+
+    def required_secrets(self) -> list[tuple[str, object, bool]]:
+        out = []
+        if self.redis_url:
+            out += [("SLICETWIN_HMAC_KEY", self.hmac_key, True),
+                    ("SLICETWIN_HMAC_KEY_PREVIOUS", self.hmac_key_previous, False),
+                    ("SLICETWIN_PROMOTION_KEY", self.promotion_key, True)]
+        if self.twin_url:
+            out.append(("SLICETWIN_TWIN_API_KEY", self.twin_api_key, True))
+        return out
+
+    def registry_keys(self) -> dict:
+        """Keyword arguments of the trainer's registry: it signs what the gate passed."""
+        priv = self.promotion_key.get_secret_value()
+        prev = self.hmac_key_previous.get_secret_value() if self.hmac_key_previous else ""
+        return {"promotion_key": priv,
+                "promotion_public_keys": ",".join([public_key_of(priv),
+                                                   *parse_public_keys(self.promotion_public_key)]),
+                "previous_hmac_keys": tuple(p for p in prev.split(",") if p)}
 
     @field_validator("sim_profile")
     @classmethod

@@ -89,8 +89,9 @@ class TrainerWorker:
                 raise ValueError("no registry: set SLICETWIN_REDIS_URL or pass registry=")
             from slicetwin.registry import RedisRegistry
 
+            # the trainer signs the promotions its gate passes (it holds the promotion key)
             registry = RedisRegistry(self.s.redis_url, self.s.hmac_key.get_secret_value(),
-                                     self.s.registry_prefix)
+                                     self.s.registry_prefix, **self.s.registry_keys())
         self.registry = registry
         if source is None and self.s.redis_url:
             from trainer.worker.source import RedisStreamSource
@@ -249,9 +250,8 @@ class TrainerWorker:
         from slicetwin.actions import ActionCodec
         from slicetwin.onnx_policy import fresh_policy_onnx
 
-        cur = self.registry.current("policy")
-        if cur is not None:
-            rec, blob = self.registry.fetch("policy", cur)
+        if self.registry.authorised("policy") is not None:  # what the services serve
+            rec, blob, _ = self.registry.fetch_served("policy")
             return blob, rec.version
         codec = ActionCodec(total_bandwidth_hz=self.s.total_bandwidth_hz, n_units=self.s.n_units)
         v = f"init-{self.s.init_seed}"
@@ -264,7 +264,9 @@ class TrainerWorker:
         try:
             from trainer.twin_client import HttpTwin
 
-            ht = HttpTwin(self.s.twin_url, seed=self.s.seed + self.cycle, timeout=30.0)
+            key = self.s.twin_api_key.get_secret_value() if self.s.twin_api_key else None
+            ht = HttpTwin(self.s.twin_url, seed=self.s.seed + self.cycle, timeout=30.0,
+                          api_key=key)
             deadline = time.monotonic() + 10.0  # the service reloads on the twin event
             while ht.version != self.best_twin_version and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -339,7 +341,9 @@ class TrainerWorker:
                 self.registry.publish("twin", twin.to_bytes(), version=version,
                                       metrics={**res.twin_error, "n_train": len(train_rows),
                                                "cycle": res.cycle},
-                                      parent=self.best_twin_version, promote=True)
+                                      parent=self.best_twin_version, promote=True,
+                                      gate={"score": err["score"], "best_before":
+                                            res.twin_error["best_before"]})
                 self.best_twin, self.best_twin_version = twin, version
                 res.twin_published = True
             except Exception as e:  # noqa: BLE001 - registry down: keep training locally
@@ -406,8 +410,12 @@ class TrainerWorker:
                    "cycle": res.cycle, "dataset": res.dataset,
                    "eval_utility": g.candidate.get("sim_utility", g.candidate.get("twin_utility"))}
         parent = cur_version if not cur_version.startswith("init-") else None
+        # a refused candidate is stored without a promotion record: no service will serve it
         self.registry.publish("policy", blob, version=version, metrics=metrics, parent=parent,
-                              promote=g.passed)
+                              promote=g.passed, gate={
+                                  "passed": g.passed, "reason": g.reason, "margin": g.margin,
+                                  "candidate": g.candidate, "current": g.current,
+                                  "current_version": g.current_version})
         res.policy_version, res.promoted = version, g.passed
         log.info("cycle %d: policy %s %s (%s)", res.cycle, version,
                  "promoted" if g.passed else "refused", g.reason)

@@ -1,0 +1,113 @@
+"""Secure defaults: development mode and the start-up check that refuses public secrets.
+
+Every secret has a *public* development value (the HMAC key, the promotion key pair) or none
+(the API keys), so that ``slicetwin demo`` and the tests run with zero configuration. Outside
+development mode (``SLICETWIN_ENV=dev``, which the demo sets for itself) a service refuses to
+start with such a value: :class:`SecureSettings` (the base of every service's settings, the
+FastAPI full-stack template's pattern) checks the secrets each service names in
+``required_secrets``. The error says how to make keys (``slicetwin keys init``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from slicetwin.signing import DEV_PROMOTION_KEY, DEV_PROMOTION_PUBLIC_KEY, parse_public_keys
+
+DEV_HMAC_KEY = "slicetwin-dev-key-change-me"
+ENV_VAR = "SLICETWIN_ENV"
+DEV_VALUES = ("dev", "development")
+MIN_SECRET_CHARS = 16
+PUBLIC_SECRETS = frozenset({DEV_HMAC_KEY, DEV_PROMOTION_KEY, DEV_PROMOTION_PUBLIC_KEY})
+KEYS_HINT = ("Create fresh keys with `slicetwin keys init` (writes .env for docker compose; "
+             "`set -a; . ./.env; set +a` loads it into a shell), or set SLICETWIN_ENV=dev for "
+             "local development only.")
+
+
+def is_dev(value: str | None = None) -> bool:
+    """Development mode: ``SLICETWIN_ENV`` (or ``value``) is dev/development."""
+    v = os.environ.get(ENV_VAR, "") if value is None else value
+    return v.strip().lower() in DEV_VALUES
+
+
+def _plain(v) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, SecretStr):
+        v = v.get_secret_value()
+    return str(v)
+
+
+def secret_problems(items: list[tuple[str, object, bool]]) -> list[str]:
+    """``(variable, value, required)`` -> one line per secret that must not be used outside
+    development: unset (when required), a public development value, or too short."""
+    out = []
+    for name, value, required in items:
+        v = _plain(value)
+        if not v:
+            if required:
+                out.append(f"{name} is not set")
+            continue
+        parts = [p.strip() for p in v.split(",")] if "PUBLIC_KEY" in name else [v]
+        if any(p in PUBLIC_SECRETS for p in parts):
+            out.append(f"{name} is the public development key")
+        elif "PUBLIC_KEY" not in name and len(v) < MIN_SECRET_CHARS:
+            out.append(f"{name} is shorter than {MIN_SECRET_CHARS} characters")
+    return out
+
+
+def refuse_message(service: str, problems: list[str]) -> str:
+    return (f"{service} refuses to start outside development mode:\n  "
+            + "\n  ".join(problems) + "\n" + KEYS_HINT)
+
+
+class SecureSettings(BaseSettings):
+    """Base of the services' settings: ``env`` and the refusal of public secrets.
+
+    Subclasses implement ``required_secrets()`` -> ``[(VARIABLE, value, required), ...]``.
+    """
+
+    model_config = SettingsConfigDict(populate_by_name=True)
+
+    env: str = Field("production", validation_alias=AliasChoices(ENV_VAR),
+                     description="dev: allow the public development keys and no API key "
+                     "(the demo, tests); anything else is production")
+
+    @property
+    def dev(self) -> bool:
+        return is_dev(self.env)
+
+    def required_secrets(self) -> list[tuple[str, object, bool]]:
+        return []
+
+    @model_validator(mode="after")
+    def _refuse_public_secrets(self):
+        if not self.dev:
+            problems = secret_problems(self.required_secrets())
+            if problems:
+                raise ValueError(refuse_message(type(self).__name__, problems))
+        return self
+
+
+class PromotionKeys(BaseSettings):
+    """The verify side of promotions, shared by the controller and the twin service."""
+
+    @field_validator("promotion_public_key", check_fields=False)
+    @classmethod
+    def _public_keys(cls, v):
+        parse_public_keys(v)  # ValueError naming the bad key
+        return v
+
+
+def verify_keys(hmac_previous: SecretStr | None, public_keys: str) -> dict:
+    """Registry keyword arguments of a service that verifies but never signs."""
+    prev = _plain(hmac_previous)
+    return {"promotion_key": None, "promotion_public_keys": public_keys,
+            "previous_hmac_keys": tuple(p for p in (prev or "").split(",") if p)}
+
+
+__all__ = ["DEV_HMAC_KEY", "DEV_PROMOTION_KEY", "DEV_PROMOTION_PUBLIC_KEY", "KEYS_HINT",
+           "PromotionKeys", "SecureSettings", "is_dev", "secret_problems", "verify_keys"]
