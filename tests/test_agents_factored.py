@@ -93,3 +93,13 @@ def test_learns_a_separable_allocation_that_a_flat_q_does_not_yet():
     frozen = regret_after("factored-ddqn", lr=0.0)
     assert factored < 0.005, factored
     assert flat > 2 * factored and frozen > 0.05, (flat, frozen)
+
+
+def test_worker_builds_a_factored_agent_on_its_own_carrier():
+    from trainer.worker.learn import new_agent
+    from trainer.worker.settings import WorkerSettings
+
+    s = WorkerSettings(agent="factored-ddqn", n_units=20)
+    agent = new_agent(s, seed=0)
+    assert agent.name == "factored-ddqn" and agent.n_actions == ActionCodec(n_units=20).n_actions
+    assert agent.q(torch.zeros(1, 3)).shape == (1, agent.n_actions)
