@@ -28,11 +28,14 @@ COPY pyproject.toml README.md ./
 COPY slicetwin ./slicetwin
 COPY controller ./controller
 # One layer (vfs and overlay both pay per layer): the venv, the package without extras (no torch,
-# matplotlib or scipy; the build fails if torch sneaks in), the non-root user, no build leftovers.
+# matplotlib or scipy; the build fails if torch sneaks in), the non-root user, no build leftovers
+# (bundled test suites, pip and setuptools: the image never installs anything at run time).
 RUN python3 -m venv /opt/venv \
     && pip-install . \
     && python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)" \
     && (id -u slicetwin >/dev/null 2>&1 || useradd --system --create-home --uid 10001 slicetwin) \
+    && find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} + \
+    && /opt/venv/bin/python -m pip uninstall -y -q pip setuptools \
     && rm -rf /app/build /app/*.egg-info /tmp/extra-ca /root/.cache
 
 USER slicetwin

@@ -41,6 +41,8 @@ RUN pip-install ".[train]" \
     && python -c "import torch, sys; v = torch.__version__; assert v.split('+')[0] == sys.argv[1], v; assert torch.version.cuda is None, torch.version.cuda" "$TORCH_VERSION" \
     && python -c "import importlib.metadata as m; bad = sorted({d.metadata['Name'] for d in m.distributions() if d.metadata['Name'].lower().startswith(('nvidia', 'triton'))}); assert not bad, f'CUDA packages in the image: {bad}'" \
     && (id -u slicetwin >/dev/null 2>&1 || useradd --system --create-home --uid 10001 slicetwin) \
+    && find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} + \
+    && /opt/venv/bin/python -m pip uninstall -y -q pip setuptools \
     && rm -rf /app/build /app/*.egg-info /tmp/extra-ca /root/.cache \
     && mkdir -p /data && chown slicetwin /data
 

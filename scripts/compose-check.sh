@@ -6,7 +6,8 @@
 #   stopped and restarted while the controller keeps answering -> down -v, nothing left behind.
 # Last line on stdout: one JSON object with the figures.
 #
-#   scripts/compose-check.sh            # official base images (python, redis, prometheus, grafana)
+#   scripts/compose-check.sh            # official base images (python, redis, prometheus, grafana);
+#                                       # falls back to --local when python:3.11-slim cannot be pulled
 #   scripts/compose-check.sh --local    # no registry pulls: local Debian bases (deploy/compose.local.yml)
 #   options: --keep-images (leave the built images)   --no-restarts (skip the per-service restarts)
 #
@@ -91,7 +92,8 @@ else skip "neither 'docker compose' nor docker-compose is installed"; fi
 FILES=(-f docker-compose.yml)
 if [ "$LOCAL" = 0 ] && ! docker image inspect python:3.11-slim >/dev/null 2>&1 \
    && ! docker pull -q python:3.11-slim >/dev/null 2>&1; then
-  fail "cannot pull python:3.11-slim; where registries are blocked run with --local"
+  log "cannot pull python:3.11-slim (registry blocked?): falling back to --local"
+  LOCAL=1
 fi
 if [ "$LOCAL" = 1 ]; then
   FILES+=(-f deploy/compose.local.yml)

@@ -44,6 +44,7 @@ deb $mirror $SUITE-updates main
 deb ${mirror%/debian*}/debian-security $SUITE-security main
 SOURCES
 
+chmod 755 "$root"  # mktemp made it 0700: the image's / would shut out non-root users
 tar -C "$root" -c . | docker import \
   --change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'CMD ["python3"]' - "$TAG" >/dev/null
