@@ -14,7 +14,8 @@
 # Exit codes: 0 passed, 1 failed, 77 skipped (no Docker engine here; the reason is printed).
 # It only touches its own compose project (slicetwin-check-<pid>) and the images it built
 # (image tags that existed before are kept). Environment: TORCH_INDEX_URL, PIP_INDEX_URL,
-# BASE_IMAGE (build args, see docs/deployment.md), HEALTHY_TIMEOUT (s, 300), SWAP_TIMEOUT (s, 180).
+# BASE_IMAGE (build args, see docs/deployment.md), TORCH_WHEEL (a local CPU torch wheel),
+# TORCH_WHEEL_PORT (18641), HEALTHY_TIMEOUT (s, 300), SWAP_TIMEOUT (s, 180).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -141,7 +142,8 @@ if [ "$LOCAL" = 1 ] && [ -z "${TORCH_INDEX_URL:-}" ]; then
   if [ -n "$wheel" ]; then
     mkdir -p "$WORK/torch-index/torch"
     ln -s "$wheel" "$WORK/torch-index/torch/"
-    port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # a fixed port: TORCH_INDEX_URL is a build argument, a new URL would miss the build cache
+    port=${TORCH_WHEEL_PORT:-18641}
     $PY -m http.server --bind 127.0.0.1 --directory "$WORK/torch-index" "$port" \
       >"$WORK/wheel-server.log" 2>&1 &
     WHEEL_SERVER=$!
