@@ -503,7 +503,7 @@ def test_dockerfiles_controller_slim_others_pin_cpu_torch():
         text = df.read_text()
         args = dict(re.findall(r"^ARG\s+(\w+)=(\S*)$", text, re.M))  # COPY ${ARG}: its default
         for src in re.findall(r"^COPY\s+(.+)\s+\S+$", text, re.M):
-            for path in re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], src).split():
+            for path in re.sub(r"\$\{(\w+)\}", lambda m, a=args: a[m.group(1)], src).split():
                 assert (ROOT / path).exists() and path.rstrip("/") not in ignored, (df.name, path)
     # what `pip install .` (no extras) installs must not bring torch either
     import tomllib
