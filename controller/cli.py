@@ -40,7 +40,6 @@ def controller(
                       ("ALLOW_UNSIGNED", "true" if allow_unsigned else None)):
         if val is not None:
             os.environ[f"SLICETWIN_{name}"] = str(val)
-    import uvicorn
     from pydantic import ValidationError
 
     from controller.app import create_app
@@ -70,9 +69,10 @@ def controller(
             http = CoalescingHttpToolsProtocol
         except ImportError:  # no httptools: uvicorn's h11
             pass
-    uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level, http=http,
-                access_log=False, workers=1, ssl_certfile=ssl_certfile,
-                ssl_keyfile=ssl_keyfile)
+    from slicetwin.serve import serve  # exit 0 after a SIGTERM drain (uvicorn re-raises it)
+
+    serve(app, host=s.host, port=s.port, log_level=s.log_level, http=http,
+          access_log=False, workers=1, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
 
 
 @app.command()

@@ -1,23 +1,42 @@
 # SliceTwin controller (and fake gNB) image: slim, WITHOUT torch.
 # The controller runs the ONNX student with onnxruntime + numpy only, so only the core package and
 # controller/ are copied and the package is installed without the `train` extra.
-# Build from the repository root:  docker build -f deploy/controller.Dockerfile -t slicetwin-controller .
-FROM python:3.11-slim
+#
+# Build from the repository root:
+#   docker build -f deploy/controller.Dockerfile -t slicetwin/controller:0.1.0 .
+# Build arguments:
+#   BASE_IMAGE     python:3.11-slim (official) or a local base with python3 + venv and a user
+#                  `slicetwin` (deploy/base/build-local-base.sh makes slicetwin/base:bookworm)
+#   PIP_INDEX_URL  package index (empty: pip's default, PyPI)
+#   EXTRA_CA_DIR   folder of extra CA certificates (*.crt, *.pem) pip trusts (deploy/certs)
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+ARG PIP_INDEX_URL=
+ARG PIP_EXTRA_INDEX_URL=
+ARG EXTRA_CA_DIR=deploy/certs
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    NUMBA_CACHE_DIR=/tmp/numba-cache
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 WORKDIR /app
+COPY ${EXTRA_CA_DIR}/ /tmp/extra-ca/
+COPY deploy/docker/pip-install /usr/local/bin/pip-install
 COPY pyproject.toml README.md ./
 COPY slicetwin ./slicetwin
 COPY controller ./controller
-# No extras: no torch, matplotlib or scipy. Fail the build if torch sneaks in.
-RUN pip install . \
+# One layer (vfs and overlay both pay per layer): the venv, the package without extras (no torch,
+# matplotlib or scipy; the build fails if torch sneaks in), the non-root user, no build leftovers
+# (bundled test suites, pip and setuptools: the image never installs anything at run time).
+RUN python3 -m venv /opt/venv \
+    && pip-install . \
     && python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)" \
-    && useradd --system --create-home --uid 10001 slicetwin
+    && (id -u slicetwin >/dev/null 2>&1 || useradd --system --create-home --uid 10001 slicetwin) \
+    && find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} + \
+    && /opt/venv/bin/python -m pip uninstall -y -q pip setuptools \
+    && rm -rf /app/build /app/*.egg-info /tmp/extra-ca /root/.cache
 
 USER slicetwin
 EXPOSE 8080

@@ -500,8 +500,10 @@ def test_dockerfiles_controller_slim_others_pin_cpu_torch():
     ignored = {ln.strip().rstrip("/") for ln in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {".venv", "runs", "results", ".git"} <= ignored
     for df in images.values():
-        for src in re.findall(r"^COPY\s+(.+)\s+\S+$", df.read_text(), re.M):
-            for path in src.split():
+        text = df.read_text()
+        args = dict(re.findall(r"^ARG\s+(\w+)=(\S*)$", text, re.M))  # COPY ${ARG}: its default
+        for src in re.findall(r"^COPY\s+(.+)\s+\S+$", text, re.M):
+            for path in re.sub(r"\$\{(\w+)\}", lambda m, a=args: a[m.group(1)], src).split():
                 assert (ROOT / path).exists() and path.rstrip("/") not in ignored, (df.name, path)
     # what `pip install .` (no extras) installs must not bring torch either
     import tomllib
@@ -510,9 +512,9 @@ def test_dockerfiles_controller_slim_others_pin_cpu_torch():
     assert not [d for d in deps if re.match(r"torch\b", d)], deps
     for f in ("twin.Dockerfile", "trainer.Dockerfile"):
         text = (DEPLOY / f).read_text()
-        assert 'torch==2.13.0' in text and "download.pytorch.org/whl/cpu" in text, f
+        assert "ARG TORCH_VERSION=2.13.0" in text and "download.pytorch.org/whl/cpu" in text, f
         # torch first from the CPU index, then the package (pip then keeps that torch)
-        assert text.index("torch==2.13.0") < text.index('pip install ".[train]"'), f
+        assert text.index('"torch==$TORCH_VERSION"') < text.index('pip-install ".[train]"'), f
 
 
 def test_controller_image_file_set_runs_without_torch(tmp_path):

@@ -25,7 +25,6 @@ def twin(
     ssl_keyfile: str = typer.Option(None, help="private key of --ssl-certfile (PEM)"),
 ) -> None:
     """Serve the digital twin over HTTP (step, step:batch, model, health, metrics)."""
-    import uvicorn
     from pydantic import ValidationError
 
     from slicetwin.settings_errors import settings_error
@@ -39,8 +38,10 @@ def twin(
     except ValidationError as e:  # a clear start-up error naming the variable
         typer.echo(settings_error(e, "SLICETWIN_TWIN_"), err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                access_log=False, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+    from slicetwin.serve import serve  # exit 0 after a SIGTERM drain (uvicorn re-raises it)
+
+    serve(create_app(settings), host=host, port=port, log_level=log_level,
+          access_log=False, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
 
 
 @bench_app.command("twin")
