@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from slicetwin.security import DEV_HMAC_KEY, PromotionKeys, SecureSettings
+from slicetwin.security import DEV_HMAC_KEY, PromotionKeys, SecureSettings, ServedModelSecrets
 from slicetwin.signing import DEV_PROMOTION_PUBLIC_KEY
 from slicetwin.utility import RewardShaper, UtilityConfig
 from slicetwin.utility_settings import UtilityWeightsSettings
@@ -23,7 +23,8 @@ from slicetwin.utility_settings import UtilityWeightsSettings
 _UTILITY, _SHAPER = UtilityConfig(), RewardShaper()
 
 
-class ControllerSettings(UtilityWeightsSettings, SecureSettings, PromotionKeys):
+class ControllerSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSettings,
+                         PromotionKeys):
     model_config = SettingsConfigDict(env_prefix="SLICETWIN_", extra="ignore")
 
     # --- model
@@ -111,19 +112,7 @@ class ControllerSettings(UtilityWeightsSettings, SecureSettings, PromotionKeys):
     def _empty_is_none(cls, v):
         return None if v == "" else v
 
-    def required_secrets(self) -> list[tuple[str, object, bool]]:
-        out = [("SLICETWIN_API_KEY", self.api_key, True),
-               ("SLICETWIN_API_KEY_PREVIOUS", self.api_key_previous, False)]
-        if self.redis_url:
-            out += [("SLICETWIN_HMAC_KEY", self.hmac_key, True),
-                    ("SLICETWIN_HMAC_KEY_PREVIOUS", self.hmac_key_previous, False),
-                    ("SLICETWIN_PROMOTION_PUBLIC_KEY", self.promotion_public_key, True)]
-        return out
 
-    @property
-    def api_keys(self) -> list[str]:
-        """Accepted bearer keys, current first (empty: no authentication, dev only)."""
-        return [k.get_secret_value() for k in (self.api_key, self.api_key_previous) if k]
 
     @model_validator(mode="after")
     def _shaper_ok(self):

@@ -11,6 +11,7 @@ FastAPI full-stack template's pattern) checks the secrets each service names in
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,6 +91,29 @@ class SecureSettings(BaseSettings):
             if problems:
                 raise ValueError(refuse_message(type(self).__name__, problems))
         return self
+
+
+class ServedModelSecrets(BaseSettings):
+    """The secrets of a service that serves promoted models behind a bearer key (controller,
+    twin service): its API key (and the previous one during a rotation) always, the registry's
+    HMAC and promotion public keys when it reads models from Redis. ``API_KEY_VAR`` names the
+    service's key variable. Put it before ``SecureSettings`` in the bases."""
+
+    API_KEY_VAR: ClassVar[str] = "SLICETWIN_API_KEY"
+
+    def required_secrets(self) -> list[tuple[str, object, bool]]:
+        out = [(self.API_KEY_VAR, self.api_key, True),
+               (f"{self.API_KEY_VAR}_PREVIOUS", self.api_key_previous, False)]
+        if self.redis_url:
+            out += [("SLICETWIN_HMAC_KEY", self.hmac_key, True),
+                    ("SLICETWIN_HMAC_KEY_PREVIOUS", self.hmac_key_previous, False),
+                    ("SLICETWIN_PROMOTION_PUBLIC_KEY", self.promotion_public_key, True)]
+        return out
+
+    @property
+    def api_keys(self) -> list[str]:
+        """Accepted bearer keys, current first (empty: no authentication, dev only)."""
+        return [k.get_secret_value() for k in (self.api_key, self.api_key_previous) if k]
 
 
 class PromotionKeys(BaseSettings):

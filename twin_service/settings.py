@@ -9,12 +9,12 @@ Redis, non-public registry keys (``slicetwin.security``).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from slicetwin.security import DEV_HMAC_KEY, PromotionKeys, SecureSettings
+from slicetwin.security import DEV_HMAC_KEY, PromotionKeys, SecureSettings, ServedModelSecrets
 from slicetwin.signing import DEV_PROMOTION_PUBLIC_KEY
 from slicetwin.utility import UtilityConfig
 from slicetwin.utility_settings import UtilityWeightsSettings
@@ -22,9 +22,11 @@ from slicetwin.utility_settings import UtilityWeightsSettings
 _UTILITY = UtilityConfig()  # the one set of defaults (slicetwin.utility)
 
 
-class TwinServiceSettings(UtilityWeightsSettings, SecureSettings, PromotionKeys):
+class TwinServiceSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSettings,
+                          PromotionKeys):
     model_config = SettingsConfigDict(env_prefix="SLICETWIN_TWIN_", extra="ignore",
                                       populate_by_name=True)
+    API_KEY_VAR: ClassVar[str] = "SLICETWIN_TWIN_API_KEY"
 
     model: str | None = Field(None, description="twin model file (Twin.save) loaded at start; "
                               "env SLICETWIN_TWIN_MODEL; needs <file>.sig unless allow_unsigned")
@@ -69,15 +71,4 @@ class TwinServiceSettings(UtilityWeightsSettings, SecureSettings, PromotionKeys)
     def _empty_is_none(cls, v):
         return None if v == "" else v
 
-    def required_secrets(self) -> list[tuple[str, object, bool]]:
-        out = [("SLICETWIN_TWIN_API_KEY", self.api_key, True),
-               ("SLICETWIN_TWIN_API_KEY_PREVIOUS", self.api_key_previous, False)]
-        if self.redis_url:
-            out += [("SLICETWIN_HMAC_KEY", self.hmac_key, True),
-                    ("SLICETWIN_HMAC_KEY_PREVIOUS", self.hmac_key_previous, False),
-                    ("SLICETWIN_PROMOTION_PUBLIC_KEY", self.promotion_public_key, True)]
-        return out
 
-    @property
-    def api_keys(self) -> list[str]:
-        return [k.get_secret_value() for k in (self.api_key, self.api_key_previous) if k]
