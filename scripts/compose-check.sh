@@ -3,7 +3,9 @@
 #   engine (started here when possible, else SKIP) -> keys (slicetwin keys init) -> build every
 #   image (timed, sizes) -> up -d -> every healthcheck healthy -> first hot-swap served to the fake
 #   gNB -> every Prometheus target up, every dashboard query answered -> redis, trainer, twin each
-#   stopped and restarted while the controller keeps answering -> down -v, nothing left behind.
+#   stopped and restarted while the controller keeps answering -> the served policy exported and
+#   imported again with `slicetwin models export|import` (a tampered copy refused) -> down -v,
+#   nothing left behind.
 # Last line on stdout: one JSON object with the figures.
 #
 #   scripts/compose-check.sh            # official base images (python, redis, prometheus, grafana);
@@ -26,7 +28,7 @@ for a in "$@"; do
     --local) LOCAL=1 ;;
     --keep-images) KEEP_IMAGES=1 ;;
     --no-restarts) RESTARTS=0 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "compose-check: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -300,6 +302,39 @@ PY
     | $PY -c 'import json, sys; print(json.dumps(dict(l.split() for l in sys.stdin)))')
 fi
 
+# ---------------------------------------------------------------- models export / import
+# The served policy out of the stack as one signed archive, and back in: the trainer's container
+# holds the promotion key and a Redis user that may read and write models:*. Importing it into
+# the registry it came from is a verified no-op; a copy with one byte of the model changed must
+# be refused with nothing written.
+tid=$("${COMPOSE[@]}" ps -q trainer)
+docker exec "$tid" slicetwin models export policy --out - >"$WORK/policy.tar" 2>"$WORK/export.err" \
+  || { cat "$WORK/export.err" >&2; fail "slicetwin models export in the trainer container"; }
+members=$(tar -tf "$WORK/policy.tar" | sort | tr '\n' ' ')
+[ "$members" = "manifest.json policy.onnx policy.onnx.sig " ] || fail "export archive holds: $members"
+imported=$(docker exec -i "$tid" slicetwin models import - <"$WORK/policy.tar") \
+  || fail "slicetwin models import of the exported archive"
+$PY - "$WORK/policy.tar" "$WORK/tampered.tar" <<'PY'
+import io, sys, tarfile
+with tarfile.open(sys.argv[1]) as t:
+    files = {m.name: t.extractfile(m).read() for m in t}
+files["policy.onnx"] = files["policy.onnx"][:-1] + bytes([files["policy.onnx"][-1] ^ 1])
+with tarfile.open(sys.argv[2], "w") as t:
+    for name, data in files.items():
+        info = tarfile.TarInfo(name); info.size = len(data); t.addfile(info, io.BytesIO(data))
+PY
+if refused=$(docker exec -i "$tid" slicetwin models import - --promote <"$WORK/tampered.tar" 2>&1); then
+  fail "a tampered archive was imported: $refused"
+fi
+echo "$refused" | grep -q "archive refused: policy.onnx was altered after export" \
+  || fail "tampered archive: no clear refusal: $refused"
+MODELS_JSON=$($PY -c 'import json, sys
+e, i = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(json.dumps({"exported": e["version"], "archive_bytes": e["archive_bytes"],
+                  "reimport_no_op": i["imported"] is False and i["sha256"] == e["sha256"],
+                  "tampered_refused": True}))' "$(tail -n1 "$WORK/export.err")" "$imported")
+log "models export/import: $MODELS_JSON (tampered copy: $refused)"
+
 # ---------------------------------------------------------------- gNB summary, figures
 "${COMPOSE[@]}" stop -t 20 gnb >&2 2>&1
 runs=$("${COMPOSE[@]}" logs --no-color gnb 2>/dev/null | $PROBE gnb-summaries)
@@ -355,11 +390,13 @@ print(json.dumps({
     "targets_up": int(sys.argv[4]), "dashboard": json.loads(sys.argv[5]),
     "controller_healthz_while_down": json.loads(sys.argv[6]),
     "redis_restart_kept_registry": json.loads(sys.argv[9]),
+    "models_export_import": json.loads(sys.argv[11]),
     "gnb_requests": gnb.get("requests"), "failed_requests": gnb.get("failed_requests"),
     "failed_requests_by_phase": gnb.get("failed_by_phase"),
     "gnb_errors": gnb.get("errors"), "floors_missed": sys.argv[10].split("|") if sys.argv[10] else []}))
 ' "$([ "$LOCAL" = 1 ] && echo local || echo official)" "$HEALTHY_S" "$SWAP_S" "$TARGETS_UP" \
   "$($PY -c 'import json,sys; d=json.loads(sys.argv[1]); d["empty"]=len(d["empty"]); print(json.dumps(d))' "$dash")" \
-  "$RESTART_JSON" "$gnb" "${BASE_SECONDS:-}" "$REDIS_KEPT" "$(IFS='|'; echo "${FLOORS_MISSED[*]}")"
+  "$RESTART_JSON" "$gnb" "${BASE_SECONDS:-}" "$REDIS_KEPT" "$(IFS='|'; echo "${FLOORS_MISSED[*]}")" \
+  "$MODELS_JSON"
 [ ${#FLOORS_MISSED[@]} -eq 0 ] || fail "floors missed: ${FLOORS_MISSED[*]}"
 log "passed"
