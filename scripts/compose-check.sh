@@ -254,12 +254,14 @@ registry_state() {
   cid=$("${COMPOSE[@]}" ps -q redis)
   rc() { docker exec "$cid" redis-cli --no-auth-warning --user trainer --pass "$pw" "$@"; }
   $PY -c 'import json, sys
-info = sys.argv[4].split()
+info = sys.argv[5].split()
 added = int(info[info.index("entries-added") + 1]) if "entries-added" in info else -1
-print(json.dumps({"policy": sys.argv[1], "twin": sys.argv[2], "versions": sys.argv[3].split(),
+print(json.dumps({"policy": sys.argv[1], "twin": sys.argv[2],
+                  "policy_versions": sys.argv[3].split(), "twin_versions": sys.argv[4].split(),
                   "added": added}))' \
     "$(rc GET slicetwin:models:policy:current)" "$(rc GET slicetwin:models:twin:current)" \
     "$(rc ZRANGE slicetwin:models:policy:versions 0 -1 | tr '\n' ' ')" \
+    "$(rc ZRANGE slicetwin:models:twin:versions 0 -1 | tr '\n' ' ')" \
     "$(rc XINFO STREAM slicetwin:transitions | tr '\n' ' ')"
 }
 if [ "$RESTARTS" = 1 ]; then
@@ -290,8 +292,13 @@ if [ "$RESTARTS" = 1 ]; then
       REDIS_KEPT=$($PY - "$before" "$after" <<'PY'
 import json, sys
 b, a = (json.loads(x) for x in sys.argv[1:])
-ok = (a["policy"] == b["policy"] and a["twin"] == b["twin"]
-      and set(b["versions"]) <= set(a["versions"]) and a["added"] >= b["added"] > 0)
+# nothing lost: every version and transition from before is still there, and each current
+# pointer is where it was, or on a version published after the restart (the trainer keeps
+# promoting while the check waits for the stack to be healthy again)
+def kept(k):
+    vb, va = set(b[f"{k}_versions"]), set(a[f"{k}_versions"])
+    return bool(b[k]) and vb <= va and (a[k] == b[k] or (a[k] in va and a[k] not in vb))
+ok = kept("policy") and kept("twin") and a["added"] >= b["added"] > 0
 print(json.dumps(ok))
 PY
 )
