@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,24 @@ def test_build_context_keeps_the_extra_ca_folder():
     assert (ROOT / "deploy" / "certs" / "README.md").is_file()
 
 
+def test_probe_reads_every_gnb_summary_of_a_restarted_container():
+    """compose-check.sh runs the gNB twice (the Redis restart alone in the second run) and
+    names failed requests by run: the probe must return both summaries, oldest first."""
+    logs = "\n".join([
+        "gnb_1  | window 1 ...",
+        'gnb_1  | {"requests": 400, "failed_requests": 0, "errors": {}}',
+        "Attaching to slicetwin-check_gnb_1",
+        'gnb_1  | {"requests": 90, "failed_requests": 7, "errors": {"timeout": 7}}',
+        'gnb_1  | {"not": "a summary"}', "gnb_1  | {broken json failed_requests"])
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "compose_probe.py"),
+                        "gnb-summaries"], input=logs, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [s["failed_requests"] for s in json.loads(r.stdout)] == [0, 7]
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "compose_probe.py"),
+                        "gnb-summary"], input=logs, capture_output=True, text=True, timeout=60)
+    assert json.loads(r.stdout)["requests"] == 90
+
+
 @pytest.mark.slow
 def test_compose_check_on_a_docker_engine():
     if shutil.which("docker") is None:
@@ -101,3 +120,6 @@ def test_compose_check_on_a_docker_engine():
     assert figures["seconds_to_first_swap"] <= 180
     assert figures["failed_requests"] == 0
     assert not figures["dashboard"]["errors"]
+    assert figures["redis_restart_kept_registry"] is True
+    assert figures["models_export_import"]["reimport_no_op"] is True
+    assert figures["models_export_import"]["tampered_refused"] is True
