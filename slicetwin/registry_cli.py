@@ -241,8 +241,9 @@ def export_model(kind: str = typer.Argument(..., help="policy or twin"),
                                          "NAME.tar.gz, or - for stdout"),
                  redis_url: str = _URL, hmac_key: str = _KEY, promotion_key: str = _PKEY,
                  public: str = _PUB, prefix: str = _PREFIX) -> None:
-    """Write a promoted version (model, file signature, promotion record, metadata) to one
-    signed archive, for `slicetwin models import` into another registry, or to serve as a file."""
+    """Write a promoted version to one signed archive (for import elsewhere, or a file).
+
+    The archive holds the model, its file signature, its promotion record and metadata."""
     import sys
 
     from slicetwin.registry import RegistryError
@@ -273,9 +274,9 @@ def import_model(archive: str = typer.Argument(..., help="archive from `slicetwi
                                                  "version services serve (a new signed record)"),
                  redis_url: str = _URL, hmac_key: str = _KEY, promotion_key: str = _PKEY,
                  public: str = _PUB, prefix: str = _PREFIX) -> None:
-    """Verify an exported archive (signatures, sha256, promotion record, ONNX checks) and
-    publish the version into this registry; a tampered archive is refused and nothing is
-    written."""
+    """Verify an exported archive and publish its version here (tampered: refused).
+
+    Checked before anything is written: signatures, sha256, promotion record, ONNX contract."""
     import sys
 
     from slicetwin.registry import RegistryError
