@@ -1,7 +1,7 @@
-"""FastAPI controller: KPI reports in, allocations out (design.md sections 2-4, docs/api.md).
+"""FastAPI controller: KPI reports in, allocations out (docs/api.md).
 
 Endpoints are ``async def`` with the ONNX call inline: on this machine that beat a thread-pool
-``def`` endpoint by 2x in throughput and 6x in p99 (shared/perf_notes.md); the policy call is ~10
+``def`` endpoint by 2x in throughput and 6x in p99 (docs/performance.md); the policy call is ~10
 us, far shorter than a thread hand-off. Bodies are parsed by pydantic's Rust JSON parser and
 answers are rendered to bytes directly (``controller.engine``). Authentication, the body size
 limit and the latency histogram live in one small pure-ASGI middleware (cheaper than

@@ -114,7 +114,6 @@ class RedisCellStore:
     name = "redis"
 
     def __init__(self, url: str, prefix: str = "slicetwin:", ttl_s: int = 3600):
-
         self.prefix, self.ttl = prefix, ttl_s
         self._r = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._script = self._r.register_script(_COMMIT_LUA)

@@ -1,6 +1,6 @@
 """The decision path, independent of HTTP: report(s) in, allocation(s) out, transitions recorded.
 
-Per report (design.md section 2): state s_t from arrived packets; utility and shaped reward from
+Per report (docs/api.md): state s_t from arrived packets; utility and shaped reward from
 the window's KPIs; close the cell's previous transition (s_{t-1}, a_{t-1}, r, s_t) when the
 window follows the previous one; choose a_t (student argmax, optional epsilon exploration,
 demand-proportional fallback when no model or inference fails); remember (s_t, a_t). Answers are

@@ -1,6 +1,6 @@
 """KPI report and allocation schemas shared by the simulator (fake gNB) and the controller.
 
-Field names follow design.md section 3; see docs/api.md for units and O-RAN equivalents.
+See docs/api.md for units and O-RAN equivalents.
 """
 
 from __future__ import annotations

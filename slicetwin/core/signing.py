@@ -62,7 +62,6 @@ def key_id(public_hex: str) -> str:
 
 
 def generate_private_key() -> str:
-
     return Ed25519PrivateKey.generate().private_bytes(
         Encoding.Raw, PrivateFormat.Raw, NoEncryption()).hex()
 

@@ -140,7 +140,6 @@ class ServedPolicy:
 
 
 def online_config(run: LearnedRun):
-
     over = dict(run.cfg.online)
     quick = over.pop("quick", False)
     make = OnlineExperimentConfig.quick if quick else OnlineExperimentConfig

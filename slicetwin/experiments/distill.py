@@ -46,7 +46,6 @@ def sim_env_factory(n_cells: int = 8, n_units: int = 100) -> EnvFactory:
     """Simulator cells as a BatchEnv (``trainer.agents.envs.SimEnv``)."""
 
     def make(seed: int):
-
         cfg = None
         if n_units != 100:
 
@@ -66,7 +65,6 @@ class ToyAllocationEnv:
     """
 
     def __init__(self, n: int = 8, seed: int = 0, n_units: int = 20):
-
         self.n, self.seed = n, seed
         self.codec = ActionCodec(n_units=n_units)
         self.n_actions = self.codec.n_actions
@@ -91,7 +89,6 @@ class ToyAllocationEnv:
         return np.abs(self.frac[None] - w[:, None]).sum(-1).argmin(1)
 
     def step(self, actions: np.ndarray):
-
         u = self.utility(self.state, np.asarray(actions, np.int64)).astype(np.float32)
         self.state = self._draw()
         return EnvStep(self.state, u.copy(), u)

@@ -149,7 +149,6 @@ class RunSpec:
 
 
 def a1_config(cfg: OnlineExperimentConfig):
-
     a1 = Algorithm1Config(mode=cfg.mode, real_steps=cfg.round_size, initial_collect=cfg.round_size)
     a1 = replace(a1, **cfg.algorithm1)
     if cfg.mode == "branched":
@@ -169,7 +168,6 @@ def _sim_config(cfg: OnlineExperimentConfig):
 
 
 def make_env(cfg: OnlineExperimentConfig, seed: int):
-
     return RealEnv(SimEnv(n_cells=cfg.n_cells, seed=seed, sim_config=_sim_config(cfg)))
 
 
@@ -263,7 +261,6 @@ class GreedyCurve:
     (hooked on ``RealEnv.observer``); measurement only: nothing here is trained on or counted."""
 
     def __init__(self, agent, cfg: OnlineExperimentConfig, seed: int):
-
         self.agent, self.cfg = agent, cfg
         self.seed = seed + 10_000
         self.sim = RanSimulator(_sim_config(cfg), n_cells=cfg.n_cells, seed=self.seed)

@@ -212,7 +212,6 @@ def run_gnb(cfg: GnbConfig, keep_answers: bool = False) -> GnbSummary:
 
 
 def print_summary(s: GnbSummary) -> None:
-
     c = Console()
     how = " (interrupted)" if s.interrupted else ""
     t = Table(title=f"fake gNB ({s.profile} traffic): {s.cells} cells x {s.windows} windows in "

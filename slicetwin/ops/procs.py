@@ -256,7 +256,6 @@ class TwinServiceProcess:
 
 
 def _wait_ready(url: str, timeout: float, proc: subprocess.Popen | None) -> None:
-
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:

@@ -19,7 +19,6 @@ import uvicorn
 
 
 def serve(app: Any, **config: Any) -> None:
-
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:

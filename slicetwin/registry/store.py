@@ -1,6 +1,6 @@
 """Model registry: versioned, signed model blobs with a movable ``current`` pointer and events.
 
-Two backends with one interface: :class:`RedisRegistry` (design.md section 4 layout) and
+Two backends with one interface: :class:`RedisRegistry` (layout in docs/registry.md) and
 :class:`MemoryRegistry` (the embedded demo, tests). Kinds are ``policy`` (ONNX bytes) and ``twin``
 (a state_dict or any bytes the twin service understands).
 
@@ -568,7 +568,6 @@ class RedisRegistry(Registry):
             self._k(kind, "promotions"), 0, PROMOTION_LOG_CAP - 1)]
 
     def _promote(self, kind, version, record):
-
         try:
             prev = self._promote_script(
                 keys=[self._k(kind, "current"), self._k(kind, "history"),
@@ -581,7 +580,6 @@ class RedisRegistry(Registry):
         return prev.decode() if isinstance(prev, bytes) else prev
 
     def _rollback(self, kind, expected, index, target, record):
-
         try:
             v = self._rollback_script(
                 keys=[self._k(kind, "current"), self._k(kind, "history"), self.channel,
@@ -623,7 +621,6 @@ class RedisRegistry(Registry):
                     log.exception("registry watch callback failed")
 
         def run() -> None:
-
             while not w._stop.is_set():
                 # no silent client-side retries: a lost connection must surface here so that
                 # current is re-read (redis-py would otherwise reconnect and resubscribe quietly)

@@ -7,7 +7,7 @@ loaded (names, shapes, dtypes, action count against the codec, state definition,
 inference) and refused with :class:`ModelRejected` otherwise, so a bad file never serves.
 
 Single decisions go through an IO binding set up once over preallocated numpy buffers (about
-8.5 us on this CPU versus 12-19 us for ``InferenceSession.run``, see shared/perf_notes.md);
+8.5 us on this CPU versus 12-19 us for ``InferenceSession.run``, see docs/performance.md);
 batches use plain ``run`` in chunks of 128 rows. One intra-op thread: the controller is one event loop per core.
 """
 

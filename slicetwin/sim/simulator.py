@@ -105,7 +105,7 @@ class WindowKPIs:
 
     def to_reports(self, cell_ids, window: int | np.ndarray, units: np.ndarray | None = None,
                    config: SimConfig | None = None) -> list:
-        """KPIReport per cell, as a gNB would post them (design.md section 3)."""
+        """KPIReport per cell, as a gNB would post them (docs/api.md, the report schema)."""
 
         cfg = config or self.config or SimConfig()
         n = self.n_cells

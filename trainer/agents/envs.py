@@ -126,7 +126,6 @@ class TwinEnv:
         self.steps = 0
 
     def reset(self) -> np.ndarray:
-
         data = self.real.transitions()
         if len(data) == 0:
             raise RuntimeError("the twin needs recorded real states to start rollouts from")

@@ -48,7 +48,6 @@ class GateResult:
 
 
 def onnx_policy_fn(blob: bytes, n_units: int = 100, total_bandwidth_hz: float = 20e6) -> PolicyFn:
-
     codec = ActionCodec(total_bandwidth_hz=total_bandwidth_hz, n_units=n_units)
     return OnnxPolicy(blob, expect_codec=codec).act_batch
 

@@ -57,7 +57,6 @@ class _SignalTwinEnv(TwinEnv):
 
 
 def n_actions_of(s: WorkerSettings) -> int:
-
     return ActionCodec(total_bandwidth_hz=s.total_bandwidth_hz, n_units=s.n_units).n_actions
 
 
@@ -74,7 +73,6 @@ def signal(data: Transitions, s: WorkerSettings) -> np.ndarray:
 
 # ------------------------------------------------------------------------- twin
 def fit_twin(train: Transitions, s: WorkerSettings, seed: int):
-
     cfg = TwinConfig(ensemble=s.twin_ensemble, lstm_hidden=s.twin_hidden, head_hidden=s.twin_hidden,
                      reward_hidden=(2 * s.twin_hidden, 2 * s.twin_hidden), epochs=s.twin_epochs,
                      patience=8, max_fit_seconds=s.twin_fit_seconds, seed=seed,

@@ -144,7 +144,6 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection
     @field_validator("sim_profile")
     @classmethod
     def _sim_profile(cls, v):
-
         SimConfig.from_profile(v)  # ValueError naming the choices
         return v
 

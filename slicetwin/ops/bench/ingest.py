@@ -19,7 +19,6 @@ from trainer.worker import TrainerWorker, WorkerSettings
 
 
 def run_ingest_bench(entries: int = 20_000, read_count: int = 2000) -> dict:
-
     tmp = tempfile.mkdtemp(prefix="ingest-bench-")
     port = _free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save",

@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -197,7 +198,6 @@ def demo_simulator(cfg: DemoConfig):
 
 
 def _ping(url: str) -> None:
-
     r = redis.Redis.from_url(url, socket_timeout=3.0, socket_connect_timeout=3.0)
     try:
         r.ping()
@@ -222,8 +222,27 @@ def _install_sigterm() -> object:
 
 def run_demo(cfg: DemoConfig, echo=print) -> dict:
     """Run the loop; returns the summary (also written to ``cfg.out``/summary.json)."""
+    _validate(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = _setup_logging(out / "demo.log")
+    old_term = _install_sigterm()
+    try:
+        run = _DemoRun(cfg, out, echo)
+        run.execute()
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    summary = run.summary()
+    files = run.rec.write(out, summary)
+    summary["files"] = [Path(f).name for f in files]
+    print_summary(summary, out, echo)
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+    return summary
 
 
+def _validate(cfg: DemoConfig) -> None:
     if cfg.cells < 1:
         raise ValueError("cells must be >= 1")
     SimConfig.from_profile(cfg.profile)  # a bad profile: ValueError naming the choices
@@ -234,39 +253,89 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
     if cfg.trainer and importlib.util.find_spec("torch") is None:
         raise RuntimeError("the demo's trainer needs torch: pip install 'slicetwin[train]' "
                            "(or run --no-trainer to serve the initial policy only)")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    handler = _setup_logging(out / "demo.log")
-    old_term = _install_sigterm()
-    t_boot = time.monotonic()
-    events = _Events(t_boot)
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    tr = resolve_transport(cfg.mode)
-    rec = Recorder(cfg.cells)
-    promoted_at: dict[str, float] = {}
-    # development mode for itself: the public registry keys (unless the user set a key), and
-    # fresh bearer keys its gNB loop and trainer send to its controller and twin service
-    hmac_key = os.environ.get("SLICETWIN_HMAC_KEY") or DEV_HMAC_KEY
-    api_key = os.environ.get("SLICETWIN_API_KEY") or secrets.token_urlsafe(24)
-    twin_api_key = secrets.token_urlsafe(24)
-    stops: list[tuple[str, object]] = []  # (name, stop callable), stopped in reverse order
-    trainer: TrainerThread | TrainerProcess | None = None
-    twin_svc: TwinServiceProcess | None = None
-    controller = None
-    registry = None
-    stopped_by = "duration" if cfg.windows is None else "windows"
-    error: str | None = None
-    initial_policy = None
-    t_loop = None
-    tmp = tempfile.TemporaryDirectory(prefix="slicetwin-demo-trainer-")
-    stops.append(("trainer data", tmp.cleanup))
 
-    def say(text: str) -> None:
-        events.add(text)
-        echo(f"[{time.monotonic() - t_boot:6.1f}s] {text}")
 
-    try:
-        # ---------------------------------------------------------------- transport
+class _DemoRun:
+    """One demo run: start the parts in order, run the loop, stop everything (an ``ExitStack``
+    of named parts, stopped in reverse order whatever happened), then summarise."""
+
+    def __init__(self, cfg: DemoConfig, out: Path, echo):
+        self.cfg, self.out, self.echo = cfg, out, echo
+        self.t_boot = time.monotonic()
+        self.events = _Events(self.t_boot)
+        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.tr = resolve_transport(cfg.mode)
+        self.rec = Recorder(cfg.cells)
+        self.promoted_at: dict[str, float] = {}
+        # development mode for itself: the public registry keys (unless the user set a key),
+        # and fresh bearer keys its gNB loop and trainer send to its controller and twin service
+        self.hmac_key = os.environ.get("SLICETWIN_HMAC_KEY") or DEV_HMAC_KEY
+        self.api_key = os.environ.get("SLICETWIN_API_KEY") or secrets.token_urlsafe(24)
+        self.twin_api_key = secrets.token_urlsafe(24)
+        self.teardown = ExitStack()
+        self.parts: list[str] = []  # started parts, in start order
+        self.stopped: dict[str, str] = {}
+        self.trainer: TrainerThread | TrainerProcess | None = None
+        self.twin_svc: TwinServiceProcess | None = None
+        self.twin_model_at_end = None
+        self.controller = None
+        self.registry = None
+        self.stopped_by = "duration" if cfg.windows is None else "windows"
+        self.error: str | None = None
+        self.initial_policy = None
+        self.t_loop: float | None = None
+        self.tmp = tempfile.TemporaryDirectory(prefix="slicetwin-demo-trainer-")
+        self._on_stop("trainer data", self.tmp.cleanup)
+
+    def say(self, text: str) -> None:
+        self.events.add(text)
+        self.echo(f"[{time.monotonic() - self.t_boot:6.1f}s] {text}")
+
+    # ------------------------------------------------------------------ the run
+    def execute(self) -> None:
+        try:
+            self._start_transport()
+            self._start_registry()
+            self._start_controller()
+            self._start_twin_service()
+            self._start_trainer()
+            self._run_loop()
+        except KeyboardInterrupt:
+            self.stopped_by = "interrupt"
+        except Exception as e:  # noqa: BLE001 - reported, parts still stopped, summary written
+            self.error = f"{type(e).__name__}: {e}"
+            log.exception("demo failed")
+            self.stopped_by = "error"
+        finally:
+            self.twin_model_at_end = self.twin_svc.model() if self.twin_svc is not None else None
+            self._stop_everything()
+
+    # ------------------------------------------------------------------ teardown
+    def _on_stop(self, name: str, fn) -> None:
+        self.parts.append(name)
+        self.teardown.callback(self._stop_part, name, fn)
+
+    def _stop_part(self, name: str, fn) -> None:
+        t0 = time.monotonic()
+        try:
+            res = fn()
+            self.stopped[name] = res if isinstance(res, str) else "stopped"
+            log.info("stopped %s in %.2f s", name, time.monotonic() - t0)
+        except Exception as e:  # noqa: BLE001 - keep stopping the others
+            log.exception("stopping %s failed", name)
+            self.stopped[name] = f"failed: {type(e).__name__}: {e}"
+
+    def _stop_everything(self) -> None:
+        self.echo("stopping: " + ", ".join(n for n in reversed(self.parts)
+                                           if n not in ("http client", "trainer data")))
+        try:
+            self.teardown.close()
+        except KeyboardInterrupt:  # a second Ctrl-C: the other parts were still stopped
+            pass
+
+    # ------------------------------------------------------------------ start-up steps
+    def _start_transport(self) -> None:
+        cfg, tr = self.cfg, self.tr
         if tr.mode == "redis" and tr.redis == "private":
             server = RedisServer()
             try:
@@ -275,72 +344,85 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
                 server.stop()
                 if cfg.mode == "redis":
                     raise RuntimeError(f"could not start redis-server: {e}") from None
-                say(f"redis-server did not start ({e}); falling back to embedded mode")
-                tr = _Transport("embedded")
+                self.say(f"redis-server did not start ({e}); falling back to embedded mode")
+                self.tr = tr = _Transport("embedded")
             else:
                 tr.server, tr.url = server, server.url
-                stops.append(("redis-server", server.stop))
-                say(f"mode redis: private redis-server on {tr.url} (no persistence)")
+                self._on_stop("redis-server", server.stop)
+                self.say(f"mode redis: private redis-server on {tr.url} (no persistence)")
         if tr.mode == "redis" and tr.redis == "external":
             _ping(tr.url)
-            url = tr.url
-            prefix = tr.prefix
-            stops.append(("redis keys", lambda: clear_prefix(url, prefix)))
-            say(f"mode redis: REDIS_URL {url}, keys under {prefix!r} (deleted at the end)")
+            url, prefix = tr.url, tr.prefix
+            self._on_stop("redis keys", lambda: clear_prefix(url, prefix))
+            self.say(f"mode redis: REDIS_URL {url}, keys under {prefix!r} (deleted at the end)")
         elif tr.mode == "embedded":
-            say("mode embedded: in-memory registry and transitions, controller in a thread")
-        registry = (RedisRegistry(tr.url, hmac_key, tr.prefix) if tr.mode == "redis"
-                    else MemoryRegistry(hmac_key))
-        stops.append(("registry", registry.close))
+            self.say("mode embedded: in-memory registry and transitions, controller in a thread")
+
+    def _start_registry(self) -> None:
+        tr = self.tr
+        self.registry = (RedisRegistry(tr.url, self.hmac_key, tr.prefix) if tr.mode == "redis"
+                         else MemoryRegistry(self.hmac_key))
+        self._on_stop("registry", self.registry.close)
 
         def on_policy(version: str | None) -> None:
-            if version is not None and version not in promoted_at and t_loop is not None:
-                promoted_at[version] = time.monotonic() - t_loop
+            if version is not None and version not in self.promoted_at and self.t_loop is not None:
+                self.promoted_at[version] = time.monotonic() - self.t_loop
 
-        watcher = registry.watch("policy", on_policy)  # before the controller's (embedded)
-        stops.append(("registry watch", watcher.stop))
+        watcher = self.registry.watch("policy", on_policy)  # before the controller's (embedded)
+        self._on_stop("registry watch", watcher.stop)
 
-        # ---------------------------------------------------------------- controller
+    def _start_controller(self) -> None:
+        cfg, tr = self.cfg, self.tr
         port = free_port()
         env = controller_env(dict(os.environ), port=port, redis_url=tr.url, prefix=tr.prefix,
                              epsilon=cfg.explore_epsilon, explore_budget=10**9, seed=cfg.seed,
-                             api_key=api_key)
+                             api_key=self.api_key)
         if tr.mode == "redis":
-            controller = ControllerProcess(env, port, out / "controller.log").start()
+            self.controller = ControllerProcess(env, port, self.out / "controller.log").start()
         else:
-            controller = ControllerThread(env, port, registry).start()
-        stops.append(("controller", controller.stop))
-        initial_policy = httpx.get(controller.url + "/v1/policy", timeout=5).json()
-        say(f"controller ready at {controller.url} ({'own process' if tr.mode == 'redis' else 'thread'}"
-            f"), serving {initial_policy.get('version')} (origin {initial_policy.get('origin')})")
+            self.controller = ControllerThread(env, port, self.registry).start()
+        self._on_stop("controller", self.controller.stop)
+        self.initial_policy = httpx.get(self.controller.url + "/v1/policy", timeout=5).json()
+        where = "own process" if tr.mode == "redis" else "thread"
+        self.say(f"controller ready at {self.controller.url} ({where}), serving "
+                 f"{self.initial_policy.get('version')} (origin "
+                 f"{self.initial_policy.get('origin')})")
 
-        # ---------------------------------------------------------------- twin service
-        twin_url = None
-        if cfg.twin_service:
-            if tr.mode != "redis":
-                raise RuntimeError("--twin-service needs Redis mode (no REDIS_URL and no "
-                                   "redis-server found)")
-            twin_svc = TwinServiceProcess(dict(os.environ), tr.url, tr.prefix,
-                                          out / "twin.log", api_key=twin_api_key).start()
-            stops.append(("twin service", twin_svc.stop))
-            twin_url = twin_svc.url
-            say(f"twin service starting at {twin_url} (serves the trainer's twins as they are "
-                "promoted; agent 2 trains through it)")
+    def _start_twin_service(self) -> None:
+        if not self.cfg.twin_service:
+            return
+        tr = self.tr
+        if tr.mode != "redis":
+            raise RuntimeError("--twin-service needs Redis mode (no REDIS_URL and no "
+                               "redis-server found)")
+        self.twin_svc = TwinServiceProcess(dict(os.environ), tr.url, tr.prefix,
+                                           self.out / "twin.log",
+                                           api_key=self.twin_api_key).start()
+        self._on_stop("twin service", self.twin_svc.stop)
+        self.say(f"twin service starting at {self.twin_svc.url} (serves the trainer's twins as "
+                 "they are promoted; agent 2 trains through it)")
 
-        # ---------------------------------------------------------------- trainer
-        if cfg.trainer:
-            settings = _trainer_settings(cfg, tr, tmp.name, twin_url, twin_api_key)
-            if tr.mode == "embedded":
-                trainer = TrainerThread(settings, registry, MemorySinkSource(controller.sink),
-                                        events).start()
-            else:
-                trainer = TrainerProcess(settings, events, dict(os.environ),
-                                         out / "trainer.log").start()
-            stops.append(("trainer", lambda: _stop_trainer(trainer)))
-            say(f"trainer started: first Algorithm 1 cycle after {settings.min_transitions} "
-                f"transitions, then every {settings.min_new_transitions} new ones")
+    def _start_trainer(self) -> None:
+        cfg, tr = self.cfg, self.tr
+        if not cfg.trainer:
+            return
+        twin_url = self.twin_svc.url if self.twin_svc is not None else None
+        settings = _trainer_settings(cfg, tr, self.tmp.name, twin_url, self.twin_api_key)
+        if tr.mode == "embedded":
+            self.trainer = TrainerThread(settings, self.registry,
+                                         MemorySinkSource(self.controller.sink),
+                                         self.events).start()
+        else:
+            self.trainer = TrainerProcess(settings, self.events, dict(os.environ),
+                                          self.out / "trainer.log").start()
+        trainer = self.trainer
+        self._on_stop("trainer", lambda: _stop_trainer(trainer))
+        self.say(f"trainer started: first Algorithm 1 cycle after {settings.min_transitions} "
+                 f"transitions, then every {settings.min_new_transitions} new ones")
 
-        # ---------------------------------------------------------------- fake gNB loop
+    # ------------------------------------------------------------------ the fake gNB loop
+    def _run_loop(self) -> None:
+        cfg, rec = self.cfg, self.rec
         sim = demo_simulator(cfg)
         sim.reset()
         codec, simcfg = sim.codec, sim.config
@@ -349,90 +431,79 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
         in_force = [("equal-split", False, True)] * cfg.cells  # (version, explored, fallback)
         w0 = int(time.time() * 1e6)
         period = max(cfg.window_ms, 0.0) / 1000.0
-        limit = (f"{cfg.windows} windows" if cfg.windows is not None else f"{cfg.duration_s:.0f} s")
-        say(f"fake gNB: {cfg.cells} cells ({cfg.profile} traffic), one "
-            f"{simcfg.window_s * 1e3:.0f} ms window every "
-            f"{cfg.window_ms:.0f} ms, until {limit}")
+        limit = (f"{cfg.windows} windows" if cfg.windows is not None
+                 else f"{cfg.duration_s:.0f} s")
+        self.say(f"fake gNB: {cfg.cells} cells ({cfg.profile} traffic), one "
+                 f"{simcfg.window_s * 1e3:.0f} ms window every "
+                 f"{cfg.window_ms:.0f} ms, until {limit}")
         view = LiveView() if cfg.live else PlainView(cfg.progress_every_s,
-                                                      skip_events=events.total)
-        headers = {"content-type": "application/json", "authorization": f"Bearer {api_key}"}
-        client = httpx.Client(base_url=controller.url, timeout=5.0, headers=headers)
-        stops.append(("http client", client.close))
-        t_loop = time.monotonic()
+                                                      skip_events=self.events.total)
+        headers = {"content-type": "application/json",
+                   "authorization": f"Bearer {self.api_key}"}
+        client = httpx.Client(base_url=self.controller.url, timeout=5.0, headers=headers)
+        self._on_stop("http client", client.close)
+        self.t_loop = t_loop = time.monotonic()
         k = 0
+
+        def snapshot():
+            return _snapshot(cfg, self.tr, self.controller.url, t_loop, k, rec, self.trainer,
+                             self.events, limit, self.twin_svc)
+
         with view:
             try:
-                while True:
-                    now = time.monotonic() - t_loop
-                    if cfg.windows is not None and k >= cfg.windows:
-                        break
-                    if cfg.windows is None and now >= cfg.duration_s:
-                        break
-                    if (cfg.stop_after_swaps and len(rec.swaps) >= cfg.stop_after_swaps
-                            and k - rec.swaps[cfg.stop_after_swaps - 1].window
-                            >= cfg.after_swap_windows):
-                        stopped_by = "swaps"
-                        break
+                while not self._done(k, time.monotonic() - t_loop):
                     _window(k, rec, sim, units, in_force, ids, w0, client, cfg, codec, simcfg,
-                            t_loop, events, promoted_at, trainer, units_from_answer)
+                            t_loop, self.events, self.promoted_at, self.trainer,
+                            units_from_answer)
                     k += 1
-                    view.update(_snapshot(cfg, tr, controller.url, t_loop, k, rec, trainer,
-                                          events, limit, twin_svc))
+                    view.update(snapshot())
                     if period:
                         delay = t_loop + k * period - time.monotonic()
                         if delay > 0:
                             time.sleep(delay)
             except KeyboardInterrupt:
-                stopped_by = "interrupt"
-            view.update(_snapshot(cfg, tr, controller.url, t_loop, k, rec, trainer, events,
-                                  limit, twin_svc), force=True)
-    except KeyboardInterrupt:
-        stopped_by = "interrupt"
-    except Exception as e:  # noqa: BLE001 - reported, parts still stopped, summary written
-        error = f"{type(e).__name__}: {e}"
-        log.exception("demo failed")
-        stopped_by = "error"
-    finally:
-        twin_model_at_end = twin_svc.model() if twin_svc is not None else None
-        try:
-            echo("stopping: " + ", ".join(name for name, _ in reversed(stops)
-                                          if name not in ("http client", "trainer data")))
-            stopped = _stop_all(stops)
-        except KeyboardInterrupt:  # a second Ctrl-C: stop the rest without waiting
-            stopped = _stop_all(stops, fast=True)
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
-    for ev in rec.swaps:
-        ev.promoted_t = promoted_at.get(ev.new)
-        if trainer is not None and ev.new in trainer.by_version:
-            ev.cycle = trainer.by_version[ev.new]
-    summary = rec.summary({
-        "started_at": started_at, "stopped_by": stopped_by, "error": error,
-        "mode": tr.mode, "redis": tr.redis, "redis_url": tr.url,
-        "registry_prefix": tr.prefix if tr.url else None,
-        "controller": controller.url if controller is not None else None,
-        "profile": cfg.profile,
-        "config": {**asdict(cfg), "trainer_settings": _demo_trainer(cfg)},
-        "startup_seconds": (t_loop - t_boot) if t_loop is not None else None,
-        "first_swap_after_start_s": (t_loop - t_boot + rec.swaps[0].t
-                                     if rec.swaps and t_loop is not None else None),
-        "initial_policy": (initial_policy or {}).get("version"),
-        "final_policy": rec.serving,
-        "promoted_versions": promoted_at,
-        "trainer": ({"cycles": trainer.cycles,
-                     "transitions": trainer.transitions,
-                     "failed": trainer.failed, "twin_error": trainer.twin}
-                    if trainer is not None else None),
-        "twin_service": ({"url": twin_svc.url, "model_at_end": twin_model_at_end}
-                         if twin_svc is not None else None),
-        "stopped": stopped,
-    })
-    files = rec.write(out, summary)
-    summary["files"] = [Path(f).name for f in files]
-    print_summary(summary, out, echo)
-    logging.getLogger().removeHandler(handler)
-    handler.close()
-    return summary
+                self.stopped_by = "interrupt"
+            view.update(snapshot(), force=True)
+
+    def _done(self, k: int, elapsed: float) -> bool:
+        cfg, swaps = self.cfg, self.rec.swaps
+        if k >= cfg.windows if cfg.windows is not None else elapsed >= cfg.duration_s:
+            return True
+        if (cfg.stop_after_swaps and len(swaps) >= cfg.stop_after_swaps
+                and k - swaps[cfg.stop_after_swaps - 1].window >= cfg.after_swap_windows):
+            self.stopped_by = "swaps"
+            return True
+        return False
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict:
+        cfg, rec, trainer, twin_svc = self.cfg, self.rec, self.trainer, self.twin_svc
+        t_loop, t_boot, tr = self.t_loop, self.t_boot, self.tr
+        for ev in rec.swaps:
+            ev.promoted_t = self.promoted_at.get(ev.new)
+            if trainer is not None and ev.new in trainer.by_version:
+                ev.cycle = trainer.by_version[ev.new]
+        return rec.summary({
+            "started_at": self.started_at, "stopped_by": self.stopped_by, "error": self.error,
+            "mode": tr.mode, "redis": tr.redis, "redis_url": tr.url,
+            "registry_prefix": tr.prefix if tr.url else None,
+            "controller": self.controller.url if self.controller is not None else None,
+            "profile": cfg.profile,
+            "config": {**asdict(cfg), "trainer_settings": _demo_trainer(cfg)},
+            "startup_seconds": (t_loop - t_boot) if t_loop is not None else None,
+            "first_swap_after_start_s": (t_loop - t_boot + rec.swaps[0].t
+                                         if rec.swaps and t_loop is not None else None),
+            "initial_policy": (self.initial_policy or {}).get("version"),
+            "final_policy": rec.serving,
+            "promoted_versions": self.promoted_at,
+            "trainer": ({"cycles": trainer.cycles,
+                         "transitions": trainer.transitions,
+                         "failed": trainer.failed, "twin_error": trainer.twin}
+                        if trainer is not None else None),
+            "twin_service": ({"url": twin_svc.url, "model_at_end": self.twin_model_at_end}
+                             if twin_svc is not None else None),
+            "stopped": self.stopped,
+        })
 
 
 def _stop_trainer(trainer) -> str:
@@ -443,23 +514,6 @@ def _stop_trainer(trainer) -> str:
         return "stopped"
     return (f"still inside a cycle after {timeout:.0f} s: "
             + ("left to end with this process" if timeout > 5 else "killed"))
-
-
-def _stop_all(stops: list, fast: bool = False) -> dict:
-    done = {}
-    while stops:
-        name, fn = stops.pop()
-        if fast and name == "trainer":
-            continue  # daemon thread; the process exit ends it
-        t0 = time.monotonic()
-        try:
-            res = fn()
-            done[name] = res if isinstance(res, str) else "stopped"
-            log.info("stopped %s in %.2f s", name, time.monotonic() - t0)
-        except Exception as e:  # noqa: BLE001 - keep stopping the others
-            log.exception("stopping %s failed", name)
-            done[name] = f"failed: {type(e).__name__}: {e}"
-    return done
 
 
 def _window(k, rec: Recorder, sim, units, in_force, ids, w0, client, cfg, codec, simcfg, t_loop,

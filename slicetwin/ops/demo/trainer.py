@@ -109,7 +109,6 @@ class TrainerThread(_Base):
         return self
 
     def _build(self):
-
         demo = self
 
         class DemoWorker(TrainerWorker):
@@ -197,7 +196,6 @@ class TrainerProcess(_Base):
         self._stopping = False
 
     def start(self) -> TrainerProcess:
-
         self._r = redis.Redis.from_url(self.s.redis_url, socket_timeout=2.0)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", "trainer"],

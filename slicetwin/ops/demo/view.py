@@ -88,13 +88,11 @@ class LiveView:
     """A ``rich.live`` dashboard redrawn a few times a second."""
 
     def __init__(self, refresh_per_second: float = 4.0):
-
         self.console = Console()
         self._live = None
         self._rps = refresh_per_second
 
     def __enter__(self):
-
         self._live = Live(self._render(None), console=self.console,
                           refresh_per_second=self._rps, transient=False)
         self._live.__enter__()
@@ -114,7 +112,6 @@ class LiveView:
             self._live.update(self._render(snap))
 
     def _render(self, snap: dict | None):
-
         if snap is None:
             return Panel("starting ...", title="SliceTwin demo")
         r = snap.get("recent") or {}
