@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -822,3 +823,109 @@ def test_network_policies_let_exactly_the_right_pods_in(builds, keys):
             target, port = service_target(docs, url)
             assert allowed(docs, pods[name], pods[target["metadata"]["name"]], port), \
                 f"{name} cannot reach {url.split('@')[-1]}"
+
+
+# ------------------------------------------------------------------ read-only root filesystem
+
+AUDIT_HOOK = textwrap.dedent("""\
+    import os, sys
+    LOG, ALLOW = os.environ["K8S_AUDIT_LOG"], tuple(os.environ["K8S_AUDIT_ALLOW"].split(":"))
+    WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def note(kind, path):
+        p = os.path.abspath(os.fsdecode(path))
+        if p != LOG and not p.startswith(ALLOW) and not p.startswith("/dev/"):
+            with open(LOG, "a") as fh:
+                fh.write(f"{kind} {p}\\n")
+
+    def hook(event, args):
+        if event == "open" and args[0] is not None and not isinstance(args[0], int):
+            mode, flags = args[1], args[2] or 0
+            if (isinstance(mode, str) and any(c in mode for c in "wax+")) or flags & WRITE:
+                note("write", args[0])
+        elif event in ("os.mkdir", "os.remove", "os.rmdir", "os.truncate", "os.chmod"):
+            note(event, args[0])
+        elif event in ("os.rename", "os.link", "os.symlink"):
+            note(event, args[1])
+
+    sys.addaudithook(hook)
+    """)
+
+
+def dockerfile_env(name: str) -> dict[str, str]:
+    text = (ROOT / f"deploy/{name}.Dockerfile").read_text().replace("\\\n", " ")
+    env = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            env.update(re.findall(r"(\w+)=(\S+)", line))
+    return env
+
+
+def report(cell: str, window: int) -> dict:
+    return {"cell_id": cell, "window": window, "window_ms": 200, "slices": [
+        {"slice": "volte", "arrived_packets": 110, "delivered_packets": 110,
+         "sla_met_packets": 108, "throughput_bps": 1.8e5, "spectral_efficiency": 0.009},
+        {"slice": "video", "arrived_packets": 1240, "delivered_packets": 1100,
+         "sla_met_packets": 400, "throughput_bps": 4.1e7, "spectral_efficiency": 2.05},
+        {"slice": "urllc", "arrived_packets": 12, "delivered_packets": 11, "sla_met_packets": 9,
+         "throughput_bps": 3.0e7, "spectral_efficiency": 1.5}]}
+
+
+def test_controller_writes_only_to_its_writable_mounts(builds, tmp_path, redis_url):
+    """readOnlyRootFilesystem holds for the controller: run as a process with the pod's settings
+    (Redis cell memory and transitions stream) and the image's environment, it writes nothing
+    outside the pod's writable mounts (/tmp) while deciding windows of two cells, answering the
+    probes and draining on SIGTERM (every Python-level write is seen by an audit hook). The twin
+    service, trainer and gNB were checked the same way by hand through a full trainer cycle
+    (docs/deployment.md, "Kubernetes")."""
+    docs = builds["demo"]
+    ctl = pod_spec(find(docs, "Deployment", "controller"))["containers"][0]
+    writable = sorted(m["mountPath"] for m in ctl["volumeMounts"])
+    assert writable == ["/tmp"] and str(tmp_path).startswith("/tmp/")
+    hook_dir, log = tmp_path / "hook", tmp_path / "writes.log"
+    hook_dir.mkdir()
+    (hook_dir / "sitecustomize.py").write_text(AUDIT_HOOK)
+    image_env = dockerfile_env("controller")
+    assert image_env["NUMBA_CACHE_DIR"].startswith("/tmp/")
+    env = {**os.environ, "PYTHONPATH": f"{hook_dir}{os.pathsep}{ROOT}",
+           "K8S_AUDIT_LOG": str(log), "K8S_AUDIT_ALLOW": ":".join(writable),
+           "PYTHONDONTWRITEBYTECODE": image_env["PYTHONDONTWRITEBYTECODE"],
+           "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"),
+           **find(docs, "ConfigMap", "slicetwin-controller")["data"],
+           "SLICETWIN_REDIS_URL": redis_url, "SLICETWIN_ENV": "dev"}
+    import httpx
+    import redis
+    from conftest import free_port
+
+    port = free_port()
+    exe = str(Path(sys.executable).parent / "slicetwin")
+    proc = subprocess.Popen([exe, "controller", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.1)
+        with httpx.Client(base_url=url, timeout=5) as client:
+            for window in range(1, 11):
+                for cell in ("cell-1", "cell-2"):
+                    r = client.post("/v1/reports", json=report(cell, window))
+                    assert r.status_code == 200, r.text
+            for path in ("/readyz", "/healthz", "/metrics"):
+                assert client.get(path).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode == 0
+    r = redis.Redis.from_url(redis_url)
+    assert r.xlen("slicetwin:transitions") > 0, "the transitions went to Redis"
+    assert not log.exists() or log.read_text() == "", log.read_text()
+    # the hook sees writes: the same interpreter writing outside the allowed mounts is caught
+    subprocess.run([sys.executable, "-c", "open('.k8s-audit-probe', 'w').close()"],
+                   cwd=tmp_path, env={**env, "K8S_AUDIT_ALLOW": "/nonexistent"}, check=True)
+    assert f"write {tmp_path}/.k8s-audit-probe" in log.read_text()
