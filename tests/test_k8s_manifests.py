@@ -547,6 +547,30 @@ def test_create_secrets_refuses_an_env_file_without_a_key(keys, tmp_path):
     assert "REDIS_TWIN_PASSWORD" in proc.stderr and "slicetwin-twin" in proc.stderr
 
 
+def test_twin_waits_for_its_redis_before_starting(builds, keys, redis_url, tmp_path):
+    """The twin service exits at start-up without Redis; its init container waits for a PING on
+    the very URL the service will use, and returns once Redis answers."""
+    docs = builds["demo"]
+    spec = pod_spec(find(docs, "Deployment", "twin"))
+    (init,), (main,) = spec["initContainers"], spec["containers"]
+    assert init["image"] == main["image"]
+    init_env, _ = pod_env(docs, init, keys)
+    main_env, _ = pod_env(docs, main, keys)
+    assert init_env["SLICETWIN_REDIS_URL"] == main_env["SLICETWIN_REDIS_URL"]
+    from conftest import free_port
+
+    assert init["command"][0] == "python"  # the image's venv python, which has redis-py
+    cmd = [sys.executable, *init["command"][1:]]
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(subprocess.TimeoutExpired) as waited:
+        subprocess.run(cmd, env={**os.environ, "SLICETWIN_REDIS_URL": down},
+                       capture_output=True, text=True, timeout=4, cwd=tmp_path)
+    assert b"waiting for Redis" in (waited.value.stdout or b"")
+    up = subprocess.run(cmd, env={**os.environ, "SLICETWIN_REDIS_URL": redis_url},
+                        capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+
+
 # ------------------------------------------------------------------ probes and metrics on the apps
 
 
@@ -723,12 +747,13 @@ def test_pods_run_restricted(builds):
             assert psc["runAsUser"] in uids, name
         assert spec["automountServiceAccountToken"] is False, name
         assert spec["enableServiceLinks"] is False, name
-        for c in spec["containers"]:
+        for c in spec["containers"] + spec.get("initContainers", []):
             sc = c["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
             assert sc["readOnlyRootFilesystem"] is True
             mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
-            assert "/tmp" in mounts or name == "redis", f"{name}: no writable /tmp"
+            if c in spec["containers"]:
+                assert "/tmp" in mounts or name == "redis", f"{name}: no writable /tmp"
             assert set(c["resources"]) == {"requests", "limits"}
             assert {"cpu", "memory"} <= set(c["resources"]["requests"])
             assert "memory" in c["resources"]["limits"]
