@@ -668,6 +668,7 @@ def test_hpa_scales_the_controller_on_cpu_and_real_counters(builds):
     assert "slicetwin_requests_per_second" in {m["pods"]["metric"]["name"]
                                                for m in hpa["spec"]["metrics"]
                                                if m["type"] == "Pods"}
+    assert "replicas" not in dep["spec"], "kubectl apply would reset what the HPA set"
     pdb = find(docs, "PodDisruptionBudget", "controller")
     assert selects(pdb["spec"]["selector"], pod_labels(dep))
     assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
