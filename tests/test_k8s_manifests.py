@@ -458,17 +458,25 @@ def secret_refs(docs) -> dict[str, set[str]]:
 
 FAKE_KUBECTL = textwrap.dedent("""\
     #!{python}
-    import json, sys
-    args = sys.argv[1:]
-    files = {{}}
+    # Records each call; `create` goes to the real kubectl when there is one (client-side dry
+    # run, offline), so its flags are checked and its YAML is what `apply -f -` receives.
+    import json, subprocess, sys
+    args, real = sys.argv[1:], {real!r}
+    files, out = {{}}, ""
     for a in args:
         for flag in ("--from-env-file=", "--from-file="):
             if a.startswith(flag):
-                path = a[len(flag):].split("=", 1)[-1]
-                files[a[len(flag):]] = open(path).read()
+                files[a[len(flag):]] = open(a[len(flag):].split("=", 1)[-1]).read()
+    if "create" in args and real:
+        done = subprocess.run([real, *args], capture_output=True, text=True)
+        sys.stderr.write(done.stderr)
+        if done.returncode:
+            sys.exit(done.returncode)
+        out = done.stdout
+        sys.stdout.write(out)
     stdin = sys.stdin.read() if "-f" in args and args[args.index("-f") + 1] == "-" else None
     with open({log!r}, "a") as fh:
-        fh.write(json.dumps({{"args": args, "files": files, "stdin": stdin}}) + "\\n")
+        fh.write(json.dumps({{"args": args, "files": files, "stdin": stdin, "out": out}}) + "\\n")
     """)
 
 
@@ -477,49 +485,64 @@ def run_create_secrets(tmp_path, env_text: str, acl_text: str):
     env_file.write_text(env_text)
     acl_file.write_text(acl_text)
     fake = tmp_path / "kubectl"
-    fake.write_text(FAKE_KUBECTL.format(python=sys.executable, log=str(log)))
+    fake.write_text(FAKE_KUBECTL.format(python=sys.executable, log=str(log),
+                                        real=shutil.which("kubectl")))
     fake.chmod(0o755)
     proc = subprocess.run(["bash", str(K8S / "create-secrets.sh"), str(env_file), str(acl_file)],
                           env={**os.environ, "KUBECTL": str(fake)}, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=120)
     calls = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
     return proc, calls
 
 
+def made_secrets(calls) -> dict[str, dict[str, str]]:
+    """Secret name -> data, from what `create` was given (its files) or, with a real kubectl,
+    from the Secret objects piped to `apply -f -` (decoded, and validated)."""
+    import base64
+
+    import kubernetes_validate
+
+    made: dict[str, dict[str, str]] = {}
+    for call in calls:
+        a = call["args"]
+        assert a[a.index("-n") + 1] == NAMESPACE if "-n" in a else a[:2] == ["apply", "-f"]
+        if "create" in a:
+            assert a[a.index("create"):a.index("create") + 3] == ["create", "secret", "generic"]
+            assert "--dry-run=client" in a, "create | apply keeps the script idempotent"
+            data = made.setdefault(a[a.index("generic") + 1], {})
+            for spec, text in call["files"].items():
+                if "=" in spec:  # --from-file=KEY=PATH
+                    data[spec.split("=", 1)[0]] = text
+                else:
+                    data.update(line.split("=", 1) for line in text.splitlines())
+        elif call["stdin"] and shutil.which("kubectl"):
+            secret = yaml.safe_load(call["stdin"])
+            kubernetes_validate.validate(secret, K8S_VERSION, strict=True)
+            assert secret["metadata"]["namespace"] == NAMESPACE
+            decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+            assert decoded == made[secret["metadata"]["name"]], "kubectl read other values"
+    return made
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
 def test_create_secrets_makes_every_key_the_pods_read_and_no_other(builds, keys, tmp_path):
-    """deploy/k8s/create-secrets.sh, fed the real keys init output (a fake kubectl records what it
-    is asked to create): every Secret key any pod of either build reads exists with the .env
-    value, each Secret holds only keys its pods read (the promotion private key only the
-    trainer's), and deploy/k8s/secrets.example.yaml names the same Secrets and keys."""
+    """deploy/k8s/create-secrets.sh, fed the real keys init output (a kubectl wrapper records what
+    it is asked to create; the real kubectl builds the Secrets where installed): every Secret key
+    any pod of either build reads exists with the .env value, each Secret holds only keys its
+    pods read (the promotion private key only the trainer's), no key is on a command line, and
+    deploy/k8s/secrets.example.yaml names the same Secrets and keys."""
     from slicetwin.keys import render_env
     from slicetwin.redis_acl import passwords_from_env, render_acl
 
     acl = render_acl(passwords_from_env(keys))
     proc, calls = run_create_secrets(tmp_path, render_env(keys), acl)
     assert proc.returncode == 0, proc.stderr
-    made: dict[str, dict[str, str]] = {}
-    for call in calls:
-        a = call["args"]
-        if a[:2] == ["apply", "-f"] and a[2].endswith("namespace.yaml"):
-            continue
-        if "create" not in a:
-            assert a[a.index("-n") + 1] == NAMESPACE and "apply" in a and call["stdin"] == ""
-            continue
-        assert a[a.index("-n") + 1] == NAMESPACE
-        assert a[a.index("create"):a.index("create") + 3] == ["create", "secret", "generic"]
-        assert "--dry-run=client" in a, "create | apply keeps the script idempotent"
-        name = a[a.index("generic") + 1]
-        data = made.setdefault(name, {})
-        for spec, text in call["files"].items():
-            if "=" in spec:  # --from-file=KEY=PATH
-                data[spec.split("=", 1)[0]] = text
-            else:
-                for line in text.splitlines():
-                    k, _, v = line.partition("=")
-                    data[k] = v
-        for v in a:
-            assert not any(v.endswith("=" + s) for s in keys.values()), "a key on the command line"
+    assert any(c["args"][:2] == ["apply", "-f"] and c["args"][2].endswith("namespace.yaml")
+               for c in calls), "the namespace first"
+    for c in calls:
+        assert not any(v.endswith("=" + s) for v in c["args"] for s in keys.values()), \
+            "a key on the command line"
+    made = made_secrets(calls)
     wanted: dict[str, set[str]] = {}
     for docs in builds.values():
         for name, ks in secret_refs(docs).items():
