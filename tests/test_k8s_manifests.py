@@ -376,6 +376,24 @@ def test_servicemonitor_keeps_the_services_own_labels(builds):
         assert ep.get("honorLabels") is True, f"labels {sorted(clash)} would be renamed"
 
 
+def test_alert_rules_load_as_a_prometheusrule():
+    """docs/deployment.md wraps deploy/prometheus/alerts.yml into a PrometheusRule (spec = the
+    file): its groups and rules use only fields the CRD has, with durations its pattern takes."""
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    assert set(rules) == {"groups"}
+    duration = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?"
+                          r"(([0-9]+)s)?(([0-9]+)ms)?)$")
+    for g in rules["groups"]:
+        assert set(g) <= {"name", "interval", "rules", "limit", "partial_response_strategy"}
+        for r in g["rules"]:
+            assert set(r) <= {"alert", "record", "expr", "for", "keep_firing_for", "labels",
+                              "annotations"}, r
+            assert isinstance(r["expr"], str) and ("alert" in r) != ("record" in r)
+            assert duration.match(str(r.get("for", "0"))), r.get("for")
+            for k in ("labels", "annotations"):
+                assert all(isinstance(v, str) for v in r.get(k, {}).values()), (r, k)
+
+
 # ------------------------------------------------------------------ settings and secrets
 
 
