@@ -40,12 +40,13 @@ from controller.schemas import (
 )
 from controller.settings import ControllerSettings
 from controller.sinks import FileSink, MemorySink, NullSink, RedisStreamSink
-from slicetwin.actions import ActionCodec
-from slicetwin.http_auth import BearerKeys
-from slicetwin.model_files import check_file
-from slicetwin.schemas import Decision, KPIReport
-from slicetwin.security import verify_keys
-from slicetwin.signing import SignatureError, Verifier
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.schemas import Decision, KPIReport
+from slicetwin.core.signing import SignatureError, Verifier
+from slicetwin.platform.http_auth import BearerKeys
+from slicetwin.registry.model_files import check_file
+from slicetwin.registry.store import RedisRegistry
+from slicetwin.runtime.onnx_policy import fresh_policy_onnx
 
 log = logging.getLogger("slicetwin.controller")
 
@@ -246,13 +247,13 @@ def _load_file(holder: ModelHolder, s: ControllerSettings, m: ControllerMetrics)
         with open(s.model_path, "rb") as fh:
             blob = fh.read()
     except OSError as e:
-        holder._reject("file", f"cannot read model file: {e}")
+        holder.reject("file", f"cannot read model file: {e}")
         return False
     try:
         signed = check_file(s.model_path, blob, Verifier(
             s.promotion_public_key.split(",")), "policy", s.allow_unsigned)
     except SignatureError as e:
-        holder._reject("signature", f"model file refused: {e}")
+        holder.reject("signature", f"model file refused: {e}")
         return False
     if not holder.load_bytes(blob, None, f"file:{s.model_path}"):
         return False
@@ -278,7 +279,6 @@ def _initial_model(holder: ModelHolder, s: ControllerSettings, registry, codec,
         if _load_file(holder, s, m) or src == "file":
             return
     if src in ("auto", "init"):
-        from slicetwin.onnx_policy import fresh_policy_onnx
 
         # an untrained student: labelled with this controller's weights, so it is accepted
         holder.load_bytes(fresh_policy_onnx(f"init-{s.init_seed}", s.init_seed, codec=codec,
@@ -295,11 +295,10 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
     m.set_utility(s.utility)
     holder = ModelHolder(codec, m, utility=s.utility)
     if registry is None and s.redis_url:
-        from slicetwin.registry import RedisRegistry
 
         # verify only: the controller holds the promotion *public* key(s), never the private one
         registry = RedisRegistry(s.redis_url, s.hmac_key.get_secret_value(), s.registry_prefix,
-                                 **verify_keys(s.hmac_key_previous, s.promotion_public_key))
+                                 **s.registry_verify_keys())
     store_kind = s.cell_store if s.cell_store != "auto" else ("redis" if s.redis_url else "local")
     cells = (RedisCellStore(s.redis_url, s.registry_prefix, s.cell_ttl_s)
              if store_kind == "redis" else LocalCellStore())

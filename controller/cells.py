@@ -14,6 +14,8 @@ import json
 import threading
 from typing import NamedTuple
 
+import redis
+
 
 class CellMemory(NamedTuple):
     window: int
@@ -112,7 +114,6 @@ class RedisCellStore:
     name = "redis"
 
     def __init__(self, url: str, prefix: str = "slicetwin:", ttl_s: int = 3600):
-        import redis
 
         self.prefix, self.ttl = prefix, ttl_s
         self._r = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)

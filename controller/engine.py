@@ -20,14 +20,14 @@ import numpy as np
 
 from controller.cells import CellMemory, WindowConflict
 from controller.schemas import Columns
-from controller.sinks import Transition, TransitionBatch
-from slicetwin.actions import ActionCodec
-from slicetwin.fallback import DemandProportional
-from slicetwin.schemas import KPIReport
-from slicetwin.slices import SLICE_NAMES, slice_index
-from slicetwin.state import STATE_SCALES
-from slicetwin.utility import RewardShaper, UtilityConfig
-from slicetwin.utility import ssr as ssr_of
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.fallback import DemandProportional
+from slicetwin.core.schemas import KPIReport
+from slicetwin.core.slices import SLICE_NAMES, slice_index
+from slicetwin.core.state import STATE_SCALES
+from slicetwin.core.transition_wire import Transition, TransitionBatch
+from slicetwin.core.utility import RewardShaper, UtilityConfig
+from slicetwin.core.utility import ssr as ssr_of
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class DecisionEngine:
                  explore_seed: int | None = None):
         self.codec, self.holder, self.cells, self.sink, self.m = codec, holder, cells, sink, metrics
         self.fallback = DemandProportional(codec)
-        # the one definition (slicetwin.utility): numpy forms for batches, pure-Python closures
+        # the one definition (slicetwin.core.utility): numpy forms for batches, pure-Python closures
         # with the constants bound for single reports (the same operations, the same bits)
         self.utility_config = utility or UtilityConfig()
         self.shaper = shaper or RewardShaper()

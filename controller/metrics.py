@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from slicetwin.slices import SLICE_NAMES
+from slicetwin.core.slices import SLICE_NAMES
 
 # sub-millisecond resolution where the controller lives, up to the near-RT loop's 1 s
 LATENCY_BUCKETS = (5e-5, 1e-4, 2e-4, 3e-4, 4e-4, 5e-4, 6e-4, 8e-4, 1e-3, 1.5e-3, 2e-3, 3e-3,
@@ -93,7 +93,7 @@ class ControllerMetrics:
         self.model_unsigned.set(0)
 
     def set_utility(self, utility) -> None:
-        """Publish the operator's weights (a ``slicetwin.utility.UtilityConfig``), once."""
+        """Publish the operator's weights (a ``slicetwin.core.utility.UtilityConfig``), once."""
         self.utility_alpha.set(utility.alpha)
         for name, b in zip(SLICE_NAMES, utility.beta, strict=True):
             self.utility_beta.labels(name).set(b)

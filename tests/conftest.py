@@ -24,8 +24,8 @@ os.environ["SLICETWIN_ENV"] = "dev"
 def sign_dev(path, kind: str) -> None:
     """Write ``<path>.sig`` with the public development promotion key: what a model file needs
     to be loaded by a service in development mode (``slicetwin models sign`` in production)."""
-    from slicetwin.model_files import sign_file
-    from slicetwin.signing import DEV_PROMOTION_KEY, Signer
+    from slicetwin.core.signing import DEV_PROMOTION_KEY, Signer
+    from slicetwin.registry.model_files import sign_file
 
     sign_file(path, Signer(DEV_PROMOTION_KEY), kind)
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from slicetwin.nets import QNetwork
 from trainer.agents import AGENTS, make_agent
 from trainer.agents.dqn import q_taken
 from trainer.agents.loop import EnvStep, Learner, run
+from trainer.nets import QNetwork
 from trainer.replay import ReplayBuffer
 
 STATES = np.array([[1.0, 0.0, 0.2], [0.0, 1.0, 0.7]], np.float32)

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from slicetwin.actions import ActionCodec
-from slicetwin.nets import FactoredQNetwork
+from slicetwin.core.actions import ActionCodec
 from slicetwin.sim.search import best_split
 from trainer.agents import make_agent
 from trainer.agents.dqn import q_taken
 from trainer.agents.loop import EnvStep, Learner, run
+from trainer.nets import FactoredQNetwork
 
 torch.set_num_threads(1)
 CODEC = ActionCodec(n_units=20, min_units=1)  # 171 splits

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from slicetwin.twin.rollout import TwinStep
 from trainer.agents import make_agent
 from trainer.agents.envs import RealEnv
 from trainer.agents.loop import EnvStep
 from trainer.algorithm1 import Algorithm1Config, algorithm1
-from trainer.twin.rollout import TwinStep
 
 STATES = np.array([[1.0, 0.0, 0.2], [0.0, 1.0, 0.7]], np.float32)
 BEST = np.array([3, 11])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slicetwin import protocol
+from slicetwin.core import protocol
 from slicetwin.sim import RanSimulator, SimConfig
 from slicetwin.sim.baselines import (
     DemandProportionalPolicy,

@@ -44,7 +44,7 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None
 
 
 def _gnb(env, url: str, windows: int, seed: int, prefix: str = "gnb") -> dict:
-    out = subprocess.run([PY, "-m", "slicetwin.cli", "gnb", "--controller", url, "--cells", "4",
+    out = subprocess.run([PY, "-m", "slicetwin.cli.main", "gnb", "--controller", url, "--cells", "4",
                           "--windows", str(windows), "--seed", str(seed), "--cell-prefix", prefix,
                           "--json"], env=env, capture_output=True, text=True, timeout=300)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
@@ -57,7 +57,7 @@ class Probe:
     and (from the registry's event channel) when each promotion was announced."""
 
     def __init__(self, url: str, redis_url: str, prefix: str = "slicetwin:"):
-        from controller.bench import ReportMaker
+        from slicetwin.ops.bench.controller import ReportMaker
 
         self.url, self.maker = url, ReportMaker(1, seed=1)
         self.first_seen: dict[str, float] = {}
@@ -117,13 +117,13 @@ def test_closed_loop_trainer_policy_is_swapped_in_and_beats_the_initial_policy(
     logs = {n: open(tmp_path / f"{n}.log", "w") for n in ("controller", "twin", "trainer")}  # noqa: SIM115
     try:
         procs.append(subprocess.Popen(
-            [PY, "-m", "slicetwin.cli", "controller"], stdout=logs["controller"],
+            [PY, "-m", "slicetwin.cli.main", "controller"], stdout=logs["controller"],
             stderr=subprocess.STDOUT,
             env=dict(base, SLICETWIN_PORT=str(cport), SLICETWIN_EXPLORE_EPSILON="1.0",
                      SLICETWIN_EXPLORE_BUDGET_PER_CELL=str(EXPLORE_WINDOWS),
                      SLICETWIN_EXPLORE_SEED="0")))
         procs.append(subprocess.Popen(
-            [PY, "-m", "slicetwin.cli", "twin", "--port", str(tport), "--redis-url", redis_url],
+            [PY, "-m", "slicetwin.cli.main", "twin", "--port", str(tport), "--redis-url", redis_url],
             stdout=logs["twin"], stderr=subprocess.STDOUT, env=base))
         _wait_http(curl + "/healthz", procs[0])
         _wait_http(turl + "/healthz", procs[1])
@@ -138,7 +138,7 @@ def test_closed_loop_trainer_policy_is_swapped_in_and_beats_the_initial_policy(
         # 3. the trainer closes the loop
         probe = Probe(curl, redis_url)
         procs.append(subprocess.Popen(
-            [PY, "-m", "slicetwin.cli", "trainer"], stdout=logs["trainer"],
+            [PY, "-m", "slicetwin.cli.main", "trainer"], stdout=logs["trainer"],
             stderr=subprocess.STDOUT,
             env=dict(base, SLICETWIN_TWIN_URL=turl, SLICETWIN_DATA_DIR=str(tmp_path / "trainer"),
                      SLICETWIN_MIN_TRANSITIONS="400", SLICETWIN_MAX_CYCLES="3")))
@@ -197,7 +197,7 @@ def test_closed_loop_fast_swap_without_failed_request(tmp_path, redis_url, cli_e
     base = dict(cli_env, SLICETWIN_REDIS_URL=redis_url)
     log = open(tmp_path / "trainer.log", "w")  # noqa: SIM115
     try:
-        procs.append(subprocess.Popen([PY, "-m", "slicetwin.cli", "controller"],
+        procs.append(subprocess.Popen([PY, "-m", "slicetwin.cli.main", "controller"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       env=dict(base, SLICETWIN_PORT=str(cport))))
         tiny = {"MIN_TRANSITIONS": "100", "MAX_CYCLES": "1", "GATE_MARGIN": "10",
@@ -206,7 +206,7 @@ def test_closed_loop_fast_swap_without_failed_request(tmp_path, redis_url, cli_e
                 "FINETUNE_STEPS": "10", "DISTILL_ROUNDS": "20", "GATE_ROLLOUTS": "16",
                 "GATE_HORIZON": "1", "AGENT_HIDDEN": "[32]", "BATCH_SIZE": "32",
                 "DATA_DIR": str(tmp_path / "trainer")}
-        procs.append(subprocess.Popen([PY, "-m", "slicetwin.cli", "trainer"], stdout=log,
+        procs.append(subprocess.Popen([PY, "-m", "slicetwin.cli.main", "trainer"], stdout=log,
                                       stderr=subprocess.STDOUT,
                                       env=dict(base, **{f"SLICETWIN_{k}": v for k, v in tiny.items()})))
         _wait_http(curl + "/healthz", procs[0])

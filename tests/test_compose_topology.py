@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from slicetwin.keys import fresh_keys, read_env
-from slicetwin.soak import free_port, http_get
+from slicetwin.ops.soak import free_port, http_get
+from slicetwin.platform.keys import fresh_keys, read_env
 
 yaml = pytest.importorskip("yaml")
 
@@ -139,7 +139,7 @@ def registered_cli():
     """The ``slicetwin`` click group with every part's commands gathered."""
     import typer
 
-    from slicetwin import cli
+    import slicetwin.cli.main as cli
 
     cli._register()
     return typer.main.get_command(cli.app)
@@ -529,7 +529,7 @@ class Block:
             raise ModuleNotFoundError(f"No module named {name!r} (not in the controller image)", name=name)
         return None
 sys.meta_path.insert(0, Block())
-from slicetwin import cli
+import slicetwin.cli.main as cli
 cli._register()
 import typer
 names = set(typer.main.get_command(cli.app).commands)
@@ -537,7 +537,7 @@ assert {'controller', 'gnb'} <= names, names
 from controller.app import create_app
 from controller.settings import ControllerSettings
 create_app(ControllerSettings(env="dev"))
-import controller.gnb, slicetwin.sim.simulator
+import slicetwin.ops.gnb, slicetwin.sim.simulator
 assert 'torch' not in sys.modules
 print('ok')
 """

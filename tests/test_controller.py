@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.app import create_app
 from controller.settings import ControllerSettings
-from slicetwin.onnx_policy import fresh_policy_onnx
-from slicetwin.registry import MemoryRegistry, RedisRegistry
+from slicetwin.registry.store import MemoryRegistry, RedisRegistry
+from slicetwin.runtime.onnx_policy import fresh_policy_onnx
 from tests.test_controller_support import (
     ROOT,
     SLICES,
@@ -190,7 +190,7 @@ def test_stream_gets_exactly_one_transition_per_consecutive_window_pair(redis_ur
             time.sleep(0.05)
         time.sleep(0.3)  # anything extra would have arrived by now
         entries = rc.xrange("slicetwin:transitions")
-        from controller.sinks import decode
+        from slicetwin.core.transition_wire import decode
 
         ts = [decode(f) for _, f in entries]
         pairs = sorted((t["cell_id"], t["window"]) for t in ts)
@@ -334,7 +334,7 @@ def test_reported_allocation_overrides_action_in_transition():
 def test_controller_path_imports_no_torch():
     code = """
 import sys
-import slicetwin.cli as cli
+import slicetwin.cli.main as cli
 cli._register()
 from fastapi.testclient import TestClient
 from controller.app import create_app

@@ -9,8 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from controller.bench import ReportMaker
 from controller.schemas import BATCH_ADAPTER, columns, fast_batch_columns, fast_report
+from slicetwin.ops.bench.controller import ReportMaker
 
 pytest.importorskip("msgspec")
 
@@ -61,7 +61,7 @@ def test_fast_path_refuses_nan():
 
 
 def test_fast_report_matches_pydantic():
-    from slicetwin.schemas import KPIReport
+    from slicetwin.core.schemas import KPIReport
 
     mk = ReportMaker(4, seed=5)
     for _ in range(10):

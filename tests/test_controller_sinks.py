@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 
 from controller.app import create_app
 from controller.settings import ControllerSettings
-from controller.sinks import MemorySink, Transition, decode, encode, to_transitions
+from controller.sinks import MemorySink
+from slicetwin.core.transition_wire import Transition, decode, encode, to_transitions
 from tests.test_controller_support import free_port, report
 
 

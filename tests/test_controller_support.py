@@ -32,7 +32,7 @@ def controller_process(**env_over: str):
            "SLICETWIN_LOG_LEVEL": "warning"}
     env.update({f"SLICETWIN_{k.upper()}": str(v) for k, v in env_over.items()})
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-    proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli", "controller"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", "controller"], env=env,
                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:

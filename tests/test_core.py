@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from slicetwin.actions import ActionCodec
-from slicetwin.slices import UnknownSliceError, slice_index
-from slicetwin.utility import RewardShaper, UtilityConfig, ssr
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.slices import UnknownSliceError, slice_index
+from slicetwin.core.utility import RewardShaper, UtilityConfig, ssr
 
 
 def test_codec_round_trip_all_4851_actions():

@@ -38,7 +38,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _demo(out: Path, *args: str, timeout: float = 180, env: dict | None = None
           ) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", "slicetwin.cli", "demo", "--no-live", "--out", str(out),
+    return subprocess.run([PYTHON, "-m", "slicetwin.cli.main", "demo", "--no-live", "--out", str(out),
                            *args], env=env or _env(), capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
 
@@ -121,7 +121,7 @@ def test_demo_refuses_bad_options(tmp_path):
     """Bad options fail before anything starts, with a message naming the option."""
     from typer.testing import CliRunner
 
-    from slicetwin import cli
+    import slicetwin.cli.main as cli
 
     cli._register()
     runner = CliRunner()
@@ -144,7 +144,7 @@ def test_demo_refuses_a_bad_profile(tmp_path):
     gate profile follows --profile and cannot be set apart."""
     from typer.testing import CliRunner
 
-    from slicetwin import cli
+    import slicetwin.cli.main as cli
 
     cli._register()
     runner = CliRunner()
@@ -161,7 +161,7 @@ def test_demo_refuses_a_bad_profile(tmp_path):
 
 def test_demo_profile_reaches_the_simulator_and_the_trainer_gate(tmp_path):
     """The demo's config -> its simulator cells and its trainer's sim-gate profile."""
-    from slicetwin.demo_run import DemoConfig, _trainer_settings, _Transport, demo_simulator
+    from slicetwin.ops.demo.run import DemoConfig, _trainer_settings, _Transport, demo_simulator
     from slicetwin.sim.config import SimConfig
 
     cfg = DemoConfig(cells=2, seed=3, profile="diurnal")
@@ -203,7 +203,7 @@ def test_demo_unreachable_redis_url_is_a_clear_error(tmp_path):
 
 def test_demo_ctrl_c_stops_cleanly_and_writes_summary(tmp_path):
     out = tmp_path / "demo"
-    p = subprocess.Popen([PYTHON, "-m", "slicetwin.cli", "demo", "--no-live", "--out", str(out),
+    p = subprocess.Popen([PYTHON, "-m", "slicetwin.cli.main", "demo", "--no-live", "--out", str(out),
                           "--cells", "2", "--duration", "120", "--window-ms", "50"],
                          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          cwd=ROOT)
@@ -227,7 +227,7 @@ def test_demo_ctrl_c_stops_cleanly_and_writes_summary(tmp_path):
 
 def test_recorder_attributes_windows_to_the_version_in_force():
     """Swap bookkeeping: utility before/after = the windows each version's allocations ran."""
-    from slicetwin.demo_record import Recorder, WindowRow
+    from slicetwin.ops.demo.record import Recorder, WindowRow
 
     rec = Recorder(cells=2)
     for k in range(10):
@@ -303,7 +303,7 @@ def test_views_render_a_snapshot():
 
     from rich.console import Console
 
-    from slicetwin.demo_view import LiveView, PlainView
+    from slicetwin.ops.demo.view import LiveView, PlainView
 
     snap = {"mode": "embedded", "controller": "http://127.0.0.1:1", "elapsed": 70.0,
             "window": 330, "cells": 8, "profile": "diurnal", "limit": "150 s",

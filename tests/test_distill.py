@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from slicetwin.actions import ActionCodec
+from slicetwin.core.actions import ActionCodec
 from trainer.distill import DistillConfig, distill, pool_states
 from trainer.export_onnx import compare_with_torch, export_policy
 
@@ -69,7 +69,7 @@ def test_bad_inputs():
 
 
 def test_pool_states_deduplicates():
-    from trainer.data import Transitions
+    from slicetwin.core.transitions import Transitions
 
     t = Transitions.empty()
     s = np.array([[1, 2, 3], [1, 2, 3]], np.float32)

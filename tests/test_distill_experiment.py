@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.experiments.distill import (
+from slicetwin.experiments.distill import (
     DistillExperimentConfig,
     ToyAllocationEnv,
     TrainedAgent,

@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from slicetwin.onnx_policy import OnnxPolicy
-from slicetwin.protocol import SeedRangeError
-from trainer.experiments.compare import CompareConfig, journal_from_summary, run_compare
+from slicetwin.core.protocol import SeedRangeError
+from slicetwin.experiments.compare import CompareConfig, journal_from_summary, run_compare
+from slicetwin.runtime.onnx_policy import OnnxPolicy
 
 
 def quick_baselines(out):
     """`slicetwin baselines --quick` on diurnal into ``out`` (the compare quick run's protocol)."""
-    r = subprocess.run([sys.executable, "-m", "slicetwin.cli", "baselines", "--quick",
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "baselines", "--quick",
                         "--profile", "diurnal", "--json", "--out", str(out)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -70,7 +70,7 @@ def test_compare_refuses_report_seeds_outside_the_report_range():
     with pytest.raises(SeedRangeError):
         CompareConfig.quick(first_report_seed=3)
     assert CompareConfig.quick(first_report_seed=3, allow_any_seeds=True).report_seeds == [3, 4]
-    r = subprocess.run([sys.executable, "-m", "slicetwin.cli", "experiment", "compare",
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "experiment", "compare",
                         "--quick", "--first-seed", "1000"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode != 0 and "report seeds must lie" in r.stderr
@@ -81,7 +81,7 @@ def test_compare_refuses_report_seeds_outside_the_report_range():
 
 
 def test_baselines_measured_under_another_protocol_are_not_reused(tmp_path):
-    from trainer.experiments.compare import reuse_baselines
+    from slicetwin.experiments.compare import reuse_baselines
 
     base = quick_baselines(tmp_path / "base")
     assert reuse_baselines(base, "diurnal", CompareConfig.quick()) is not None

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.experiments.online import first_crossing, interactions_to
+from slicetwin.experiments.online import first_crossing, interactions_to
 
 ROOT = Path(__file__).resolve().parents[1]
-SLICETWIN = [sys.executable, "-c", "from slicetwin.cli import main; main()"]
+SLICETWIN = [sys.executable, "-c", "from slicetwin.cli.main import main; main()"]
 
 
 def test_experiment_online_quick_writes_csv_png_summary(tmp_path):
@@ -101,7 +101,7 @@ def test_first_crossing_full_resolution_window():
 
 
 def test_greedy_curve_needs_consecutive_evaluations_to_count():
-    from trainer.experiments.online import GreedyCurve, OnlineExperimentConfig
+    from slicetwin.experiments.online import GreedyCurve, OnlineExperimentConfig
 
     curve = GreedyCurve.__new__(GreedyCurve)  # only the bookkeeping, no simulator needed
     curve.cfg = OnlineExperimentConfig(curve_hold=2)
@@ -114,7 +114,7 @@ def test_greedy_curve_needs_consecutive_evaluations_to_count():
 
 
 def test_a1_config_collects_whole_vector_steps_and_stops_at_the_budget():
-    from trainer.experiments.online import OnlineExperimentConfig, a1_config
+    from slicetwin.experiments.online import OnlineExperimentConfig, a1_config
 
     a1 = a1_config(OnlineExperimentConfig(n_cells=8, rounds=3))  # 100 random is not 8-divisible
     assert a1.initial_collect == 104 and a1.initial_collect % 8 == 0
@@ -127,7 +127,7 @@ def test_a1_config_collects_whole_vector_steps_and_stops_at_the_budget():
 def test_first_seed_moves_every_run_and_the_oracle_to_held_out_seeds():
     import pytest
 
-    from trainer.experiments.online import OnlineExperimentConfig, specs
+    from slicetwin.experiments.online import OnlineExperimentConfig, specs
 
     cfg = OnlineExperimentConfig(algos=("ddqn", "random"), seeds=3, first_seed=5)
     assert cfg.seed_list == [5, 6, 7]
@@ -146,10 +146,10 @@ def test_profile_reaches_the_training_env_and_bad_profiles_are_refused():
     import subprocess
     import sys
 
-    from trainer.experiments.online import OnlineExperimentConfig, make_env
+    from slicetwin.experiments.online import OnlineExperimentConfig, make_env
 
     env = make_env(OnlineExperimentConfig(sim_profile="diurnal"), 0)
     assert env.env.sim.config.profile == "diurnal"
-    r = subprocess.run([sys.executable, "-m", "slicetwin.cli", "experiment", "online", "--quick",
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "experiment", "online", "--quick",
                         "--profile", "rush-hour"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "unknown profile" in r.stderr

@@ -9,7 +9,6 @@ import onnx
 import pytest
 import torch
 
-from slicetwin.nets import QNetwork, StudentMLP
 from trainer.export_onnx import (
     OnnxModelError,
     compare_with_torch,
@@ -18,6 +17,7 @@ from trainer.export_onnx import (
     to_onnx,
     validate_onnx,
 )
+from trainer.nets import QNetwork, StudentMLP
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -108,7 +108,7 @@ def test_metadata_keys(tmp_path):
 
 
 def test_controller_runner_loads_export_and_agrees_with_torch(tmp_path):
-    from slicetwin.onnx_policy import OnnxPolicy
+    from slicetwin.runtime.onnx_policy import OnnxPolicy
 
     torch.manual_seed(4)
     model = StudentMLP(3, 4851, 16)
@@ -123,7 +123,7 @@ def test_controller_runner_loads_export_and_agrees_with_torch(tmp_path):
 
 
 def test_controller_runner_refuses_bad_files(tmp_path):
-    from slicetwin.onnx_policy import ModelRejected, OnnxPolicy
+    from slicetwin.runtime.onnx_policy import ModelRejected, OnnxPolicy
 
     blob = to_onnx(StudentMLP(3, 171, 4), n_units=20).SerializeToString()
     with pytest.raises(ModelRejected, match="does not parse"):

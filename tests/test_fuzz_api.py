@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 from controller.app import create_app as create_controller
 from controller.settings import ControllerSettings
-from trainer.twin import Twin, TwinConfig
+from slicetwin.twin import Twin, TwinConfig
 from twin_service.app import create_app as create_twin
 from twin_service.model import TwinHolder
 from twin_service.settings import TwinServiceSettings
@@ -43,7 +43,7 @@ def _controller_app():
 
 
 def _fresh() -> bytes:
-    from slicetwin.onnx_policy import fresh_policy_onnx
+    from slicetwin.runtime.onnx_policy import fresh_policy_onnx
 
     return fresh_policy_onnx("fuzz", 0)
 

@@ -21,7 +21,7 @@ from collections import Counter
 
 import pytest
 
-from slicetwin.soak import ControllerProcess, free_port, http_get
+from slicetwin.ops.soak import ControllerProcess, free_port, http_get
 from tests.conftest import sign_dev
 
 _HOSTILE_RAW = ["1e400", "-1e400", "NaN", "Infinity", "-Infinity", "1" + "0" * 400,
@@ -214,14 +214,14 @@ def controller():
 
 @pytest.fixture(scope="module")
 def twin_service(tmp_path_factory):
-    from trainer.twin import Twin, TwinConfig
+    from slicetwin.twin import Twin, TwinConfig
 
     path = tmp_path_factory.mktemp("twin") / "twin.pt"
     Twin(TwinConfig(ensemble=2, lstm_hidden=8, head_hidden=8, reward_hidden=(8, 8),
                     seed=0)).save(path)
     sign_dev(path, "twin")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli", "twin", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", "twin", "--port", str(port),
                              "--model", str(path)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from controller.gnb import GnbConfig, run_gnb, units_from_answer
-from slicetwin.actions import ActionCodec
+from slicetwin.core.actions import ActionCodec
+from slicetwin.ops.gnb import GnbConfig, run_gnb, units_from_answer
 from tests.test_controller_support import ROOT, assert_allocation_ok, controller_process
 
 
@@ -55,7 +55,7 @@ def test_gnb_closed_loop_end_to_end_single_and_batch():
 
 def test_gnb_cli_json(cli_env):
     with controller_process() as url:
-        out = subprocess.run([sys.executable, "-m", "slicetwin.cli", "gnb", "--controller", url,
+        out = subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "gnb", "--controller", url,
                               "--cells", "2", "--windows", "4", "--batch", "--json"],
                              capture_output=True, text=True, timeout=120, cwd=ROOT, env=cli_env)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from controller.gnb import GnbConfig, run_gnb
+from slicetwin.ops.gnb import GnbConfig, run_gnb
 from tests.test_controller_support import ROOT, controller_process
 
 
@@ -60,7 +60,7 @@ def test_stop_event_ends_an_endless_run_with_a_summary(controller_url):
 
 def test_cli_windows_0_runs_until_sigterm_then_prints_summary(controller_url, cli_env):
     before = decisions(controller_url)
-    proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli", "gnb", "--controller",
+    proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", "gnb", "--controller",
                              controller_url, "--cells", "2", "--windows", "0", "--pace",
                              "--window-ms", "50", "--cell-prefix", "sig", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,

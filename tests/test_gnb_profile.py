@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 from typer.testing import CliRunner
 
-from controller.gnb import GnbConfig, run_gnb
+from slicetwin.ops.gnb import GnbConfig, run_gnb
 from tests.test_controller_support import controller_process
 
 _CLIENT = httpx.Client  # the real one (the tests below patch httpx.Client)
@@ -45,7 +45,7 @@ def test_gnb_profile_drives_the_reports_and_is_recorded(monkeypatch):
         # same seed, other traffic: diurnal's busy, load-modulated cells report other arrivals
         assert not np.array_equal(_arrivals(sent["paper"]), _arrivals(sent["diurnal"]))
         # the CLI: --profile reaches the simulator and the JSON summary
-        from slicetwin import cli
+        import slicetwin.cli.main as cli
 
         cli._register()
         r = CliRunner().invoke(cli.app, ["gnb", "--controller", url, "--cells", "1", "--windows",
@@ -57,7 +57,7 @@ def test_gnb_profile_drives_the_reports_and_is_recorded(monkeypatch):
 
 def test_gnb_bad_profile_is_a_clear_cli_error():
     """A bad --profile: exit 2 with the choices, before any request (no controller here)."""
-    from slicetwin import cli
+    import slicetwin.cli.main as cli
 
     cli._register()
     r = CliRunner().invoke(cli.app, ["gnb", "--controller", "http://127.0.0.1:9", "--windows",
@@ -72,8 +72,8 @@ def test_gnb_bad_profile_is_a_clear_cli_error():
 
 
 def test_profile_help_mirrors_the_simulators():
-    """controller.cli keeps a copy (module-level import rule); it must not drift."""
-    from controller.cli import PROFILE_HELP
-    from slicetwin.sim.cli import PROFILE_HELP as SIM_HELP
+    """slicetwin.cli.controller keeps a copy (module-level import rule); it must not drift."""
+    from slicetwin.cli.controller import PROFILE_HELP
+    from slicetwin.cli.sim import PROFILE_HELP as SIM_HELP
 
     assert PROFILE_HELP == SIM_HELP

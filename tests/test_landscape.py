@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from slicetwin.nets import QNetwork
 from trainer.landscape import (
     filter_normalised_direction,
     gradient_direction,
@@ -18,6 +17,7 @@ from trainer.landscape import (
     sharpness,
     td_loss_fn,
 )
+from trainer.nets import QNetwork
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from slicetwin.nets import QNetwork
-from trainer.experiments.distill import ToyAllocationEnv, TrainedAgent
-from trainer.experiments.landscape import LandscapeExperimentConfig, run
+from slicetwin.experiments.distill import ToyAllocationEnv, TrainedAgent
+from slicetwin.experiments.landscape import LandscapeExperimentConfig, run
+from trainer.nets import QNetwork
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

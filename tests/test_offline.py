@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from slicetwin.nets import QNetwork
+from trainer.nets import QNetwork
 from trainer.offline import OfflineConfig, cql_term, proximal_term, train_offline
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

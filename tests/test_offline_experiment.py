@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from slicetwin.nets import QNetwork
-from trainer.experiments.distill import ToyAllocationEnv, evaluate_policy, greedy
-from trainer.experiments.offline import (
+from slicetwin.experiments.distill import ToyAllocationEnv, evaluate_policy, greedy
+from slicetwin.experiments.offline import (
     OfflineExperimentConfig,
     collect_random,
     run,
     twin_trained_agent,
 )
+from trainer.nets import QNetwork
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -83,7 +83,7 @@ class ExactToyTwin:
     history_len = 1
 
     def __init__(self, config=None, **_):
-        from trainer.twin.rollout import TwinRollouts
+        from slicetwin.twin.rollout import TwinRollouts
 
         self._r = TwinRollouts()
         self._r.history_len = 1
@@ -118,8 +118,8 @@ class ExactToyTwin:
 @pytest.fixture
 def exact_twin(monkeypatch):
     """Make ``twin_trained_agent`` use ExactToyTwin and expose its model replay buffers."""
+    import slicetwin.twin
     import trainer.replay
-    import trainer.twin
 
     made, buffers = [], []
 
@@ -132,7 +132,7 @@ def exact_twin(monkeypatch):
             super().__init__(*a, **kw)
             buffers.append(self)
 
-    monkeypatch.setattr(trainer.twin, "Twin", factory)
+    monkeypatch.setattr(slicetwin.twin, "Twin", factory)
     monkeypatch.setattr(trainer.replay, "ReplayBuffer", RecordingBuffer)
     return made, buffers
 

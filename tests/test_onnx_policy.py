@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from slicetwin.actions import ActionCodec
-from slicetwin.onnx_policy import (
+from slicetwin.core.actions import ActionCodec
+from slicetwin.runtime.onnx_policy import (
     ModelRejected,
     OnnxPolicy,
     build_mlp_onnx,
@@ -44,7 +44,7 @@ def test_fresh_policy_loads_and_matches_numpy(fresh):
 def test_runner_agrees_with_torch_student_via_trainer_export(tmp_path):
     torch = pytest.importorskip("torch")
     export = pytest.importorskip("trainer.export_onnx")
-    from slicetwin.nets import StudentMLP
+    from trainer.nets import StudentMLP
 
     torch.manual_seed(0)
     m = StudentMLP(3, 4851, hidden=16)

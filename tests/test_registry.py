@@ -9,8 +9,8 @@ import time
 import pytest
 import redis
 
-from slicetwin.promotion import make_record
-from slicetwin.registry import (
+from slicetwin.registry.promotion import make_record
+from slicetwin.registry.store import (
     IntegrityError,
     MemoryRegistry,
     NotFound,
@@ -194,7 +194,7 @@ def test_models_cli_round_trip(redis_url, cli_env, tmp_path):
     import subprocess
     import sys
 
-    from slicetwin.onnx_policy import fresh_policy_onnx
+    from slicetwin.runtime.onnx_policy import fresh_policy_onnx
 
     env = {**cli_env, "SLICETWIN_REDIS_URL": redis_url, "SLICETWIN_HMAC_KEY": KEY}
     p1, p2 = tmp_path / "p1.onnx", tmp_path / "p2.onnx"
@@ -203,7 +203,7 @@ def test_models_cli_round_trip(redis_url, cli_env, tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"junk")
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "slicetwin.cli", "models", *args], env=env,
+        return subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "models", *args], env=env,
                               capture_output=True, text=True, timeout=60)
 
     assert cli("publish", "policy", str(p1), "--version", "p1", "--promote").returncode == 0
@@ -216,7 +216,7 @@ def test_models_cli_round_trip(redis_url, cli_env, tmp_path):
     assert listed["current"] == "p2" and [v["version"] for v in listed["versions"]] == ["p1", "p2"]
     assert json.loads(cli("show", "policy").stdout)["version"] == "p2"
     assert "p2 -> p1" in cli("rollback", "policy").stdout
-    wrong = subprocess.run([sys.executable, "-m", "slicetwin.cli", "models", "show", "policy"],
+    wrong = subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "models", "show", "policy"],
                            env={**env, "SLICETWIN_HMAC_KEY": "nope"}, capture_output=True,
                            text=True, timeout=60)
     assert wrong.returncode == 1 and "signature" in wrong.stderr

@@ -19,19 +19,19 @@ import time
 
 import pytest
 
-from slicetwin.loadgen import LoadConfig, drive
-from slicetwin.soak import ControllerProcess, http_get
+from slicetwin.ops.loadgen import LoadConfig, drive
+from slicetwin.ops.soak import ControllerProcess, http_get
 from tests.conftest import free_port, sign_dev
 
 
 def _spawn(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "slicetwin.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.mark.slow  # starts torch in two extra processes: ~30 s on the shared host
 def test_controller_unaffected_when_twin_and_trainer_die(redis_url, tmp_path):
-    from trainer.twin import Twin, TwinConfig
+    from slicetwin.twin import Twin, TwinConfig
 
     twin_file = tmp_path / "twin.pt"
     Twin(TwinConfig(ensemble=2, lstm_hidden=8, head_hidden=8, reward_hidden=(8, 8))).save(
@@ -99,8 +99,9 @@ def test_trainer_ingest_backs_off_exponentially_and_resumes(tmp_path, caplog):
     trainer joins the stream and ingests what the controller wrote."""
     import redis
 
-    from controller.sinks import RedisStreamSink, Transition
-    from slicetwin.registry import MemoryRegistry
+    from controller.sinks import RedisStreamSink
+    from slicetwin.core.transition_wire import Transition
+    from slicetwin.registry.store import MemoryRegistry
     from tests.conftest import RedisServer
     from trainer.worker import TrainerWorker, WorkerSettings
 

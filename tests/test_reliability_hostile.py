@@ -13,7 +13,7 @@ import json
 import httpx
 import pytest
 
-from slicetwin.soak import ControllerProcess
+from slicetwin.ops.soak import ControllerProcess
 
 KEY = "s3cret-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -84,14 +84,13 @@ def test_api_key_compared_in_constant_time():
     """Code check: the controller's and twin's auth goes through BearerKeys.refusal, which
     compares with hmac.compare_digest, not ==."""
     from controller import app as controller_app
-    from slicetwin import http_auth
-    from twin_service import auth as twin_auth
+    from slicetwin.platform import http_auth
 
     src = inspect.getsource(http_auth.BearerKeys.refusal)
     assert "hmac.compare_digest(" in src
     assert "== e" not in src and "got ==" not in src and "!=" not in src
     assert "self.keys.refusal(" in inspect.getsource(controller_app._Edge.__call__)
-    assert "self.keys.refusal(" in inspect.getsource(twin_auth.BearerAuthMiddleware.__call__)
+    assert "self.keys.refusal(" in inspect.getsource(http_auth.BearerAuth.__call__)
 
 
 

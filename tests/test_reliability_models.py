@@ -17,7 +17,7 @@ import time
 import httpx
 import numpy as np
 
-from slicetwin.soak import ControllerProcess
+from slicetwin.ops.soak import ControllerProcess
 from tests.conftest import ROOT
 
 KEY = "models-test-key"
@@ -33,8 +33,8 @@ def _report(cell: str, w: int) -> dict:
 
 def _faulty_models(good: bytes) -> dict[str, tuple[bytes, str]]:
     """name -> (blob, rejection reason the controller must count)."""
-    from slicetwin.actions import ActionCodec
-    from slicetwin.onnx_policy import (
+    from slicetwin.core.actions import ActionCodec
+    from slicetwin.runtime.onnx_policy import (
         build_mlp_onnx,
         default_metadata,
         fresh_policy_onnx,
@@ -72,8 +72,8 @@ def _wait(pred, timeout: float = 15.0) -> bool:
 def test_bad_models_refused_counted_old_keeps_serving_and_rollback(redis_url):
     import redis
 
-    from slicetwin.onnx_policy import fresh_policy_onnx
-    from slicetwin.registry import RedisRegistry
+    from slicetwin.registry.store import RedisRegistry
+    from slicetwin.runtime.onnx_policy import fresh_policy_onnx
 
     reg = RedisRegistry(redis_url, KEY)
     good = fresh_policy_onnx(GOOD, seed=1)
@@ -141,7 +141,7 @@ def test_bad_models_refused_counted_old_keeps_serving_and_rollback(redis_url):
         th.start()
         assert _wait(lambda: len(seen) > 5)
         t_call = time.perf_counter()
-        cli = subprocess.run([sys.executable, "-m", "slicetwin.cli", "models", "rollback",
+        cli = subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "models", "rollback",
                               "policy", "--redis-url", redis_url, "--hmac-key", KEY],
                              capture_output=True, text=True, cwd=ROOT, timeout=60)
         t_ret = time.perf_counter()

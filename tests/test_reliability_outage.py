@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from slicetwin.loadgen import LoadConfig, drive
-from slicetwin.soak import ControllerProcess, http_get
+from slicetwin.ops.loadgen import LoadConfig, drive
+from slicetwin.ops.soak import ControllerProcess, http_get
 from tests.conftest import RedisServer, free_port
 
 KEY = "outage-test-key"
@@ -64,9 +64,9 @@ def _outage_run(own_redis, tmp_path, caplog, rate: float, duration: float, down_
     nothing answered, every client waits for its socket timeout)."""
     import redis
 
-    from controller.sinks import decode
-    from slicetwin.onnx_policy import fresh_policy_onnx
-    from slicetwin.registry import RedisRegistry
+    from slicetwin.core.transition_wire import decode
+    from slicetwin.registry.store import RedisRegistry
+    from slicetwin.runtime.onnx_policy import fresh_policy_onnx
     from trainer.worker import TrainerWorker
     from trainer.worker.settings import WorkerSettings
 

@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 
 
 def test_bench_soak_cli_prints_one_json_line():
-    out = subprocess.run([sys.executable, "-m", "slicetwin.cli", "bench", "soak", "--rate", "200",
+    out = subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "bench", "soak", "--rate", "200",
                           "--duration", "4", "--warmup", "1", "--bucket", "2", "--no-progress"],
                          capture_output=True, text=True, cwd=ROOT, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -31,7 +31,7 @@ def test_bench_soak_cli_prints_one_json_line():
 
 @pytest.mark.slow
 def test_soak_minute_scale_zero_errors_bounded_rss():
-    from slicetwin.soak import SoakConfig, run_soak
+    from slicetwin.ops.soak import SoakConfig, run_soak
 
     r = run_soak(SoakConfig(rate=500, duration_s=60, warmup_s=10, bucket_s=15), progress=False)
     print(json.dumps(r))

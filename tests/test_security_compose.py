@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from slicetwin.keys import fresh_keys
+from slicetwin.platform.keys import fresh_keys
 from tests.test_compose_topology import ROOT, load_compose
 
 SECRETS = set(fresh_keys()) - {"SLICETWIN_ENV"}

@@ -20,11 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.app import create_app
 from controller.settings import ControllerSettings
-from slicetwin.keys import fresh_keys
-from slicetwin.onnx_policy import fresh_policy_onnx
+from slicetwin.platform.keys import fresh_keys
+from slicetwin.runtime.onnx_policy import fresh_policy_onnx
 from tests.conftest import ROOT
 
-SLICETWIN = [sys.executable, "-m", "slicetwin.cli"]
+SLICETWIN = [sys.executable, "-m", "slicetwin.cli.main"]
 
 
 def _env(extra: dict) -> dict:
@@ -72,8 +72,8 @@ def test_keys_init_writes_fresh_private_env_and_acl(tmp_path):
     r = _run(["keys", "init", "--out", str(env_file), "--acl", str(acl)], {})
     assert r.returncode == 0, r.stderr
     assert oct(env_file.stat().st_mode & 0o777) == "0o600"
-    from slicetwin.keys import read_env
-    from slicetwin.security import PUBLIC_SECRETS
+    from slicetwin.platform.keys import read_env
+    from slicetwin.platform.security import PUBLIC_SECRETS
 
     keys = read_env(env_file)
     assert not set(keys.values()) & PUBLIC_SECRETS
@@ -157,9 +157,9 @@ def test_controller_cli_allow_unsigned_flag_serves_and_flags_it(tmp_path):
 
 
 def test_twin_model_file_needs_a_signature(tmp_path):
-    from slicetwin.model_files import sign_file
-    from slicetwin.signing import Signer
-    from trainer.twin import Twin
+    from slicetwin.core.signing import Signer
+    from slicetwin.registry.model_files import sign_file
+    from slicetwin.twin import Twin
     from twin_service.app import create_app as twin_app
     from twin_service.settings import TwinServiceSettings
 

@@ -86,7 +86,7 @@ def test_controller_process_answers_401_never_5xx_to_any_credential(header, tmp_
 
 @pytest.fixture(scope="module")
 def twin_obj():
-    from trainer.twin import Twin
+    from slicetwin.twin import Twin
 
     return Twin()
 
@@ -131,7 +131,7 @@ def test_twin_service_lower_default_limits(twin_obj):
     assert s.max_body_bytes == 8 * 2**20 and s.max_batch == 8192  # were 64 MiB and 65,536
     h = {"authorization": f"Bearer {KEY}"}
     with TestClient(_twin_app(twin_obj, api_key=KEY)) as c:
-        from twin_service.wire import pack
+        from slicetwin.twin.wire import pack
 
         n = s.max_batch + 1
         body = {"states": pack(np.ones((n, twin_obj.history_len, 3), np.float32)),

@@ -17,11 +17,11 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from slicetwin.keys import fresh_keys
-from slicetwin.onnx_policy import fresh_policy_onnx
-from slicetwin.promotion import PromotionGuard, PromotionRefused, make_record, read_record
-from slicetwin.registry import MemoryRegistry, RedisRegistry, RegistryError
-from slicetwin.signing import Signer, Verifier, generate_private_key
+from slicetwin.core.signing import Signer, Verifier, generate_private_key
+from slicetwin.platform.keys import fresh_keys
+from slicetwin.registry.promotion import PromotionGuard, PromotionRefused, make_record, read_record
+from slicetwin.registry.store import MemoryRegistry, RedisRegistry, RegistryError
+from slicetwin.runtime.onnx_policy import fresh_policy_onnx
 from tests.test_controller_support import controller_process, report
 
 P = "slicetwin:"
@@ -142,7 +142,7 @@ def test_replayed_promotion_does_not_roll_back_a_signed_rollback_does(redis_url)
 
 
 def test_twin_service_serves_only_signed_promotions(redis_url):
-    from trainer.twin import Twin
+    from slicetwin.twin import Twin
     from twin_service.app import create_app
     from twin_service.settings import TwinServiceSettings
 

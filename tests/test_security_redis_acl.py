@@ -1,4 +1,4 @@
-"""The compose Redis ACL (slicetwin.redis_acl, written by `slicetwin keys init`) on a real
+"""The compose Redis ACL (slicetwin.platform.redis_acl, written by `slicetwin keys init`) on a real
 redis-server: every service does its job with its own user, and is refused outside it.
 
 Threat-model row "Redis writer" / "network peer" (docs/security.md): a peer without a password
@@ -16,10 +16,10 @@ import pytest
 import redis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
-from slicetwin.keys import fresh_keys
-from slicetwin.onnx_policy import fresh_policy_onnx
-from slicetwin.redis_acl import passwords_from_env, render_acl
-from slicetwin.registry import RedisRegistry, RegistryError
+from slicetwin.platform.keys import fresh_keys
+from slicetwin.platform.redis_acl import passwords_from_env, render_acl
+from slicetwin.registry.store import RedisRegistry, RegistryError
+from slicetwin.runtime.onnx_policy import fresh_policy_onnx
 from tests.conftest import free_port
 from tests.test_controller_support import controller_process, report
 

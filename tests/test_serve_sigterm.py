@@ -43,7 +43,7 @@ APP = r"""
 import sys
 from contextlib import asynccontextmanager
 from fastapi import FastAPI
-from slicetwin.serve import serve
+from slicetwin.platform.serve import serve
 
 @asynccontextmanager
 async def lifespan(app):
@@ -77,7 +77,7 @@ def test_controller_cli_exits_0_on_sigterm(tmp_path):
     for k in ("SLICETWIN_REDIS_URL", "SLICETWIN_MODEL_SOURCE", "SLICETWIN_CELL_STORE",
               "SLICETWIN_TRANSITIONS_SINK"):
         env.pop(k, None)
-    proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli", "controller", "--host",
+    proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", "controller", "--host",
                              "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=120)

@@ -6,9 +6,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from slicetwin.schemas import KPIReport
+from slicetwin.core.schemas import KPIReport
+from slicetwin.core.slices import UnknownSliceError
 from slicetwin.sim import RanSimulator, SimConfig, SliceTraffic
-from slicetwin.slices import UnknownSliceError
 
 
 def _run(sim, units, windows):

@@ -10,6 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import slicetwin.sim  # noqa: F401 -- registers the env
+from slicetwin.core.utility import RewardShaper
 from slicetwin.sim import SimConfig
 from slicetwin.sim.baselines import (
     DemandProportionalPolicy,
@@ -22,7 +23,6 @@ from slicetwin.sim.baselines import (
 )
 from slicetwin.sim.env import RanSlicingEnv
 from slicetwin.sim.vector_env import RanSlicingVectorEnv
-from slicetwin.utility import RewardShaper
 
 
 def test_check_env_and_registration():
@@ -98,7 +98,7 @@ def test_full_oracle_is_the_argmax_over_all_actions():
 
 
 def _cli(*args):
-    r = subprocess.run([sys.executable, "-m", "slicetwin.cli", *args], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli.main", *args], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip().splitlines()[-1]
@@ -124,9 +124,9 @@ def test_cli_bench_and_baselines_json():
     # the oracle is never beaten on the same traffic
     assert all(r["mean"] <= s["policies"]["oracle"]["mean"] + 1e-9
                for r in s["policies"].values())
-    r = subprocess.run([sys.executable, "-m", "slicetwin.cli", "baselines", "--quick",
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "baselines", "--quick",
                         "--first-seed", "5"], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "report seeds must lie" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "slicetwin.cli", "baselines", "--quick",
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "baselines", "--quick",
                         "--profile", "rush-hour"], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "unknown profile" in r.stderr

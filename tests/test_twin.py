@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slicetwin.utility import RewardShaper
-from trainer.data import Transitions
-from trainer.twin import Twin, TwinConfig, collect_transitions, histories
-from trainer.twin.fidelity import multi_step_error, successor_chains
-from trainer.twin.history import history_index, predecessor_index
+from slicetwin.core.transitions import Transitions
+from slicetwin.core.utility import RewardShaper
+from slicetwin.twin import Twin, TwinConfig, histories
+from slicetwin.twin.history import history_index, predecessor_index
+from trainer.collect import collect_transitions
+from trainer.twin_fidelity import multi_step_error, successor_chains
 
 FAST = dict(ensemble=3, epochs=60, patience=10, max_fit_seconds=40.0, seed=0)
 
@@ -161,7 +162,7 @@ def test_predict_rejects_bad_input(fitted):
 
 @pytest.mark.slow
 def test_policy_ranking_agrees_with_simulator(fitted, sim_data):
-    from trainer.twin.fidelity import policy_ranking
+    from trainer.twin_fidelity import policy_ranking
 
     r = policy_ranking(fitted, sim_data[1], horizon=20, sim_steps=60)
     assert r["kendall_tau"] > 0.4, r

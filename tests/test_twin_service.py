@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from slicetwin.twin import Twin, TwinConfig
+from slicetwin.twin.wire import pack
 from tests.conftest import free_port
-from trainer.twin import Twin, TwinConfig
 from twin_service.app import create_app
 from twin_service.model import TwinHolder
 from twin_service.settings import TwinServiceSettings
-from twin_service.wire import pack
 
 CFG = TwinConfig(ensemble=3, lstm_hidden=16, head_hidden=16, reward_hidden=(32, 32), seed=3)
 
@@ -56,7 +56,7 @@ def test_step_and_batch_answer(client, twin):
     packed = client.post("/v1/twin/step:batch", json={
         "states": pack(states), "actions": pack(acts), "seed": 7, "encoding": "packed"}).json()
     assert as_lists["n"] == packed["n"] == 5
-    from twin_service.wire import unpack
+    from slicetwin.twin.wire import unpack
     np.testing.assert_allclose(np.array(as_lists["next_state"]),
                                unpack(**packed["next_state"]), rtol=1e-6)
 
@@ -137,8 +137,8 @@ def test_bad_model_file_is_refused_and_old_model_keeps_serving(twin, tmp_path):
 
 
 def test_real_process_http_twin_matches_in_process_twin(twin, tmp_path):
+    from slicetwin.ops.bench.twin import start_service
     from trainer.twin_client import HttpTwin
-    from twin_service.bench import start_service
 
     path = tmp_path / "twin.pt"
     twin.save(path)
@@ -197,7 +197,7 @@ def _wait_version(client, want: str, timeout: float = 5.0) -> str:
 
 
 def test_reloads_on_twin_registry_event_real_redis(twin, redis_url):
-    from slicetwin.registry import RedisRegistry
+    from slicetwin.registry.store import RedisRegistry
 
     reg = RedisRegistry(redis_url, "test-key")
     reg.publish("twin", twin.to_bytes(), version="twin-v1", promote=True,
@@ -227,7 +227,7 @@ def test_reloads_on_twin_registry_event_real_redis(twin, redis_url):
 
 
 def test_unsigned_twin_is_refused(twin, redis_url):
-    from slicetwin.registry import RedisRegistry
+    from slicetwin.registry.store import RedisRegistry
 
     RedisRegistry(redis_url, "attacker-key").publish("twin", twin.to_bytes(), version="evil",
                                                      promote=True)
@@ -239,10 +239,10 @@ def test_unsigned_twin_is_refused(twin, redis_url):
 
 def test_real_process_http_twin_fit_publishes_through_registry(twin, redis_url):
     """HttpTwin.fit -> local fit -> registry publish + promote -> the service process swaps."""
-    from slicetwin.registry import RedisRegistry
-    from trainer.twin import collect_transitions
+    from slicetwin.ops.bench.twin import start_service
+    from slicetwin.registry.store import RedisRegistry
+    from trainer.collect import collect_transitions
     from trainer.twin_client import HttpTwin, registry_publisher
-    from twin_service.bench import start_service
 
     reg = RedisRegistry(redis_url, "k2")
     reg.publish("twin", twin.to_bytes(), version="twin-boot", promote=True)
@@ -269,7 +269,7 @@ def test_real_process_http_twin_fit_publishes_through_registry(twin, redis_url):
 
 
 def test_follows_in_memory_registry_for_the_embedded_demo(twin):
-    from slicetwin.registry import MemoryRegistry
+    from slicetwin.registry.store import MemoryRegistry
 
     reg = MemoryRegistry()
     reg.publish("twin", twin.to_bytes(), version="m1", promote=True)

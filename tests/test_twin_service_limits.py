@@ -8,7 +8,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from trainer.twin import Twin, TwinConfig
+from slicetwin.twin import Twin, TwinConfig
 from twin_service.app import create_app
 from twin_service.model import TwinHolder
 from twin_service.settings import TwinServiceSettings
@@ -28,7 +28,7 @@ def client():
 def test_oversized_body_is_413_and_next_request_served(client):
     big = {"states": [[0.5, 0.8, 0.6]] * 200, "action": 10}
     r = client.post("/v1/twin/step", json=big)
-    assert r.status_code == 413 and "exceeds 2000" in r.json()["detail"]
+    assert r.status_code == 413 and "exceeds the limit of 2000" in r.json()["message"]
 
     def chunks():  # no Content-Length: the limit must still hold while streaming
         body = json.dumps(big).encode()

@@ -9,7 +9,7 @@ import time
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from trainer.twin import Twin, TwinConfig
+from slicetwin.twin import Twin, TwinConfig
 from twin_service.app import create_app
 from twin_service.model import TwinHolder
 from twin_service.settings import TwinServiceSettings
@@ -47,7 +47,7 @@ def test_no_model_then_in_memory_model_without_figures():
 
 
 def test_version_and_heldout_rmse_follow_registry_hot_swap(redis_url):
-    from slicetwin.registry import RedisRegistry
+    from slicetwin.registry.store import RedisRegistry
 
     reg = RedisRegistry(redis_url, "test-key")
     tw = Twin(CFG)

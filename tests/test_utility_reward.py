@@ -17,7 +17,9 @@ from pydantic import ValidationError
 
 from controller.app import create_app
 from controller.settings import ControllerSettings
-from slicetwin.onnx_policy import (
+from slicetwin.core.utility import RewardShaper, UtilityConfig, parse_beta, shaped_reward, ssr
+from slicetwin.registry.store import MemoryRegistry
+from slicetwin.runtime.onnx_policy import (
     ModelRejected,
     OnnxPolicy,
     build_mlp_onnx,
@@ -25,8 +27,6 @@ from slicetwin.onnx_policy import (
     fresh_policy_onnx,
     init_mlp_weights,
 )
-from slicetwin.registry import MemoryRegistry
-from slicetwin.utility import RewardShaper, UtilityConfig, parse_beta, shaped_reward, ssr
 from tests.test_controller_support import controller_process, report
 
 KEY = "utility-test-key"
@@ -128,7 +128,7 @@ def test_controller_cli_start_up_error_names_the_variable(tmp_path):
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SLICETWIN_UTILITY_BETA": "1,4",
            "SLICETWIN_PORT": "1"}
-    p = subprocess.run([sys.executable, "-m", "slicetwin.cli", "controller"], env=env, cwd=ROOT,
+    p = subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "controller"], env=env, cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr
     assert "SLICETWIN_UTILITY_BETA='1,4'" in p.stderr and "3 weights" in p.stderr
@@ -238,8 +238,8 @@ def test_policy_and_metrics_show_the_weights():
 def _student_for(utility: UtilityConfig | None, version: str) -> bytes:
     import torch
 
-    from slicetwin.nets import StudentMLP
     from trainer.export_onnx import to_onnx, validate_onnx
+    from trainer.nets import StudentMLP
 
     torch.manual_seed(0)
     blob = to_onnx(StudentMLP(3, 4851, 16), n_units=100, version=version,
@@ -297,7 +297,7 @@ def test_model_file_for_other_weights_is_refused_at_start(tmp_path):
 
 
 def test_model_without_weights_counts_as_trained_for_the_defaults():
-    from slicetwin.actions import ActionCodec
+    from slicetwin.core.actions import ActionCodec
 
     codec = ActionCodec()
     old = build_mlp_onnx(init_mlp_weights((16, 16), codec.n_actions, 1),
@@ -321,8 +321,8 @@ def test_model_without_weights_counts_as_trained_for_the_defaults():
 def test_worker_exports_and_twins_with_its_weights(monkeypatch):
     """The trainer's twin computes utility with the settings' weights, the exported student
     records them, and the simulated feed records what such a controller would."""
+    from slicetwin.ops.simfeed import sim_transitions
     from trainer.worker.settings import WorkerSettings
-    from trainer.worker.simfeed import sim_transitions
 
     monkeypatch.setenv("SLICETWIN_UTILITY_BETA", "1,4,6")
     s = WorkerSettings()
@@ -345,13 +345,13 @@ def test_worker_exports_and_twins_with_its_weights(monkeypatch):
         def fit(self, train):
             return {}
 
-    monkeypatch.setattr("trainer.twin.Twin", _Twin)
+    monkeypatch.setattr("slicetwin.twin.Twin", _Twin)
     learn.fit_twin(None, s, 0)
     assert captured["utility"] == s.utility
 
 
 def test_twin_service_refuses_a_twin_for_other_weights():
-    from trainer.twin import Twin, TwinConfig
+    from slicetwin.twin import Twin, TwinConfig
     from twin_service.model import TwinHolder
 
     cfg = TwinConfig(ensemble=2, lstm_hidden=8, head_hidden=8, reward_hidden=(8, 8))

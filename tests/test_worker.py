@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import redis
 
-from controller.sinks import encode
-from trainer.worker.simfeed import sim_transitions, xadd_all
+from slicetwin.core.transition_wire import encode
+from slicetwin.ops.simfeed import sim_transitions, xadd_all
 from trainer.worker.store import DatasetStore
 
 STREAM = "slicetwin:transitions"
@@ -37,7 +37,7 @@ def fast_settings(tmp_path, url=None, **kw):
 
 def ingest_only(tmp_path, url, name="trainer-1"):
     """A worker that never trains (registry untouched): just the ingestion path."""
-    from slicetwin.registry import MemoryRegistry
+    from slicetwin.registry.store import MemoryRegistry
     from trainer.worker import TrainerWorker
 
     return TrainerWorker(fast_settings(tmp_path, url, consumer_name=name), registry=MemoryRegistry())
@@ -45,7 +45,7 @@ def ingest_only(tmp_path, url, name="trainer-1"):
 
 # ---------------------------------------------------------------------------------- store
 def test_store_recovers_from_torn_index_and_orphan_chunk(tmp_path):
-    from controller.sinks import decode, to_transitions
+    from slicetwin.core.transition_wire import decode, to_transitions
 
     rows = [decode(encode(t)) for t in sim_transitions(cells=2, windows=10)]
     data = to_transitions(rows)
@@ -69,7 +69,7 @@ def test_store_recovers_from_torn_index_and_orphan_chunk(tmp_path):
 
 # ---------------------------------------------------------------------------------- restart
 def test_restart_in_every_crash_window_loses_and_duplicates_nothing(tmp_path, redis_url):
-    from controller.sinks import to_transitions
+    from slicetwin.core.transition_wire import to_transitions
 
     n = xadd_all(redis_url, STREAM, sim_transitions(cells=4, windows=150, seed=3))
     w = ingest_only(tmp_path, redis_url)
@@ -102,7 +102,7 @@ def test_trainer_process_killed_repeatedly_loses_no_transition(tmp_path, redis_u
                SLICETWIN_READ_BLOCK_MS="20")
     produced = 0
     feed = sim_transitions(cells=4, windows=400, seed=5)
-    cmd = [sys.executable, "-m", "slicetwin.cli", "trainer", "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "slicetwin.cli.main", "trainer", "--log-level", "warning"]
     r = redis.Redis.from_url(redis_url)
 
     def group_info() -> dict | None:
@@ -200,7 +200,7 @@ def test_pending_entries_trimmed_before_persisting_are_counted(tmp_path, redis_u
 
 # ---------------------------------------------------------------------------------- gate
 def _codec():
-    from slicetwin.actions import ActionCodec
+    from slicetwin.core.actions import ActionCodec
 
     return ActionCodec()
 
@@ -208,9 +208,9 @@ def _codec():
 def _constant_policy_onnx(units: tuple[int, int, int], version: str) -> bytes:
     import torch
 
-    from slicetwin.actions import ActionCodec
-    from slicetwin.nets import StudentMLP
+    from slicetwin.core.actions import ActionCodec
     from trainer.export_onnx import to_onnx
+    from trainer.nets import StudentMLP
 
     codec = ActionCodec()
     a = int(codec.encode(np.asarray(units)))
@@ -226,7 +226,7 @@ def _constant_policy_onnx(units: tuple[int, int, int], version: str) -> bytes:
 @pytest.fixture(scope="module")
 def fitted():
     """A small twin fitted on explored simulator data (shared by the gate tests)."""
-    from controller.sinks import decode, to_transitions
+    from slicetwin.core.transition_wire import decode, to_transitions
     from trainer.worker import WorkerSettings
     from trainer.worker.learn import fit_twin
     from trainer.worker.store import holdout_mask
@@ -259,7 +259,7 @@ def test_gate_refuses_a_deliberately_worse_candidate(fitted):
 
 
 def test_worker_publishes_refused_candidate_without_promoting(tmp_path, redis_url):
-    from slicetwin.registry import RedisRegistry
+    from slicetwin.registry.store import RedisRegistry
     from trainer.worker import TrainerWorker
     from trainer.worker.gate import sim_utility
 
@@ -289,9 +289,9 @@ def test_worker_publishes_refused_candidate_without_promoting(tmp_path, redis_ur
 
 # ---------------------------------------------------------------------------------- cycle
 def test_cycle_publishes_twin_and_policy_then_resumes(tmp_path, redis_url):
-    from slicetwin.onnx_policy import OnnxPolicy
-    from slicetwin.registry import RedisRegistry
-    from trainer.twin import Twin
+    from slicetwin.registry.store import RedisRegistry
+    from slicetwin.runtime.onnx_policy import OnnxPolicy
+    from slicetwin.twin import Twin
     from trainer.worker import TrainerWorker
 
     xadd_all(redis_url, STREAM, sim_transitions(cells=4, windows=80, seed=10))
@@ -322,7 +322,7 @@ def test_cycle_publishes_twin_and_policy_then_resumes(tmp_path, redis_url):
 
 
 def test_worker_survives_redis_down(tmp_path, caplog):
-    from slicetwin.registry import MemoryRegistry
+    from slicetwin.registry.store import MemoryRegistry
     from tests.conftest import free_port
     from trainer.worker import TrainerWorker
 
@@ -343,7 +343,7 @@ def test_worker_survives_redis_down(tmp_path, caplog):
 def test_embedded_worker_reads_a_memory_sink_and_promotes_in_memory(tmp_path):
     """The demo's path: controller MemorySink -> MemorySinkSource -> worker -> MemoryRegistry."""
     from controller.sinks import MemorySink
-    from slicetwin.registry import MemoryRegistry
+    from slicetwin.registry.store import MemoryRegistry
     from trainer.worker import TrainerWorker
     from trainer.worker.source import MemorySinkSource
 
@@ -371,7 +371,7 @@ def test_sim_profile_setting_and_sim_gate_profile(monkeypatch):
     a bad one is a settings error naming the choices."""
     from pydantic import ValidationError
 
-    from slicetwin.settings_errors import settings_error
+    from slicetwin.platform.settings_errors import settings_error
     from trainer.worker.gate import gate, sim_utility
     from trainer.worker.settings import WorkerSettings
 
@@ -399,7 +399,7 @@ def test_sim_profile_setting_and_sim_gate_profile(monkeypatch):
 def test_worker_sim_gate_runs_on_the_settings_profile(tmp_path):
     """The worker hands ``sim_profile`` to the sim gate (the demo sets it to its --profile)."""
     from controller.sinks import MemorySink
-    from slicetwin.registry import MemoryRegistry
+    from slicetwin.registry.store import MemoryRegistry
     from trainer.worker import TrainerWorker
     from trainer.worker.source import MemorySinkSource
 
@@ -433,7 +433,7 @@ def test_undecodable_entry_is_acknowledged_and_counted(tmp_path, redis_url):
 
 
 def test_drain_continues_past_a_batch_of_duplicates(tmp_path, redis_url):
-    from controller.sinks import to_transitions
+    from slicetwin.core.transition_wire import to_transitions
 
     xadd_all(redis_url, STREAM, sim_transitions(cells=2, windows=20, seed=15))
     w = ingest_only(tmp_path, redis_url)
@@ -450,7 +450,7 @@ def test_drain_continues_past_a_batch_of_duplicates(tmp_path, redis_url):
 def test_ingestion_resumes_after_a_redis_restart(tmp_path, redis_server, redis_url, caplog):
     """Redis goes away mid-run (and comes back empty: no persistence): the worker logs, backs
     off, re-creates its group and persists what arrives afterwards; nothing crashes."""
-    from slicetwin.registry import MemoryRegistry
+    from slicetwin.registry.store import MemoryRegistry
     from trainer.worker import TrainerWorker
 
     xadd_all(redis_url, STREAM, sim_transitions(cells=2, windows=25, seed=17))

@@ -20,10 +20,10 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from slicetwin.soak import http_get
+from slicetwin.ops.simfeed import sim_transitions, xadd_all
+from slicetwin.ops.soak import http_get
 from tests.conftest import free_port
 from tests.test_worker import STREAM, fast_settings
-from trainer.worker.simfeed import sim_transitions, xadd_all
 
 
 def samples(port: int) -> dict[tuple[str, tuple], float]:
@@ -38,7 +38,7 @@ def samples(port: int) -> dict[tuple[str, tuple], float]:
 
 
 def test_cycle_figures_on_metrics_and_healthz(tmp_path, redis_url):
-    from slicetwin.registry import RedisRegistry
+    from slicetwin.registry.store import RedisRegistry
     from trainer.worker import TrainerWorker
     from trainer.worker.metrics import TrainerMetrics, serve
 
@@ -106,7 +106,7 @@ def _strong_policy() -> bytes:
 
 
 def test_redis_errors_counted_and_healthz_unhealthy(tmp_path):
-    from slicetwin.registry import MemoryRegistry
+    from slicetwin.registry.store import MemoryRegistry
     from trainer.worker import TrainerWorker
     from trainer.worker.metrics import TrainerMetrics, serve
 
@@ -141,7 +141,7 @@ def test_trainer_command_serves_metrics_port(tmp_path, redis_url, cli_env):
                SLICETWIN_MIN_TRANSITIONS=str(10**9), SLICETWIN_READ_BLOCK_MS="20",
                SLICETWIN_METRICS_HOST="127.0.0.1")
     n = xadd_all(redis_url, STREAM, sim_transitions(cells=2, windows=30, seed=13))
-    proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli", "trainer", "--redis-url",
+    proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", "trainer", "--redis-url",
                              redis_url, "--metrics-port", str(port), "--log-level", "warning"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -171,7 +171,7 @@ def test_trainer_command_serves_metrics_port(tmp_path, redis_url, cli_env):
 
 
 def test_stream_lag_counts_entries_not_yet_delivered(tmp_path, redis_url):
-    from slicetwin.registry import MemoryRegistry
+    from slicetwin.registry.store import MemoryRegistry
     from trainer.worker import TrainerWorker
     from trainer.worker.metrics import TrainerMetrics
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from trainer.data import Transitions
+from slicetwin.core.transitions import Transitions
 from trainer.worker.store import DatasetStore
 
 

@@ -1,7 +1,7 @@
 """Single-cell gymnasium environment ``slicetwin/RanSlicing-v0`` over the batched simulator.
 
 Observation: the paper's state, arrived packets per slice of the last window divided by
-``slicetwin.state.STATE_SCALES`` (float32, shape (3,)). Action: index into ``ActionCodec``
+``slicetwin.core.state.STATE_SCALES`` (float32, shape (3,)). Action: index into ``ActionCodec``
 (Discrete(4851) at 200 kHz, Discrete(171) with ``n_units=20``). Reward: the paper's shaped
 reward of the window's utility, with the threshold driven by the env's lifetime step counter
 (it keeps rising across episodes, as in a training run). Episodes are truncated after
@@ -14,9 +14,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from slicetwin.core.utility import RewardShaper
 from slicetwin.sim.config import SimConfig
 from slicetwin.sim.simulator import RanSimulator
-from slicetwin.utility import RewardShaper
 
 
 def default_shaper(config: SimConfig) -> RewardShaper:

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from slicetwin.core.schemas import KPIReport, SliceAllocation, SliceKPI
+from slicetwin.core.slices import N_SLICES
+from slicetwin.core.state import state_from_arrivals
 from slicetwin.sim import _kernel as K
 from slicetwin.sim.config import SimConfig
-from slicetwin.slices import N_SLICES
-from slicetwin.state import state_from_arrivals
 
 
 @dataclass
@@ -105,7 +106,6 @@ class WindowKPIs:
     def to_reports(self, cell_ids, window: int | np.ndarray, units: np.ndarray | None = None,
                    config: SimConfig | None = None) -> list:
         """KPIReport per cell, as a gNB would post them (design.md section 3)."""
-        from slicetwin.schemas import KPIReport, SliceAllocation, SliceKPI
 
         cfg = config or self.config or SimConfig()
         n = self.n_cells

@@ -13,10 +13,10 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from slicetwin.core.utility import RewardShaper
 from slicetwin.sim.config import SimConfig
 from slicetwin.sim.env import default_shaper
 from slicetwin.sim.simulator import RanSimulator
-from slicetwin.utility import RewardShaper
 
 
 class RanSlicingVectorEnv(VectorEnv):

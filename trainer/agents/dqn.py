@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from slicetwin.nets import PAPER_HIDDEN, QNetwork
+from trainer.nets import PAPER_HIDDEN, QNetwork
 from trainer.replay import Batch
 
 

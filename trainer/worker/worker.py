@@ -28,7 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.transition_wire import to_transitions
+from slicetwin.registry.store import RedisRegistry, new_version
+from slicetwin.runtime.onnx_policy import fresh_policy_onnx
+from slicetwin.twin import Twin
+from trainer.twin_client import HttpTwin
+from trainer.worker import checkpoint, learn
+from trainer.worker.gate import gate, onnx_policy_fn
+from trainer.worker.learn import new_agent
 from trainer.worker.settings import WorkerSettings
+from trainer.worker.source import RedisStreamSource
 from trainer.worker.store import DatasetStore, holdout_mask
 
 log = logging.getLogger("slicetwin.trainer")
@@ -87,14 +97,12 @@ class TrainerWorker:
         if registry is None:
             if not self.s.redis_url:
                 raise ValueError("no registry: set SLICETWIN_REDIS_URL or pass registry=")
-            from slicetwin.registry import RedisRegistry
 
             # the trainer signs the promotions its gate passes (it holds the promotion key)
             registry = RedisRegistry(self.s.redis_url, self.s.hmac_key.get_secret_value(),
                                      self.s.registry_prefix, **self.s.registry_keys())
         self.registry = registry
         if source is None and self.s.redis_url:
-            from trainer.worker.source import RedisStreamSource
 
             source = RedisStreamSource(self.s.redis_url, self.s.stream_key, self.s.consumer_group,
                                        self.s.consumer_name)
@@ -123,9 +131,8 @@ class TrainerWorker:
         entries without waiting seconds for torch to load)."""
         if self.agent1 is not None:
             return
-        import torch
+        import torch  # lazy: torch
 
-        from trainer.worker.learn import new_agent
 
         torch.set_num_threads(1)  # shared 2-core host: one thread is fastest (perf_notes)
         self.agent1 = new_agent(self.s, self.s.seed)
@@ -135,7 +142,6 @@ class TrainerWorker:
     def _resume(self) -> None:
         if not self.s.checkpoint:
             return
-        from trainer.worker import checkpoint
 
         st = checkpoint.load(self.root)
         if st is None:
@@ -145,7 +151,6 @@ class TrainerWorker:
         self.cycle = int(st["cycle"])
         self.rows_at_last_cycle = int(st.get("rows_at_last_cycle", 0))
         if st.get("twin"):
-            from trainer.twin import Twin
 
             self.best_twin = Twin.from_bytes(st["twin"])
             self.best_twin_version = st.get("twin_version") or None
@@ -155,7 +160,6 @@ class TrainerWorker:
     def _checkpoint(self) -> None:
         if not self.s.checkpoint:
             return
-        from trainer.worker import checkpoint
 
         checkpoint.save(self.root, {
             "cycle": self.cycle, "rows_at_last_cycle": self.rows_at_last_cycle,
@@ -166,7 +170,6 @@ class TrainerWorker:
     # ------------------------------------------------------------------ ingestion
     def ingest_once(self, block_ms: int | None = None) -> int:
         """One poll: persist new entries durably, then acknowledge. Returns rows persisted."""
-        from controller.sinks import to_transitions
 
         if self.source is None:
             return 0
@@ -247,8 +250,6 @@ class TrainerWorker:
             self.s.min_new_transitions, 1 if self.cycle == 0 else self.s.min_new_transitions)
 
     def _current_policy(self) -> tuple[bytes, str]:
-        from slicetwin.actions import ActionCodec
-        from slicetwin.onnx_policy import fresh_policy_onnx
 
         if self.registry.authorised("policy") is not None:  # what the services serve
             rec, blob, _ = self.registry.fetch_served("policy")
@@ -262,8 +263,6 @@ class TrainerWorker:
         if not self.s.twin_url or self.best_twin_version is None:
             return None
         try:
-            from trainer.twin_client import HttpTwin
-
             key = self.s.twin_api_key.get_secret_value() if self.s.twin_api_key else None
             ht = HttpTwin(self.s.twin_url, seed=self.s.seed + self.cycle, timeout=30.0,
                           api_key=key)
@@ -298,9 +297,6 @@ class TrainerWorker:
         return res
 
     def _run_cycle(self) -> CycleResult:
-        from slicetwin.registry import new_version
-        from trainer.worker import learn
-        from trainer.worker.gate import gate, onnx_policy_fn
 
         if self._ingest_thread is None:
             try:
