@@ -188,7 +188,7 @@ def pod_env(docs, container: dict, secret_values: dict[str, str]) -> tuple[dict,
 
 @pytest.fixture(scope="module")
 def keys() -> dict[str, str]:
-    from slicetwin.keys import fresh_keys
+    from slicetwin.platform.keys import fresh_keys
 
     return fresh_keys()
 
@@ -549,8 +549,8 @@ def test_create_secrets_makes_every_key_the_pods_read_and_no_other(builds, keys,
     any pod of either build reads exists with the .env value, each Secret holds only keys its
     pods read (the promotion private key only the trainer's), no key is on a command line, and
     deploy/k8s/secrets.example.yaml names the same Secrets and keys."""
-    from slicetwin.keys import render_env
-    from slicetwin.redis_acl import passwords_from_env, render_acl
+    from slicetwin.platform.keys import render_env
+    from slicetwin.platform.redis_acl import passwords_from_env, render_acl
 
     acl = render_acl(passwords_from_env(keys))
     proc, calls = run_create_secrets(tmp_path, render_env(keys), acl)
@@ -580,7 +580,7 @@ def test_create_secrets_makes_every_key_the_pods_read_and_no_other(builds, keys,
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
 def test_create_secrets_refuses_an_env_file_without_a_key(keys, tmp_path):
-    from slicetwin.keys import render_env
+    from slicetwin.platform.keys import render_env
 
     partial = {k: v for k, v in keys.items() if k != "REDIS_TWIN_PASSWORD"}
     proc, calls = run_create_secrets(tmp_path, render_env(partial), "user default on\n")
