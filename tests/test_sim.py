@@ -198,3 +198,18 @@ def test_discard_late_drops_hopeless_packets():
     assert sum(k.arrived[0, 2] for k in kd) > 0
     assert sum(k.dropped[0, 2] for k in kd) > 0 and sum(k.dropped[0, 2] for k in kk) == 0
     assert kd[-1].backlog[0, 2] <= kk[-1].backlog[0, 2]
+
+
+def test_kernel_parameter_order_is_checked(monkeypatch):
+    """Swapping two fields of a kernel structure (or two kernel parameters) fails at import
+    instead of silently feeding one array where the other belongs."""
+    from collections import namedtuple
+
+    from slicetwin.sim import _kernel as K
+
+    K._check_kernel_parameters()  # the shipped order holds
+    f = list(K.Queues._fields)
+    f[0], f[1] = f[1], f[0]
+    monkeypatch.setattr(K, "Queues", namedtuple("Queues", f))
+    with pytest.raises(TypeError, match="step_cells|_cell_window"):
+        K._check_kernel_parameters()
