@@ -1,7 +1,7 @@
 """``slicetwin controller``, ``slicetwin gnb`` and ``slicetwin bench controller``.
 
 Module level imports typer and the standard library only (the controller must never import
-torch; see tests/test_controller_notorch.py).
+torch; the import contracts in pyproject.toml and tests/unit/test_architecture.py hold it).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import typer
 app = typer.Typer(no_args_is_help=True)
 bench_app = typer.Typer(no_args_is_help=True)
 # = slicetwin.cli.sim.PROFILE_HELP (not imported here: it would import the simulator package at
-# module level; tests/test_gnb_profile.py keeps the two equal)
+# module level; tests/system/test_gnb_profile.py keeps the two equal)
 PROFILE_HELP = ("simulator profile: paper | reference | diurnal | flash-crowd | hetero | mix=A/B/C, "
                 "or a schedule like 'paper:2000,flash-crowd:2000'")
 

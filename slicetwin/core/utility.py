@@ -14,7 +14,7 @@ Two forms of each formula: vectorised numpy (``UtilityConfig.utility``, ``shaped
 pure-Python scalar closure with the constants bound (``UtilityConfig.scalar``,
 ``RewardShaper.scalar``) for the controller's single-report path, where a numpy call costs more
 than the arithmetic. Both evaluate the same operations in the same order, so they agree to the
-last bit (``tests/test_utility_reward.py``).
+last bit (``tests/unit/core/test_utility_reward.py``).
 """
 
 from __future__ import annotations

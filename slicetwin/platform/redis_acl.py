@@ -13,7 +13,7 @@ operator    as trainer on ``models:*`` (``slicetwin models promote|rollback|publ
 =========== ===================================================================================
 
 Passwords are stored as SHA-256 (``#<hex>``), so the rendered file holds no password.
-``slicetwin keys init`` writes it beside ``.env``; ``tests/test_security_redis_acl.py`` starts a
+``slicetwin keys init`` writes it beside ``.env``; ``tests/integration/test_security_redis_acl.py`` starts a
 real redis-server with it and checks every allowance and refusal.
 """
 
