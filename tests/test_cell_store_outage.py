@@ -1,0 +1,189 @@
+"""The Redis cell store when Redis goes away: answers from the local cache, window order still
+enforced, transitions held, and the compare-and-set re-sync when Redis returns (one replica, two
+replicas that both accepted windows, a write whose reply was lost). Real redis-server processes
+(RDB snapshots as in the compose file: a stop saves, a start restores), no fakes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+import redis
+
+from controller.cell_cache import ShadowedCellStore
+from controller.cells import CellMemory, RedisCellStore, WindowConflict
+from controller.metrics import ControllerMetrics
+from controller.sinks import MemorySink, Transition
+from tests.conftest import RedisServer, free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server binary not installed")
+
+PREFIX = "t:"
+
+
+@pytest.fixture()
+def rdb_redis(tmp_path):
+    """A private Redis that keeps its data across stop/start (RDB saved at shutdown)."""
+    srv = RedisServer(free_port(), tmp_path, ["--save", "10 1"])
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def _mem(w: int, action: int = 7) -> CellMemory:
+    return CellMemory(w, [w / 10, 0.5, 0.1], action, "v1", False, False)
+
+
+def _t(cell: str, w: int) -> Transition:
+    return Transition(cell, w, [0.0] * 3, 7, 1.0, 2.0, [0.0] * 3, [1, 2, 3], [1, 2, 3], 1.0,
+                      "v1", False, False, time.time())
+
+
+def _store(url: str, probe_s: float = 60.0):
+    """A shadowed store whose probe thread stays asleep (the test calls try_recover)."""
+    m, sink = ControllerMetrics(), MemorySink()
+    rs = RedisCellStore(url, PREFIX, timeout_s=0.25)
+    return ShadowedCellStore(rs, sink, m, probe_s=probe_s), sink, m
+
+
+def _decide(store: ShadowedCellStore, cell: str, w: int) -> bool:
+    """What the engine does per report: record, then close the transition. True if degraded."""
+    prev, held = store.record(cell, _mem(w))
+    if prev is not None and prev.window == w - 1:
+        if held is None:
+            store._sink.put(_t(cell, w))
+        else:
+            store.hold(held, _t(cell, w))
+    return held is not None
+
+
+def _written(sink: MemorySink) -> list[tuple[str, int]]:
+    sink.flush()  # not started: drains in this thread
+    return [(t.cell_id, t.window) for t in sink.items]
+
+
+def _value(m: ControllerMetrics, name: str, **labels) -> float:
+    return m.registry.get_sample_value(name, labels) or 0.0
+
+
+def _redis_window(url: str, cell: str) -> int | None:
+    r = redis.Redis.from_url(url)
+    w = r.hget(f"{PREFIX}cells:{cell}", "window")
+    r.close()
+    return None if w is None else int(w)
+
+
+def test_outage_answers_from_cache_keeps_order_and_resyncs(rdb_redis):
+    store, sink, m = _store(rdb_redis.url)
+    for w in range(1, 4):
+        for c in ("a", "b"):
+            assert _decide(store, c, w) is False
+    assert len(_written(sink)) == 4  # windows 2 and 3 of a and b
+    rdb_redis.stop()
+    t0 = time.perf_counter()
+    assert _decide(store, "a", 4) is True  # the call that finds Redis gone: one short timeout
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for w in range(5, 55):
+        assert _decide(store, "a", w) is True
+    rest = time.perf_counter() - t0
+    assert first < 1.0 and rest < 0.25, (first, rest)  # later decisions never ask Redis
+    assert not store.up and store.held_transitions() == 51
+    # order still enforced from the cache: duplicate 409, backwards 422, nothing held for them
+    with pytest.raises(WindowConflict) as e:
+        store.record("a", _mem(54))
+    assert e.value.kind == "duplicate_window" and e.value.status == 409
+    with pytest.raises(WindowConflict) as e:
+        store.record("b", _mem(2))
+    assert e.value.kind == "window_backwards" and e.value.status == 422
+    assert store.try_recover() is False  # Redis still away: nothing changes
+    assert _value(m, "slicetwin_cell_store_outages_total") == 1
+
+    rdb_redis.start()
+    assert store.try_recover() is True and store.up
+    assert _redis_window(rdb_redis.url, "a") == 54 and _redis_window(rdb_redis.url, "b") == 3
+    windows = _written(sink)
+    assert windows == [(c, w) for w in (2, 3) for c in ("a", "b")] + [("a", w)
+                                                                       for w in range(4, 55)]
+    assert _value(m, "slicetwin_held_transitions_total", outcome="delivered") == 51
+    assert _value(m, "slicetwin_cell_resync_total", outcome="stored") == 1
+    assert _value(m, "slicetwin_transitions_dropped_total") == 0
+    # the window accepted during the outage is refused by Redis now
+    with pytest.raises(WindowConflict) as e:
+        store.record("a", _mem(54))
+    assert e.value.kind == "duplicate_window"
+    assert _decide(store, "a", 55) is False
+    store.close()
+
+
+def test_resync_conflict_newer_memory_wins(rdb_redis):
+    """Replica A answers a cell from its cache while B (which reaches Redis) moves the same cell
+    on: at A's re-sync B's memory stays, A's held transitions are dropped and counted, and A's
+    cache takes B's memory (so A refuses B's windows afterwards)."""
+    a, sink_a, ma = _store(rdb_redis.url)
+    for w in (1, 2):
+        _decide(a, "c", w)
+        _decide(a, "quiet", w)
+    rdb_redis.stop()
+    for w in (3, 4, 5):
+        assert _decide(a, "c", w) is True
+    assert _decide(a, "quiet", 3) is True
+    rdb_redis.start()
+    b, sink_b, _ = _store(rdb_redis.url)
+    for w in (3, 4):  # B accepts windows A also accepted: only one of them may be stored
+        assert _decide(b, "c", w) is False
+    assert a.try_recover() is True
+    assert _redis_window(rdb_redis.url, "c") == 4  # B's memory, not A's window 5
+    assert _redis_window(rdb_redis.url, "quiet") == 3  # A's, nobody else touched it
+    held_a = _written(sink_a)
+    assert ("quiet", 3) in held_a and not any(c == "c" and w >= 3 for c, w in held_a)
+    assert _written(sink_b) == [("c", 3), ("c", 4)]
+    assert _value(ma, "slicetwin_cell_resync_total", outcome="conflict") == 1
+    assert _value(ma, "slicetwin_held_transitions_total", outcome="conflict") == 3
+    assert _value(ma, "slicetwin_transitions_dropped_total") == 3
+    with pytest.raises(WindowConflict):  # A's cache now holds B's window 4
+        a.record("c", _mem(4))
+    assert _decide(a, "c", 5) is False
+    a.close()
+    b.close()
+
+
+def test_resync_recognises_its_own_write_after_a_lost_reply(rdb_redis):
+    """A commit that reached Redis but whose reply was lost (a hung Redis, a cut connection):
+    the replica answered that window from its cache; the re-sync finds its own write (``by``)
+    and stores, instead of calling it a conflict and dropping the transition."""
+    store, sink, m = _store(rdb_redis.url)
+    _decide(store, "c", 1)
+    store._redis.commit("c", _mem(2))  # the write lands, its reply never reaches the cache
+    rdb_redis.stop()
+    assert _decide(store, "c", 2) is True  # answered from the cache (which still had window 1)
+    rdb_redis.start()
+    assert store.try_recover() is True
+    assert _value(m, "slicetwin_cell_resync_total", outcome="conflict") == 0
+    assert _written(sink) == [("c", 2)]
+    assert _redis_window(rdb_redis.url, "c") == 2
+    store.close()
+
+
+def test_probe_thread_resyncs_without_help(rdb_redis):
+    """The breaker's own probe (0.1 s here) notices Redis and re-syncs; shutdown while Redis is
+    away drops what is held and counts it."""
+    store, sink, m = _store(rdb_redis.url, probe_s=0.1)
+    _decide(store, "p", 1)
+    rdb_redis.stop()
+    _decide(store, "p", 2)
+    time.sleep(0.3)
+    assert not store.up
+    rdb_redis.start()
+    deadline = time.time() + 10
+    while not store.up and time.time() < deadline:
+        time.sleep(0.05)
+    assert store.up and _written(sink) == [("p", 2)]
+    rdb_redis.stop()
+    _decide(store, "p", 3)
+    store.close()
+    assert _value(m, "slicetwin_held_transitions_total", outcome="shutdown") == 1
+    assert _value(m, "slicetwin_transitions_dropped_total") == 1
