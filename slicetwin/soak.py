@@ -8,7 +8,15 @@ default), RSS at start (after the warm-up) / end / max and the growth, and the t
 accounting read back from the controller's metrics and the stream (closed = written + buffered,
 dropped).
 
-Also home of :class:`ControllerProcess`, the real-process harness of the reliability tests.
+``--outage-at T --outage S`` stops the private Redis ``T`` s into the measured phase and starts it
+again ``S`` s later on the same port and directory (RDB snapshot as in the compose file, so the
+data survives the restart); with ``--cell-store redis`` (the compose configuration) this is the
+floor of issue 18, "decisions never wait on Redis". The JSON line then carries ``outage``: the
+answers flagged ``degraded``, the time to re-sync, and the transition accounting against the
+answered window pairs (stored, duplicates, missing, and what the controller counted as lost).
+
+Also home of :class:`ControllerProcess`, the real-process harness of the reliability tests, and
+:class:`PrivateRedis`, a redis-server that can be stopped and started again.
 Module level: typer and the standard library only (``slicetwin.cli`` rule).
 """
 
@@ -143,6 +151,48 @@ class ControllerProcess:
         self.stop()
 
 
+class PrivateRedis:
+    """A private redis-server on a free port; :meth:`stop` and :meth:`start` again keep the port
+    and directory. ``persist``: RDB snapshots as in the compose file (``--save "10 1"``, and a
+    snapshot at shutdown), so a stop/start is an outage, not a wipe."""
+
+    def __init__(self, persist: bool = False):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tempfile.mkdtemp(prefix="slicetwin-soak-redis-")
+        self.persist = persist
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> PrivateRedis:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save",
+             "10 1" if self.persist else "", "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("redis-server exited at start") from None
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        """SIGTERM: with ``persist`` Redis writes its snapshot before it exits."""
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+            self.proc = None
+
+    def cleanup(self) -> None:
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def _exit_on_term(signum, frame):
     raise SystemExit(128 + signum)
 
@@ -158,13 +208,15 @@ class SoakConfig:
     rss_every_s: float = 5.0
     redis: bool = True  # private redis-server: transitions stream + registry
     seed: int = 0
+    cell_store: str = "local"  # "redis": per-cell memory in Redis (the compose configuration)
+    outage_at_s: float | None = None  # stop Redis this far into the measured phase
+    outage_s: float = 30.0  # and start it again this much later
 
 
 def run_soak(cfg: SoakConfig, progress: bool = True) -> dict:
     """Drive a fresh controller process; return the figures (see the module docstring)."""
     import asyncio
 
-    from controller.bench import _start_redis
     from slicetwin.keys import fresh_keys
     from slicetwin.loadgen import LoadConfig, drive
 
@@ -176,19 +228,26 @@ def run_soak(cfg: SoakConfig, progress: bool = True) -> dict:
         uvloop.install()
     except ImportError:
         pass
-    redis_proc = _start_redis() if cfg.redis else None
+    outage = cfg.outage_at_s is not None
+    if (outage or cfg.cell_store == "redis") and not cfg.redis:
+        raise ValueError("an outage and cell_store=redis need the private redis-server")
+    redis_proc = PrivateRedis(persist=outage) if cfg.redis else None
     keys = fresh_keys()  # production mode, as deployed: every request carries the bearer key
     api_key = keys["SLICETWIN_API_KEY"]
     env = {**{k: v for k, v in keys.items() if k.startswith("SLICETWIN_")},
-           "SLICETWIN_CELL_STORE": "local", "SLICETWIN_MODEL_SOURCE": "auto"}
+           "SLICETWIN_CELL_STORE": cfg.cell_store, "SLICETWIN_MODEL_SOURCE": "auto"}
     if redis_proc is not None:
-        env["SLICETWIN_REDIS_URL"] = redis_proc[1]
+        env["SLICETWIN_REDIS_URL"] = redis_proc.url
+        env["SLICETWIN_TRANSITIONS_SINK"] = "redis"
     ctl = ControllerProcess(env)
     out: dict = {"bench": "soak", "rate": cfg.rate, "duration_s": cfg.duration_s,
                  "connections": cfg.connections, "cells": cfg.cells, "cpus": os.cpu_count(),
                  "loadavg_1m_start": round(os.getloadavg()[0], 2),
-                 "transitions_sink": "redis" if redis_proc else "memory"}
+                 "transitions_sink": "redis" if redis_proc else "memory",
+                 "cell_store": cfg.cell_store}
     try:
+        if redis_proc is not None:
+            redis_proc.start()
         ctl.start()
         warm = LoadConfig(rate=cfg.rate, duration_s=cfg.warmup_s, connections=cfg.connections,
                           cells=cfg.cells, bucket_s=max(cfg.warmup_s, 1), cell_prefix="warm",
@@ -202,34 +261,33 @@ def run_soak(cfg: SoakConfig, progress: bool = True) -> dict:
 
             bar = tqdm(total=int(cfg.duration_s), unit="s", desc="soak", file=sys.stderr)
 
-        def tick(t: float) -> None:
+        fault = _Outage(cfg, redis_proc, ctl) if outage else None
+
+        async def tick(t: float) -> None:
             if bar is not None:
                 bar.n = min(int(t), bar.total)
                 bar.refresh()
             if t - samples[-1][0] >= cfg.rss_every_s:
                 samples.append((t, ctl.rss_mb()))
+            if fault is not None:
+                await fault.tick(t)
 
         load = LoadConfig(rate=cfg.rate, duration_s=cfg.duration_s, connections=cfg.connections,
                           cells=cfg.cells, bucket_s=cfg.bucket_s, seed=cfg.seed,
-                          api_key=api_key)
-        res = asyncio.run(drive(ctl.port, load, on_tick=tick))
+                          api_key=api_key, keep_answered=outage)
+        res = asyncio.run(drive(ctl.port, load, on_tick=tick, tick_s=0.25 if outage else 1.0))
         if bar is not None:
             bar.close()
         rss1 = ctl.rss_mb()
         samples.append((res.wall_s, rss1))
-        deadline = time.time() + 20
-        while True:  # let the writer drain before reading the accounting
-            m = ctl.metrics()
-            done = (m.get("slicetwin_transitions_written_total", 0)
-                    + m.get("slicetwin_transitions_dropped_total", 0))
-            if done >= m.get("slicetwin_transitions_closed_total", 0) or time.time() > deadline:
-                break
-            time.sleep(0.2)
+        if fault is not None:
+            fault.finish()
+        m = wait_drained(ctl, 60 if outage else 20)
         stream_len = None
         if redis_proc is not None:
             import redis
 
-            r = redis.Redis.from_url(redis_proc[1])
+            r = redis.Redis.from_url(redis_proc.url)
             stream_len = r.xlen("slicetwin:transitions")
             r.close()
         out.update({
@@ -248,18 +306,114 @@ def run_soak(cfg: SoakConfig, progress: bool = True) -> dict:
             "stream_len": stream_len,
             "policy_versions": res.versions,
             "loadavg_1m_end": round(os.getloadavg()[0], 2)})
+        if fault is not None:
+            out["outage"] = fault.figures(res, m)
     except BaseException:
         sys.stderr.write("controller log tail:\n" + ctl.log_tail() + "\n")
         raise
     finally:
         ctl.stop()
         if redis_proc is not None:
-            import shutil
-
-            redis_proc[0].terminate()
-            redis_proc[0].wait(10)
-            shutil.rmtree(redis_proc[2], ignore_errors=True)
+            redis_proc.cleanup()
     return out
+
+
+def wait_drained(ctl: ControllerProcess, timeout: float) -> dict[str, float]:
+    """Wait until every closed transition is written or counted as dropped, and nothing is held
+    for a re-sync; return the metrics."""
+    deadline = time.time() + timeout
+    while True:
+        m = ctl.metrics()
+        done = (m.get("slicetwin_transitions_written_total", 0)
+                + m.get("slicetwin_transitions_dropped_total", 0))
+        settled = (m.get("slicetwin_cell_store_up", 1) == 1
+                   and m.get("slicetwin_held_transitions_waiting", 0) == 0)
+        if (done >= m.get("slicetwin_transitions_closed_total", 0) and settled) \
+                or time.time() > deadline:
+            return m
+        time.sleep(0.2)
+
+
+class _Outage:
+    """Stops the private Redis at ``outage_at_s`` of the load and starts it ``outage_s`` later;
+    then reads the accounting (``figures``)."""
+
+    def __init__(self, cfg: SoakConfig, redis_proc: PrivateRedis, ctl: ControllerProcess):
+        self.cfg, self.redis, self.ctl = cfg, redis_proc, ctl
+        self.down_at: float | None = None  # seconds into the load
+        self.down_wall = self.up_wall = self.store_up_wall = None  # time.perf_counter()
+
+    async def tick(self, t: float) -> None:
+        import asyncio
+
+        if self.down_at is None and t >= self.cfg.outage_at_s:
+            self.down_at, self.down_wall = t, time.perf_counter()
+            await asyncio.to_thread(self.redis.stop)
+        elif self.down_at is not None and self.up_wall is None \
+                and t >= self.cfg.outage_at_s + self.cfg.outage_s:
+            await asyncio.to_thread(self._start)
+        elif self.up_wall is not None and self.store_up_wall is None:
+            m = await asyncio.to_thread(self.ctl.metrics)
+            if m.get("slicetwin_cell_store_up", 1) == 1 and \
+                    m.get("slicetwin_held_transitions_waiting", 0) == 0:
+                self.store_up_wall = time.perf_counter()
+
+    def _start(self) -> None:
+        self.redis.start()
+        self.up_wall = time.perf_counter()
+
+    def finish(self) -> None:
+        """The load ended: make sure Redis runs again (an outage longer than the load)."""
+        if self.down_at is None:
+            raise RuntimeError("the load ended before the outage began")
+        if self.up_wall is None:
+            self._start()
+
+    def figures(self, res, m: dict[str, float]) -> dict:
+        import redis
+
+        from controller.sinks import decode
+
+        prefix = "soak-"
+        r = redis.Redis.from_url(self.redis.url)
+        keys = [(t["cell_id"], t["window"]) for t in
+                (decode(f) for _, f in r.xrange("slicetwin:transitions"))
+                if t["cell_id"].startswith(prefix)]
+        last: dict[int, int] = {}
+        for c, w in res.answered:
+            last[c] = max(w, last.get(c, -1))
+        mismatched = 0
+        if self.cfg.cell_store == "redis":
+            p = r.pipeline()
+            for c in sorted(last):
+                p.hget(f"slicetwin:cells:{prefix}{c}", "window")
+            got = p.execute()
+            mismatched = sum(int(g or -1) != last[c] for c, g in zip(sorted(last), got,
+                                                                     strict=True))
+        r.close()
+        expected = {(f"{prefix}{c}", w) for c, w in res.expected_transitions()}
+        stored = set(keys)
+        held = {k: m.get(f'slicetwin_held_transitions_total{{outcome="{k}"}}', 0.0)
+                for k in ("held", "delivered", "conflict", "overflow", "shutdown")}
+        # every lost transition must be counted: dropped (held and refused at the re-sync, held
+        # buffer or sink buffer full) or never closed (a cell the cache had no memory of)
+        counted = (m.get("slicetwin_transitions_dropped_total", 0.0)
+                   + m.get("slicetwin_cell_cache_misses_total", 0.0))
+        missing = len(expected - stored)
+        return {
+            "at_s": round(self.down_at, 2), "down_s": round(self.up_wall - self.down_wall, 2),
+            "degraded_answers": res.degraded_answers,
+            "degraded_decisions": m.get('slicetwin_degraded_decisions_total{reason="cell_store"}'),
+            "resync_s": (round(self.store_up_wall - self.up_wall, 2)
+                         if self.store_up_wall is not None else None),
+            "transitions_expected": len(expected), "stored": len(keys),
+            "stored_unique": len(stored), "duplicates": len(keys) - len(stored),
+            "missing": missing, "unexpected": len(stored - expected),
+            "held": held, "cache_misses": m.get("slicetwin_cell_cache_misses_total"),
+            "resync_conflicts": m.get('slicetwin_cell_resync_total{outcome="conflict"}'),
+            "dropped": m.get("slicetwin_transitions_dropped_total"),
+            "lost_uncounted": max(0, missing - int(counted)),
+            "cell_memory_mismatches": mismatched}
 
 
 @bench_app.command("soak")
@@ -271,9 +425,21 @@ def soak(
     cells: int = typer.Option(256, help="distinct cells (a multiple of connections)"),
     bucket: float = typer.Option(60.0, help="seconds per latency bucket"),
     redis: bool = typer.Option(True, help="private redis-server for the transitions stream"),
+    cell_store: str = typer.Option("local", help="per-cell memory: local, or redis (the "
+                                   "compose configuration)"),
+    outage_at: float = typer.Option(None, help="stop Redis this many seconds into the "
+                                    "measured phase (and start it again after --outage)"),
+    outage: float = typer.Option(30.0, help="seconds Redis stays stopped (with --outage-at)"),
     progress: bool = typer.Option(True, help="progress bar on stderr"),
 ) -> None:
-    """Soak a real controller process; print one JSON line (errors, latency, RSS growth)."""
+    """Soak a real controller process; print one JSON line (errors, latency, RSS growth; with
+    --outage-at, the Redis outage's accounting)."""
+    if cell_store not in ("local", "redis"):
+        raise typer.BadParameter("local or redis", param_hint="--cell-store")
+    if outage_at is not None and not (0 <= outage_at and outage_at + outage < duration):
+        raise typer.BadParameter("the outage must end before the measured phase does",
+                                 param_hint="--outage-at")
     cfg = SoakConfig(rate=rate, duration_s=duration, warmup_s=warmup, connections=connections,
-                     cells=cells, bucket_s=bucket, redis=redis)
+                     cells=cells, bucket_s=bucket, redis=redis, cell_store=cell_store,
+                     outage_at_s=outage_at, outage_s=outage)
     typer.echo(json.dumps(run_soak(cfg, progress=progress)))
