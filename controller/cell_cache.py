@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from controller.cells import CellMemory, RedisCellStore, check_order, is_store_error
+from controller.cells import CellMemory, RedisCellStore, check_order, is_outage
 from controller.sinks import Transition
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class ShadowedCellStore:
             try:
                 prev = self._redis.commit(cell_id, mem)
             except Exception as e:
-                if not is_store_error(e):
+                if not is_outage(e):
                     raise  # a window conflict (409/422) or a bug
                 self._trip(e)
             else:
@@ -103,7 +103,7 @@ class ShadowedCellStore:
             try:
                 prevs = self._redis.commit_many(items)
             except Exception as e:
-                if not is_store_error(e):
+                if not is_outage(e):
                     raise
                 self._trip(e)
             else:
@@ -170,7 +170,7 @@ class ShadowedCellStore:
             try:
                 return self._redis.take_exploration(cell_id, budget)
             except Exception as e:
-                if not is_store_error(e):
+                if not is_outage(e):
                     raise
                 self._trip(e)
         with self._lock:  # per-replica budget while Redis is away
@@ -233,7 +233,7 @@ class ShadowedCellStore:
         try:
             verdicts = self._redis.push_if_unmoved([(c, first, mem) for c, _, first, mem in part])
         except Exception as e:
-            if not is_store_error(e):
+            if not is_outage(e):
                 log.exception("cell memory re-sync failed")
             self.last_error = f"{type(e).__name__}: {e}"
             return False
@@ -295,7 +295,7 @@ class ShadowedCellStore:
             try:
                 return self._redis.peek(cell_id)
             except Exception as e:
-                if not is_store_error(e):
+                if not is_outage(e):
                     raise
         return self._cache.get(cell_id)
 

@@ -49,6 +49,13 @@ def is_store_error(e: BaseException) -> bool:
     return type(e).__module__.startswith("redis") or isinstance(e, ConnectionError | OSError)
 
 
+def is_outage(e: BaseException) -> bool:
+    """A store error that says Redis cannot serve (unreachable, timed out, loading, read-only
+    replica, out of memory, no permission), not one about a single key's data (WRONGTYPE):
+    the shadowed store answers from its cache for the former and reports the latter."""
+    return is_store_error(e) and not str(e).startswith("WRONGTYPE")
+
+
 def check_order(cell_id: str, window: int, last: int | None, index: int) -> None:
     """Raise :class:`WindowConflict` unless ``window`` comes after ``last``."""
     if last is not None and window <= last:
@@ -141,15 +148,19 @@ _PUSH_LUA = """
 local out = {}
 for i = 1, #KEYS do
   local j = 3 * i
-  local cur = redis.call('HMGET', KEYS[i], 'window', 'by', 'data')
-  local w = tonumber(cur[1])
-  local mine = cur[2] == ARGV[2]
-  if w and ((w >= tonumber(ARGV[j]) and not mine) or w > tonumber(ARGV[j + 1])) then
-    out[i] = {0, cur[1], cur[3] or ''}
+  local cur = redis.pcall('HMGET', KEYS[i], 'window', 'by', 'data')
+  if cur['err'] then  -- not a cell hash (WRONGTYPE): refused, never blocks the others
+    out[i] = {0, '', ''}
   else
-    redis.call('HSET', KEYS[i], 'window', ARGV[j + 1], 'data', ARGV[j + 2], 'by', ARGV[2])
-    redis.call('EXPIRE', KEYS[i], ARGV[1])
-    out[i] = {1}
+    local w = tonumber(cur[1])
+    local mine = cur[2] == ARGV[2]
+    if w and ((w >= tonumber(ARGV[j]) and not mine) or w > tonumber(ARGV[j + 1])) then
+      out[i] = {0, cur[1], cur[3] or ''}
+    else
+      redis.call('HSET', KEYS[i], 'window', ARGV[j + 1], 'data', ARGV[j + 2], 'by', ARGV[2])
+      redis.call('EXPIRE', KEYS[i], ARGV[1])
+      out[i] = {1}
+    end
   end
 end
 return out

@@ -376,9 +376,13 @@ class _Outage:
 
         prefix = "soak-"
         r = redis.Redis.from_url(self.redis.url)
-        keys = [(t["cell_id"], t["window"]) for t in
-                (decode(f) for _, f in r.xrange("slicetwin:transitions"))
-                if t["cell_id"].startswith(prefix)]
+        payloads: dict[tuple, set] = {}  # (cell, window) -> distinct stored entries
+        keys = []
+        for _, f in r.xrange("slicetwin:transitions"):
+            t = decode(f)
+            if t["cell_id"].startswith(prefix):
+                keys.append((t["cell_id"], t["window"]))
+                payloads.setdefault(keys[-1], set()).add(f[b"t"])
         last: dict[int, int] = {}
         for c, w in res.answered:
             last[c] = max(w, last.get(c, -1))
@@ -407,7 +411,11 @@ class _Outage:
             "resync_s": (round(self.store_up_wall - self.up_wall, 2)
                          if self.store_up_wall is not None else None),
             "transitions_expected": len(expected), "stored": len(keys),
-            "stored_unique": len(stored), "duplicates": len(keys) - len(stored),
+            "stored_unique": len(stored),
+            # a sink batch re-sent after a lost reply (at-least-once: identical entries) ...
+            "duplicates": len(keys) - len(stored),
+            # ... never one window accepted twice (two different transitions)
+            "windows_accepted_twice": sum(len(v) > 1 for v in payloads.values()),
             "missing": missing, "unexpected": len(stored - expected),
             "held": held, "cache_misses": m.get("slicetwin_cell_cache_misses_total"),
             "resync_conflicts": m.get('slicetwin_cell_resync_total{outcome="conflict"}'),

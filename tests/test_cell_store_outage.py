@@ -187,3 +187,24 @@ def test_probe_thread_resyncs_without_help(rdb_redis):
     store.close()
     assert _value(m, "slicetwin_held_transitions_total", outcome="shutdown") == 1
     assert _value(m, "slicetwin_transitions_dropped_total") == 1
+
+
+def test_a_key_of_another_type_never_blocks_the_resync(rdb_redis):
+    """A held cell whose key became something else than a cell hash while Redis was away
+    (WRONGTYPE) is refused at the re-sync; the other cells are stored and the breaker closes."""
+    store, sink, m = _store(rdb_redis.url)
+    for c in ("ok", "odd"):
+        _decide(store, c, 1)
+    rdb_redis.stop()
+    for c in ("ok", "odd"):
+        assert _decide(store, c, 2) is True
+    rdb_redis.start()
+    r = redis.Redis.from_url(rdb_redis.url)
+    r.delete(f"{PREFIX}cells:odd")
+    r.set(f"{PREFIX}cells:odd", "not a hash")
+    r.close()
+    assert store.try_recover() is True
+    assert _written(sink) == [("ok", 2)]
+    assert _value(m, "slicetwin_cell_resync_total", outcome="conflict") == 1
+    assert _redis_window(rdb_redis.url, "ok") == 2
+    store.close()
