@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
+import time
 import urllib.error
 import urllib.request
 
@@ -24,7 +26,14 @@ import redis
 from controller.sinks import decode
 from slicetwin.loadgen import LoadConfig, drive
 from slicetwin.schemas import Decision
-from slicetwin.soak import ControllerProcess, PrivateRedis, SoakConfig, run_soak, wait_drained
+from slicetwin.soak import (
+    ControllerProcess,
+    PrivateRedis,
+    SoakConfig,
+    http_get,
+    run_soak,
+    wait_drained,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server binary not installed")
@@ -138,6 +147,52 @@ def _during_outage(ctl: ControllerProcess) -> tuple:
     """Window 2 of cell 'dup' from the cache, then the same window again, then window 1."""
     return (_post(ctl.url, "dup", 2), _post(ctl.url, "dup", 2), _post(ctl.url, "dup", 1),
             ctl.get("/readyz"))
+
+
+def test_hung_redis_does_not_stall_the_controller(compose_like):
+    """A Redis that accepts connections and never answers (SIGSTOP; like a stopped container
+    whose address no longer answers, issue 17): only the decision that finds it hung waits for
+    the cell store's 0.25 s timeout; /healthz and every other decision answer at once. When
+    Redis runs again it executes what it had queued (the timed-out commit included, recognised
+    as this replica's own write), and the stream holds every answered transition."""
+    rs, ctl = compose_like
+    healthz: list[float] = []
+    state = {"stopped": False, "resumed": False}
+
+    def probe() -> None:
+        t0 = time.perf_counter()
+        status, _ = http_get(ctl.url + "/healthz", timeout=3)
+        assert status == 200
+        healthz.append(time.perf_counter() - t0)
+
+    async def tick(t: float) -> None:
+        if not state["stopped"] and t >= 1.5:
+            state["stopped"] = True
+            rs.proc.send_signal(signal.SIGSTOP)
+        elif state["stopped"] and not state["resumed"] and t >= 4.5:
+            state["resumed"] = True
+            rs.proc.send_signal(signal.SIGCONT)
+        elif state["stopped"] and not state["resumed"] and t >= 2:
+            await asyncio.to_thread(probe)
+
+    cfg = LoadConfig(rate=100, duration_s=7, connections=4, cells=32, bucket_s=7,
+                     keep_answered=True, cell_prefix="hung")
+    res = asyncio.run(drive(ctl.port, cfg, on_tick=tick, tick_s=0.25))
+    assert state["resumed"]
+    m = wait_drained(ctl, 60)
+    assert res.errors == 0, res.status
+    assert res.degraded_answers > 100 and len(healthz) >= 5
+    # before: every decision waited 1 s for the hung Redis on the event loop (and got a 503),
+    # so probes and reports queued behind each other for many seconds
+    assert max(healthz) < 1.0, healthz
+    assert res.buckets[0]["p99_ms"] < 1000, res.buckets
+    assert m["slicetwin_cell_store_up"] == 1
+    assert m['slicetwin_cell_resync_total{outcome="conflict"}'] == 0
+    r = redis.Redis.from_url(rs.url)
+    keys = {(t["cell_id"], t["window"]) for t in
+            (decode(f) for _, f in r.xrange("slicetwin:transitions"))}
+    r.close()
+    assert keys == {(f"hung-{c}", w) for c, w in res.expected_transitions()}
 
 
 @pytest.mark.slow
