@@ -208,3 +208,87 @@ def test_a_key_of_another_type_never_blocks_the_resync(rdb_redis):
     assert _value(m, "slicetwin_cell_resync_total", outcome="conflict") == 1
     assert _redis_window(rdb_redis.url, "ok") == 2
     store.close()
+
+
+def test_every_decision_endpoint_answers_flagged_while_redis_is_away(rdb_redis):
+    """The real app (in-process ASGI) with the Redis cell store and the Redis sink: single,
+    batch, columnar and KPM answers are 200 and flagged during the outage, all-or-nothing
+    order checks still hold from the cache, and after the re-sync the stream has every
+    transition once."""
+    from fastapi.testclient import TestClient
+
+    from controller.app import create_app
+    from controller.settings import ControllerSettings
+    from controller.sinks import decode
+    from tests.test_controller import _columnar
+    from tests.test_controller_kpm import kpm
+    from tests.test_controller_support import assert_allocation_ok, report
+
+    s = ControllerSettings(redis_url=rdb_redis.url, cell_store="redis", transitions_sink="redis",
+                           registry_prefix=PREFIX, cell_store_probe_s=60, model_source="init")
+    app = create_app(s)
+    cells = app.state.cells
+    batch = lambda w: {"reports": [report(f"b{i}", w) for i in range(5)]}  # noqa: E731
+    with TestClient(app) as c:
+        assert c.post("/v1/reports:batch", json=batch(1)).status_code == 200
+        assert c.post("/v1/reports:columns", json=_columnar(
+            [report(f"q{i}", 1) for i in range(4)])).status_code == 200
+        assert c.post("/v1/reports", json=report("s", 1)).json().get("degraded") is None
+        assert c.post("/v1/e2/kpm", json=kpm("k", 1, "label")).status_code == 200
+        rdb_redis.stop()
+        r = c.post("/v1/reports:batch", json=batch(2))
+        assert r.status_code == 200, r.text
+        for d in r.json()["decisions"]:
+            assert d["degraded"] == "cell_store"
+            assert_allocation_ok(d)
+        r = c.post("/v1/reports:columns", json=_columnar([report(f"q{i}", 2) for i in range(4)]))
+        assert r.status_code == 200 and r.json()["degraded"] == "cell_store"
+        r = c.post("/v1/reports", json=report("s", 2))
+        assert r.status_code == 200 and r.json()["degraded"] == "cell_store"
+        assert_allocation_ok(r.json())
+        r = c.post("/v1/e2/kpm", json=kpm("k", 2, "label"))
+        assert r.status_code == 200 and r.json()["degraded"] == "cell_store"
+        # all or nothing from the cache: one duplicate refuses the batch, nothing moves
+        mixed = {"reports": [report("b0", 3), report("b1", 2)]}
+        r = c.post("/v1/reports:batch", json=mixed)
+        assert r.status_code == 409 and r.json()["detail"][0]["loc"] == [
+            "body", "reports", 1, "window"]
+        assert c.post("/v1/reports", json=report("b0", 3)).status_code == 200
+        m = c.get("/metrics").text
+        assert 'slicetwin_degraded_decisions_total{reason="cell_store"} 12.0' in m
+        assert "slicetwin_cell_store_up 0.0" in m
+        rdb_redis.start()
+        assert cells.try_recover()
+        again = {"reports": [report(f"b{i}", 2) for i in range(1, 5)]}
+        assert c.post("/v1/reports:batch", json=again).status_code == 409  # Redis refuses now
+        assert c.post("/v1/reports", json=report("s", 3)).json().get("degraded") is None
+        assert app.state.sink.flush(10)
+    rr = redis.Redis.from_url(rdb_redis.url)
+    keys = [(t["cell_id"], t["window"]) for t in
+            (decode(f) for _, f in rr.xrange(PREFIX + "transitions"))]
+    rr.close()
+    want = ({(f"b{i}", 2) for i in range(5)} | {(f"q{i}", 2) for i in range(4)}
+            | {("s", 2), ("s", 3), ("k", 2), ("b0", 3)})
+    assert sorted(keys) == sorted(want)
+
+
+def test_the_controller_acl_user_may_resync(tmp_path):
+    """The compose ACL (slicetwin keys init) lets the controller's user run the re-sync
+    script: its reads and writes stay inside ``cells:*``."""
+    from slicetwin.keys import fresh_keys
+    from slicetwin.redis_acl import passwords_from_env, render_acl
+
+    keys = fresh_keys()
+    (tmp_path / "users.acl").write_text(render_acl(passwords_from_env(keys), PREFIX))
+    srv = RedisServer(free_port(), tmp_path, ["--aclfile", str(tmp_path / "users.acl")])
+    srv.start()
+    try:
+        url = (f"redis://controller:{keys['REDIS_CONTROLLER_PASSWORD']}@127.0.0.1:"
+               f"{srv.port}/0")
+        rs = RedisCellStore(url, PREFIX)
+        rs.commit("c", _mem(1))
+        assert rs.push_if_unmoved([("c", 2, _mem(3)), ("new", 5, _mem(5))]) == [True, True]
+        assert rs.peek("c").window == 3
+        rs.close()
+    finally:
+        srv.stop()
