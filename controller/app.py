@@ -23,7 +23,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 
-from controller.cells import LocalCellStore, RedisCellStore, WindowConflict
+from controller.cell_cache import ShadowedCellStore
+from controller.cells import LocalCellStore, RedisCellStore, WindowConflict, is_store_error
 from controller.engine import DecisionEngine, ReportError
 from controller.kpm import KpmError, KpmReport, rrm_policy_ratio_list, to_kpi_report
 from controller.metrics import ENDPOINTS, ControllerMetrics
@@ -241,6 +242,18 @@ def _make_sink(s: ControllerSettings, m: ControllerMetrics):
     return MemorySink(**kw)
 
 
+def _make_cells(s: ControllerSettings, kind: str, sink, m: ControllerMetrics):
+    """Local memory, or Redis shadowed by a local cache (answers while Redis is away)."""
+    if kind != "redis":
+        return LocalCellStore()
+    if not s.redis_url:
+        raise ValueError("cell_store=redis needs SLICETWIN_REDIS_URL")
+    return ShadowedCellStore(RedisCellStore(s.redis_url, s.registry_prefix, s.cell_ttl_s,
+                                            timeout_s=s.cell_store_timeout_s),
+                             sink, m, probe_s=s.cell_store_probe_s,
+                             hold_buffer=s.cell_hold_buffer)
+
+
 def _load_file(holder: ModelHolder, s: ControllerSettings, m: ControllerMetrics) -> bool:
     """Serve ``model_path`` only with a valid detached signature (or allow_unsigned)."""
     try:
@@ -300,9 +313,8 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
         registry = RedisRegistry(s.redis_url, s.hmac_key.get_secret_value(), s.registry_prefix,
                                  **s.registry_verify_keys())
     store_kind = s.cell_store if s.cell_store != "auto" else ("redis" if s.redis_url else "local")
-    cells = (RedisCellStore(s.redis_url, s.registry_prefix, s.cell_ttl_s)
-             if store_kind == "redis" else LocalCellStore())
     sink = _make_sink(s, m)
+    cells = _make_cells(s, store_kind, sink, m)
     engine = DecisionEngine(codec, holder, cells, sink, m, utility=s.utility,
                             shaper=s.reward_shaper, explore_epsilon=s.explore_epsilon,
                             explore_budget=s.explore_budget_per_cell,
@@ -320,8 +332,8 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
             yield
         finally:
             holder.close()
+            cells.close()  # first: its last re-sync hands held transitions to the sink
             sink.close()
-            cells.close()
 
     # FastAPI's native OpenTelemetry hooks look up the global providers (environment reads)
     # on every request even when nothing is configured; the controller's telemetry is
@@ -360,9 +372,6 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
         log.warning("cell store failed: %s", e)
         return _error(503, "cell_store", f"cell memory unavailable: {e}")
 
-    def _is_store_error(e: Exception) -> bool:
-        return type(e).__module__.startswith("redis") or isinstance(e, ConnectionError | OSError)
-
     def _doc_body(model: type[BaseModel]) -> dict:
         return {"requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
@@ -390,7 +399,7 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
             return _conflict(e, batch)
         if isinstance(e, ReportError):
             return _report_error(e)
-        if _is_store_error(e):
+        if is_store_error(e):
             return _cell_store_error(e)
         raise e
 
@@ -437,7 +446,7 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
         except ReportError as e:
             return _report_error(e)
         except Exception as e:
-            if _is_store_error(e):
+            if is_store_error(e):
                 return _cell_store_error(e)
             raise
         return json.dumps(out, separators=(",", ":")).encode()
@@ -459,12 +468,14 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
         except Exception as e:
             return _decision_error(e, False)
         units = codec.decode(d["action"])
-        return JSONResponse({
-            "cell_id": rep.cell_id, "window": rep.window, "decision_id": d["decision_id"],
-            "policy_version": d["version"], "fallback": d["fallback"],
-            "explored": d["explored"],
-            "rrmPolicyRatioList": rrm_policy_ratio_list(units, codec, s.plmn_id,
-                                                        s.rrm_max_headroom_pct)})
+        out = {"cell_id": rep.cell_id, "window": rep.window, "decision_id": d["decision_id"],
+               "policy_version": d["version"], "fallback": d["fallback"],
+               "explored": d["explored"],
+               "rrmPolicyRatioList": rrm_policy_ratio_list(units, codec, s.plmn_id,
+                                                           s.rrm_max_headroom_pct)}
+        if d["degraded"]:
+            out["degraded"] = d["degraded"]
+        return JSONResponse(out)
 
     def _as_response(r: bytes | Response) -> Response:
         return Response(r, media_type="application/json") if isinstance(r, bytes) else r
@@ -518,9 +529,13 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
         ready = all(checks.values())
         # degraded but serving: the sink holds transitions while its writes fail
         sink_state = {"healthy": getattr(sink, "healthy", True), "buffered": len(sink)}
-        return JSONResponse({"ready": ready, "checks": checks, "policy_version": holder.version,
-                             "transitions_sink": sink_state},
-                            status_code=200 if ready else 503)
+        body = {"ready": ready, "checks": checks, "policy_version": holder.version,
+                "transitions_sink": sink_state}
+        if isinstance(cells, ShadowedCellStore):  # degraded but answering from the cache
+            body["cell_store"] = {"mode": "redis" if cells.up else "local_cache",
+                                  "held_cells": cells.held_cells(),
+                                  "held_transitions": cells.held_transitions()}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     utility_info, reward_info = s.utility.as_dict(), s.reward_shaper.as_dict()
 
@@ -538,6 +553,8 @@ def create_app(settings: ControllerSettings | None = None, registry=None) -> Fas
     @app.get("/metrics", tags=["ops"])
     async def metrics():
         m.sink_buffer.set(len(sink))
+        if isinstance(cells, ShadowedCellStore):
+            cells.publish()
         engine.flush_metrics()
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 

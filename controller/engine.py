@@ -150,8 +150,9 @@ class DecisionEngine:
 
     def _close(self, cell_id: str, rep_window: int, prev: CellMemory | None, state: list,
                reported: int | None, utility: float, reward: float, arrived: list,
-               sla: list, se: float, now: float) -> None:
-        """Record the transition that this report closes, if the windows are consecutive."""
+               sla: list, se: float, now: float, held) -> None:
+        """Record the transition that this report closes, if the windows are consecutive
+        (to the sink, or held by the cell store while its memory is not in Redis)."""
         if prev is None:
             return
         if rep_window != prev.window + 1:
@@ -163,12 +164,18 @@ class DecisionEngine:
             action = reported  # learn from what actually ran
         self._pending_closed += 1
         self._pending_reward += reward
-        self.sink.put(Transition(cell_id, rep_window, prev.state, action, reward, utility, state,
-                                 arrived, sla, se, prev.policy_version, prev.fallback,
-                                 prev.explored, now))
+        t = Transition(cell_id, rep_window, prev.state, action, reward, utility, state, arrived,
+                       sla, se, prev.policy_version, prev.fallback, prev.explored, now)
+        if held is None:
+            self.sink.put(t)
+        else:
+            self.cells.hold(held, t)
 
     _TEMPLATE = ('{"cell_id":%s,"window":%d,"decision_id":"%s","policy_version":%s,'
                  '"fallback":%s,"explored":%s,"action":%d,"allocation":%s}')
+    # appended (in place of the closing brace) to an answer given without the shared cell memory
+    DEGRADED = "cell_store"
+    _DEGRADED_TAIL = ',"degraded":"cell_store"}'
 
     def _render(self, cell_id: str, window: int, did: str, version: str, fallback: bool,
                 explored: bool, action: int) -> str:
@@ -232,17 +239,22 @@ class DecisionEngine:
         reward = self._reward(utility, window)  # t = the report's window number
         action, version, fallback, explored = self._choose(cell_id, state, arrived)
         mem = CellMemory(window, state, action, version, fallback, explored)
-        prev = self.cells.commit(cell_id, mem)  # atomic order check + store
+        prev, held = self.cells.record(cell_id, mem)  # atomic order check + store
         now = time.time()
         self._close(cell_id, window, prev, state, reported, utility, reward, arrived, sla, se,
-                    now)
+                    now, held)
         self._observe(action, utility, ssr)
         self.m.utility_hist.observe(utility)
         self._count(version, fallback)
         did = self._next_id()
-        return self._render(cell_id, window, did, version, fallback, explored, action), {
-            "action": action, "version": version, "fallback": fallback, "decision_id": did,
-            "explored": explored}
+        body = self._render(cell_id, window, did, version, fallback, explored, action)
+        degraded = None
+        if held is not None:  # answered from the local cache: Redis unreachable
+            self.m.degraded_cell_store.inc()
+            degraded = self.DEGRADED
+            body = body[:-1] + self._DEGRADED_TAIL
+        return body, {"action": action, "version": version, "fallback": fallback,
+                      "decision_id": did, "explored": explored, "degraded": degraded}
 
     # ------------------------------------------------------------------ batch
     def decide_batch(self, cols: Columns, columns: bool = False) -> list[str] | dict:
@@ -311,7 +323,7 @@ class DecisionEngine:
         vers = [FALLBACK_VERSION if f else version for f in fb_l] if any_fb else [version] * n
         mems = [(ids[i], CellMemory(wins[i], st_l[i], act_l[i], vers[i], fb_l[i], ex_l[i]))
                 for i in range(n)]
-        prevs = self.cells.commit_many(mems)
+        prevs, helds = self.cells.record_many(mems)
         # close transitions (consecutive windows only): the request path only selects rows;
         # the sink's writer thread turns the arrays into per-transition entries
         idx, prev_states, acts, pvers, pfb, pex = [], [], [], [], [], []
@@ -336,10 +348,15 @@ class DecisionEngine:
         if idx:
             sel = np.asarray(idx)
             r_sel = reward[sel]
-            self.sink.put_batch(TransitionBatch(
+            tb = TransitionBatch(
                 [ids[i] for i in idx], [wins[i] for i in idx], prev_states, acts, r_sel,
                 utility[sel], states64[sel], arrived[sel], sla[sel], se[sel], pvers, pfb, pex,
-                time.time()))
+                time.time())
+            if helds is None:
+                self.sink.put_batch(tb)
+            else:
+                for i, t in zip(idx, tb.expand(), strict=True):
+                    self.cells.hold(helds[i], t)
             self._pending_closed += len(idx)
             self._pending_reward += float(r_sel.sum())
         if gaps:
@@ -355,13 +372,26 @@ class DecisionEngine:
             self._count(FALLBACK_VERSION, True, nf)
         c0 = self._counter
         self._counter += n
+        if helds is not None:
+            self.m.degraded_cell_store.inc(n)
         if columns:
             units = self._units_table[actions]
-            return {"decision_id_prefix": self._id_prefix, "decision_seq_first": c0 + 1,
-                    "cell_id": ids, "window": wins, "policy_version": vers,
-                    "fallback": fb_l, "explored": ex_l, "action": act_l,
-                    "bandwidth_hz": (units * self._unit_hz).tolist(),
-                    "prb_ratio": (units / self.codec.n_units).tolist()}
+            out = {"decision_id_prefix": self._id_prefix, "decision_seq_first": c0 + 1,
+                   "cell_id": ids, "window": wins, "policy_version": vers,
+                   "fallback": fb_l, "explored": ex_l, "action": act_l,
+                   "bandwidth_hz": (units * self._unit_hz).tolist(),
+                   "prb_ratio": (units / self.codec.n_units).tolist()}
+            if helds is not None:
+                out["degraded"] = self.DEGRADED
+            return out
+        if helds is not None:
+            return [d[:-1] + self._DEGRADED_TAIL for d in self._render_batch(
+                n, ids, wins, c0, version, fb_l, ex_l, act_l, any_fb or any_ex)]
+        return self._render_batch(n, ids, wins, c0, version, fb_l, ex_l, act_l,
+                                  any_fb or any_ex)
+
+    def _render_batch(self, n: int, ids: list, wins: list, c0: int, version: str, fb_l: list,
+                      ex_l: list, act_l: list, mixed: bool) -> list[str]:
         # render: per-batch constants hoisted, one template fill per decision
         pre = self._id_prefix
         vj = _q(version)
@@ -369,7 +399,7 @@ class DecisionEngine:
         alloc = self.alloc_json
         tmpl = self._TEMPLATE
         dumps = _q
-        if not any_fb and not any_ex:
+        if not mixed:
             return [tmpl % (dumps(ids[i]), wins[i], f"{pre}-{c0 + i + 1}", vj, "false", "false",
                             act_l[i], alloc(act_l[i])) for i in range(n)]
         return [tmpl % (dumps(ids[i]), wins[i], f"{pre}-{c0 + i + 1}", fbj if fb_l[i] else vj,

@@ -46,6 +46,15 @@ class ControllerSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSetti
         "auto", description="per-cell memory: redis (stateless replicas) or local (in-process); "
         "auto = redis when redis_url is set")
     cell_ttl_s: int = Field(3600, gt=0, description="cell memory expiry in Redis")
+    cell_store_timeout_s: float = Field(0.25, gt=0, le=10, description="connect and reply "
+                                        "timeout of the Redis cell store: the longest a decision "
+                                        "waits before it is answered from the local cache")
+    cell_store_probe_s: float = Field(0.5, gt=0, le=60, description="while Redis is "
+                                      "unreachable, how often it is probed (and the held cell "
+                                      "memory pushed back when it answers)")
+    cell_hold_buffer: int = Field(100_000, gt=0, description="transitions held while Redis is "
+                                  "unreachable, until their cell's memory is re-synced; "
+                                  "overflow is dropped and counted")
     # --- transitions sink
     transitions_sink: Literal["auto", "redis", "memory", "file", "none"] = "auto"
     transitions_file: str | None = Field(None, description="JSON-lines file (sink file)")

@@ -8,9 +8,8 @@ import shutil
 
 import pytest
 
-from slicetwin.ops.procs import free_port
+from slicetwin.ops.procs import RedisServer, free_port
 from tests.support.paths import PYTHON, ROOT  # noqa: F401 - fixtures below and older imports
-from tests.support.redis import RedisServer
 
 # The suite runs in development mode (public development keys and no API key accepted), like
 # `slicetwin demo`; child processes inherit it. Tests of the production refusals remove it

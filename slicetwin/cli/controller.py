@@ -146,11 +146,23 @@ def soak(
     cells: int = typer.Option(256, help="distinct cells (a multiple of connections)"),
     bucket: float = typer.Option(60.0, help="seconds per latency bucket"),
     redis: bool = typer.Option(True, help="private redis-server for the transitions stream"),
+    cell_store: str = typer.Option("local", help="per-cell memory: local, or redis (the "
+                                   "compose configuration)"),
+    outage_at: float = typer.Option(None, help="stop Redis this many seconds into the "
+                                    "measured phase (and start it again after --outage)"),
+    outage: float = typer.Option(30.0, help="seconds Redis stays stopped (with --outage-at)"),
     progress: bool = typer.Option(True, help="progress bar on stderr"),
 ) -> None:
-    """Soak a real controller process; print one JSON line (errors, latency, RSS growth)."""
+    """Soak a real controller process; print one JSON line (errors, latency, RSS growth; with
+    --outage-at, the Redis outage's accounting)."""
     from slicetwin.ops.soak import SoakConfig, run_soak
 
+    if cell_store not in ("local", "redis"):
+        raise typer.BadParameter("local or redis", param_hint="--cell-store")
+    if outage_at is not None and not (0 <= outage_at and outage_at + outage < duration):
+        raise typer.BadParameter("the outage must end before the measured phase does",
+                                 param_hint="--outage-at")
     cfg = SoakConfig(rate=rate, duration_s=duration, warmup_s=warmup, connections=connections,
-                     cells=cells, bucket_s=bucket, redis=redis)
+                     cells=cells, bucket_s=bucket, redis=redis, cell_store=cell_store,
+                     outage_at_s=outage_at, outage_s=outage)
     typer.echo(json.dumps(run_soak(cfg, progress=progress)))

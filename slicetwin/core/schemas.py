@@ -6,6 +6,7 @@ See docs/api.md for units and O-RAN equivalents.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -82,3 +83,7 @@ class Decision(_Strict):
     explored: bool = Field(default=False, description="true when epsilon exploration decided")
     action: int | None = Field(default=None, description="action index (ActionCodec order)")
     allocation: list[SliceAllocation]
+    degraded: Literal["cell_store"] | None = Field(
+        default=None, description="present only when the answer was made without the shared "
+        "cell memory (Redis unreachable): 'cell_store', the window order checked against this "
+        "replica's cache, the transition held until Redis is back")

@@ -50,6 +50,7 @@ class LoadResult:
     buckets: list = field(default_factory=list)  # per bucket: start_s, requests, errors, p50, p99
     versions: dict = field(default_factory=dict)  # policy_version -> answers
     fallback_answers: int = 0
+    degraded_answers: int = 0  # answered without the shared cell memory ("degraded")
     answered: set = field(default_factory=set)  # (cell index, window) answered with 200
 
     @property
@@ -168,6 +169,8 @@ async def drive(port: int, cfg: LoadConfig, on_tick=None, tick_s: float = 1.0) -
             res.versions[v] = res.versions.get(v, 0) + 1
             if b'"fallback":true' in body:
                 res.fallback_answers += 1
+            if b'"degraded":' in body:
+                res.degraded_answers += 1
             if cfg.keep_answered:
                 res.answered.add((i % cfg.cells, i // cfg.cells))
         if conn is not None:

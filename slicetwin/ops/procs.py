@@ -13,7 +13,9 @@ which then stops them in order (gNB, trainer, controller, Redis) and still write
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +24,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import httpx
@@ -38,7 +42,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+def wait_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    """Until something listens on 127.0.0.1:``port`` (RuntimeError when ``proc`` exits first)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -63,32 +68,78 @@ def _stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
         proc.wait(5)
 
 
-class RedisServer:
-    """A private ``redis-server`` on a free loopback port, no persistence; ours to stop."""
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
-    def __init__(self, binary: str = "redis-server"):
-        self.binary = binary
-        self.port = free_port()
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? ([-+0-9.eEinfNa]+)$")
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text -> {"name{labels}": value} (enough for counters and gauges)."""
+    out = {}
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m:
+            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+class RedisServer:
+    """A ``redis-server`` we own on a loopback port. :meth:`stop` and :meth:`start` again keep
+    the port and the directory, so a test or a soak can take Redis away and bring it back;
+    ``persist`` takes RDB snapshots as the compose file does (``--save "10 1"`` and one at
+    shutdown), so a restart is an outage, not a wipe. :meth:`cleanup` also removes a directory
+    it made."""
+
+    def __init__(self, port: int | None = None, workdir: str | Path | None = None,
+                 extra_args: list[str] | tuple = (), persist: bool = False,
+                 binary: str = "redis-server"):
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._dir = tempfile.TemporaryDirectory(prefix="slicetwin-demo-redis-")
+        self._made = None if workdir is not None else tempfile.mkdtemp(prefix="slicetwin-redis-")
+        self.workdir = Path(workdir if workdir is not None else self._made)
+        self.extra_args, self.persist, self.binary = list(extra_args), persist, binary
         self.proc: subprocess.Popen | None = None
 
     @staticmethod
     def find() -> str | None:
         return shutil.which("redis-server")
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start(self, timeout: float = 20.0) -> RedisServer:
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self._dir.name, "--protected-mode", "yes"],
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save",
+             "10 1" if self.persist else "", "--appendonly", "no", "--dir", str(self.workdir),
+             *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        _wait_port(self.port, timeout, self.proc)
+        try:
+            wait_port(self.port, timeout, self.proc)
+        except RuntimeError as e:
+            raise RuntimeError(f"redis-server did not start (bad arguments or ACL file?): "
+                               f"{e}") from None
         return self
 
     def stop(self) -> None:
-        _stop_process(self.proc)
+        """SIGTERM: with ``persist`` Redis writes its snapshot before it exits."""
+        _stop_process(self.proc, 30.0)
         self.proc = None
-        self._dir.cleanup()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._made is not None:
+            shutil.rmtree(self._made, ignore_errors=True)
 
 
 def controller_env(base: dict[str, str], *, port: int, redis_url: str | None, prefix: str,
@@ -116,28 +167,86 @@ def controller_env(base: dict[str, str], *, port: int, redis_url: str | None, pr
 
 
 class ControllerProcess:
-    """``slicetwin controller`` in a child process (the deployment's controller, unchanged)."""
+    """``slicetwin controller`` as a child process, exactly as deployed (a context manager).
 
-    def __init__(self, env: dict[str, str], port: int, log_path: Path):
-        self.env, self.port, self.log_path = env, port, log_path
-        self.url = f"http://127.0.0.1:{port}"
+    ``env`` adds settings to this process's environment (``inherit_env=False``: ``env`` is the
+    whole environment, as the demo builds it). The output goes to ``log_path`` or to a
+    temporary log that :meth:`log_tail` reads back when something fails. ``own_session``
+    keeps a terminal's Ctrl-C from reaching it (the demo stops its parts in order)."""
+
+    def __init__(self, env: dict[str, str] | None = None, port: int | None = None,
+                 log_path: Path | None = None, *, inherit_env: bool = True,
+                 ready_path: str = "/healthz", ready_timeout: float = 60.0,
+                 own_session: bool = False):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**(os.environ if inherit_env else {}), "SLICETWIN_PORT": str(self.port),
+                    "SLICETWIN_LOG_LEVEL": "warning", **(env or {})}
+        self.log_path, self.ready_path, self.ready_timeout = log_path, ready_path, ready_timeout
+        self.own_session = own_session
         self.proc: subprocess.Popen | None = None
         self._log = None
 
-    def start(self, timeout: float = 60.0) -> ControllerProcess:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+    def start(self, timeout: float | None = None) -> ControllerProcess:
+        if self.log_path is not None:
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        else:
+            self._log = tempfile.NamedTemporaryFile(prefix="slicetwin-ctl-", suffix=".log",
+                                                    delete=False)
         self.proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", "controller"],
                                      env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        _wait_ready(self.url, timeout, self.proc)
-        return self
+                                     start_new_session=self.own_session)
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"controller exited with status {self.proc.returncode} while "
+                                   f"starting: {self.log_tail()}")
+            try:
+                status, body = http_get(self.url + self.ready_path, 1.0)
+                if status == 200:
+                    return self
+                last = body[:200].decode(errors="replace")
+            except OSError as e:
+                last = type(e).__name__
+            time.sleep(0.1)
+        raise RuntimeError(f"controller at {self.url} not ready after "
+                           f"{timeout or self.ready_timeout:.0f} s ({last}): {self.log_tail()}")
+
+    def get(self, path: str) -> tuple[int, dict | bytes]:
+        status, body = http_get(self.url + path)
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body
+
+    def metrics(self) -> dict[str, float]:
+        return parse_metrics(http_get(self.url + "/metrics")[1].decode())
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.proc.pid)
+
+    def log_tail(self, n: int = 3000) -> str:
+        if self._log is None:
+            return ""
+        self._log.flush()
+        with open(self._log.name, errors="replace") as fh:
+            return fh.read()[-n:]
 
     def stop(self) -> None:
-        _stop_process(self.proc)
+        _stop_process(self.proc, 15.0)
         self.proc = None
         if self._log is not None:
             self._log.close()
+            if self.log_path is None:
+                os.unlink(self._log.name)
             self._log = None
+
+    def __enter__(self) -> ControllerProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 class ControllerThread:

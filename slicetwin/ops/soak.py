@@ -1,4 +1,4 @@
-"""Soak (``slicetwin bench soak``): sustained open-loop load on a real uvicorn controller.
+"""``slicetwin bench soak``: sustained open-loop load on a real uvicorn controller.
 
 Starts a private redis-server (transitions stream + registry) and a controller process
 (``slicetwin controller``, cell memory local), warms it up, then offers ``--rate`` req/s for
@@ -8,143 +8,35 @@ default), RSS at start (after the warm-up) / end / max and the growth, and the t
 accounting read back from the controller's metrics and the stream (closed = written + buffered,
 dropped).
 
-Also home of :class:`ControllerProcess`, the real-process harness of the reliability tests.
+``--outage-at T --outage S`` stops the private Redis ``T`` s into the measured phase and starts it
+again ``S`` s later on the same port and directory (RDB snapshot as in the compose file, so the
+data survives the restart); with ``--cell-store redis`` (the compose configuration) this is the
+floor of issue 18, "decisions never wait on Redis". The JSON line then carries ``outage``: the
+answers flagged ``degraded``, the time to re-sync, and the transition accounting against the
+answered window pairs (stored, duplicates, missing, and what the controller counted as lost).
+
+The processes (controller, Redis) are ``slicetwin.ops.procs``'s, which the reliability tests use
+too.
+Module level: typer and the standard library only (``slicetwin.cli.main`` rule).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import re
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 import redis
 from tqdm import tqdm
 
-from slicetwin.ops.bench.controller import _start_redis
+from slicetwin.core.transition_wire import decode
 from slicetwin.ops.loadgen import LoadConfig, drive
+from slicetwin.ops.procs import ControllerProcess, RedisServer
 from slicetwin.platform.keys import fresh_keys
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? ([-+0-9.eEinfNa]+)$")
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text -> {"name{labels}": value} (enough for counters and gauges)."""
-    out = {}
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if m:
-            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return out
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-class ControllerProcess:
-    """A real ``slicetwin controller`` process on a free port (context manager).
-
-    ``env`` adds ``SLICETWIN_*`` settings; the output goes to a temporary log that
-    :meth:`log_tail` reads back when something fails."""
-
-    def __init__(self, env: dict[str, str] | None = None, port: int | None = None,
-                 ready_timeout: float = 60.0):
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "SLICETWIN_PORT": str(self.port),
-                    "SLICETWIN_LOG_LEVEL": "warning", **(env or {})}
-        self.ready_timeout = ready_timeout
-        self.proc: subprocess.Popen | None = None
-        self._log = None
-
-    def start(self) -> ControllerProcess:
-        self._log = tempfile.NamedTemporaryFile("w+", prefix="slicetwin-ctl-", suffix=".log",
-                                                delete=False)
-        self.proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", "controller"],
-                                     env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.time() + self.ready_timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"controller exited: {self.log_tail()}")
-            try:
-                status, _ = http_get(self.url + "/healthz", 0.5)
-                if status == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"controller did not start: {self.log_tail()}")
-
-    def get(self, path: str) -> tuple[int, dict | bytes]:
-        status, body = http_get(self.url + path)
-        try:
-            return status, json.loads(body)
-        except ValueError:
-            return status, body
-
-    def metrics(self) -> dict[str, float]:
-        return parse_metrics(http_get(self.url + "/metrics")[1].decode())
-
-    def rss_mb(self) -> float:
-        return rss_mb(self.proc.pid)
-
-    def log_tail(self, n: int = 3000) -> str:
-        if self._log is None:
-            return ""
-        self._log.flush()
-        with open(self._log.name) as fh:
-            return fh.read()[-n:]
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-        if self._log is not None:
-            self._log.close()
-            os.unlink(self._log.name)
-            self._log = None
-
-    def __enter__(self) -> ControllerProcess:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def _exit_on_term(signum, frame):
@@ -162,12 +54,13 @@ class SoakConfig:
     rss_every_s: float = 5.0
     redis: bool = True  # private redis-server: transitions stream + registry
     seed: int = 0
+    cell_store: str = "local"  # "redis": per-cell memory in Redis (the compose configuration)
+    outage_at_s: float | None = None  # stop Redis this far into the measured phase
+    outage_s: float = 30.0  # and start it again this much later
 
 
 def run_soak(cfg: SoakConfig, progress: bool = True) -> dict:
     """Drive a fresh controller process; return the figures (see the module docstring)."""
-
-
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_term)  # so the finally stops our children
     try:
@@ -176,19 +69,26 @@ def run_soak(cfg: SoakConfig, progress: bool = True) -> dict:
         uvloop.install()
     except ImportError:
         pass
-    redis_proc = _start_redis() if cfg.redis else None
+    outage = cfg.outage_at_s is not None
+    if (outage or cfg.cell_store == "redis") and not cfg.redis:
+        raise ValueError("an outage and cell_store=redis need the private redis-server")
+    redis_proc = RedisServer(persist=outage) if cfg.redis else None
     keys = fresh_keys()  # production mode, as deployed: every request carries the bearer key
     api_key = keys["SLICETWIN_API_KEY"]
     env = {**{k: v for k, v in keys.items() if k.startswith("SLICETWIN_")},
-           "SLICETWIN_CELL_STORE": "local", "SLICETWIN_MODEL_SOURCE": "auto"}
+           "SLICETWIN_CELL_STORE": cfg.cell_store, "SLICETWIN_MODEL_SOURCE": "auto"}
     if redis_proc is not None:
-        env["SLICETWIN_REDIS_URL"] = redis_proc[1]
+        env["SLICETWIN_REDIS_URL"] = redis_proc.url
+        env["SLICETWIN_TRANSITIONS_SINK"] = "redis"
     ctl = ControllerProcess(env)
     out: dict = {"bench": "soak", "rate": cfg.rate, "duration_s": cfg.duration_s,
                  "connections": cfg.connections, "cells": cfg.cells, "cpus": os.cpu_count(),
                  "loadavg_1m_start": round(os.getloadavg()[0], 2),
-                 "transitions_sink": "redis" if redis_proc else "memory"}
+                 "transitions_sink": "redis" if redis_proc else "memory",
+                 "cell_store": cfg.cell_store}
     try:
+        if redis_proc is not None:
+            redis_proc.start()
         ctl.start()
         warm = LoadConfig(rate=cfg.rate, duration_s=cfg.warmup_s, connections=cfg.connections,
                           cells=cfg.cells, bucket_s=max(cfg.warmup_s, 1), cell_prefix="warm",
@@ -200,32 +100,33 @@ def run_soak(cfg: SoakConfig, progress: bool = True) -> dict:
         if progress:
             bar = tqdm(total=int(cfg.duration_s), unit="s", desc="soak", file=sys.stderr)
 
-        def tick(t: float) -> None:
+        fault = _Outage(cfg, redis_proc, ctl) if outage else None
+
+        async def tick(t: float) -> None:
             if bar is not None:
                 bar.n = min(int(t), bar.total)
                 bar.refresh()
             if t - samples[-1][0] >= cfg.rss_every_s:
                 samples.append((t, ctl.rss_mb()))
+            if fault is not None:
+                await fault.tick(t)
 
         load = LoadConfig(rate=cfg.rate, duration_s=cfg.duration_s, connections=cfg.connections,
                           cells=cfg.cells, bucket_s=cfg.bucket_s, seed=cfg.seed,
-                          api_key=api_key)
-        res = asyncio.run(drive(ctl.port, load, on_tick=tick))
+                          api_key=api_key, keep_answered=outage)
+        res = asyncio.run(drive(ctl.port, load, on_tick=tick, tick_s=0.25 if outage else 1.0))
         if bar is not None:
             bar.close()
         rss1 = ctl.rss_mb()
         samples.append((res.wall_s, rss1))
-        deadline = time.time() + 20
-        while True:  # let the writer drain before reading the accounting
-            m = ctl.metrics()
-            done = (m.get("slicetwin_transitions_written_total", 0)
-                    + m.get("slicetwin_transitions_dropped_total", 0))
-            if done >= m.get("slicetwin_transitions_closed_total", 0) or time.time() > deadline:
-                break
-            time.sleep(0.2)
+        if fault is not None:
+            fault.finish()
+        m = wait_drained(ctl, 60 if outage else 20)
         stream_len = None
         if redis_proc is not None:
-            r = redis.Redis.from_url(redis_proc[1])
+            import redis
+
+            r = redis.Redis.from_url(redis_proc.url)
             stream_len = r.xlen("slicetwin:transitions")
             r.close()
         out.update({
@@ -244,13 +145,116 @@ def run_soak(cfg: SoakConfig, progress: bool = True) -> dict:
             "stream_len": stream_len,
             "policy_versions": res.versions,
             "loadavg_1m_end": round(os.getloadavg()[0], 2)})
+        if fault is not None:
+            out["outage"] = fault.figures(res, m)
     except BaseException:
         sys.stderr.write("controller log tail:\n" + ctl.log_tail() + "\n")
         raise
     finally:
         ctl.stop()
         if redis_proc is not None:
-            redis_proc[0].terminate()
-            redis_proc[0].wait(10)
-            shutil.rmtree(redis_proc[2], ignore_errors=True)
+            redis_proc.cleanup()
     return out
+
+
+def wait_drained(ctl: ControllerProcess, timeout: float) -> dict[str, float]:
+    """Wait until every closed transition is written or counted as dropped, and nothing is held
+    for a re-sync; return the metrics."""
+    deadline = time.time() + timeout
+    while True:
+        m = ctl.metrics()
+        done = (m.get("slicetwin_transitions_written_total", 0)
+                + m.get("slicetwin_transitions_dropped_total", 0))
+        settled = (m.get("slicetwin_cell_store_up", 1) == 1
+                   and m.get("slicetwin_held_transitions_waiting", 0) == 0)
+        if (done >= m.get("slicetwin_transitions_closed_total", 0) and settled) \
+                or time.time() > deadline:
+            return m
+        time.sleep(0.2)
+
+
+class _Outage:
+    """Stops the private Redis at ``outage_at_s`` of the load and starts it ``outage_s`` later;
+    then reads the accounting (``figures``)."""
+
+    def __init__(self, cfg: SoakConfig, redis_proc: RedisServer, ctl: ControllerProcess):
+        self.cfg, self.redis, self.ctl = cfg, redis_proc, ctl
+        self.down_at: float | None = None  # seconds into the load
+        self.down_wall = self.up_wall = self.store_up_wall = None  # time.perf_counter()
+
+    async def tick(self, t: float) -> None:
+
+        if self.down_at is None and t >= self.cfg.outage_at_s:
+            self.down_at, self.down_wall = t, time.perf_counter()
+            await asyncio.to_thread(self.redis.stop)
+        elif self.down_at is not None and self.up_wall is None \
+                and t >= self.cfg.outage_at_s + self.cfg.outage_s:
+            await asyncio.to_thread(self._start)
+        elif self.up_wall is not None and self.store_up_wall is None:
+            m = await asyncio.to_thread(self.ctl.metrics)
+            if m.get("slicetwin_cell_store_up", 1) == 1 and \
+                    m.get("slicetwin_held_transitions_waiting", 0) == 0:
+                self.store_up_wall = time.perf_counter()
+
+    def _start(self) -> None:
+        self.redis.start()
+        self.up_wall = time.perf_counter()
+
+    def finish(self) -> None:
+        """The load ended: make sure Redis runs again (an outage longer than the load)."""
+        if self.down_at is None:
+            raise RuntimeError("the load ended before the outage began")
+        if self.up_wall is None:
+            self._start()
+
+    def figures(self, res, m: dict[str, float]) -> dict:
+
+
+        prefix = "soak-"
+        r = redis.Redis.from_url(self.redis.url)
+        payloads: dict[tuple, set] = {}  # (cell, window) -> distinct stored entries
+        keys = []
+        for _, f in r.xrange("slicetwin:transitions"):
+            t = decode(f)
+            if t["cell_id"].startswith(prefix):
+                keys.append((t["cell_id"], t["window"]))
+                payloads.setdefault(keys[-1], set()).add(f[b"t"])
+        last: dict[int, int] = {}
+        for c, w in res.answered:
+            last[c] = max(w, last.get(c, -1))
+        mismatched = 0
+        if self.cfg.cell_store == "redis":
+            p = r.pipeline()
+            for c in sorted(last):
+                p.hget(f"slicetwin:cells:{prefix}{c}", "window")
+            got = p.execute()
+            mismatched = sum(int(g or -1) != last[c] for c, g in zip(sorted(last), got,
+                                                                     strict=True))
+        r.close()
+        expected = {(f"{prefix}{c}", w) for c, w in res.expected_transitions()}
+        stored = set(keys)
+        held = {k: m.get(f'slicetwin_held_transitions_total{{outcome="{k}"}}', 0.0)
+                for k in ("held", "delivered", "conflict", "overflow", "shutdown")}
+        # every lost transition must be counted: dropped (held and refused at the re-sync, held
+        # buffer or sink buffer full) or never closed (a cell the cache had no memory of)
+        counted = (m.get("slicetwin_transitions_dropped_total", 0.0)
+                   + m.get("slicetwin_cell_cache_misses_total", 0.0))
+        missing = len(expected - stored)
+        return {
+            "at_s": round(self.down_at, 2), "down_s": round(self.up_wall - self.down_wall, 2),
+            "degraded_answers": res.degraded_answers,
+            "degraded_decisions": m.get('slicetwin_degraded_decisions_total{reason="cell_store"}'),
+            "resync_s": (round(self.store_up_wall - self.up_wall, 2)
+                         if self.store_up_wall is not None else None),
+            "transitions_expected": len(expected), "stored": len(keys),
+            "stored_unique": len(stored),
+            # a sink batch re-sent after a lost reply (at-least-once: identical entries) ...
+            "duplicates": len(keys) - len(stored),
+            # ... never one window accepted twice (two different transitions)
+            "windows_accepted_twice": sum(len(v) > 1 for v in payloads.values()),
+            "missing": missing, "unexpected": len(stored - expected),
+            "held": held, "cache_misses": m.get("slicetwin_cell_cache_misses_total"),
+            "resync_conflicts": m.get('slicetwin_cell_resync_total{outcome="conflict"}'),
+            "dropped": m.get("slicetwin_transitions_dropped_total"),
+            "lost_uncounted": max(0, missing - int(counted)),
+            "cell_memory_mismatches": mismatched}

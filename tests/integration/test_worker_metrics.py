@@ -20,9 +20,8 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from slicetwin.ops.procs import free_port
+from slicetwin.ops.procs import free_port, http_get
 from slicetwin.ops.simfeed import sim_transitions, xadd_all
-from slicetwin.ops.soak import http_get
 from tests.support.worker import STREAM, fast_settings
 
 

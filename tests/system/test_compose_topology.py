@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from slicetwin.ops.soak import free_port, http_get
+from slicetwin.ops.procs import free_port, http_get
 from slicetwin.platform.keys import fresh_keys, read_env
 
 yaml = pytest.importorskip("yaml")
@@ -631,7 +631,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
 def local_stack(tmp_path) -> Iterator[LocalStack]:
     """The documented set-up: `slicetwin keys init`, then the compose stack (Redis with the
     ACL file the command wrote, every service with the keys of its .env)."""
-    from tests.support.redis import RedisServer
+    from slicetwin.ops.procs import RedisServer
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server binary not installed")

@@ -21,7 +21,7 @@ from collections import Counter
 
 import pytest
 
-from slicetwin.ops.soak import ControllerProcess, free_port, http_get
+from slicetwin.ops.procs import ControllerProcess, free_port, http_get
 from tests.support.keys import sign_dev
 
 _HOSTILE_RAW = ["1e400", "-1e400", "NaN", "Infinity", "-Infinity", "1" + "0" * 400,

@@ -20,8 +20,7 @@ import time
 import pytest
 
 from slicetwin.ops.loadgen import LoadConfig, drive
-from slicetwin.ops.procs import free_port
-from slicetwin.ops.soak import ControllerProcess, http_get
+from slicetwin.ops.procs import ControllerProcess, free_port, http_get
 from tests.support.keys import sign_dev
 
 
@@ -102,8 +101,8 @@ def test_trainer_ingest_backs_off_exponentially_and_resumes(tmp_path, caplog):
 
     from controller.sinks import RedisStreamSink
     from slicetwin.core.transition_wire import Transition
+    from slicetwin.ops.procs import RedisServer
     from slicetwin.registry.store import MemoryRegistry
-    from tests.support.redis import RedisServer
     from trainer.worker import TrainerWorker, WorkerSettings
 
     port = free_port()

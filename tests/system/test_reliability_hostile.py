@@ -13,7 +13,7 @@ import json
 import httpx
 import pytest
 
-from slicetwin.ops.soak import ControllerProcess
+from slicetwin.ops.procs import ControllerProcess
 
 KEY = "s3cret-key"
 AUTH = {"authorization": f"Bearer {KEY}"}

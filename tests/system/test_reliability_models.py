@@ -17,7 +17,7 @@ import time
 import httpx
 import numpy as np
 
-from slicetwin.ops.soak import ControllerProcess
+from slicetwin.ops.procs import ControllerProcess
 from tests.support.paths import ROOT
 
 KEY = "models-test-key"

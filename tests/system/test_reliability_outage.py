@@ -19,9 +19,7 @@ import time
 import pytest
 
 from slicetwin.ops.loadgen import LoadConfig, drive
-from slicetwin.ops.procs import free_port
-from slicetwin.ops.soak import ControllerProcess, http_get
-from tests.support.redis import RedisServer
+from slicetwin.ops.procs import ControllerProcess, RedisServer, free_port, http_get
 
 KEY = "outage-test-key"
 

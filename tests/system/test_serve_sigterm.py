@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
-from tests.support.paths import ROOT  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from slicetwin.ops.procs import free_port
+from tests.support.paths import ROOT
 
 
 def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -60,7 +54,7 @@ serve(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 
 
 def test_serve_exits_0_after_the_sigterm_drain():
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", APP, str(port)], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_http(f"http://127.0.0.1:{port}/healthz", proc)
@@ -70,7 +64,7 @@ def test_serve_exits_0_after_the_sigterm_drain():
 
 
 def test_controller_cli_exits_0_on_sigterm(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SLICETWIN_ENV": "dev", "SLICETWIN_LOG_LEVEL": "warning",
            "NUMBA_CACHE_DIR": str(tmp_path)}
     for k in ("SLICETWIN_REDIS_URL", "SLICETWIN_MODEL_SOURCE", "SLICETWIN_CELL_STORE",

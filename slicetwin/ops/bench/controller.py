@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slicetwin.core.slices import SLICE_NAMES
+from slicetwin.ops.procs import RedisServer, free_port, wait_port
 from slicetwin.platform.keys import fresh_keys
 from slicetwin.registry.store import RedisRegistry
 from slicetwin.runtime.onnx_policy import fresh_policy_onnx
@@ -63,23 +63,6 @@ class BenchConfig:
     use_redis: bool = True
     cells: int = 256
     seed: int = 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on port {port}")
 
 
 class ReportMaker:
@@ -266,18 +249,6 @@ async def _closed_loop(port: int, maker: ReportMaker, seconds: float, conns: int
     return {"rps": done / (time.perf_counter() - t), "failed": failed, "done": done}
 
 
-def _start_redis() -> tuple[subprocess.Popen, str, str] | None:
-    if shutil.which("redis-server") is None:
-        return None
-    port = _free_port()
-    d = tempfile.mkdtemp(prefix="slicetwin-bench-redis-")
-    p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save",
-                          "", "--appendonly", "no", "--dir", d],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_port(port)
-    return p, f"redis://127.0.0.1:{port}/0", d
-
-
 def _cpu_s(pid: int) -> float:
     """CPU seconds (user + system, all threads) the process has used so far (/proc; 0 elsewhere).
 
@@ -308,8 +279,8 @@ def run_bench(cfg: BenchConfig) -> dict:
         uvloop.install()
     except ImportError:
         pass
-    redis_proc = _start_redis() if cfg.use_redis else None
-    port = _free_port()
+    redis_proc = (RedisServer().start() if cfg.use_redis and RedisServer.find() else None)
+    port = free_port()
     # fresh production keys: the controller runs as deployed (API key checked on every POST)
     keys = fresh_keys()
     _AUTH_HEADER = b"Authorization: Bearer %s\r\n" % keys["SLICETWIN_API_KEY"].encode()
@@ -317,7 +288,7 @@ def run_bench(cfg: BenchConfig) -> dict:
            "SLICETWIN_PORT": str(port), "SLICETWIN_CELL_STORE": "local",
            "SLICETWIN_LOG_LEVEL": "warning", "SLICETWIN_MODEL_SOURCE": "auto"}
     if redis_proc is not None:
-        env["SLICETWIN_REDIS_URL"] = redis_proc[1]
+        env["SLICETWIN_REDIS_URL"] = redis_proc.url
     log = tempfile.NamedTemporaryFile("w+", prefix="slicetwin-bench-ctl-", suffix=".log",
                                       delete=False)
     ctl = subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", "controller"], env=env,
@@ -326,7 +297,7 @@ def run_bench(cfg: BenchConfig) -> dict:
                  "cell_store": "local",
                  "transitions_sink": "redis" if redis_proc is not None else "memory"}
     try:
-        _wait_port(port)
+        wait_port(port)
         conn = RawConn(port)
         maker = ReportMaker(cfg.cells, cfg.seed)
         for _ in range(300):  # warm-up (allocator, caches, first-model paths)
@@ -391,12 +362,12 @@ def run_bench(cfg: BenchConfig) -> dict:
         conn.close()
         # 5. hot-swap under the fixed-rate load
         if redis_proc is not None and cfg.swaps > 0:
-            out.update(_hotswap(port, maker, cfg, redis_proc[1], keys, fr["p99_ms"]))
+            out.update(_hotswap(port, maker, cfg, redis_proc.url, keys, fr["p99_ms"]))
         else:
             out["hotswap_p99_ms"] = None
         # 6. serial again with the cell memory in Redis (stateless replicas), own process
         if redis_proc is not None:
-            out.update(_serial_redis_cells(env, redis_proc[1], cfg))
+            out.update(_serial_redis_cells(env, redis_proc.url, cfg))
     except Exception:
         log.seek(0)
         sys.stderr.write("controller log tail:\n" + log.read()[-3000:] + "\n")
@@ -410,20 +381,18 @@ def run_bench(cfg: BenchConfig) -> dict:
         log.close()
         os.unlink(log.name)
         if redis_proc is not None:
-            redis_proc[0].terminate()
-            redis_proc[0].wait(10)
-            shutil.rmtree(redis_proc[2], ignore_errors=True)
+            redis_proc.cleanup()
     return out
 
 
 def _serial_redis_cells(env: dict, url: str, cfg: BenchConfig) -> dict:
-    port = _free_port()
+    port = free_port()
     p = subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", "controller"],
                          env={**env, "SLICETWIN_PORT": str(port), "SLICETWIN_CELL_STORE": "redis",
                               "SLICETWIN_REDIS_URL": url, "SLICETWIN_REGISTRY_PREFIX": "rc:"},
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_port(port)
+        wait_port(port)
         conn = RawConn(port)
         maker = ReportMaker(cfg.cells, cfg.seed + 1)
         for _ in range(300):

@@ -23,7 +23,8 @@ import httpx
 import numpy as np
 
 from slicetwin.core.actions import ActionCodec
-from slicetwin.ops.bench.controller import ReportMaker, _free_port, _wait_port
+from slicetwin.ops.bench.controller import ReportMaker
+from slicetwin.ops.procs import free_port, wait_port
 from slicetwin.platform.keys import fresh_keys
 from slicetwin.registry.store import RedisRegistry
 from trainer.export_onnx import to_onnx
@@ -49,24 +50,24 @@ def run_hotswap_bench(swaps: int = 20, cells: int = 2, redis_url: str | None = N
         if redis_url is None:
             if shutil.which("redis-server") is None:
                 raise RuntimeError("redis-server not found; pass --redis-url")
-            rport = _free_port()
+            rport = free_port()
             procs.append(subprocess.Popen(
                 ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--dir", tmp],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            _wait_port(rport)
+            wait_port(rport)
             redis_url = f"redis://127.0.0.1:{rport}/0"
         keys = fresh_keys()  # production mode, as deployed
         key = keys["SLICETWIN_HMAC_KEY"]
         prefix = f"hotswapbench{os.getpid()}:"
-        port = _free_port()
+        port = free_port()
         env = dict(os.environ, **{k: v for k, v in keys.items() if k.startswith("SLICETWIN_")},
                    SLICETWIN_REDIS_URL=redis_url, SLICETWIN_REGISTRY_PREFIX=prefix,
                    SLICETWIN_PORT=str(port), SLICETWIN_TRANSITIONS_SINK="none")
         procs.append(subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", "controller"],
                                       env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
-        _wait_port(port, 60)
+        wait_port(port, 60)
         reg = RedisRegistry(redis_url, key, prefix,
                             promotion_key=keys["SLICETWIN_PROMOTION_KEY"])
         versions = [f"hotswap-{os.getpid()}-{i}" for i in range(swaps)]

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 
-from slicetwin.ops.bench.controller import _free_port, _wait_port
+from slicetwin.ops.procs import free_port, wait_port
 from slicetwin.ops.simfeed import sim_transitions, xadd_all
 from slicetwin.registry.store import MemoryRegistry
 from trainer.worker import TrainerWorker, WorkerSettings
@@ -20,12 +20,12 @@ from trainer.worker import TrainerWorker, WorkerSettings
 
 def run_ingest_bench(entries: int = 20_000, read_count: int = 2000) -> dict:
     tmp = tempfile.mkdtemp(prefix="ingest-bench-")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save",
                              "", "--appendonly", "no", "--dir", tmp],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_port(port)
+        wait_port(port)
         url = f"redis://127.0.0.1:{port}/0"
         cells = 8
         n = xadd_all(url, "slicetwin:transitions",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,16 +15,11 @@ import httpx
 import numpy as np
 
 from slicetwin.core.signing import DEV_PROMOTION_KEY, Signer
+from slicetwin.ops.procs import free_port
 from slicetwin.platform.keys import fresh_keys
 from slicetwin.registry.model_files import sign_file
 from slicetwin.twin import Twin
 from trainer.twin_client import HttpTwin
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_service(model_path: str | None, port: int, extra_env: dict | None = None,
@@ -82,7 +76,7 @@ def run_bench(batch: int = 4096, requests: int = 60, concurrency: int = 2, singl
               model: str | None = None, port: int = 0) -> dict:
 
 
-    port = port or _free_port()
+    port = port or free_port()
     keys = fresh_keys()  # production mode, as deployed: every request carries the bearer key
     key = keys["SLICETWIN_TWIN_API_KEY"]
     with tempfile.TemporaryDirectory() as tmp:

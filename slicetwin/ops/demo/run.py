@@ -341,14 +341,14 @@ class _DemoRun:
             try:
                 server.start()
             except (OSError, RuntimeError) as e:
-                server.stop()
+                server.cleanup()
                 if cfg.mode == "redis":
                     raise RuntimeError(f"could not start redis-server: {e}") from None
                 self.say(f"redis-server did not start ({e}); falling back to embedded mode")
                 self.tr = tr = _Transport("embedded")
             else:
                 tr.server, tr.url = server, server.url
-                self._on_stop("redis-server", server.stop)
+                self._on_stop("redis-server", server.cleanup)
                 self.say(f"mode redis: private redis-server on {tr.url} (no persistence)")
         if tr.mode == "redis" and tr.redis == "external":
             _ping(tr.url)
@@ -378,7 +378,9 @@ class _DemoRun:
                              epsilon=cfg.explore_epsilon, explore_budget=10**9, seed=cfg.seed,
                              api_key=self.api_key)
         if tr.mode == "redis":
-            self.controller = ControllerProcess(env, port, self.out / "controller.log").start()
+            self.controller = ControllerProcess(env, port, self.out / "controller.log",
+                                                inherit_env=False, ready_path="/readyz",
+                                                own_session=True).start()
         else:
             self.controller = ControllerThread(env, port, self.registry).start()
         self._on_stop("controller", self.controller.stop)
