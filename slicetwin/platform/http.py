@@ -190,7 +190,8 @@ KIND_BY_STATUS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404
 
 
 def install_error_envelope(app: FastAPI, count: Callable[[str], None] = lambda kind: None) -> None:
-    """Answer FastAPI's validation errors and ``HTTPException``s in the one envelope."""
+    """Answer FastAPI's validation errors and ``HTTPException``s in the one envelope;
+    ``count`` sees the validation errors (a service's error counter)."""
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation(request: Request, exc: RequestValidationError):
@@ -200,7 +201,6 @@ def install_error_envelope(app: FastAPI, count: Callable[[str], None] = lambda k
     @app.exception_handler(StarletteHTTPException)
     async def _on_http_error(request: Request, exc: StarletteHTTPException):
         kind = KIND_BY_STATUS.get(exc.status_code, "http_error")
-        count(kind)
         r = error_response(exc.status_code, kind, str(exc.detail))
         for k, v in (exc.headers or {}).items():
             r.headers[k] = v

@@ -35,9 +35,13 @@ class BearerKeys:
         return None if ok else "wrong"
 
 
+def unauthorized_message(reason: str) -> str:
+    return ("missing bearer API key (send 'Authorization: Bearer <key>')" if reason == "missing"
+            else "wrong bearer API key")
+
+
 def unauthorized_body(reason: str) -> bytes:
-    msg = ("missing bearer API key (send 'Authorization: Bearer <key>')" if reason == "missing"
-           else "wrong bearer API key")
+    msg = unauthorized_message(reason)
     return json.dumps({"error": "unauthorized", "message": msg,
                        "detail": [{"loc": ["header", "authorization"], "msg": msg,
                                    "type": "unauthorized"}]}).encode()
