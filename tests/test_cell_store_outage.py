@@ -11,12 +11,20 @@ import time
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
+from controller.app import create_app
 from controller.cell_cache import ShadowedCellStore
 from controller.cells import CellMemory, RedisCellStore, WindowConflict
 from controller.metrics import ControllerMetrics
-from controller.sinks import MemorySink, Transition
+from controller.settings import ControllerSettings
+from controller.sinks import MemorySink, Transition, decode
+from slicetwin.keys import fresh_keys
+from slicetwin.redis_acl import passwords_from_env, render_acl
 from tests.conftest import RedisServer, free_port
+from tests.test_controller import _columnar
+from tests.test_controller_kpm import kpm
+from tests.test_controller_support import assert_allocation_ok, report
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server binary not installed")
@@ -215,15 +223,6 @@ def test_every_decision_endpoint_answers_flagged_while_redis_is_away(rdb_redis):
     batch, columnar and KPM answers are 200 and flagged during the outage, all-or-nothing
     order checks still hold from the cache, and after the re-sync the stream has every
     transition once."""
-    from fastapi.testclient import TestClient
-
-    from controller.app import create_app
-    from controller.settings import ControllerSettings
-    from controller.sinks import decode
-    from tests.test_controller import _columnar
-    from tests.test_controller_kpm import kpm
-    from tests.test_controller_support import assert_allocation_ok, report
-
     s = ControllerSettings(redis_url=rdb_redis.url, cell_store="redis", transitions_sink="redis",
                            registry_prefix=PREFIX, cell_store_probe_s=60, model_source="init")
     app = create_app(s)
@@ -275,9 +274,6 @@ def test_every_decision_endpoint_answers_flagged_while_redis_is_away(rdb_redis):
 def test_the_controller_acl_user_may_resync(tmp_path):
     """The compose ACL (slicetwin keys init) lets the controller's user run the re-sync
     script: its reads and writes stay inside ``cells:*``."""
-    from slicetwin.keys import fresh_keys
-    from slicetwin.redis_acl import passwords_from_env, render_acl
-
     keys = fresh_keys()
     (tmp_path / "users.acl").write_text(render_acl(passwords_from_env(keys), PREFIX))
     srv = RedisServer(free_port(), tmp_path, ["--aclfile", str(tmp_path / "users.acl")])
