@@ -22,9 +22,11 @@ Module level: typer and the standard library only (``slicetwin.cli`` rule).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -187,8 +189,6 @@ class PrivateRedis:
             self.proc = None
 
     def cleanup(self) -> None:
-        import shutil
-
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -215,8 +215,6 @@ class SoakConfig:
 
 def run_soak(cfg: SoakConfig, progress: bool = True) -> dict:
     """Drive a fresh controller process; return the figures (see the module docstring)."""
-    import asyncio
-
     from slicetwin.keys import fresh_keys
     from slicetwin.loadgen import LoadConfig, drive
 
@@ -344,8 +342,6 @@ class _Outage:
         self.down_wall = self.up_wall = self.store_up_wall = None  # time.perf_counter()
 
     async def tick(self, t: float) -> None:
-        import asyncio
-
         if self.down_at is None and t >= self.cfg.outage_at_s:
             self.down_at, self.down_wall = t, time.perf_counter()
             await asyncio.to_thread(self.redis.stop)
