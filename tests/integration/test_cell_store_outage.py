@@ -11,7 +11,9 @@ import time
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
+from controller.app import create_app
 from controller.cell_cache import ShadowedCellStore
 from controller.cells import CellMemory, RedisCellStore, WindowConflict
 from controller.metrics import ControllerMetrics
@@ -216,9 +218,7 @@ def test_every_decision_endpoint_answers_flagged_while_redis_is_away(rdb_redis):
     batch, columnar and KPM answers are 200 and flagged during the outage, all-or-nothing
     order checks still hold from the cache, and after the re-sync the stream has every
     transition once."""
-    from fastapi.testclient import TestClient
 
-    from controller.app import create_app
     from controller.settings import ControllerSettings
     from slicetwin.core.transition_wire import decode
     from tests.integration.test_controller import _columnar

@@ -16,6 +16,8 @@ import asyncio
 import json
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +30,7 @@ from slicetwin.core.transition_wire import decode
 from slicetwin.ops.loadgen import LoadConfig, drive
 from slicetwin.ops.procs import ControllerProcess, RedisServer, http_get
 from slicetwin.ops.soak import SoakConfig, run_soak, wait_drained
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server binary not installed")
@@ -205,3 +208,28 @@ def test_floor_30s_redis_outage_at_500rps_compose_config():
     assert o["windows_accepted_twice"] == 0 and o["duplicates"] <= 2000
     assert o["missing"] == 0  # one replica: every cell's memory survives in its cache
     assert o["cell_memory_mismatches"] == 0
+
+
+def test_bench_soak_outage_cli_prints_one_json_line_and_refuses_bad_options():
+    """The floor's command, short: one JSON line with the outage's accounting; options that
+    cannot describe an outage are refused before anything starts."""
+
+    def soak(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "bench", "soak",
+                               "--no-progress", *args], capture_output=True, text=True,
+                              cwd=ROOT, timeout=180)
+
+    out = soak("--rate", "200", "--duration", "5", "--warmup", "1", "--bucket", "5",
+               "--cells", "64", "--cell-store", "redis", "--outage-at", "1", "--outage", "2")
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1
+    r = json.loads(lines[0])
+    o = r["outage"]
+    assert r["cell_store"] == "redis" and r["errors"] == 0 and o["degraded_answers"] > 0
+    assert o["missing"] == 0 and o["lost_uncounted"] == 0 and o["windows_accepted_twice"] == 0
+    assert o["stored_unique"] == o["transitions_expected"] > 0 and 1.5 < o["down_s"] < 4
+    bad = soak("--duration", "10", "--outage-at", "5", "--outage", "30")
+    assert bad.returncode == 2 and "outage must end before" in bad.stderr
+    bad = soak("--cell-store", "memcached")
+    assert bad.returncode == 2 and "local or redis" in bad.stderr
