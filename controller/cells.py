@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import redis
 
+from slicetwin.platform.redis_errors import is_store_failure
+
 
 class CellMemory(NamedTuple):
     window: int
@@ -47,8 +49,8 @@ class WindowConflict(Exception):
 
 
 def is_store_error(e: BaseException) -> bool:
-    """A failure to reach or use the cell store (any redis-py error, a socket error)."""
-    return type(e).__module__.startswith("redis") or isinstance(e, ConnectionError | OSError)
+    """A failure to reach or use the cell store (``slicetwin.platform.redis_errors``)."""
+    return is_store_failure(e)
 
 
 def is_outage(e: BaseException) -> bool:

@@ -141,6 +141,8 @@ def registry_connection(service_prefix: str = "", verify: bool = False,
         return AliasChoices(*own, "SLICETWIN_" + field.upper(), *extra)
 
     class RegistryConnection(BaseSettings):
+        model_config = SettingsConfigDict(populate_by_name=True)
+
         redis_url: str | None = Field(
             None, validation_alias=names("redis_url", *redis_url_names),
             description="redis://host:port/db of the model registry (and, for the controller "
