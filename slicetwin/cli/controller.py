@@ -9,9 +9,13 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import sys
+import threading
 
 import typer
+
+from slicetwin.cli.sim import sim_config
 
 app = typer.Typer(no_args_is_help=True)
 bench_app = typer.Typer(no_args_is_help=True)
@@ -40,11 +44,11 @@ def controller(
                       ("ALLOW_UNSIGNED", "true" if allow_unsigned else None)):
         if val is not None:
             os.environ[f"SLICETWIN_{name}"] = str(val)
-    from pydantic import ValidationError
+    from pydantic import ValidationError  # lazy: fast start
 
-    from controller.app import create_app
-    from controller.settings import ControllerSettings
-    from slicetwin.platform.settings_errors import settings_error
+    from controller.app import create_app  # lazy: service
+    from controller.settings import ControllerSettings  # lazy: service
+    from slicetwin.platform.settings_errors import settings_error  # lazy: fast start
 
     try:
         s = ControllerSettings()
@@ -71,7 +75,7 @@ def controller(
             pass
     from slicetwin.platform.serve import (
         serve,  # exit 0 after a SIGTERM drain (uvicorn re-raises it)
-    )
+    )  # lazy: fast start
 
     serve(app, host=s.host, port=s.port, log_level=s.log_level, http=http,
           access_log=False, workers=1, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
@@ -96,11 +100,8 @@ def gnb(
     """Run simulator cells in closed loop with a controller; print per-slice SSR / utility.
 
     SIGTERM / SIGINT end the run after the current window, with the summary (exit 0)."""
-    import signal
-    import threading
 
-    from slicetwin.cli.sim import sim_config
-    from slicetwin.ops.gnb import GnbConfig, print_summary, run_gnb
+    from slicetwin.ops.gnb import GnbConfig, print_summary, run_gnb  # lazy: numba
 
     sim_config(profile)  # a bad --profile: exit 2 naming the choices, before any request
     stop = threading.Event()
@@ -129,7 +130,7 @@ def bench_controller(
     redis: bool = typer.Option(True, help="start a private redis-server for the hot-swap phase"),
 ) -> None:
     """Start a real controller process, drive it from this one, print one JSON line."""
-    from slicetwin.ops.bench.controller import BenchConfig, run_bench
+    from slicetwin.ops.bench.controller import BenchConfig, run_bench  # lazy: service
 
     res = run_bench(BenchConfig(seconds=seconds, serial_requests=serial_requests, rate=rate,
                                 connections=connections, batch_size=batch_size, swaps=swaps,
@@ -155,7 +156,7 @@ def soak(
 ) -> None:
     """Soak a real controller process; print one JSON line (errors, latency, RSS growth; with
     --outage-at, the Redis outage's accounting)."""
-    from slicetwin.ops.soak import SoakConfig, run_soak
+    from slicetwin.ops.soak import SoakConfig, run_soak  # lazy: service
 
     if cell_store not in ("local", "redis"):
         raise typer.BadParameter("local or redis", param_hint="--cell-store")

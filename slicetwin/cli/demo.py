@@ -9,6 +9,7 @@ import sys
 import typer
 
 from slicetwin.cli.controller import PROFILE_HELP  # typer and the standard library only
+from slicetwin.cli.sim import sim_config
 
 app = typer.Typer(no_args_is_help=False)
 
@@ -52,11 +53,10 @@ def demo(
                                           "budget, KEY=VALUE (WorkerSettings field), repeatable"),
 ) -> None:
     """Run the closed loop on this machine and show a model hot-swap (see docs/demo.md)."""
-    from slicetwin.ops.demo.run import DemoConfig, run_demo
+    from slicetwin.ops.demo.run import DemoConfig, run_demo  # lazy: torch
 
     if mode not in ("auto", "redis", "embedded"):
         raise typer.BadParameter("auto, redis or embedded", param_hint="--mode")
-    from slicetwin.cli.sim import sim_config
 
     sim_config(profile)  # a bad --profile: exit 2 naming the choices, before anything starts
     cfg = DemoConfig(cells=cells, duration_s=duration, windows=windows, out=out,

@@ -20,8 +20,8 @@ def init(out: Path = typer.Option(Path(".env"), help="the .env file docker compo
          force: bool = typer.Option(False, "--force", help="replace existing files (every "
                                     "key changes: restart the whole stack)")) -> None:
     """Write fresh random keys to .env (mode 600) and the matching Redis ACL file."""
-    from slicetwin.platform.keys import fresh_keys, render_env, write_private
-    from slicetwin.platform.redis_acl import passwords_from_env, render_acl
+    from slicetwin.platform.keys import fresh_keys, render_env, write_private  # lazy: fast start
+    from slicetwin.platform.redis_acl import passwords_from_env, render_acl  # lazy: fast start
 
     for p in (out, acl):
         if p.exists() and not force:

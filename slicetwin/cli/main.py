@@ -9,8 +9,11 @@ objects; commands of objects sharing a group name are merged into that group.
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
+
+from slicetwin import __version__
 
 app = typer.Typer(help="SliceTwin: RAN slicing controller with a learned digital twin.",
                   no_args_is_help=True, add_completion=False)
@@ -42,7 +45,6 @@ _HELP = {
 @app.command()
 def version() -> None:
     """Print the SliceTwin version."""
-    from slicetwin import __version__
 
     typer.echo(__version__)
 
@@ -73,7 +75,6 @@ def _register(only_group: str | None = None) -> None:
 
 
 def main() -> None:
-    import sys
 
     first = sys.argv[1] if len(sys.argv) > 1 else None
     _register(first if first in {g for _, _, g in _PARTS if g} else None)

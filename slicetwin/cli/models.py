@@ -31,7 +31,11 @@ _KIND = typer.Argument("policy", help="policy or twin")
 
 def _check_keys(items: list[tuple[str, object, bool]]) -> None:
     """Outside development mode, refuse public or missing keys (exit 2, saying how to fix)."""
-    from slicetwin.platform.security import is_dev, refuse_message, secret_problems
+    from slicetwin.platform.security import (  # lazy: fast start
+        is_dev,
+        refuse_message,
+        secret_problems,
+    )
 
     problems = [] if is_dev() else secret_problems(items)
     if problems:
@@ -41,9 +45,9 @@ def _check_keys(items: list[tuple[str, object, bool]]) -> None:
 
 def _open(url: str | None, key: str | None, prefix: str, promotion_key: str | None = None,
           sign: bool = False, public: str | None = None):
-    from slicetwin.core.signing import DEV_PROMOTION_KEY
-    from slicetwin.platform.security import DEV_HMAC_KEY
-    from slicetwin.registry.store import RegistryError, open_registry
+    from slicetwin.core.signing import DEV_PROMOTION_KEY  # lazy: fast start
+    from slicetwin.platform.security import DEV_HMAC_KEY  # lazy: fast start
+    from slicetwin.registry.store import RegistryError, open_registry  # lazy: fast start
 
     if not url:
         raise typer.BadParameter("set --redis-url or SLICETWIN_REDIS_URL (the in-memory registry "
@@ -70,7 +74,7 @@ def list_models(kind: str = _KIND, redis_url: str = _URL, hmac_key: str = _KEY,
                 prefix: str = _PREFIX, as_json: bool = typer.Option(False, "--json"),
                 promotion_key: str = _PKEY, public: str = _PUB) -> None:
     """List versions of a model kind (oldest first; * marks the version services serve)."""
-    from slicetwin.registry.store import RegistryError
+    from slicetwin.registry.store import RegistryError  # lazy: fast start
 
     reg = _open(redis_url, hmac_key, prefix, promotion_key, public=public)
     try:
@@ -99,7 +103,7 @@ def show(kind: str = _KIND, version: str = typer.Argument(None, help="default: c
          verify: bool = typer.Option(True, help="check sha256 + signature of the blob"),
          promotion_key: str = _PKEY, public: str = _PUB) -> None:
     """Show one version's record (JSON), verifying its blob, and its promotion record."""
-    from slicetwin.registry.store import RegistryError
+    from slicetwin.registry.store import RegistryError  # lazy: fast start
 
     reg = _open(redis_url, hmac_key, prefix, promotion_key, public=public)
     try:
@@ -122,7 +126,7 @@ def promote(kind: str = typer.Argument(..., help="policy or twin"),
             override_gate: bool = typer.Option(False, "--override-gate", help="promote a "
                                                "candidate the trainer's gate refused")) -> None:
     """Promote a version (after verifying it) with a signed record; the services follow."""
-    from slicetwin.registry.store import RegistryError
+    from slicetwin.registry.store import RegistryError  # lazy: fast start
 
     reg = _open(redis_url, hmac_key, prefix, promotion_key, sign=True)
     try:
@@ -143,7 +147,7 @@ def promote(kind: str = typer.Argument(..., help="policy or twin"),
 def rollback(kind: str = _KIND, redis_url: str = _URL, hmac_key: str = _KEY,
              promotion_key: str = _PKEY, prefix: str = _PREFIX) -> None:
     """Move back to the previously current version (a new signed rollback record)."""
-    from slicetwin.registry.store import RegistryError
+    from slicetwin.registry.store import RegistryError  # lazy: fast start
 
     reg = _open(redis_url, hmac_key, prefix, promotion_key, sign=True)
     try:
@@ -163,11 +167,11 @@ def publish(kind: str = typer.Argument(..., help="policy or twin"),
             redis_url: str = _URL, hmac_key: str = _KEY, promotion_key: str = _PKEY,
             prefix: str = _PREFIX) -> None:
     """Publish a file as a new signed version (a policy must pass ONNX validation first)."""
-    from slicetwin.registry.store import RegistryError
+    from slicetwin.registry.store import RegistryError  # lazy: fast start
 
     blob = path.read_bytes()
     if kind == "policy":
-        from slicetwin.runtime.onnx_policy import ModelRejected, OnnxPolicy
+        from slicetwin.runtime.onnx_policy import ModelRejected, OnnxPolicy  # lazy: fast start
 
         try:
             OnnxPolicy(blob)
@@ -191,14 +195,14 @@ def sign(kind: str = typer.Argument(..., help="policy or twin"),
          path: Path = typer.Argument(..., exists=True, dir_okay=False),
          promotion_key: str = _PKEY) -> None:
     """Write PATH.sig, the detached signature a service needs to load a model file."""
-    from slicetwin.core.signing import DEV_PROMOTION_KEY, SignatureError, Signer
-    from slicetwin.registry.model_files import sign_file
+    from slicetwin.core.signing import DEV_PROMOTION_KEY, SignatureError, Signer  # lazy: fast start
+    from slicetwin.registry.model_files import sign_file  # lazy: fast start
 
     if kind not in ("policy", "twin"):
         raise typer.BadParameter("kind is policy or twin")
     _check_keys([("SLICETWIN_PROMOTION_KEY", promotion_key, True)])
     if kind == "policy":
-        from slicetwin.runtime.onnx_policy import ModelRejected, OnnxPolicy
+        from slicetwin.runtime.onnx_policy import ModelRejected, OnnxPolicy  # lazy: fast start
 
         try:
             OnnxPolicy(path.read_bytes())  # sign only what a controller would accept

@@ -6,7 +6,9 @@ Module level imports only typer and the standard library (project CLI rule).
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 import typer
 
@@ -20,7 +22,7 @@ PROFILE_HELP = ("simulator profile: paper | reference | diurnal | flash-crowd | 
 
 def sim_config(profile: str):
     """SimConfig of a --profile value, or a clean CLI error naming the choices."""
-    from slicetwin.sim.config import SimConfig
+    from slicetwin.sim.config import SimConfig  # lazy: numba
 
     try:
         return SimConfig.from_profile(profile)
@@ -46,15 +48,14 @@ def baselines(
 ) -> None:
     """Every baseline on report traffic: equal, proportional, tuned heuristic, best fixed
     (training traffic and hindsight), model-known planner, full-search oracle (mean ± 95 % CI)."""
-    from pathlib import Path
 
-    from slicetwin.core.protocol import SeedRangeError
+    from slicetwin.core.protocol import SeedRangeError  # lazy: fast start
     from slicetwin.sim.yardstick import (
         YardstickConfig,
         evaluate_baselines,
         markdown_table,
         summarise,
-    )
+    )  # lazy: numba
 
     kw = dict(report_seeds=seeds, windows=windows, cells=cells, train_seeds=train_seeds,
               planner_futures=futures, first_report_seed=first_seed,
@@ -74,7 +75,7 @@ def baselines(
         result["profiles"][name] = summarise(evals, cfg, yc)
     result["wall_time_s"] = round(time.perf_counter() - t0, 1)
     if out:
-        from slicetwin.sim.report import write_report
+        from slicetwin.sim.report import write_report  # lazy: numba
 
         write_report(Path(out), result)
     if as_json:
@@ -89,9 +90,9 @@ def baselines(
 
 def _measure(cells: int, steps: int, seed: int, parallel: bool | None, config=None
              ) -> tuple[float, float, float]:
-    import numpy as np
+    import numpy as np  # lazy: fast start
 
-    from slicetwin.sim.simulator import RanSimulator
+    from slicetwin.sim.simulator import RanSimulator  # lazy: numba
 
     sim = RanSimulator(config, n_cells=cells, seed=seed, parallel=parallel)
     sim.reset()
@@ -114,7 +115,6 @@ def bench_sim(
     profile: str = typer.Option("paper", help=PROFILE_HELP),
 ) -> None:
     """Simulator throughput (random actions): one JSON line."""
-    import os
 
     cfg = sim_config(profile)
 

@@ -6,6 +6,12 @@ command functions (see the CLI rule in docs/architecture.md).
 
 from __future__ import annotations
 
+import json as _json
+import logging
+import os
+import signal
+import threading
+from dataclasses import fields, replace
 from pathlib import Path
 
 import typer
@@ -42,11 +48,9 @@ def experiment_online(
                                 "| hetero | mix=A/B/C | a schedule like 'paper:2000,hetero'"),
 ) -> None:
     """Fig. 5/6: training curves, plain vs twin-enhanced (CSV per run, PNG, summary.json)."""
-    import json as _json
-    from dataclasses import fields
 
-    from slicetwin.experiments.online import OnlineExperimentConfig, run_experiment
-    from trainer.algorithm1 import Algorithm1Config
+    from slicetwin.experiments.online import OnlineExperimentConfig, run_experiment  # lazy: torch
+    from trainer.algorithm1 import Algorithm1Config  # lazy: torch
 
     known = {f.name for f in fields(Algorithm1Config)} - {"mode"}
     overrides = {}
@@ -98,8 +102,8 @@ def bench_train_cmd(
     threads: int = typer.Option(1, min=1, help="torch threads"),
 ) -> None:
     """Training throughput on the simulator: one JSON line (grad_steps_per_s, real_steps_per_s)."""
-    from slicetwin.ops.bench.train import main_json
-    from trainer.agents import AGENTS
+    from slicetwin.ops.bench.train import main_json  # lazy: torch
+    from trainer.agents import AGENTS  # lazy: torch
 
     if algo not in AGENTS:
         raise typer.BadParameter(f"unknown algo {algo!r}; choose from {sorted(AGENTS)}")
@@ -118,13 +122,12 @@ def bench_policy_cmd(
     n_batches: int = typer.Option(400, help="batches of 256 to time"),
 ) -> None:
     """ONNX student inference speed (onnxruntime, 1 thread): one JSON line."""
-    from slicetwin.ops.bench.policy import main_json
+    from slicetwin.ops.bench.policy import main_json  # lazy: torch
 
     typer.echo(main_json(model=model, hidden=hidden, n_single=n_single, n_batches=n_batches))
 
 
 def _override(cfg, **kw):
-    from dataclasses import replace
 
     return replace(cfg, **{k: v for k, v in kw.items() if v is not None})
 
@@ -163,10 +166,9 @@ def experiment_compare(
 ) -> None:
     """Learned policies (teacher and served ONNX student) against every baseline on report
     traffic: summary.json, compare.md, runs.csv and a bar plot per profile."""
-    import json as _json
 
-    from slicetwin.core.protocol import SeedRangeError
-    from slicetwin.experiments.compare import CompareConfig, run_compare
+    from slicetwin.core.protocol import SeedRangeError  # lazy: fast start
+    from slicetwin.experiments.compare import CompareConfig, run_compare  # lazy: torch
 
     try:
         if quick:
@@ -203,11 +205,10 @@ def experiment_distill(
     progress: bool = typer.Option(True, help="progress bars"),
 ) -> None:
     """Fig. 8: distil DT / non-DT teachers into 4- and 16-unit ONNX students (CSV, PNG, JSON)."""
-    import json as _json
 
-    import torch
+    import torch  # lazy: torch
 
-    from slicetwin.experiments import distill as exp
+    from slicetwin.experiments import distill as exp  # lazy: torch
 
     torch.set_num_threads(1)
     cfg = exp.DistillExperimentConfig(**(exp.QUICK if quick else {}))
@@ -236,11 +237,10 @@ def experiment_offline(
     progress: bool = typer.Option(True, help="progress bars"),
 ) -> None:
     """Fig. 9: offline DRL with / without the twin (Algorithm 2) and discrete CQL."""
-    import json as _json
 
-    import torch
+    import torch  # lazy: torch
 
-    from slicetwin.experiments import offline as exp
+    from slicetwin.experiments import offline as exp  # lazy: torch
 
     torch.set_num_threads(1)
     cfg = exp.OfflineExperimentConfig(**(exp.QUICK if quick else {}))
@@ -264,11 +264,10 @@ def experiment_landscape(
     progress: bool = typer.Option(True, help="progress bars"),
 ) -> None:
     """Fig. 7: loss landscapes (eq. 11 and filter-normalised) and Hessian sharpness, DT vs not."""
-    import json as _json
 
-    import torch
+    import torch  # lazy: torch
 
-    from slicetwin.experiments import landscape as exp
+    from slicetwin.experiments import landscape as exp  # lazy: torch
 
     torch.set_num_threads(1)
     cfg = exp.LandscapeExperimentConfig(**(exp.QUICK if quick else {}))
@@ -300,11 +299,6 @@ def trainer_cmd(
 
     Settings: SLICETWIN_* env vars (trainer/worker/settings.py). One JSON line per cycle on stdout.
     """
-    import json as _json
-    import logging
-    import os
-    import signal
-    import threading
 
     for name, val in (("REDIS_URL", redis_url), ("DATA_DIR", data_dir), ("TWIN_URL", twin_url),
                       ("MAX_CYCLES", max_cycles), ("SIM_GATE", sim_gate),
@@ -313,10 +307,10 @@ def trainer_cmd(
             os.environ[f"SLICETWIN_{name}"] = str(val).lower() if isinstance(val, bool) else str(val)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
-    from pydantic import ValidationError
+    from pydantic import ValidationError  # lazy: fast start
 
-    from slicetwin.platform.settings_errors import settings_error
-    from trainer.worker import TrainerWorker, WorkerSettings
+    from slicetwin.platform.settings_errors import settings_error  # lazy: fast start
+    from trainer.worker import TrainerWorker, WorkerSettings  # lazy: torch
 
     try:
         settings = WorkerSettings()
@@ -335,7 +329,7 @@ def trainer_cmd(
 
     metrics = server = None
     if settings.metrics_port is not None:
-        from trainer.worker.metrics import TrainerMetrics, serve
+        from trainer.worker.metrics import TrainerMetrics, serve  # lazy: torch
 
         metrics = TrainerMetrics()
     worker = TrainerWorker(settings, stop_event=stop, on_cycle=emit, metrics=metrics)
@@ -360,9 +354,8 @@ def bench_hotswap_cmd(
 ) -> None:
     """Publish -> serving: promote trained-format students while a client keeps posting reports to
     a real controller process; time event -> first answer with the new version. One JSON line."""
-    import json as _json
 
-    from slicetwin.ops.bench.hotswap import run_hotswap_bench
+    from slicetwin.ops.bench.hotswap import run_hotswap_bench  # lazy: torch
 
     typer.echo(_json.dumps(run_hotswap_bench(swaps=swaps, cells=cells, redis_url=redis_url)))
 
@@ -373,8 +366,7 @@ def bench_ingest_cmd(
     read_count: int = typer.Option(2000, min=1, help="entries per XREADGROUP / chunk"),
 ) -> None:
     """Stream -> durable dataset drain rate of the trainer worker (private redis-server)."""
-    import json as _json
 
-    from slicetwin.ops.bench.ingest import run_ingest_bench
+    from slicetwin.ops.bench.ingest import run_ingest_bench  # lazy: torch
 
     typer.echo(_json.dumps(run_ingest_bench(entries=entries, read_count=read_count)))

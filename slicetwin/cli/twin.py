@@ -5,6 +5,8 @@ Module level: typer + stdlib only (CLI rule); heavy imports inside the commands.
 
 from __future__ import annotations
 
+import json
+
 import typer
 
 app = typer.Typer()
@@ -25,11 +27,11 @@ def twin(
     ssl_keyfile: str = typer.Option(None, help="private key of --ssl-certfile (PEM)"),
 ) -> None:
     """Serve the digital twin over HTTP (step, step:batch, model, health, metrics)."""
-    from pydantic import ValidationError
+    from pydantic import ValidationError  # lazy: fast start
 
-    from slicetwin.platform.settings_errors import settings_error
-    from twin_service.app import create_app
-    from twin_service.settings import TwinServiceSettings
+    from slicetwin.platform.settings_errors import settings_error  # lazy: fast start
+    from twin_service.app import create_app  # lazy: service
+    from twin_service.settings import TwinServiceSettings  # lazy: service
 
     overrides = {k: v for k, v in {"model": model, "redis_url": redis_url,
                                    "allow_unsigned": allow_unsigned}.items() if v}
@@ -40,7 +42,7 @@ def twin(
         raise typer.Exit(2) from None
     from slicetwin.platform.serve import (
         serve,  # exit 0 after a SIGTERM drain (uvicorn re-raises it)
-    )
+    )  # lazy: fast start
 
     serve(create_app(settings), host=host, port=port, log_level=log_level,
           access_log=False, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
@@ -56,9 +58,8 @@ def bench_twin(
     port: int = typer.Option(0, help="service port (0: a free one)"),
 ) -> None:
     """Start the twin service as a real uvicorn process and time it; prints one JSON line."""
-    import json
 
-    from slicetwin.ops.bench.twin import run_bench
+    from slicetwin.ops.bench.twin import run_bench  # lazy: torch
 
     typer.echo(json.dumps(run_bench(batch=batch, requests=requests, concurrency=concurrency,
                                     single=single, model=model, port=port)))
@@ -74,9 +75,8 @@ def bench_twin_fidelity(
     ranking: bool = typer.Option(True, help="also rank policies in twin vs simulator"),
 ) -> None:
     """Fit the twin on simulator data; held-out one/multi-step error, Kendall's tau (one JSON)."""
-    import json
 
-    from trainer.twin_fidelity import fidelity_report
+    from trainer.twin_fidelity import fidelity_report  # lazy: torch
 
     typer.echo(json.dumps(fidelity_report(train_steps, train_cells, test_steps, horizon=horizon,
                                           seed=seed, ranking=ranking)))
