@@ -1,6 +1,7 @@
-# SliceTwin controller (and fake gNB) image: slim, WITHOUT torch.
+# SliceTwin controller (and fake gNB) image: slim, WITHOUT torch and without the simulator.
 # The controller runs the ONNX student with onnxruntime + numpy only, so only the core package and
-# controller/ are copied and the package is installed without the `train` extra.
+# controller/ are copied and the package is installed without extras (no `train`, no `sim`).
+# The fake gNB is this Dockerfile with EXTRAS=sim (the simulator's numba kernel and gymnasium).
 #
 # Build from the repository root:
 #   docker build -f deploy/controller.Dockerfile -t slicetwin/controller:0.1.0 .
@@ -9,11 +10,13 @@
 #                  `slicetwin` (deploy/base/build-local-base.sh makes slicetwin/base:bookworm)
 #   PIP_INDEX_URL  package index (empty: pip's default, PyPI)
 #   EXTRA_CA_DIR   folder of extra CA certificates (*.crt, *.pem) pip trusts (deploy/certs)
+#   EXTRAS         package extras to install (empty: the controller; `sim`: the fake gNB)
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 ARG PIP_INDEX_URL=
 ARG PIP_EXTRA_INDEX_URL=
 ARG EXTRA_CA_DIR=deploy/certs
+ARG EXTRAS=
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -27,12 +30,14 @@ COPY deploy/docker/pip-install /usr/local/bin/pip-install
 COPY pyproject.toml README.md ./
 COPY slicetwin ./slicetwin
 COPY controller ./controller
-# One layer (vfs and overlay both pay per layer): the venv, the package without extras (no torch,
-# matplotlib or scipy; the build fails if torch sneaks in), the non-root user, no build leftovers
-# (bundled test suites, pip and setuptools: the image never installs anything at run time).
+# One layer (vfs and overlay both pay per layer): the venv, the package with $EXTRAS only (no
+# torch, matplotlib or scipy; the build fails if torch sneaks in, or numba without the sim extra),
+# the non-root user, no build leftovers (bundled test suites, pip and setuptools: the image never
+# installs anything at run time).
 RUN python3 -m venv /opt/venv \
-    && pip-install . \
+    && pip-install ".${EXTRAS:+[$EXTRAS]}" \
     && python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)" \
+    && python -c "import importlib.util as u, sys; sys.exit('sim' not in sys.argv[1].split(',') and any(u.find_spec(m) for m in ('numba', 'llvmlite')))" "$EXTRAS" \
     && (id -u slicetwin >/dev/null 2>&1 || useradd --system --create-home --uid 10001 slicetwin) \
     && find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} + \
     && /opt/venv/bin/python -m pip uninstall -y -q pip setuptools \

@@ -3,7 +3,9 @@
 #   engine (started here when possible, else SKIP) -> keys (slicetwin keys init) -> build every
 #   image (timed, sizes) -> up -d -> every healthcheck healthy -> first hot-swap served to the fake
 #   gNB -> every Prometheus target up, every dashboard query answered -> redis, trainer, twin each
-#   stopped and restarted while the controller keeps answering -> down -v, nothing left behind.
+#   stopped and restarted while the controller keeps answering -> the served policy exported and
+#   imported again with `slicetwin models export|import` (a tampered copy refused) -> down -v,
+#   nothing left behind.
 # Last line on stdout: one JSON object with the figures.
 #
 #   scripts/compose-check.sh            # official base images (python, redis, prometheus, grafana);
@@ -26,7 +28,7 @@ for a in "$@"; do
     --local) LOCAL=1 ;;
     --keep-images) KEEP_IMAGES=1 ;;
     --no-restarts) RESTARTS=0 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "compose-check: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -182,6 +184,18 @@ FLOORS_MISSED=()
 docker run --rm --network none --entrypoint python "${IMAGE[controller]}" -c \
   "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)" \
   || fail "torch in the controller image"
+# no simulator either (the `sim` extra: the gNB image has it), and a command that needs it says so
+docker run --rm --network none --entrypoint python "${IMAGE[controller]}" -c \
+  "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ('numba', 'llvmlite', 'gymnasium')))" \
+  || fail "the simulator's numba/gymnasium are in the controller image"
+if msg=$(docker run --rm --network none "${IMAGE[controller]}" slicetwin gnb --windows 1 2>&1); then
+  fail "slicetwin gnb ran in the controller image, which has no simulator"
+fi
+echo "$msg" | grep -q "pip install 'slicetwin\[sim\]'" \
+  || fail "slicetwin gnb in the controller image: no clear error naming the sim extra: $msg"
+log "controller image: no torch, no simulator; slicetwin gnb there: $msg"
+docker run --rm --network none --entrypoint python "${IMAGE[gnb]}" -c "import numba, gymnasium" \
+  || fail "the gNB image lacks the simulator (sim extra)"
 for s in twin trainer; do
   docker run --rm --network none --entrypoint python "${IMAGE[$s]}" -c \
     "import torch; assert torch.version.cuda is None" || fail "$s: torch is not the CPU build"
@@ -250,8 +264,17 @@ print(json.dumps({"policy": sys.argv[1], "twin": sys.argv[2], "versions": sys.ar
 }
 if [ "$RESTARTS" = 1 ]; then
   declare -A DOWN_OK
-  for s in redis trainer twin; do
-    [ "$s" = redis ] && before=$(registry_state)
+  # trainer and twin first, in the gNB's first run; then the gNB is stopped (its summary covers
+  # up, the first hot-swap and those two restarts) and started again for the Redis restart
+  # alone, so each summary's failed requests belong to one part of the check
+  for s in trainer twin redis; do
+    if [ "$s" = redis ]; then
+      "${COMPOSE[@]}" stop -t 20 gnb >&2 2>&1
+      "${COMPOSE[@]}" start gnb >&2 2>&1
+      wait_healthy "after restarting the gNB"
+      sleep 5  # some windows served before Redis stops
+      before=$(registry_state)
+    fi
     log "stopping $s"
     "${COMPOSE[@]}" stop "$s" >&2 2>&1
     ok=0; n=0
@@ -275,14 +298,80 @@ PY
       [ "$REDIS_KEPT" = true ] || fail "the Redis restart lost registry state: $before -> $after"
     fi
   done
-  RESTART_JSON=$(for s in redis trainer twin; do echo "$s ${DOWN_OK[$s]}"; done \
+  RESTART_JSON=$(for s in trainer twin redis; do echo "$s ${DOWN_OK[$s]}"; done \
     | $PY -c 'import json, sys; print(json.dumps(dict(l.split() for l in sys.stdin)))')
 fi
 
+# ---------------------------------------------------------------- models export / import
+# The served policy out of the stack as one signed archive, and back in: the trainer's container
+# holds the promotion key and a Redis user that may read and write models:*. Importing it into
+# the registry it came from is a verified no-op; a copy with one byte of the model changed must
+# be refused with nothing written.
+tid=$("${COMPOSE[@]}" ps -q trainer)
+docker exec "$tid" slicetwin models export policy --out - >"$WORK/policy.tar" 2>"$WORK/export.err" \
+  || { cat "$WORK/export.err" >&2; fail "slicetwin models export in the trainer container"; }
+members=$(tar -tf "$WORK/policy.tar" | sort | tr '\n' ' ')
+[ "$members" = "manifest.json policy.onnx policy.onnx.sig " ] || fail "export archive holds: $members"
+imported=$(docker exec -i "$tid" slicetwin models import - <"$WORK/policy.tar") \
+  || fail "slicetwin models import of the exported archive"
+$PY - "$WORK/policy.tar" "$WORK/tampered.tar" <<'PY'
+import io, sys, tarfile
+with tarfile.open(sys.argv[1]) as t:
+    files = {m.name: t.extractfile(m).read() for m in t}
+files["policy.onnx"] = files["policy.onnx"][:-1] + bytes([files["policy.onnx"][-1] ^ 1])
+with tarfile.open(sys.argv[2], "w") as t:
+    for name, data in files.items():
+        info = tarfile.TarInfo(name); info.size = len(data); t.addfile(info, io.BytesIO(data))
+PY
+if refused=$(docker exec -i "$tid" slicetwin models import - --promote <"$WORK/tampered.tar" 2>&1); then
+  fail "a tampered archive was imported: $refused"
+fi
+echo "$refused" | grep -q "archive refused: policy.onnx was altered after export" \
+  || fail "tampered archive: no clear refusal: $refused"
+MODELS_JSON=$($PY -c 'import json, sys
+e, i = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(json.dumps({"exported": e["version"], "archive_bytes": e["archive_bytes"],
+                  "reimport_no_op": i["imported"] is False and i["sha256"] == e["sha256"],
+                  "tampered_refused": True}))' "$(tail -n1 "$WORK/export.err")" "$imported")
+log "models export/import: $MODELS_JSON (tampered copy: $refused)"
+
 # ---------------------------------------------------------------- gNB summary, figures
 "${COMPOSE[@]}" stop -t 20 gnb >&2 2>&1
-gnb=$("${COMPOSE[@]}" logs --no-color gnb 2>/dev/null | $PROBE gnb-summary)
-log "gNB summary: $gnb"
+runs=$("${COMPOSE[@]}" logs --no-color gnb 2>/dev/null | $PROBE gnb-summaries)
+log "gNB summaries: $runs"
+# one summary per gNB run: [up .. twin restart, redis restart] with the restarts, else [all]
+gnb=$($PY - "$runs" "$RESTARTS" <<'PY'
+import json, sys
+runs, restarts = json.loads(sys.argv[1]), sys.argv[2] == "1"
+phases = ["up_swap_trainer_twin", "redis"] if restarts else ["all"]
+out = {"requests": sum(r.get("requests", 0) for r in runs),
+       "failed_requests": sum(r.get("failed_requests", 0) for r in runs),
+       "errors": [r.get("errors") for r in runs],
+       "failed_by_phase": {p: r.get("failed_requests") for p, r in zip(phases, runs)}}
+if len(runs) != len(phases):
+    out["failed_requests"] = -1  # a run ended without its summary: count it as failed
+    out["failed_by_phase"]["summaries"] = f"{len(runs)} of {len(phases)}"
+print(json.dumps(out))
+PY
+)
+log "gNB: $gnb"
+# failed gNB requests, named by the part of the check they happened in; those while Redis was
+# stopped are the known controller stall (docs/deployment.md, Known limits)
+while IFS= read -r line; do [ -n "$line" ] && FLOORS_MISSED+=("$line"); done < <(
+  echo "$gnb" | $PY -c '
+import json, sys
+g = json.loads(sys.stdin.read() or "{}")
+by = g.get("failed_by_phase") or {}
+if g.get("failed_requests", -1) == -1:
+    print(f"gNB summaries missing: {by}")
+for phase, n in by.items():
+    if phase == "redis" and n:
+        print(f"gNB failed requests while redis was stopped: {n} (known limit: the controller "
+              "stalls on Redis timeouts while the redis container is down; controller Redis "
+              "clients, docs/deployment.md Known limits)")
+    elif phase != "summaries" and n:
+        print(f"gNB failed requests ({phase}): {n}")
+')
 
 fig() {
   for s in "${SERVICES[@]}"; do echo "$s ${BUILD_S[$s]} ${SIZE_MB[$s]}"; done
@@ -301,12 +390,13 @@ print(json.dumps({
     "targets_up": int(sys.argv[4]), "dashboard": json.loads(sys.argv[5]),
     "controller_healthz_while_down": json.loads(sys.argv[6]),
     "redis_restart_kept_registry": json.loads(sys.argv[9]),
+    "models_export_import": json.loads(sys.argv[11]),
     "gnb_requests": gnb.get("requests"), "failed_requests": gnb.get("failed_requests"),
+    "failed_requests_by_phase": gnb.get("failed_by_phase"),
     "gnb_errors": gnb.get("errors"), "floors_missed": sys.argv[10].split("|") if sys.argv[10] else []}))
 ' "$([ "$LOCAL" = 1 ] && echo local || echo official)" "$HEALTHY_S" "$SWAP_S" "$TARGETS_UP" \
   "$($PY -c 'import json,sys; d=json.loads(sys.argv[1]); d["empty"]=len(d["empty"]); print(json.dumps(d))' "$dash")" \
-  "$RESTART_JSON" "$gnb" "${BASE_SECONDS:-}" "$REDIS_KEPT" "$(IFS='|'; echo "${FLOORS_MISSED[*]}")"
-failed=$(echo "$gnb" | $PY -c 'import json, sys; print(json.loads(sys.stdin.read() or "{}").get("failed_requests", -1))')
-[ "$failed" = 0 ] || FLOORS_MISSED+=("gNB failed requests: $failed")
+  "$RESTART_JSON" "$gnb" "${BASE_SECONDS:-}" "$REDIS_KEPT" "$(IFS='|'; echo "${FLOORS_MISSED[*]}")" \
+  "$MODELS_JSON"
 [ ${#FLOORS_MISSED[@]} -eq 0 ] || fail "floors missed: ${FLOORS_MISSED[*]}"
 log "passed"

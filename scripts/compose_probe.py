@@ -7,6 +7,8 @@ host, outside every image).
   compose_probe.py healthz URL                    -> exit 0 when URL answers 200
   compose_probe.py gnb-summary                    -> reads `docker logs` of the gNB on stdin,
                                                      prints its final JSON summary line
+  compose_probe.py gnb-summaries                  -> the same, every summary (one per run of
+                                                     the container) as a JSON list
 """
 
 from __future__ import annotations
@@ -79,17 +81,24 @@ def dashboards(prom: str, path: str) -> dict:
     return out
 
 
-def gnb_summary(text: str) -> dict:
-    """The gNB prints its summary as one JSON object (--json) when it stops."""
-    found = {}
+def gnb_summaries(text: str) -> list[dict]:
+    """The gNB prints its summary as one JSON object (--json) each time it stops: one per run
+    of its container, oldest first."""
+    found = []
     for line in text.splitlines():
         line = re.sub(r"^[^{]*\| ", "", line).strip()  # docker-compose's "gnb_1  | " prefix
         if line.startswith("{") and "failed_requests" in line:
             try:
-                found = json.loads(line)
+                found.append(json.loads(line))
             except json.JSONDecodeError:
                 pass
     return found
+
+
+def gnb_summary(text: str) -> dict:
+    """The last summary, or {} when there is none."""
+    found = gnb_summaries(text)
+    return found[-1] if found else {}
 
 
 def main(argv: list[str]) -> int:
@@ -104,6 +113,8 @@ def main(argv: list[str]) -> int:
         return 0 if get(args[0])[0] == 200 else 1
     elif cmd == "gnb-summary":
         print(json.dumps(gnb_summary(sys.stdin.read())))
+    elif cmd == "gnb-summaries":
+        print(json.dumps(gnb_summaries(sys.stdin.read())))
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -76,9 +76,15 @@ def _register(only_group: str | None = None) -> None:
 
 def main() -> None:
 
+    from slicetwin.core.extras import MissingExtra  # lazy: module level stays typer-only
+
     first = sys.argv[1] if len(sys.argv) > 1 else None
     _register(first if first in {g for _, _, g in _PARTS if g} else None)
-    app()
+    try:
+        app()
+    except MissingExtra as e:  # e.g. `slicetwin gnb` where the package has no `sim` extra
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

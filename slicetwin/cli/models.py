@@ -1,4 +1,5 @@
-"""``slicetwin models list|show|promote|rollback|publish|sign``: the operator's registry tool.
+"""``slicetwin models list|show|promote|rollback|publish|sign|export|import``: the operator's
+registry tool (export and import: ``slicetwin.ops.model_transfer``).
 
 Reads ``SLICETWIN_REDIS_URL``, ``SLICETWIN_HMAC_KEY``, ``SLICETWIN_PROMOTION_KEY`` and
 ``SLICETWIN_REGISTRY_PREFIX`` (or the options). Promotion and rollback write a record signed
@@ -9,7 +10,9 @@ Module level imports typer and the standard library only.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import typer
 
@@ -35,7 +38,7 @@ def _check_keys(items: list[tuple[str, object, bool]]) -> None:
         is_dev,
         refuse_message,
         secret_problems,
-    )
+    )  # lazy: fast start
 
     problems = [] if is_dev() else secret_problems(items)
     if problems:
@@ -215,3 +218,85 @@ def sign(kind: str = typer.Argument(..., help="policy or twin"),
     typer.echo(str(out))
 
 
+
+
+def _transfer_keys(promotion_key: str | None, public: str | None):
+    """(signer, verifier): the promotion key (dev default in dev mode) and the public keys
+    archives must verify against (default: the promotion key's)."""
+    from slicetwin.core.signing import (  # lazy: fast start
+        DEV_PROMOTION_KEY,
+        Signer,
+        Verifier,
+        parse_public_keys,
+    )
+
+    signer = Signer(promotion_key or DEV_PROMOTION_KEY)
+    try:
+        pubs = parse_public_keys(public) or (signer.public_key,)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    return signer, Verifier(pubs)
+
+
+def _where(url: str, prefix: str) -> str:
+
+    u = urlsplit(url)  # never the password
+    return f"{u.scheme}://{u.hostname or ''}{':' + str(u.port) if u.port else ''}{u.path} {prefix}"
+
+
+@app.command("export")
+def export_model(kind: str = typer.Argument(..., help="policy or twin"),
+                 version: str = typer.Argument(None, help="default: the version services serve"),
+                 out: str = typer.Option(..., "--out", "-o", help="archive to write: NAME.tar, "
+                                         "NAME.tar.gz, or - for stdout"),
+                 redis_url: str = _URL, hmac_key: str = _KEY, promotion_key: str = _PKEY,
+                 public: str = _PUB, prefix: str = _PREFIX) -> None:
+    """Write a promoted version (model, file signature, promotion record, metadata) to one
+    signed archive, for `slicetwin models import` into another registry, or to serve as a file."""
+
+    from slicetwin.ops.model_transfer import export_model as export  # lazy: fast start
+    from slicetwin.ops.model_transfer import is_gzip_name  # lazy: fast start
+    from slicetwin.registry.store import RegistryError  # lazy: fast start
+
+    reg = _open(redis_url, hmac_key, prefix, promotion_key, sign=True, public=public)
+    signer, verifier = _transfer_keys(promotion_key, public)
+    try:
+        data, m = export(reg, kind, version, signer, verifier, gzip=is_gzip_name(out),
+                         source=_where(redis_url, prefix))
+    except RegistryError as e:
+        _fail(e)
+    if out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        Path(out).write_bytes(data)
+    typer.echo(json.dumps({"kind": m["kind"], "version": m["version"], "sha256": m["sha256"],
+                           "size": m["size"], "archive": out, "archive_bytes": len(data)}),
+               err=out == "-")
+
+
+@app.command("import")
+def import_model(archive: str = typer.Argument(..., help="archive from `slicetwin models "
+                                               "export` (- for stdin)"),
+                 do_promote: bool = typer.Option(False, "--promote", help="also make it the "
+                                                 "version services serve (a new signed record)"),
+                 redis_url: str = _URL, hmac_key: str = _KEY, promotion_key: str = _PKEY,
+                 public: str = _PUB, prefix: str = _PREFIX) -> None:
+    """Verify an exported archive (signatures, sha256, promotion record, ONNX checks) and
+    publish the version into this registry; a tampered archive is refused and nothing is
+    written."""
+
+    from slicetwin.ops.model_transfer import import_model as do_import  # lazy: fast start
+    from slicetwin.registry.store import RegistryError  # lazy: fast start
+
+    try:
+        data = sys.stdin.buffer.read() if archive == "-" else Path(archive).read_bytes()
+    except OSError as e:
+        _fail(RegistryError(f"cannot read {archive}: {e.strerror or e}"))
+    reg = _open(redis_url, hmac_key, prefix, promotion_key, sign=do_promote, public=public)
+    _, verifier = _transfer_keys(promotion_key, public)
+    try:
+        res = do_import(reg, data, verifier, promote=do_promote)
+    except RegistryError as e:
+        _fail(e)
+    typer.echo(json.dumps(res.to_dict()))

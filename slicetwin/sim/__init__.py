@@ -1,17 +1,33 @@
-"""Vectorised RAN slicing simulator; importing it registers ``slicetwin/RanSlicing-v0``."""
+"""Vectorised RAN slicing simulator (the package's ``sim`` extra: numba, gymnasium).
+
+The package's names load on first use (PEP 562 ``__getattr__``), so importing a light submodule
+(``slicetwin.cli.sim``, ``slicetwin.sim.config``) never imports numba: the controller image,
+installed without the ``sim`` extra, registers the CLI's simulator commands and serves without
+it. Importing ``slicetwin.sim.env`` registers the gymnasium env ``slicetwin/RanSlicing-v0``.
+"""
 
 from __future__ import annotations
 
-import gymnasium as gym
-
-from slicetwin.sim.config import SimConfig, SliceTraffic
-from slicetwin.sim.simulator import RanSimulator, SimState, WindowKPIs
-from slicetwin.sim.traffic import Dist
+import importlib
 
 ENV_ID = "slicetwin/RanSlicing-v0"
 
-if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="slicetwin.sim.env:RanSlicingEnv")
+# public name -> submodule that defines it
+_EXPORTS = {"SimConfig": "config", "SliceTraffic": "config", "RanSimulator": "simulator",
+            "SimState": "simulator", "WindowKPIs": "simulator", "Dist": "traffic"}
 
 __all__ = ["ENV_ID", "Dist", "RanSimulator", "SimConfig", "SimState", "SliceTraffic",
            "WindowKPIs"]
+
+
+def __getattr__(name: str):
+    sub = _EXPORTS.get(name)
+    if sub is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{sub}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

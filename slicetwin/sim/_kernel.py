@@ -15,7 +15,13 @@ import inspect
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+
+from slicetwin.core.extras import SIM_FEATURE, missing
+
+try:
+    from numba import njit, prange
+except ModuleNotFoundError as e:  # the `sim` extra (the controller image has no numba)
+    raise missing(e, ("numba", "llvmlite"), "sim", SIM_FEATURE) from None
 
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

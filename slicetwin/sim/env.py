@@ -1,4 +1,5 @@
-"""Single-cell gymnasium environment ``slicetwin/RanSlicing-v0`` over the batched simulator.
+"""Single-cell gymnasium environment ``slicetwin/RanSlicing-v0`` over the batched simulator
+(importing this module registers it with gymnasium).
 
 Observation: the paper's state, arrived packets per slice of the last window divided by
 ``slicetwin.core.state.STATE_SCALES`` (float32, shape (3,)). Action: index into ``ActionCodec``
@@ -10,11 +11,18 @@ reward of the window's utility, with the threshold driven by the env's lifetime 
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
+
+from slicetwin.core.extras import SIM_FEATURE, missing
+
+try:
+    import gymnasium as gym
+    from gymnasium import spaces
+except ModuleNotFoundError as e:  # the `sim` extra
+    raise missing(e, ("gymnasium",), "sim", SIM_FEATURE) from None
 
 from slicetwin.core.utility import RewardShaper
+from slicetwin.sim import ENV_ID
 from slicetwin.sim.config import SimConfig
 from slicetwin.sim.simulator import RanSimulator
 
@@ -67,3 +75,7 @@ class RanSlicingEnv(gym.Env):
         info["units"] = self.sim.last_units[0].copy()
         truncated = self._ep_steps >= self.max_episode_steps
         return obs[0], reward, False, truncated, info
+
+
+if ENV_ID not in gym.registry:
+    gym.register(id=ENV_ID, entry_point="slicetwin.sim.env:RanSlicingEnv")

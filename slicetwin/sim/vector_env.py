@@ -10,8 +10,14 @@ NEXT_STEP mode.
 from __future__ import annotations
 
 import numpy as np
-from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
+
+from slicetwin.core.extras import SIM_FEATURE, missing
+
+try:
+    from gymnasium import spaces
+    from gymnasium.vector import AutoresetMode, VectorEnv
+except ModuleNotFoundError as e:  # the `sim` extra
+    raise missing(e, ("gymnasium",), "sim", SIM_FEATURE) from None
 
 from slicetwin.core.utility import RewardShaper
 from slicetwin.sim.config import SimConfig

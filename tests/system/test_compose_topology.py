@@ -519,14 +519,16 @@ def test_dockerfiles_controller_slim_others_pin_cpu_torch():
 
 
 def test_controller_image_file_set_runs_without_torch(tmp_path):
-    """The slim image holds only slicetwin/ and controller/ and no torch: importing the
-    controller app, building it, and the fake gNB must work with torch, trainer and
-    twin_service made unimportable."""
+    """The slim image holds only slicetwin/ and controller/, no torch and no `sim` extra:
+    importing the controller app, building it, and the CLI must work with torch, numba,
+    gymnasium, trainer and twin_service made unimportable; the simulator (the gNB image adds
+    the `sim` extra) then says which extra it needs."""
     code = r"""
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'trainer', 'twin_service'):
+        if name.split('.')[0] in ('torch', 'trainer', 'twin_service', 'numba', 'llvmlite',
+                                  'gymnasium'):
             raise ModuleNotFoundError(f"No module named {name!r} (not in the controller image)", name=name)
         return None
 sys.meta_path.insert(0, Block())
@@ -538,7 +540,15 @@ assert {'controller', 'gnb'} <= names, names
 from controller.app import create_app
 from controller.settings import ControllerSettings
 create_app(ControllerSettings(env="dev"))
-import slicetwin.ops.gnb, slicetwin.sim.simulator
+import importlib
+from slicetwin.core.extras import MissingExtra
+for mod in ('slicetwin.sim.simulator', 'slicetwin.ops.gnb'):
+    try:
+        importlib.import_module(mod)
+    except MissingExtra as e:
+        assert e.extra == 'sim'
+    else:
+        raise AssertionError(mod + ' imported without numba')
 assert 'torch' not in sys.modules
 print('ok')
 """

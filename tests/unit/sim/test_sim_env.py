@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import slicetwin.sim  # noqa: F401 -- registers the env
+import slicetwin.sim.env  # noqa: F401 -- registers the env
 from slicetwin.core.utility import RewardShaper
 from slicetwin.sim import SimConfig
 from slicetwin.sim.baselines import (
