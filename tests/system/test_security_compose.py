@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 
 from slicetwin.platform.keys import fresh_keys
-from tests.system.test_compose_topology import ROOT, load_compose
+from tests.support.compose import load_compose
+from tests.support.paths import ROOT
 
 SECRETS = set(fresh_keys()) - {"SLICETWIN_ENV"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?][^}]*)?\}")
