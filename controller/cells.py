@@ -5,14 +5,24 @@ stores the new memory in one step (atomically across cells of a batch); it raise
 :class:`WindowConflict` for a duplicate or backward window, so such a report never becomes a
 transition and never overwrites newer memory. ``local`` keeps memory in-process; ``redis`` keeps it
 under ``{prefix}cells:{cell_id}`` (one Lua call per request or per batch), so several controller
-replicas behind a load balancer share it.
+replicas behind a load balancer share it; ``controller.cell_cache.ShadowedCellStore`` wraps the
+Redis store with a local cache that answers while Redis is unreachable and re-syncs afterwards.
+
+``record`` / ``record_many`` are ``commit`` / ``commit_many`` plus a hold handle (``None`` here:
+the decision's transition goes straight to the sink); the shadowed store returns a handle while
+it serves from its cache, and the transition is held until the cell's memory is back in Redis.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from typing import NamedTuple
+
+import redis
+
+from slicetwin.platform.redis_errors import is_store_failure
 
 
 class CellMemory(NamedTuple):
@@ -38,13 +48,37 @@ class WindowConflict(Exception):
         return 409 if self.kind == "duplicate_window" else 422
 
 
-def _check(cell_id: str, window: int, last: int | None, index: int) -> None:
+def is_store_error(e: BaseException) -> bool:
+    """A failure to reach or use the cell store (``slicetwin.platform.redis_errors``)."""
+    return is_store_failure(e)
+
+
+def is_outage(e: BaseException) -> bool:
+    """A store error that says Redis cannot serve (unreachable, timed out, loading, read-only
+    replica, out of memory, no permission), not one about a single key's data (WRONGTYPE):
+    the shadowed store answers from its cache for the former and reports the latter."""
+    return is_store_error(e) and not str(e).startswith("WRONGTYPE")
+
+
+def check_order(cell_id: str, window: int, last: int | None, index: int) -> None:
+    """Raise :class:`WindowConflict` unless ``window`` comes after ``last``."""
     if last is not None and window <= last:
         kind = "duplicate_window" if window == last else "window_backwards"
         raise WindowConflict(kind, cell_id, window, last, index)
 
 
-class LocalCellStore:
+class _Recording:
+    """``record`` / ``record_many`` for stores that never hold transitions."""
+
+    def record(self, cell_id: str, mem: CellMemory) -> tuple[CellMemory | None, None]:
+        return self.commit(cell_id, mem), None
+
+    def record_many(self, items: list[tuple[str, CellMemory]]
+                    ) -> tuple[list[CellMemory | None], None]:
+        return self.commit_many(items), None
+
+
+class LocalCellStore(_Recording):
     name = "local"
 
     def __init__(self) -> None:
@@ -58,7 +92,7 @@ class LocalCellStore:
     def commit(self, cell_id: str, mem: CellMemory) -> CellMemory | None:
         with self._lock:
             prev = self._m.get(cell_id)
-            _check(cell_id, mem.window, prev.window if prev else None, 0)
+            check_order(cell_id, mem.window, prev.window if prev else None, 0)
             self._m[cell_id] = mem
             return prev
 
@@ -67,7 +101,7 @@ class LocalCellStore:
             prevs = []
             for i, (cid, mem) in enumerate(items):
                 prev = self._m.get(cid)
-                _check(cid, mem.window, prev.window if prev else None, i)
+                check_order(cid, mem.window, prev.window if prev else None, i)
                 prevs.append(prev)
             for cid, mem in items:
                 self._m[cid] = mem
@@ -89,34 +123,68 @@ class LocalCellStore:
         pass
 
 
-# KEYS: cell keys; ARGV: ttl, then (window, payload) per key. All-or-nothing.
+# KEYS: cell keys; ARGV: ttl, owner, then (window, payload) per key. All-or-nothing. ``by`` names
+# the replica that wrote the memory (its re-sync recognises its own write after a lost reply).
 _COMMIT_LUA = """
 local n = #KEYS
 for i = 1, n do
   local w = redis.call('HGET', KEYS[i], 'window')
-  if w and tonumber(w) >= tonumber(ARGV[2 * i]) then
+  if w and tonumber(w) >= tonumber(ARGV[2 * i + 1]) then
     return {'CONFLICT', tostring(i), w}
   end
 end
 local prevs = {'OK'}
 for i = 1, n do
   prevs[i + 1] = redis.call('HGET', KEYS[i], 'data') or ''
-  redis.call('HSET', KEYS[i], 'window', ARGV[2 * i], 'data', ARGV[2 * i + 1])
+  redis.call('HSET', KEYS[i], 'window', ARGV[2 * i + 1], 'data', ARGV[2 * i + 2], 'by', ARGV[2])
   redis.call('EXPIRE', KEYS[i], ARGV[1])
 end
 return prevs
 """
 
+# Re-sync of memories accepted while Redis was unreachable, one verdict per key (not
+# all-or-nothing). KEYS: cell keys; ARGV: ttl, owner, then (first, window, payload) per key, where
+# ``first`` is the lowest window this replica accepted on its own. The memory is stored only if
+# no other replica accepted a window >= first meanwhile (the key's window is below ``first``, or
+# this replica wrote it) and it would not move the window backwards; otherwise the newer memory
+# in Redis stays and is returned: {0, window, data}. Stored: {1}.
+_PUSH_LUA = """
+local out = {}
+for i = 1, #KEYS do
+  local j = 3 * i
+  local cur = redis.pcall('HMGET', KEYS[i], 'window', 'by', 'data')
+  if cur['err'] then  -- not a cell hash (WRONGTYPE): refused, never blocks the others
+    out[i] = {0, '', ''}
+  else
+    local w = tonumber(cur[1])
+    local mine = cur[2] == ARGV[2]
+    if w and ((w >= tonumber(ARGV[j]) and not mine) or w > tonumber(ARGV[j + 1])) then
+      out[i] = {0, cur[1], cur[3] or ''}
+    else
+      redis.call('HSET', KEYS[i], 'window', ARGV[j + 1], 'data', ARGV[j + 2], 'by', ARGV[2])
+      redis.call('EXPIRE', KEYS[i], ARGV[1])
+      out[i] = {1}
+    end
+  end
+end
+return out
+"""
 
-class RedisCellStore:
+
+class RedisCellStore(_Recording):
+    """``timeout_s`` bounds every call (connect and reply): a decision waits at most that long
+    for an unreachable Redis (the shadowed store then stops asking until Redis is back)."""
+
     name = "redis"
 
-    def __init__(self, url: str, prefix: str = "slicetwin:", ttl_s: int = 3600):
-        import redis
-
+    def __init__(self, url: str, prefix: str = "slicetwin:", ttl_s: int = 3600,
+                 timeout_s: float = 1.0):
         self.prefix, self.ttl = prefix, ttl_s
-        self._r = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self.owner = os.urandom(6).hex()  # this replica, in each memory it writes ('by')
+        self._r = redis.Redis.from_url(url, socket_timeout=timeout_s,
+                                       socket_connect_timeout=timeout_s)
         self._script = self._r.register_script(_COMMIT_LUA)
+        self._push = self._r.register_script(_PUSH_LUA)
 
     def _key(self, cell_id: str) -> str:
         return f"{self.prefix}cells:{cell_id}"
@@ -139,15 +207,25 @@ class RedisCellStore:
         return self.commit_many([(cell_id, mem)])[0]
 
     def commit_many(self, items: list[tuple[str, CellMemory]]) -> list[CellMemory | None]:
-        args: list = [self.ttl]
+        args: list = [self.ttl, self.owner]
         for _, m in items:
             args += [m.window, self._dump(m)]
         res = self._script(keys=[self._key(c) for c, _ in items], args=args)
         if res[0] == b"CONFLICT":
             i = int(res[1]) - 1
             cid, m = items[i]
-            _check(cid, m.window, int(res[2]), i)
+            check_order(cid, m.window, int(res[2]), i)
         return [self._load(r) for r in res[1:]]
+
+    def push_if_unmoved(self, items: list[tuple[str, int, CellMemory]]
+                        ) -> list[CellMemory | None | bool]:
+        """Re-sync ``(cell_id, first, mem)`` items (see ``_PUSH_LUA``): per item ``True`` when
+        stored, else the memory Redis holds (newer; ``None`` if unreadable)."""
+        args: list = [self.ttl, self.owner]
+        for _, first, m in items:
+            args += [first, m.window, self._dump(m)]
+        res = self._push(keys=[self._key(c) for c, _, _ in items], args=args)
+        return [True if int(r[0]) == 1 else self._load(r[2]) for r in res]
 
     def take_exploration(self, cell_id: str, budget: int) -> bool:
         key = self._key(cell_id) + ":explored"

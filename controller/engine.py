@@ -1,6 +1,6 @@
 """The decision path, independent of HTTP: report(s) in, allocation(s) out, transitions recorded.
 
-Per report (design.md section 2): state s_t from arrived packets; utility and shaped reward from
+Per report (docs/api.md): state s_t from arrived packets; utility and shaped reward from
 the window's KPIs; close the cell's previous transition (s_{t-1}, a_{t-1}, r, s_t) when the
 window follows the previous one; choose a_t (student argmax, optional epsilon exploration,
 demand-proportional fallback when no model or inference fails); remember (s_t, a_t). Answers are
@@ -14,20 +14,21 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _q  # = json.dumps(str), without its overhead
 
 import numpy as np
 
 from controller.cells import CellMemory, WindowConflict
 from controller.schemas import Columns
-from controller.sinks import Transition, TransitionBatch
-from slicetwin.actions import ActionCodec
-from slicetwin.fallback import DemandProportional
-from slicetwin.schemas import KPIReport
-from slicetwin.slices import SLICE_NAMES, slice_index
-from slicetwin.state import STATE_SCALES
-from slicetwin.utility import RewardShaper, UtilityConfig
-from slicetwin.utility import ssr as ssr_of
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.fallback import DemandProportional
+from slicetwin.core.schemas import KPIReport
+from slicetwin.core.slices import SLICE_NAMES, slice_index
+from slicetwin.core.state import STATE_SCALES
+from slicetwin.core.transition_wire import Transition, TransitionBatch
+from slicetwin.core.utility import RewardShaper, UtilityConfig
+from slicetwin.core.utility import ssr as ssr_of
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,35 @@ class ReportError(ValueError):
         self.loc, self.kind = loc, kind
 
 
+@dataclass
+class _BatchKpis:
+    """What a batch's reports say, per report."""
+
+    ssr: np.ndarray
+    utility: np.ndarray
+    reward: np.ndarray
+    states64: np.ndarray  # memory and transitions
+    states: np.ndarray  # float32, the model's input
+    states64_l: list
+
+
+@dataclass
+class _BatchDecisions:
+    version: str  # the model's (or the fallback's) version
+    actions: np.ndarray
+    fb_l: list
+    ex_l: list
+    act_l: list
+    versions: list = field(init=False)  # per decision
+    mixed: bool = field(init=False)  # some fell back or explored
+
+    def __post_init__(self) -> None:
+        any_fb = any(self.fb_l)
+        self.mixed = any_fb or any(self.ex_l)
+        self.versions = ([FALLBACK_VERSION if f else self.version for f in self.fb_l] if any_fb
+                         else [self.version] * len(self.fb_l))
+
+
 class DecisionEngine:
     def __init__(self, codec: ActionCodec, holder, cells, sink, metrics, *,
                  utility: UtilityConfig | None = None, shaper: RewardShaper | None = None,
@@ -64,7 +94,7 @@ class DecisionEngine:
                  explore_seed: int | None = None):
         self.codec, self.holder, self.cells, self.sink, self.m = codec, holder, cells, sink, metrics
         self.fallback = DemandProportional(codec)
-        # the one definition (slicetwin.utility): numpy forms for batches, pure-Python closures
+        # the one definition (slicetwin.core.utility): numpy forms for batches, pure-Python closures
         # with the constants bound for single reports (the same operations, the same bits)
         self.utility_config = utility or UtilityConfig()
         self.shaper = shaper or RewardShaper()
@@ -150,8 +180,9 @@ class DecisionEngine:
 
     def _close(self, cell_id: str, rep_window: int, prev: CellMemory | None, state: list,
                reported: int | None, utility: float, reward: float, arrived: list,
-               sla: list, se: float, now: float) -> None:
-        """Record the transition that this report closes, if the windows are consecutive."""
+               sla: list, se: float, now: float, held) -> None:
+        """Record the transition that this report closes, if the windows are consecutive
+        (to the sink, or held by the cell store while its memory is not in Redis)."""
         if prev is None:
             return
         if rep_window != prev.window + 1:
@@ -163,12 +194,18 @@ class DecisionEngine:
             action = reported  # learn from what actually ran
         self._pending_closed += 1
         self._pending_reward += reward
-        self.sink.put(Transition(cell_id, rep_window, prev.state, action, reward, utility, state,
-                                 arrived, sla, se, prev.policy_version, prev.fallback,
-                                 prev.explored, now))
+        t = Transition(cell_id, rep_window, prev.state, action, reward, utility, state, arrived,
+                       sla, se, prev.policy_version, prev.fallback, prev.explored, now)
+        if held is None:
+            self.sink.put(t)
+        else:
+            self.cells.hold(held, t)
 
     _TEMPLATE = ('{"cell_id":%s,"window":%d,"decision_id":"%s","policy_version":%s,'
                  '"fallback":%s,"explored":%s,"action":%d,"allocation":%s}')
+    # appended (in place of the closing brace) to an answer given without the shared cell memory
+    DEGRADED = "cell_store"
+    _DEGRADED_TAIL = ',"degraded":"cell_store"}'
 
     def _render(self, cell_id: str, window: int, did: str, version: str, fallback: bool,
                 explored: bool, action: int) -> str:
@@ -232,17 +269,22 @@ class DecisionEngine:
         reward = self._reward(utility, window)  # t = the report's window number
         action, version, fallback, explored = self._choose(cell_id, state, arrived)
         mem = CellMemory(window, state, action, version, fallback, explored)
-        prev = self.cells.commit(cell_id, mem)  # atomic order check + store
+        prev, held = self.cells.record(cell_id, mem)  # atomic order check + store
         now = time.time()
         self._close(cell_id, window, prev, state, reported, utility, reward, arrived, sla, se,
-                    now)
+                    now, held)
         self._observe(action, utility, ssr)
         self.m.utility_hist.observe(utility)
         self._count(version, fallback)
         did = self._next_id()
-        return self._render(cell_id, window, did, version, fallback, explored, action), {
-            "action": action, "version": version, "fallback": fallback, "decision_id": did,
-            "explored": explored}
+        body = self._render(cell_id, window, did, version, fallback, explored, action)
+        degraded = None
+        if held is not None:  # answered from the local cache: Redis unreachable
+            self.m.degraded_cell_store.inc()
+            degraded = self.DEGRADED
+            body = body[:-1] + self._DEGRADED_TAIL
+        return body, {"action": action, "version": version, "fallback": fallback,
+                      "decision_id": did, "explored": explored, "degraded": degraded}
 
     # ------------------------------------------------------------------ batch
     def decide_batch(self, cols: Columns, columns: bool = False) -> list[str] | dict:
@@ -253,7 +295,30 @@ class DecisionEngine:
         n = len(cols)
         if n == 0:
             return {} if columns else []
-        ids, wins = cols.ids, cols.windows
+        self._check_batch_order(cols)
+        reported = [None if al is None else self._action_of(
+            [(x["slice"], x["bandwidth_hz"]) for x in al], ["body", "reports", i, "allocation"])
+            for i, al in enumerate(cols.allocations)]
+        k = self._batch_kpis(cols)
+        policy = self.holder.policy  # read once: the whole batch runs on this model
+        actions, fallback = self._batch_actions(policy, k.states, cols.arrived)
+        explored = self._batch_explore(policy, cols.ids, actions, fallback)
+        d = _BatchDecisions(policy.version if policy is not None else FALLBACK_VERSION,
+                            actions, fallback.tolist(), explored.tolist(), actions.tolist())
+        mems = [(cols.ids[i], CellMemory(cols.windows[i], k.states64_l[i], d.act_l[i],
+                                          d.versions[i], d.fb_l[i], d.ex_l[i]))
+                for i in range(n)]
+        prevs, helds = self.cells.record_many(mems)
+        self._batch_close(cols, k, prevs, helds, reported)
+        self._batch_count(k, d, helds)
+        c0 = self._counter
+        self._counter += n
+        return self._batch_answer(cols, d, c0, helds, columns)
+
+    def _check_batch_order(self, cols: Columns) -> None:
+        """A cell once per batch; with local memory, every window after the cell's last (the
+        Redis store checks it atomically when it records)."""
+        ids, wins, n = cols.ids, cols.windows, len(cols)
         if len(set(ids)) != n:
             seen: dict[str, int] = {}
             for i, c in enumerate(ids):
@@ -269,55 +334,54 @@ class DecisionEngine:
                 if p is not None and wins[i] <= p.window:
                     raise WindowConflict("duplicate_window" if wins[i] == p.window
                                          else "window_backwards", ids[i], wins[i], p.window, i)
-        reported = [None if al is None else self._action_of(
-            [(x["slice"], x["bandwidth_hz"]) for x in al], ["body", "reports", i, "allocation"])
-            for i, al in enumerate(cols.allocations)]
-        arrived, sla, se = cols.arrived, cols.sla, cols.se
-        windows = np.asarray(wins, dtype=np.float64)
-        ssr = ssr_of(sla, arrived)
-        utility = self.utility_config.utility(se, ssr)
-        reward = self.shaper.reward(utility, windows)  # t = each report's window number
+
+    def _batch_kpis(self, cols: Columns) -> _BatchKpis:
+        ssr = ssr_of(cols.sla, cols.arrived)
+        utility = self.utility_config.utility(cols.se, ssr)
+        # t = each report's window number
+        reward = self.shaper.reward(utility, np.asarray(cols.windows, dtype=np.float64))
         # float64 states for memory and transitions (the same numbers as the single-report
         # path, and their short decimal reprs keep the transition writer cheap: a float32
         # value printed as float64 takes 17 digits); float32 only for the model
-        states64 = arrived / self._scales64
-        states = states64.astype(np.float32)
-        policy = self.holder.policy  # read once: the whole batch runs on this model
+        states64 = cols.arrived / self._scales64
+        return _BatchKpis(ssr, utility, reward, states64, states64.astype(np.float32),
+                          states64.tolist())
+
+    def _batch_actions(self, policy, states: np.ndarray, arrived: np.ndarray):
+        n = len(states)
         fallback = np.zeros(n, dtype=bool)
         if policy is None:
-            actions = np.asarray(self.fallback.act(arrived)).reshape(n)
             fallback[:] = True
             self.m.fallbacks.labels("no_model").inc(n)
-        else:
-            try:
-                actions = policy.act_batch(states)
-            except Exception as e:
-                log.warning("batch inference failed (%s); fallback", e)
-                self.m.errors.labels("inference").inc()
-                self.m.fallbacks.labels("inference_error").inc(n)
-                actions = np.asarray(self.fallback.act(arrived)).reshape(n)
-                fallback[:] = True
-        explored = np.zeros(n, dtype=bool)
+            return np.asarray(self.fallback.act(arrived)).reshape(n), fallback
+        try:
+            return policy.act_batch(states), fallback
+        except Exception as e:
+            log.warning("batch inference failed (%s); fallback", e)
+            self.m.errors.labels("inference").inc()
+            self.m.fallbacks.labels("inference_error").inc(n)
+            fallback[:] = True
+            return np.asarray(self.fallback.act(arrived)).reshape(n), fallback
+
+    def _batch_explore(self, policy, ids: list, actions: np.ndarray,
+                       fallback: np.ndarray) -> np.ndarray:
+        explored = np.zeros(len(ids), dtype=bool)
         if self.eps > 0 and policy is not None:
-            for i in np.flatnonzero(self.rng.random(n) < self.eps):
+            for i in np.flatnonzero(self.rng.random(len(ids)) < self.eps):
                 if not fallback[i] and self.cells.take_exploration(ids[i], self.budget):
                     actions[i] = self.rng.integers(self.codec.n_actions)
                     explored[i] = True
             self.m.explored.inc(int(explored.sum()))
-        version = policy.version if policy is not None else FALLBACK_VERSION
-        st_l, act_l = states64.tolist(), actions.tolist()
-        fb_l, ex_l = fallback.tolist(), explored.tolist()
-        any_fb, any_ex = bool(fallback.any()), bool(explored.any())
-        vers = [FALLBACK_VERSION if f else version for f in fb_l] if any_fb else [version] * n
-        mems = [(ids[i], CellMemory(wins[i], st_l[i], act_l[i], vers[i], fb_l[i], ex_l[i]))
-                for i in range(n)]
-        prevs = self.cells.commit_many(mems)
-        # close transitions (consecutive windows only): the request path only selects rows;
-        # the sink's writer thread turns the arrays into per-transition entries
+        return explored
+
+    def _batch_close(self, cols: Columns, k: _BatchKpis, prevs: list, helds, reported) -> None:
+        """Close the transitions of consecutive windows. The request path only selects rows;
+        the sink's writer thread turns the arrays into per-transition entries (held instead
+        while the cell memory is away)."""
+        ids, wins = cols.ids, cols.windows
         idx, prev_states, acts, pvers, pfb, pex = [], [], [], [], [], []
         gaps = mism = 0
-        for i in range(n):
-            p = prevs[i]
+        for i, p in enumerate(prevs):
             if p is None:
                 continue
             if wins[i] != p.window + 1:
@@ -335,33 +399,56 @@ class DecisionEngine:
             pex.append(p.explored)
         if idx:
             sel = np.asarray(idx)
-            r_sel = reward[sel]
-            self.sink.put_batch(TransitionBatch(
+            r_sel = k.reward[sel]
+            tb = TransitionBatch(
                 [ids[i] for i in idx], [wins[i] for i in idx], prev_states, acts, r_sel,
-                utility[sel], states64[sel], arrived[sel], sla[sel], se[sel], pvers, pfb, pex,
-                time.time()))
+                k.utility[sel], k.states64[sel], cols.arrived[sel], cols.sla[sel],
+                cols.se[sel], pvers, pfb, pex, time.time())
+            if helds is None:
+                self.sink.put_batch(tb)
+            else:
+                for i, t in zip(idx, tb.expand(), strict=True):
+                    self.cells.hold(helds[i], t)
             self._pending_closed += len(idx)
             self._pending_reward += float(r_sel.sum())
         if gaps:
             self.m.window_gaps.inc(gaps)
         if mism:
             self.m.alloc_mismatch.inc(mism)
-        self._observe(act_l[-1], float(utility[-1]), ssr[-1].tolist())
-        observe_many(self.m.utility_hist, utility)
-        nf = int(fallback.sum())
+
+    def _batch_count(self, k: _BatchKpis, d: _BatchDecisions, helds) -> None:
+        n = len(d.act_l)
+        self._observe(d.act_l[-1], float(k.utility[-1]), k.ssr[-1].tolist())
+        observe_many(self.m.utility_hist, k.utility)
+        nf = sum(d.fb_l)
         if n - nf:
-            self._count(version, False, n - nf)
+            self._count(d.version, False, n - nf)
         if nf:
             self._count(FALLBACK_VERSION, True, nf)
-        c0 = self._counter
-        self._counter += n
+        if helds is not None:
+            self.m.degraded_cell_store.inc(n)
+
+    def _batch_answer(self, cols: Columns, d: _BatchDecisions, c0: int, helds,
+                      columns: bool) -> list[str] | dict:
+        ids, wins, n = cols.ids, cols.windows, len(cols)
         if columns:
-            units = self._units_table[actions]
-            return {"decision_id_prefix": self._id_prefix, "decision_seq_first": c0 + 1,
-                    "cell_id": ids, "window": wins, "policy_version": vers,
-                    "fallback": fb_l, "explored": ex_l, "action": act_l,
-                    "bandwidth_hz": (units * self._unit_hz).tolist(),
-                    "prb_ratio": (units / self.codec.n_units).tolist()}
+            units = self._units_table[d.actions]
+            out = {"decision_id_prefix": self._id_prefix, "decision_seq_first": c0 + 1,
+                   "cell_id": ids, "window": wins, "policy_version": d.versions,
+                   "fallback": d.fb_l, "explored": d.ex_l, "action": d.act_l,
+                   "bandwidth_hz": (units * self._unit_hz).tolist(),
+                   "prb_ratio": (units / self.codec.n_units).tolist()}
+            if helds is not None:
+                out["degraded"] = self.DEGRADED
+            return out
+        body = self._render_batch(n, ids, wins, c0, d.version, d.fb_l, d.ex_l, d.act_l,
+                                  d.mixed)
+        if helds is not None:
+            return [x[:-1] + self._DEGRADED_TAIL for x in body]
+        return body
+
+    def _render_batch(self, n: int, ids: list, wins: list, c0: int, version: str, fb_l: list,
+                      ex_l: list, act_l: list, mixed: bool) -> list[str]:
         # render: per-batch constants hoisted, one template fill per decision
         pre = self._id_prefix
         vj = _q(version)
@@ -369,7 +456,7 @@ class DecisionEngine:
         alloc = self.alloc_json
         tmpl = self._TEMPLATE
         dumps = _q
-        if not any_fb and not any_ex:
+        if not mixed:
             return [tmpl % (dumps(ids[i]), wins[i], f"{pre}-{c0 + i + 1}", vj, "false", "false",
                             act_l[i], alloc(act_l[i])) for i in range(n)]
         return [tmpl % (dumps(ids[i]), wins[i], f"{pre}-{c0 + i + 1}", fbj if fb_l[i] else vj,

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slicetwin.actions import ActionCodec
-from slicetwin.schemas import KPIReport
-from slicetwin.slices import DEFAULT_SLICES, SLICE_NAMES, SliceSpec
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.schemas import KPIReport
+from slicetwin.core.slices import DEFAULT_SLICES, SLICE_NAMES, SliceSpec
 
 
 @dataclass(frozen=True)

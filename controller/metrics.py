@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from slicetwin.slices import SLICE_NAMES
+from slicetwin.core.slices import SLICE_NAMES
 
 # sub-millisecond resolution where the controller lives, up to the near-RT loop's 1 s
 LATENCY_BUCKETS = (5e-5, 1e-4, 2e-4, 3e-4, 4e-4, 5e-4, 6e-4, 8e-4, 1e-3, 1.5e-3, 2e-3, 3e-3,
@@ -58,7 +58,8 @@ class ControllerMetrics:
         self.transitions_written = Counter("slicetwin_transitions_written_total",
                                            "Transitions persisted by the sink", registry=r)
         self.transitions_dropped = Counter("slicetwin_transitions_dropped_total",
-                                           "Transitions dropped (sink buffer full or sink error)",
+                                           "Transitions dropped (sink buffer full or sink error, "
+                                           "or held through a Redis outage and not stored)",
                                            registry=r)
         self.transitions_closed = Counter("slicetwin_transitions_closed_total",
                                           "Transitions closed by consecutive windows", registry=r)
@@ -69,6 +70,30 @@ class ControllerMetrics:
                                       "answered for that window", registry=r)
         self.sink_buffer = Gauge("slicetwin_sink_buffer_transitions", "Transitions waiting in "
                                  "the sink buffer", registry=r)
+        # Redis cell store unreachable: decisions from the local cache (controller.cell_cache)
+        self.degraded = Counter("slicetwin_degraded_decisions_total", "Decisions answered "
+                                "without the shared cell memory, flagged 'degraded' in the answer",
+                                ["reason"], registry=r)
+        self.cell_store_up = Gauge("slicetwin_cell_store_up", "1 while cell memory is read and "
+                                   "written in Redis; 0 while decisions use the local cache "
+                                   "(Redis unreachable, or the re-sync not finished)", registry=r)
+        self.cell_store_outages = Counter("slicetwin_cell_store_outages_total", "Times the "
+                                          "controller stopped using Redis for cell memory after "
+                                          "a failed call", registry=r)
+        self.cell_cache_misses = Counter("slicetwin_cell_cache_misses_total", "Reports answered "
+                                         "from the local cache for a cell it held no memory of "
+                                         "(no transition closed)", registry=r)
+        self.cell_resync = Counter("slicetwin_cell_resync_total", "Cells whose memory, accepted "
+                                   "while Redis was unreachable, was pushed back: stored, or "
+                                   "refused because another replica moved the cell on "
+                                   "(conflict)", ["outcome"], registry=r)
+        self.held_transitions = Counter("slicetwin_held_transitions_total", "Transitions closed "
+                                        "from the local cache (held), and their fate: delivered "
+                                        "to the sink after the re-sync, or dropped (conflict, "
+                                        "overflow, shutdown)", ["outcome"], registry=r)
+        self.held_transitions_gauge = Gauge("slicetwin_held_transitions_waiting", "Transitions held "
+                                            "until their cell's memory is back in Redis",
+                                            registry=r)
         self.policy_info = Info("slicetwin_policy", "Policy in service", registry=r)
         self.model_loaded = Gauge("slicetwin_model_loaded", "1 when a policy model is loaded",
                                   registry=r)
@@ -91,9 +116,16 @@ class ControllerMetrics:
         for reason in ("missing", "wrong"):
             self.auth_refused.labels(reason)
         self.model_unsigned.set(0)
+        self.degraded.labels("cell_store")
+        self.degraded_cell_store = self.degraded.labels("cell_store")
+        self.cell_store_up.set(1)
+        for outcome in ("stored", "conflict"):
+            self.cell_resync.labels(outcome)
+        for outcome in ("held", "delivered", "conflict", "overflow", "shutdown"):
+            self.held_transitions.labels(outcome)
 
     def set_utility(self, utility) -> None:
-        """Publish the operator's weights (a ``slicetwin.utility.UtilityConfig``), once."""
+        """Publish the operator's weights (a ``slicetwin.core.utility.UtilityConfig``), once."""
         self.utility_alpha.set(utility.alpha)
         for name, b in zip(SLICE_NAMES, utility.beta, strict=True):
             self.utility_beta.labels(name).set(b)

@@ -3,7 +3,7 @@
 The batch endpoint parses with ``TypedDict`` schemas validated entirely in pydantic's Rust core
 (no model instances, no Python validators): about half the cost per report of building
 ``KPIReport`` objects, which matters at tens of thousands of reports per second. The field
-constraints mirror ``slicetwin.schemas`` (the single-report path and the docs use those); the
+constraints mirror ``slicetwin.core.schemas`` (the single-report path and the docs use those); the
 cross-field rules (one entry per slice, sla_met <= delivered) are checked vectorised in
 :func:`columns`.
 """
@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import NotRequired, TypedDict
 
-from slicetwin.slices import SLICE_NAMES, slice_index
+from slicetwin.core.slices import SLICE_NAMES, slice_index
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 _Count = Annotated[int, Field(ge=0, le=10**9)]

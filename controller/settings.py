@@ -4,7 +4,7 @@ Every field below can be set as ``SLICETWIN_<FIELD NAME IN CAPS>``; e.g. ``SLICE
 ``SLICETWIN_API_KEY``, ``SLICETWIN_EXPLORE_EPSILON``. Defaults give a self-contained controller:
 no Redis, a freshly initialised student (or the demand-proportional fallback). Outside
 ``SLICETWIN_ENV=dev`` it needs an API key and, with Redis, non-public registry keys
-(``slicetwin.security``; ``slicetwin keys init`` makes them).
+(``slicetwin.platform.security``; ``slicetwin keys init`` makes them).
 """
 
 from __future__ import annotations
@@ -14,17 +14,16 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from slicetwin.security import DEV_HMAC_KEY, PromotionKeys, SecureSettings, ServedModelSecrets
-from slicetwin.signing import DEV_PROMOTION_PUBLIC_KEY
-from slicetwin.utility import RewardShaper, UtilityConfig
-from slicetwin.utility_settings import UtilityWeightsSettings
+from slicetwin.core.utility import RewardShaper, UtilityConfig
+from slicetwin.core.utility_settings import UtilityWeightsSettings
+from slicetwin.platform.security import SecureSettings, ServedModelSecrets, registry_connection
 
-# the one set of defaults (slicetwin.utility), never re-typed here
+# the one set of defaults (slicetwin.core.utility), never re-typed here
 _UTILITY, _SHAPER = UtilityConfig(), RewardShaper()
 
 
 class ControllerSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSettings,
-                         PromotionKeys):
+                         registry_connection(verify=True)):
     model_config = SettingsConfigDict(env_prefix="SLICETWIN_", extra="ignore")
 
     # --- model
@@ -41,22 +40,21 @@ class ControllerSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSetti
     total_bandwidth_hz: float = Field(20e6, gt=0)
     n_units: int = Field(100, gt=0, description="100 units = 200 kHz; 20 = 1 MHz")
     min_units: int = Field(1, ge=0)
-    # --- Redis / registry
-    redis_url: str | None = Field(None, description="redis://host:port/db; enables the registry "
-                                  "watcher, the transitions stream and shared cell memory")
-    registry_prefix: str = "slicetwin:"
-    hmac_key: SecretStr = Field(SecretStr(DEV_HMAC_KEY),
-                                description="shared HMAC-SHA256 key of the model registry")
-    hmac_key_previous: SecretStr | None = Field(None, description="also accepted when verifying "
-                                                "blobs (key rotation window)")
-    promotion_public_key: str = Field(DEV_PROMOTION_PUBLIC_KEY, description="Ed25519 public "
-                                      "key(s), hex, comma-separated during a rotation: a "
-                                      "policy is served only under a promotion record signed "
-                                      "by one of them")
+    # --- Redis / registry: redis_url, registry_prefix, hmac_key(_previous),
+    # promotion_public_key (slicetwin.platform.security.registry_connection)
     cell_store: Literal["auto", "local", "redis"] = Field(
         "auto", description="per-cell memory: redis (stateless replicas) or local (in-process); "
         "auto = redis when redis_url is set")
     cell_ttl_s: int = Field(3600, gt=0, description="cell memory expiry in Redis")
+    cell_store_timeout_s: float = Field(0.25, gt=0, le=10, description="connect and reply "
+                                        "timeout of the Redis cell store: the longest a decision "
+                                        "waits before it is answered from the local cache")
+    cell_store_probe_s: float = Field(0.5, gt=0, le=60, description="while Redis is "
+                                      "unreachable, how often it is probed (and the held cell "
+                                      "memory pushed back when it answers)")
+    cell_hold_buffer: int = Field(100_000, gt=0, description="transitions held while Redis is "
+                                  "unreachable, until their cell's memory is re-synced; "
+                                  "overflow is dropped and counted")
     # --- transitions sink
     transitions_sink: Literal["auto", "redis", "memory", "file", "none"] = "auto"
     transitions_file: str | None = Field(None, description="JSON-lines file (sink file)")
@@ -69,7 +67,7 @@ class ControllerSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSetti
     explore_epsilon: float = Field(0.0, ge=0.0, le=1.0)
     explore_budget_per_cell: int = Field(100, ge=0, description="max explored decisions per cell")
     explore_seed: int | None = None
-    # --- utility and reward (slicetwin.utility: the simulator's, twin's and trainer's too)
+    # --- utility and reward (slicetwin.core.utility: the simulator's, twin's and trainer's too)
     utility_alpha: float = Field(_UTILITY.alpha, description="SE weight alpha of the utility "
                                  "alpha*SE + sum beta*SSR (finite, >= 0)")
     utility_beta: Annotated[tuple[float, ...], NoDecode] = Field(
@@ -106,8 +104,8 @@ class ControllerSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSetti
     gil_switch_interval_s: float = Field(0.001, gt=0, description="sys.setswitchinterval of "
                                          "the controller process (Python default 0.005)")
 
-    @field_validator("redis_url", "model_path", "transitions_file", "api_key",
-                     "api_key_previous", "hmac_key_previous", mode="before")
+    @field_validator("model_path", "transitions_file", "api_key", "api_key_previous",
+                     mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if v == "" else v

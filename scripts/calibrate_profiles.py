@@ -1,6 +1,6 @@
 """Probe profile variants for room to learn: oracle and planner over best-fixed-in-hindsight.
 
-Runs on *tuning* seeds (slicetwin.protocol: 1000-1999), never report seeds, so the settings it
+Runs on *tuning* seeds (slicetwin.core.protocol: 1000-1999), never report seeds, so the settings it
 picks can be reported on report seeds afterwards without selection bias. One JSON line per
 variant. Usage:
 
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from slicetwin.protocol import seeds_for
+from slicetwin.core.protocol import seeds_for
 from slicetwin.sim.baselines import OraclePolicy, PlannerPolicy, best_fixed, run_policy
 from slicetwin.sim.config import DiurnalLoad, FlashCrowds, SimConfig
 

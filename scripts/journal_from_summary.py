@@ -2,7 +2,7 @@
 
 Run directories are not committed; their summary.json is (docs/figures/compare_summary.json).
 This recreates one journal row per (profile, algo, variant, seed) found there
-(``trainer.experiments.compare.journal_from_summary``), so that `slicetwin experiment compare
+(``slicetwin.experiments.compare.journal_from_summary``), so that `slicetwin experiment compare
 --resume` runs only the missing cells of the grid and `--report-only` tables old and new runs
 together.
 
@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from trainer.experiments.compare import journal_from_summary
+from slicetwin.experiments.compare import journal_from_summary
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from trainer.experiments.compare import CompareConfig, LearnedRun, learned_run
+from slicetwin.experiments.compare import CompareConfig, LearnedRun, learned_run
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from slicetwin.protocol import seeds_for
+from slicetwin.core.protocol import seeds_for
 from slicetwin.sim import SimConfig
 from slicetwin.sim.baselines import DemandProportionalPolicy, FixedPolicy, best_fixed, run_policy
 

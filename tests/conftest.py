@@ -1,73 +1,20 @@
-"""Shared fixtures: a real, private redis-server on a free port; free ports; the shared venv."""
+"""Fixtures every layer shares: a real, private redis-server on a free port, development mode.
+Helpers (processes, Redis, ports, paths) live in ``tests/support``."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
+from slicetwin.ops.procs import RedisServer, free_port
+from tests.support.paths import PYTHON, ROOT  # noqa: F401 - fixtures below and older imports
 
 # The suite runs in development mode (public development keys and no API key accepted), like
 # `slicetwin demo`; child processes inherit it. Tests of the production refusals remove it
-# (monkeypatch.delenv / an explicit environment), tests/test_security_*.py.
+# (monkeypatch.delenv / an explicit environment), tests/*/test_security_*.py.
 os.environ["SLICETWIN_ENV"] = "dev"
-
-
-def sign_dev(path, kind: str) -> None:
-    """Write ``<path>.sig`` with the public development promotion key: what a model file needs
-    to be loaded by a service in development mode (``slicetwin models sign`` in production)."""
-    from slicetwin.model_files import sign_file
-    from slicetwin.signing import DEV_PROMOTION_KEY, Signer
-
-    sign_file(path, Signer(DEV_PROMOTION_KEY), kind)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A throw-away redis-server we own, so tests may stop and restart it."""
-
-    def __init__(self, port: int, workdir: Path, extra_args: list[str] | None = None):
-        self.port = port
-        self.extra_args = list(extra_args or [])
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), *self.extra_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError("redis-server exited (bad arguments or ACL file?)") from None
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
 
 @pytest.fixture(scope="session")

@@ -302,9 +302,3 @@ def twin_rollouts(agent: DQNAgent, twin_env: TwinEnv, buf: ReplayBuffer, length:
         s = out.next_state
     return float(np.mean(utils))
 
-
-def train_for_experiment(**kw) -> dict:
-    """Train one agent with or without the twin (see ``trainer.experiments.online``)."""
-    from trainer.experiments.online import train_for_experiment as impl
-
-    return impl(**kw)

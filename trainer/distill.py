@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import trange
 
-from slicetwin.nets import StudentMLP
+from trainer.nets import StudentMLP
 
 
 @dataclass
@@ -56,7 +56,7 @@ def teacher_q(teacher: nn.Module, states: np.ndarray | torch.Tensor,
 
 
 def pool_states(transitions, include_next: bool = True) -> np.ndarray:
-    """States of an experience pool (``trainer.data.Transitions``), deduplicated."""
+    """States of an experience pool (``slicetwin.core.transitions.Transitions``), deduplicated."""
     s = transitions.state if not include_next else np.concatenate(
         [transitions.state, transitions.next_state])
     return np.unique(np.asarray(s, dtype=np.float32), axis=0)

@@ -5,7 +5,7 @@ dueling combination when needed) instead of going through ``torch.onnx.export``:
 tiny, the result does not depend on the torch exporter (which in torch 2.x wants onnxscript and
 dynamo), and the input/output names and dynamic batch axis are exactly what the contract says.
 
-Contract: input ``state`` float32 [batch, 3] (``slicetwin.state.state_from_arrivals``), output
+Contract: input ``state`` float32 [batch, 3] (``slicetwin.core.state.state_from_arrivals``), output
 ``logits`` float32 [batch, n_actions]; decision = argmax, decoded by ``ActionCodec(n_units)``.
 """
 
@@ -19,13 +19,15 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from slicetwin.slices import SLICE_NAMES
-from slicetwin.state import STATE_DIM, STATE_SCALES
-from slicetwin.utility import UtilityConfig
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.slices import SLICE_NAMES
+from slicetwin.core.state import STATE_DIM, STATE_SCALES
+from slicetwin.core.utility import UtilityConfig
 
 INPUT_NAME = "state"
 OUTPUT_NAME = "logits"
@@ -121,7 +123,6 @@ def to_onnx(model: nn.Module, *, n_units: int, total_bandwidth_hz: float = 20e6,
     g, in_dim, n_out = _policy_graph(model)
     if in_dim != STATE_DIM:
         raise ValueError(f"policy input must have {STATE_DIM} features, model has {in_dim}")
-    from slicetwin.actions import ActionCodec
 
     n_actions = ActionCodec(total_bandwidth_hz=total_bandwidth_hz, n_units=n_units).n_actions
     if n_out != n_actions:
@@ -172,7 +173,7 @@ def validate_onnx(source: str | Path | bytes) -> dict[str, Any]:
     """Load and check an ONNX policy against the contract; raise ``OnnxModelError`` if it fails.
 
     Returns the metadata (strings) plus ``n_actions``. Used by tests and by the trainer before
-    publishing; the controller uses its own torch-free runner in ``slicetwin/onnx_policy.py``.
+    publishing; the controller uses its own torch-free runner in ``slicetwin/runtime/onnx_policy.py``.
     """
     try:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
@@ -205,7 +206,6 @@ def validate_onnx(source: str | Path | bytes) -> dict[str, Any]:
                            "version", "created_at", "metrics") if k not in meta]
     if missing:
         raise OnnxModelError(f"missing metadata_props: {[META_PREFIX + k for k in missing]}")
-    from slicetwin.actions import ActionCodec
 
     try:
         n_actions = ActionCodec(total_bandwidth_hz=float(meta["total_bandwidth_hz"]),
@@ -231,7 +231,6 @@ def compare_with_torch(model: nn.Module, onnx_path: str | Path, n_states: int = 
     States are drawn over a wide range (0 to 3x the typical load per slice) so every ReLU pattern
     the policy meets in service is exercised.
     """
-    import onnxruntime as ort
 
     rng = np.random.default_rng(seed)
     x = (rng.random((n_states, STATE_DIM)) * 3.0).astype(np.float32)

@@ -154,10 +154,10 @@ def sharpness(lambdas: np.ndarray, losses: np.ndarray) -> dict[str, float]:
 def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path, title: str = "",
                 xlabel: str = "lambda") -> None:
     """One line per model (mean over seeds when the value holds a 2-D array of losses)."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib, only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib, only when plotting
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for name, (lam, loss) in curves.items():

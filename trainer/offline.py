@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import trange
 
-from slicetwin.nets import QNetwork
+from trainer.nets import QNetwork
 
 
 @dataclass
@@ -94,7 +94,7 @@ class OfflineResult:
 def train_offline(data, n_actions: int, cfg: OfflineConfig | None = None,
                   reference: nn.Module | None = None,
                   on_epoch: Callable[[int, QNetwork], dict | None] | None = None) -> OfflineResult:
-    """Algorithm 2 on ``data`` (``trainer.data.Transitions`` or anything with state/action/reward/
+    """Algorithm 2 on ``data`` (``slicetwin.core.transitions.Transitions`` or anything with state/action/reward/
     next_state arrays). ``reference`` is theta_2, the twin-trained Q-network (same architecture);
     with ``cfg.prox_weight > 0`` it is required. ``on_epoch(epoch, q)`` may return extra figures
     (e.g. simulator utility) to record in the history.

@@ -14,8 +14,9 @@ from collections.abc import Callable
 import httpx
 import numpy as np
 
-from trainer.twin.rollout import TwinRollouts
-from twin_service.wire import pack, unpack
+from slicetwin.twin import Twin, TwinConfig
+from slicetwin.twin.rollout import TwinRollouts
+from slicetwin.twin.wire import pack, unpack
 
 
 class TwinServiceError(RuntimeError):
@@ -97,7 +98,6 @@ class HttpTwin(TwinRollouts):
             raise NotImplementedError(
                 "HttpTwin.fit needs publish=callable(twin, metrics) -> version (e.g. registry "
                 "publish + promote); the service itself only serves the promoted twin")
-        from trainer.twin import Twin, TwinConfig
 
         twin = Twin(self._twin_config or TwinConfig(**{k: v for k, v in self.info["config"].items()
                                                          if k in TwinConfig.__dataclass_fields__}))

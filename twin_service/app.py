@@ -1,4 +1,5 @@
-"""FastAPI app factory for the twin service."""
+"""FastAPI app factory for the twin service: the platform's edge and ops routes around its own
+routes (``twin_service.routes``) and model holder."""
 
 from __future__ import annotations
 
@@ -6,20 +7,41 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
+from prometheus_client import generate_latest
 
-from slicetwin.model_files import check_file
-from slicetwin.signing import Verifier
-from twin_service.auth import BearerAuthMiddleware
-from twin_service.limits import BodyLimitMiddleware
-from twin_service.metrics import MetricsMiddleware, TwinMetrics
+from slicetwin.core.signing import Verifier
+from slicetwin.platform.http import BodyLimit, RequestTiming, install_error_envelope
+from slicetwin.platform.http_auth import BearerAuth
+from slicetwin.platform.ops_routes import ops_router
+from slicetwin.registry.model_files import check_file
+from twin_service.metrics import TwinMetrics
 from twin_service.model import TwinHolder
+from twin_service.reload import make_registry_watcher
 from twin_service.routes import router
 from twin_service.settings import TwinServiceSettings
 
 log = logging.getLogger("slicetwin.twin_service")
+
+
+def _set_torch_threads(n: int) -> None:
+    import torch  # lazy: torch, the service's one heavy dependency, on start-up only
+
+    torch.set_num_threads(n)
+
+
+def _load_model_file(holder: TwinHolder, settings: TwinServiceSettings,
+                     metrics: TwinMetrics) -> None:
+    try:
+        blob = Path(settings.model).read_bytes()
+        signed = check_file(settings.model, blob, Verifier(
+            settings.promotion_public_key.split(",")), "twin", settings.allow_unsigned)
+        holder.load_file(settings.model)
+        metrics.model_unsigned.set(0 if signed else 1)
+        metrics.reloads.labels("ok").inc()
+    except Exception:
+        metrics.reloads.labels("error").inc()
+        raise
 
 
 def create_app(settings: TwinServiceSettings | None = None, holder: TwinHolder | None = None,
@@ -40,24 +62,11 @@ def create_app(settings: TwinServiceSettings | None = None, holder: TwinHolder |
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if settings.torch_threads:
-            import torch
-
-            torch.set_num_threads(settings.torch_threads)
+            _set_torch_threads(settings.torch_threads)
         if settings.model and holder.current is None:
-            try:
-                blob = Path(settings.model).read_bytes()
-                signed = check_file(settings.model, blob, Verifier(
-                    settings.promotion_public_key.split(",")), "twin", settings.allow_unsigned)
-                holder.load_file(settings.model)
-                metrics.model_unsigned.set(0 if signed else 1)
-                metrics.reloads.labels("ok").inc()
-            except Exception:
-                metrics.reloads.labels("error").inc()
-                raise
+            _load_model_file(holder, settings, metrics)
         w = None
         if registry is not None or settings.redis_url:
-            from twin_service.reload import make_registry_watcher
-
             w = make_registry_watcher(holder, settings, metrics, registry)
         app.state.watcher = w
         if w is not None:
@@ -68,21 +77,25 @@ def create_app(settings: TwinServiceSettings | None = None, holder: TwinHolder |
             if w is not None:
                 await w.stop()
 
+    async def readiness() -> dict:
+        """Ready when a model is loaded and, with a registry configured, Redis answers."""
+        checks = {"model_loaded": holder.current is not None}
+        if app.state.watcher is not None:
+            checks["registry"] = await app.state.watcher.ping()
+        return {"ready": all(checks.values()), "checks": checks,
+                "model_version": holder.version}
+
     app = FastAPI(title="SliceTwin twin service", version="1", lifespan=lifespan)
     app.state.settings, app.state.holder, app.state.metrics = settings, holder, metrics
     app.state.watcher = None
     app.include_router(router)
+    app.include_router(ops_router(readiness, lambda: generate_latest(metrics.registry)))
 
-    @app.exception_handler(RequestValidationError)
-    async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's default echoes the offending input, which fails to encode for 1e400/NaN
-        # (a 500); keep location, message and type only
-        detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "invalid")),
-                   "type": str(e.get("type", "value_error"))} for e in exc.errors()]
-        return JSONResponse({"detail": detail}, status_code=422)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    install_error_envelope(app)
+    app.add_middleware(RequestTiming, observe=metrics.observe)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     # outermost: an unauthenticated body is never read
-    app.add_middleware(BearerAuthMiddleware, keys=settings.api_keys, metrics=metrics,
-                       metrics_auth=settings.metrics_auth)
+    app.add_middleware(BearerAuth, keys=settings.api_keys,
+                       on_refused=lambda reason: metrics.auth_refused.labels(reason).inc(),
+                       open_paths=("/healthz", "/readyz"), metrics_auth=settings.metrics_auth)
     return app

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -45,10 +43,15 @@ class TwinMetrics:
             self.auth_refused.labels(reason)
         self._version: str | None = None
 
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        """One answered request (``slicetwin.platform.http.RequestTiming``)."""
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
     def on_swap(self, loaded) -> None:
         """A model was swapped in: its version and held-out figures (registry record metrics,
         else the figures of its own fit) replace the previous model's."""
-        m = loaded.twin.metrics or {}
+        m = loaded.model.metrics or {}
         self.model_loaded.set(1)
         self.model_loaded_at.set(loaded.loaded_at)
         cal = m.get("calibration_error")
@@ -62,29 +65,3 @@ class TwinMetrics:
                            (self.utility_rmse, "utility_rmse")):
             v = m.get(key)
             gauge.set(float("nan") if v is None else float(v))
-
-
-class MetricsMiddleware:
-    """Pure ASGI middleware: count and time every request by route template and status."""
-
-    def __init__(self, app, metrics: TwinMetrics):
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        t0 = time.perf_counter()
-        status = {"code": 500}
-
-        async def send_wrapper(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(path, str(status["code"])).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - t0)

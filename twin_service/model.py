@@ -1,27 +1,21 @@
-"""The served twin: load beside the old one, smoke-test, then swap one reference.
+"""The served twin, hot-swapped safely (``slicetwin.registry.hotswap``).
 
-In-flight requests keep the object they started with; a model that fails to load or to
-predict is refused and the old one keeps serving (design note §4).
+A twin is loaded beside the old one, checked against the service's utility weights and
+smoke-tested before the swap; one that fails is refused and the old one keeps serving.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from slicetwin.registry.hotswap import HotSwap, Rejected, Served
+from slicetwin.twin import Twin
 
-@dataclass(frozen=True)
-class LoadedTwin:
-    twin: object  # trainer.twin.Twin
-    version: str
-    source: str
-    loaded_at: float = field(default_factory=time.time)
+LoadedTwin = Served  # Served[Twin]: .model, .version, .origin, .loaded_at
 
 
 def smoke_test(twin) -> None:
@@ -30,71 +24,65 @@ def smoke_test(twin) -> None:
     actions = np.zeros((2, twin.history_len), np.int64)
     out = twin.predict(states, actions, t=0, seed=0)
     if out["next_state"].shape != (2, 3) or not all(np.isfinite(v).all() for v in out.values()):
-        raise ValueError("twin smoke test failed: non-finite or wrongly shaped prediction")
+        raise Rejected("smoke_test", "twin smoke test failed: non-finite or wrongly shaped "
+                       "prediction")
 
 
-class TwinHolder:
+class TwinHolder(HotSwap[Twin]):
+    kind = "twin"
+
     def __init__(self, utility=None) -> None:
-        # the operator's weights (slicetwin.utility.UtilityConfig): a twin that computes
+        super().__init__()
+        # the operator's weights (slicetwin.core.utility.UtilityConfig): a twin that computes
         # utility with others is refused; None checks nothing
         self.utility = utility
-        self._current: LoadedTwin | None = None
-        self._lock = threading.Lock()
-        self.on_swap: list = []  # callbacks(LoadedTwin), e.g. metrics
 
-    @property
-    def current(self) -> LoadedTwin | None:
-        return self._current
+    def build(self, blob: bytes, version: str | None, record_metrics: dict | None) -> Twin:
+        try:
+            twin = Twin.from_bytes(blob)
+        except Exception as e:  # noqa: BLE001 - any unreadable blob is a refusal, not a crash
+            raise Rejected("invalid", f"not a twin model: {type(e).__name__}: {e}") from e
+        if record_metrics:
+            twin.metrics = {**twin.metrics, **record_metrics}
+        self.check(twin)
+        return twin
+
+    def version_of(self, model: Twin, blob: bytes | None) -> str:
+        return "sha256:" + hashlib.sha256(blob or b"").hexdigest()[:12]
+
+    def check(self, twin) -> None:
+        """:class:`Rejected` when ``twin`` computes utility with other weights than the
+        settings', or fails the smoke test."""
+        u = getattr(twin, "utility_config", None)
+        if self.utility is not None and u is not None and not u.matches(self.utility):
+            raise Rejected("utility", f"twin computes utility with alpha={u.alpha:g}, "
+                           f"beta={list(u.beta)}; this service uses alpha="
+                           f"{self.utility.alpha:g}, beta={list(self.utility.beta)} "
+                           "(SLICETWIN_UTILITY_ALPHA / SLICETWIN_UTILITY_BETA)")
+        smoke_test(twin)
 
     def load_blob(self, blob: bytes, version: str | None = None, source: str = "bytes",
-                  metrics: dict | None = None) -> LoadedTwin:
-        from trainer.twin import Twin
+                  metrics: dict | None = None) -> Served[Twin]:
+        return self.load(blob, version, source, metrics)
 
-        twin = Twin.from_bytes(blob)
-        if metrics:
-            twin.metrics = {**twin.metrics, **metrics}
-        self.check_utility(twin)
-        smoke_test(twin)
-        version = version or "sha256:" + hashlib.sha256(blob).hexdigest()[:12]
-        loaded = LoadedTwin(twin, str(version), source)
-        with self._lock:
-            self._current = loaded
-        for cb in self.on_swap:
-            cb(loaded)
-        return loaded
-
-    def load_file(self, path: str | Path) -> LoadedTwin:
+    def load_file(self, path: str | Path) -> Served[Twin]:
         p = Path(path)
         blob = p.read_bytes()
-        version = "file-" + hashlib.sha256(blob).hexdigest()[:12]
-        return self.load_blob(blob, version, source=f"file:{p}")
+        return self.load(blob, "file-" + hashlib.sha256(blob).hexdigest()[:12], f"file:{p}")
 
-    def check_utility(self, twin) -> None:
-        """ValueError when ``twin`` computes utility with other weights than the settings'."""
-        u = getattr(twin, "utility_config", None)
-        if self.utility is None or u is None or u.matches(self.utility):
-            return
-        raise ValueError(f"twin computes utility with alpha={u.alpha:g}, beta={list(u.beta)}; "
-                         f"this service uses alpha={self.utility.alpha:g}, beta="
-                         f"{list(self.utility.beta)} (SLICETWIN_UTILITY_ALPHA / "
-                         f"SLICETWIN_UTILITY_BETA)")
-
-    def load_twin(self, twin, version: str, source: str = "memory") -> LoadedTwin:
-        self.check_utility(twin)
-        smoke_test(twin)
-        loaded = LoadedTwin(twin, version, source)
-        with self._lock:
-            self._current = loaded
-        for cb in self.on_swap:
-            cb(loaded)
-        return loaded
+    def load_twin(self, twin, version: str, source: str = "memory") -> Served[Twin]:
+        try:
+            self.check(twin)
+        except Rejected as e:
+            raise self.reject(e.reason, str(e)) from e
+        return self.swap_in(twin, version, source)
 
 
-def model_info(loaded: LoadedTwin) -> dict:
-    tw = loaded.twin
+def model_info(loaded: Served[Twin]) -> dict:
+    tw = loaded.model
     m = tw.metrics or {}
     return {
-        "version": loaded.version, "source": loaded.source, "loaded_at": loaded.loaded_at,
+        "version": loaded.version, "source": loaded.origin, "loaded_at": loaded.loaded_at,
         "history": tw.config.history, "ensemble": tw.config.ensemble, "n_actions": tw.n_actions,
         "n_units": tw.config.n_units, "state_dim": 3, "reward_source": tw.config.reward_source,
         "calibration_error": m.get("calibration_error"), "next_state_rmse": m.get("next_state_rmse"),

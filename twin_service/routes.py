@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Depends, HTTPException, Request
 
+from slicetwin.twin.wire import pack, unpack
 from twin_service.metrics import TwinMetrics
 from twin_service.model import LoadedTwin, TwinHolder, model_info
 from twin_service.schemas import (
@@ -18,7 +18,6 @@ from twin_service.schemas import (
     StepResponse,
 )
 from twin_service.settings import TwinServiceSettings
-from twin_service.wire import pack, unpack
 
 router = APIRouter()
 
@@ -93,7 +92,7 @@ def _validate(states: np.ndarray, actions: np.ndarray, past: np.ndarray | None,
 
 def _predict(cur: LoadedTwin, states, acts, t, seed, sample, metrics: TwinMetrics) -> dict:
     try:
-        out = cur.twin.predict(states, acts, t=t, seed=seed, sample=sample)
+        out = cur.model.predict(states, acts, t=t, seed=seed, sample=sample)
     except (ValueError, OverflowError) as e:  # e.g. t or seed beyond what numpy takes
         raise _bad(str(e)) from e
     metrics.steps.inc(len(states))
@@ -109,7 +108,7 @@ async def step(req: StepRequest, cur: LoadedTwin = Depends(loaded_twin),
     states = _array([req.states], "states", np.float32)
     past = None if req.past_actions is None else _array([req.past_actions], "past_actions",
                                                          np.int64)
-    states, acts = _validate(states, _array([req.action], "action", np.int64), past, cur.twin,
+    states, acts = _validate(states, _array([req.action], "action", np.int64), past, cur.model,
                              settings)
     out = _predict(cur, states, acts, req.t, req.seed, req.sample, metrics)
     return StepResponse(
@@ -131,7 +130,7 @@ async def step_batch(req: BatchRequest, cur: LoadedTwin = Depends(loaded_twin),
                                                         np.int64)
     if states.ndim == 1 and states.size == 0:
         raise _bad("states is empty: send at least one rollout")
-    states, acts = _validate(states, actions, past, cur.twin, settings)
+    states, acts = _validate(states, actions, past, cur.model, settings)
     out = _predict(cur, states, acts, req.t, req.seed, req.sample, metrics)
     enc = pack if req.encoding == "packed" else (lambda a: a.tolist())
     keys = ("next_state", "reward", "utility", "uncertainty", "arrived", "sla_met", "ssr", "se")
@@ -143,27 +142,3 @@ async def step_batch(req: BatchRequest, cur: LoadedTwin = Depends(loaded_twin),
 async def model(cur: LoadedTwin = Depends(loaded_twin)) -> ModelInfo:
     """Served model: version, shapes, held-out fit metrics (calibration error)."""
     return ModelInfo(**model_info(cur))
-
-
-@router.get("/healthz")
-async def healthz() -> dict:
-    return {"status": "ok"}
-
-
-@router.get("/readyz")
-async def readyz(request: Request, response: Response,
-                 holder: TwinHolder = Depends(get_holder)) -> dict:
-    """Ready when a model is loaded and, with a registry configured, Redis answers."""
-    checks = {"model_loaded": holder.current is not None}
-    watcher = getattr(request.app.state, "watcher", None)
-    if watcher is not None:
-        checks["registry"] = await watcher.ping()
-    ok = all(checks.values())
-    response.status_code = 200 if ok else 503
-    return {"ready": ok, "checks": checks,
-            "model_version": holder.current.version if holder.current else None}
-
-
-@router.get("/metrics")
-async def metrics_endpoint(metrics: TwinMetrics = Depends(get_metrics)) -> Response:
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,6 +1,6 @@
 """Pydantic schemas at the HTTP edge of the twin service.
 
-States are the normalised per-slice arrivals of ``slicetwin.state`` (order VoLTE, video, URLLC).
+States are the normalised per-slice arrivals of ``slicetwin.core.state`` (order VoLTE, video, URLLC).
 A history window lists states oldest first with the current state last; ``past_actions`` are
 the actions applied after each earlier state (-1 where unknown), and ``action`` the allocation
 to apply now (index into the action codec).
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class PackedArray(BaseModel):
-    """A numpy array as base64 of its little-endian C-order bytes (see twin_service.wire)."""
+    """A numpy array as base64 of its little-endian C-order bytes (see slicetwin.twin.wire)."""
 
     model_config = ConfigDict(extra="forbid")
     dtype: Literal["float32", "float64", "int32", "int64"]

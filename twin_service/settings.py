@@ -4,7 +4,7 @@ Own variables use the ``SLICETWIN_TWIN_`` prefix; the registry connection also r
 the controller uses (``SLICETWIN_REDIS_URL`` / ``REDIS_URL``, ``SLICETWIN_HMAC_KEY``,
 ``SLICETWIN_PROMOTION_PUBLIC_KEY``, ``SLICETWIN_REGISTRY_PREFIX``) so one environment configures
 the whole system. Outside ``SLICETWIN_ENV=dev`` it needs ``SLICETWIN_TWIN_API_KEY`` and, with
-Redis, non-public registry keys (``slicetwin.security``).
+Redis, non-public registry keys (``slicetwin.platform.security``).
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from typing import Annotated, ClassVar
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from slicetwin.security import DEV_HMAC_KEY, PromotionKeys, SecureSettings, ServedModelSecrets
-from slicetwin.signing import DEV_PROMOTION_PUBLIC_KEY
-from slicetwin.utility import UtilityConfig
-from slicetwin.utility_settings import UtilityWeightsSettings
+from slicetwin.core.utility import UtilityConfig
+from slicetwin.core.utility_settings import UtilityWeightsSettings
+from slicetwin.platform.security import SecureSettings, ServedModelSecrets, registry_connection
 
-_UTILITY = UtilityConfig()  # the one set of defaults (slicetwin.utility)
+_UTILITY = UtilityConfig()  # the one set of defaults (slicetwin.core.utility)
 
 
 class TwinServiceSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSettings,
-                          PromotionKeys):
+                          registry_connection("SLICETWIN_TWIN_", verify=True,
+                                              redis_url_names=("REDIS_URL",))):
     model_config = SettingsConfigDict(env_prefix="SLICETWIN_TWIN_", extra="ignore",
                                       populate_by_name=True)
     API_KEY_VAR: ClassVar[str] = "SLICETWIN_TWIN_API_KEY"
@@ -32,22 +32,6 @@ class TwinServiceSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSett
                               "env SLICETWIN_TWIN_MODEL; needs <file>.sig unless allow_unsigned")
     allow_unsigned: bool = Field(False, description="load an unsigned model file anyway "
                                  "(logged, and slicetwin_twin_model_unsigned = 1)")
-    redis_url: str | None = Field(None, validation_alias=AliasChoices(
-        "redis_url", "SLICETWIN_TWIN_REDIS_URL", "SLICETWIN_REDIS_URL", "REDIS_URL"),
-        description="registry Redis; reload on 'twin' promotions when set")
-    registry_prefix: str = Field("slicetwin:", validation_alias=AliasChoices(
-        "registry_prefix", "SLICETWIN_TWIN_REGISTRY_PREFIX", "SLICETWIN_REGISTRY_PREFIX"))
-    hmac_key: SecretStr = Field(SecretStr(DEV_HMAC_KEY), validation_alias=
-                                AliasChoices("hmac_key", "SLICETWIN_TWIN_HMAC_KEY",
-                                             "SLICETWIN_HMAC_KEY"),
-                                description="shared registry signing key")
-    hmac_key_previous: SecretStr | None = Field(None, validation_alias=AliasChoices(
-        "hmac_key_previous", "SLICETWIN_TWIN_HMAC_KEY_PREVIOUS", "SLICETWIN_HMAC_KEY_PREVIOUS"),
-        description="also accepted when verifying blobs (key rotation window)")
-    promotion_public_key: str = Field(DEV_PROMOTION_PUBLIC_KEY, validation_alias=AliasChoices(
-        "promotion_public_key", "SLICETWIN_TWIN_PROMOTION_PUBLIC_KEY",
-        "SLICETWIN_PROMOTION_PUBLIC_KEY"), description="Ed25519 public key(s), comma-separated "
-        "during a rotation: a twin is served only under a promotion record they verify")
     api_key: SecretStr | None = Field(None, description="bearer key required on /v1/twin/* "
                                       "(env SLICETWIN_TWIN_API_KEY; required outside dev)")
     api_key_previous: SecretStr | None = Field(None, description="also accepted (rotation)")
@@ -66,7 +50,7 @@ class TwinServiceSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSett
             "utility_beta", "SLICETWIN_TWIN_UTILITY_BETA", "SLICETWIN_UTILITY_BETA"),
         description="SLA weights per slice, '1,4,6' or '[1, 4, 6]' (as the controller's)")
 
-    @field_validator("api_key", "api_key_previous", "hmac_key_previous", mode="before")
+    @field_validator("api_key", "api_key_previous", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if v == "" else v

@@ -1,7 +1,7 @@
 """Vectorised RAN slicing simulator (the package's ``sim`` extra: numba, gymnasium).
 
 The package's names load on first use (PEP 562 ``__getattr__``), so importing a light submodule
-(``slicetwin.sim.cli``, ``slicetwin.sim.config``) never imports numba: the controller image,
+(``slicetwin.cli.sim``, ``slicetwin.sim.config``) never imports numba: the controller image,
 installed without the ``sim`` extra, registers the CLI's simulator commands and serves without
 it. Importing ``slicetwin.sim.env`` registers the gymnasium env ``slicetwin/RanSlicing-v0``.
 """

@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm import tqdm
 
-from slicetwin.actions import ActionCodec
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.state import STATE_SCALES, state_from_arrivals
+from slicetwin.core.utility import RewardShaper
 from slicetwin.sim.config import SimConfig
 from slicetwin.sim.search import best_split, fixed_tables, window_tables
 from slicetwin.sim.simulator import RanSimulator
-from slicetwin.state import STATE_SCALES, state_from_arrivals
-from slicetwin.utility import RewardShaper
 
 
 class RandomPolicy:
@@ -222,7 +223,6 @@ def tune_proportional(config: SimConfig, windows: int, cells: int, seeds,
 def _progress(it, desc: str, on: bool):
     if not on:
         return it
-    from tqdm import tqdm
 
     return tqdm(it, desc=desc, leave=False)
 
@@ -279,7 +279,6 @@ def run_policy(policy, config: SimConfig, windows: int, cells: int, seed: int,
     utils, ssrs, rews, ses = [], [], [], []
     it = range(windows)
     if progress:
-        from tqdm import tqdm
 
         it = tqdm(it, desc=getattr(policy, "name", "policy"), leave=False)
     t_sat = 10**12

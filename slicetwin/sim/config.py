@@ -12,10 +12,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from slicetwin.actions import ActionCodec
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.slices import DEFAULT_SLICES, N_SLICES, SliceSpec, slice_index
+from slicetwin.core.utility import UtilityConfig
 from slicetwin.sim.traffic import Dist
-from slicetwin.slices import DEFAULT_SLICES, N_SLICES, SliceSpec, slice_index
-from slicetwin.utility import UtilityConfig
 
 PROFILES = ("paper", "reference", "diurnal", "flash-crowd", "hetero", "schedule")
 # profiles with an arrival-rate load model or heterogeneous cells (docs/simulator.md "Profiles

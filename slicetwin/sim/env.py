@@ -2,7 +2,7 @@
 (importing this module registers it with gymnasium).
 
 Observation: the paper's state, arrived packets per slice of the last window divided by
-``slicetwin.state.STATE_SCALES`` (float32, shape (3,)). Action: index into ``ActionCodec``
+``slicetwin.core.state.STATE_SCALES`` (float32, shape (3,)). Action: index into ``ActionCodec``
 (Discrete(4851) at 200 kHz, Discrete(171) with ``n_units=20``). Reward: the paper's shaped
 reward of the window's utility, with the threshold driven by the env's lifetime step counter
 (it keeps rising across episodes, as in a training run). Episodes are truncated after
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from slicetwin.extras import SIM_FEATURE, missing
+from slicetwin.core.extras import SIM_FEATURE, missing
 
 try:
     import gymnasium as gym
@@ -21,10 +21,10 @@ try:
 except ModuleNotFoundError as e:  # the `sim` extra
     raise missing(e, ("gymnasium",), "sim", SIM_FEATURE) from None
 
+from slicetwin.core.utility import RewardShaper
 from slicetwin.sim import ENV_ID
 from slicetwin.sim.config import SimConfig
 from slicetwin.sim.simulator import RanSimulator
-from slicetwin.utility import RewardShaper
 
 
 def default_shaper(config: SimConfig) -> RewardShaper:

@@ -13,10 +13,11 @@ brute force).
 from __future__ import annotations
 
 import numpy as np
+from tqdm import tqdm
 
-from slicetwin.actions import ActionCodec
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.slices import N_SLICES
 from slicetwin.sim.simulator import RanSimulator
-from slicetwin.slices import N_SLICES
 
 
 def unit_values(codec: ActionCodec) -> np.ndarray:
@@ -101,7 +102,6 @@ def fixed_tables(sim: RanSimulator, windows: int, progress: bool = False) -> np.
     tot = np.zeros((C * nv, N_SLICES))
     it = range(windows)
     if progress:
-        from tqdm import tqdm
 
         it = tqdm(it, desc="fixed splits", leave=False)
     for _ in it:

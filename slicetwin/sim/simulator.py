@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from slicetwin.core.schemas import KPIReport, SliceAllocation, SliceKPI
+from slicetwin.core.slices import N_SLICES
+from slicetwin.core.state import state_from_arrivals
 from slicetwin.sim import _kernel as K
 from slicetwin.sim.config import SimConfig
-from slicetwin.slices import N_SLICES
-from slicetwin.state import state_from_arrivals
 
 
 @dataclass
@@ -104,8 +105,7 @@ class WindowKPIs:
 
     def to_reports(self, cell_ids, window: int | np.ndarray, units: np.ndarray | None = None,
                    config: SimConfig | None = None) -> list:
-        """KPIReport per cell, as a gNB would post them (design.md section 3)."""
-        from slicetwin.schemas import KPIReport, SliceAllocation, SliceKPI
+        """KPIReport per cell, as a gNB would post them (docs/api.md, the report schema)."""
 
         cfg = config or self.config or SimConfig()
         n = self.n_cells
@@ -325,11 +325,17 @@ class RanSimulator:
         f3 = np.empty((4, C, N_SLICES))  # throughput, latency mean, latency p95, ssr
         f1 = np.empty((2, C))  # se, utility
         fn = K.step_cells if parallel else K.step_cells_serial
-        fn(self._P, self.rbs_of(units), ph.inter, ph.size, self._rate_sla, self._lat_sla,
-           ph.reg_leave, ph.on_prob, ph.on_persist, self._beta, st.rng, st.chan_key,
-           st.now, st.win, st.regime, st.lo, st.hi, st.snr, st.uthr, st.on, st.next_arr, st.load,
-           st.crowd, st.qa, st.qb, st.qz, st.qs, st.qh, st.qn, st.rr, i3[0], i3[1], i3[2], i3[3], f3[0],
-           f3[1], f3[2], i3[4], f3[3], f1[0], f1[1])
+        traffic = K.Traffic(inter=ph.inter, size=ph.size, rate_sla=self._rate_sla,
+                            lat_sla=self._lat_sla, reg_leave=ph.reg_leave, on_prob=ph.on_prob,
+                            on_persist=ph.on_persist, beta=self._beta)
+        cells = K.Cells(rng=st.rng, chan_key=st.chan_key, now=st.now, win=st.win,
+                        regime=st.regime, lo=st.lo, hi=st.hi, snr=st.snr, uthr=st.uthr, on=st.on,
+                        next_arr=st.next_arr, load=st.load, crowd=st.crowd)
+        queues = K.Queues(qa=st.qa, qb=st.qb, qz=st.qz, qs=st.qs, qh=st.qh, qn=st.qn, rr=st.rr)
+        out = K.WindowOut(arrived=i3[0], delivered=i3[1], met=i3[2], dropped=i3[3],
+                          bits=f3[0], lat_mean=f3[1], lat_p95=f3[2], backlog=i3[4], ssr=f3[3],
+                          se_out=f1[0], util=f1[1])
+        fn(self._P, self.rbs_of(units), *K.kernel_args(traffic, cells, queues, out))
         st.last_arrived = i3[0]
         return WindowKPIs(arrived=i3[0], delivered=i3[1], sla_met=i3[2], dropped=i3[3],
                           throughput_bps=f3[0], latency_mean_s=f3[1], latency_p95_s=f3[2],

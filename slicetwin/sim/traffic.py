@@ -145,7 +145,7 @@ class Dist:
             f = 1 - (1 + np.clip(x, 0, None) / s) ** (-a)
             return np.where(x >= cap, 1.0, f)
         if k == "tlognormal":
-            from scipy.special import ndtr
+            from scipy.special import ndtr  # lazy: scipy
 
             mu, sg, mx = p
             z = (np.log(np.clip(x, 1e-300, mx)) - mu) / sg

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from slicetwin.extras import SIM_FEATURE, missing
+from slicetwin.core.extras import SIM_FEATURE, missing
 
 try:
     from gymnasium import spaces
@@ -19,10 +19,10 @@ try:
 except ModuleNotFoundError as e:  # the `sim` extra
     raise missing(e, ("gymnasium",), "sim", SIM_FEATURE) from None
 
+from slicetwin.core.utility import RewardShaper
 from slicetwin.sim.config import SimConfig
 from slicetwin.sim.env import default_shaper
 from slicetwin.sim.simulator import RanSimulator
-from slicetwin.utility import RewardShaper
 
 
 class RanSlicingVectorEnv(VectorEnv):

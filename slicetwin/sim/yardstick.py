@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from slicetwin import protocol
+from slicetwin.core import protocol
 from slicetwin.sim.baselines import (
     DemandProportionalPolicy,
     FixedPolicy,

@@ -1,10 +1,10 @@
 """DQN (Mnih et al. 2015) over the discrete allocation space; the base of every other agent.
 
-Speed (``shared/perf_notes.md``): the 4851-wide output layer dominates an update, so the gradient
+Speed (docs/performance.md): the 4851-wide output layer dominates an update, so the gradient
 pass computes Q only for the taken actions (``q_taken``: features · W[a] + b[a]); only the
 bootstrap needs a full, gradient-free forward over all actions.
 
-Defaults, with the libraries' for comparison (perf_notes.md):
+Defaults, with the libraries' for comparison (docs/performance.md):
 - network 256-256-128-128, Adam lr 1e-3: the paper (Zhang et al.; Hua et al. 2019);
 - gamma 0.8: Hua et al.'s reference code (the RAN task is nearly a contextual bandit: the next
   state barely depends on the action, so a short horizon learns faster and loses little);
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from slicetwin.nets import PAPER_HIDDEN, QNetwork
+from trainer.nets import PAPER_HIDDEN, QNetwork
 from trainer.replay import Batch
 
 

@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from slicetwin.utility import RewardShaper
+from slicetwin.core.transitions import Transitions
+from slicetwin.core.utility import RewardShaper
+from slicetwin.sim import RanSimulator
+from slicetwin.twin.history import histories
 from trainer.agents.loop import BatchEnv, EnvStep
-from trainer.data import Transitions
 
 
 class SimEnv:
@@ -23,7 +25,6 @@ class SimEnv:
 
     def __init__(self, n_cells: int = 1, seed: int = 0, shaper: RewardShaper | None = None,
                  sim_config: Any = None):
-        from slicetwin.sim import RanSimulator
 
         self.sim = RanSimulator(config=sim_config, n_cells=n_cells, seed=seed)
         self.codec = self.sim.codec
@@ -125,8 +126,6 @@ class TwinEnv:
         self.steps = 0
 
     def reset(self) -> np.ndarray:
-        from trainer.twin.history import histories
-
         data = self.real.transitions()
         if len(data) == 0:
             raise RuntimeError("the twin needs recorded real states to start rollouts from")

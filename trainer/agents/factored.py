@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from slicetwin.actions import ActionCodec
-from slicetwin.nets import FactoredQNetwork
+from slicetwin.core.actions import ActionCodec
 from trainer.agents.ddqn import DDQNAgent, DDQNConfig
+from trainer.nets import FactoredQNetwork
 
 
 @dataclass

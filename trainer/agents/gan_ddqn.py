@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from slicetwin.nets import mlp
 from trainer.agents.dqn import DQNAgent, DQNConfig, adam
+from trainer.nets import mlp
 from trainer.replay import Batch
 
 

@@ -22,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from trainer.data import Transitions
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.transitions import Transitions
+from slicetwin.runtime.onnx_policy import OnnxPolicy
+from slicetwin.sim.config import SimConfig
+from slicetwin.sim.simulator import RanSimulator
+from slicetwin.twin.history import histories
+from trainer.worker.learn import LIVE_T
 
 PolicyFn = Callable[[np.ndarray], np.ndarray]
 
@@ -42,9 +48,6 @@ class GateResult:
 
 
 def onnx_policy_fn(blob: bytes, n_units: int = 100, total_bandwidth_hz: float = 20e6) -> PolicyFn:
-    from slicetwin.actions import ActionCodec
-    from slicetwin.onnx_policy import OnnxPolicy
-
     codec = ActionCodec(total_bandwidth_hz=total_bandwidth_hz, n_units=n_units)
     return OnnxPolicy(blob, expect_codec=codec).act_batch
 
@@ -52,8 +55,6 @@ def onnx_policy_fn(blob: bytes, n_units: int = 100, total_bandwidth_hz: float = 
 def twin_utility(policy: PolicyFn, twin: Any, data: Transitions, rows: np.ndarray, horizon: int,
                  seed: int) -> float:
     """Mean predicted utility of ``policy`` over rollouts from real rows (with their histories)."""
-    from trainer.twin.history import histories
-    from trainer.worker.learn import LIVE_T
 
     state, past_s, past_a = histories(data, rows, int(twin.history_len))
     s = twin.reset(state, past_s, past_a, t=LIVE_T, seed=seed, sample=False)
@@ -69,8 +70,6 @@ def sim_utility(policy: PolicyFn, cells: int, windows: int, seed: int, utility=N
                 profile: str = "paper") -> float:
     """Mean utility of ``policy`` in closed loop with the simulator (same seed and profile = same
     traffic); ``utility``: the weights (a ``UtilityConfig``; default: the profile's)."""
-    from slicetwin.sim.config import SimConfig
-    from slicetwin.sim.simulator import RanSimulator
 
     cfg = (SimConfig.from_profile(profile) if utility is None
            else SimConfig.from_profile(profile, utility=utility))

@@ -13,10 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.transitions import Transitions
+from slicetwin.twin import Twin, TwinConfig
 from trainer.agents import DQNAgent, make_agent
 from trainer.agents.envs import TwinEnv
 from trainer.agents.loop import EnvStep, Learner
-from trainer.data import Transitions
+from trainer.algorithm1 import twin_rollouts
+from trainer.distill import DistillConfig, distill, pool_states
+from trainer.export_onnx import to_onnx
 from trainer.replay import ReplayBuffer
 from trainer.worker.settings import WorkerSettings
 
@@ -52,8 +57,6 @@ class _SignalTwinEnv(TwinEnv):
 
 
 def n_actions_of(s: WorkerSettings) -> int:
-    from slicetwin.actions import ActionCodec
-
     return ActionCodec(total_bandwidth_hz=s.total_bandwidth_hz, n_units=s.n_units).n_actions
 
 
@@ -70,8 +73,6 @@ def signal(data: Transitions, s: WorkerSettings) -> np.ndarray:
 
 # ------------------------------------------------------------------------- twin
 def fit_twin(train: Transitions, s: WorkerSettings, seed: int):
-    from trainer.twin import Twin, TwinConfig
-
     cfg = TwinConfig(ensemble=s.twin_ensemble, lstm_hidden=s.twin_hidden, head_hidden=s.twin_hidden,
                      reward_hidden=(2 * s.twin_hidden, 2 * s.twin_hidden), epochs=s.twin_epochs,
                      patience=8, max_fit_seconds=s.twin_fit_seconds, seed=seed,
@@ -94,7 +95,6 @@ def train_in_twin(agent2: DQNAgent, twin: Any, train: Transitions, s: WorkerSett
                   rng: np.random.Generator) -> dict:
     """Φ gradient steps of agent 2 on short ε-greedy rollouts from recorded live states, with
     ``counterfactual_actions`` extra actions tried at every twin state."""
-    from trainer.algorithm1 import twin_rollouts
 
     t0 = time.perf_counter()
     learner = Learner(agent2, rng, replay=ReplayBuffer(20_000, 3), train_every=1.0)
@@ -133,8 +133,6 @@ def finetune_live(agent1: DQNAgent, train: Transitions, s: WorkerSettings,
 def distil_and_export(agent1: DQNAgent, train: Transitions, s: WorkerSettings, version: str,
                       seed: int, metrics: dict | None = None) -> tuple[bytes, dict]:
     """Distil agent 1's greedy policy into the student and export it as ONNX bytes."""
-    from trainer.distill import DistillConfig, distill, pool_states
-    from trainer.export_onnx import to_onnx
 
     t0 = time.perf_counter()
     states = pool_states(train)

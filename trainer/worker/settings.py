@@ -13,24 +13,20 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from slicetwin.security import DEV_HMAC_KEY, SecureSettings
-from slicetwin.signing import DEV_PROMOTION_KEY, parse_public_keys, public_key_of
-from slicetwin.utility import UtilityConfig
-from slicetwin.utility_settings import UtilityWeightsSettings
+from slicetwin.core.signing import DEV_PROMOTION_KEY, parse_public_keys, public_key_of
+from slicetwin.core.utility import UtilityConfig
+from slicetwin.core.utility_settings import UtilityWeightsSettings
+from slicetwin.platform.security import SecureSettings, registry_connection
+from slicetwin.sim.config import SimConfig
 
-_UTILITY = UtilityConfig()  # the one set of defaults (slicetwin.utility)
+_UTILITY = UtilityConfig()  # the one set of defaults (slicetwin.core.utility)
 
 
-class WorkerSettings(UtilityWeightsSettings, SecureSettings):
+class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection()):
     model_config = SettingsConfigDict(env_prefix="SLICETWIN_", extra="ignore")
 
     # --- I/O ------------------------------------------------------------------------------
-    redis_url: str | None = Field(None, description="Redis of the stream and the registry; "
-                                  "None: the caller passes a registry and a source (demo)")
-    registry_prefix: str = "slicetwin:"
-    hmac_key: SecretStr = SecretStr(DEV_HMAC_KEY)
-    hmac_key_previous: SecretStr | None = Field(None, description="also accepted when "
-                                                "verifying blobs (key rotation window)")
+    # redis_url, registry_prefix, hmac_key(_previous): slicetwin.platform.security
     promotion_key: SecretStr = Field(SecretStr(DEV_PROMOTION_KEY), description="Ed25519 "
                                      "private key (64 hex) that signs promotions the gate "
                                      "passed; the trainer and the operator hold it")
@@ -109,8 +105,7 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings):
     backoff_max_s: float = Field(10.0, gt=0)
     checkpoint: bool = True
 
-    @field_validator("redis_url", "twin_url", "metrics_port", "twin_api_key",
-                     "hmac_key_previous", mode="before")
+    @field_validator("twin_url", "metrics_port", "twin_api_key", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if v == "" else v
@@ -149,8 +144,6 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings):
     @field_validator("sim_profile")
     @classmethod
     def _sim_profile(cls, v):
-        from slicetwin.sim.config import SimConfig
-
         SimConfig.from_profile(v)  # ValueError naming the choices
         return v
 

@@ -11,7 +11,12 @@ fields; they cannot be recovered and are counted in ``trimmed_pending`` (see doc
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
+
+import redis
+
+from slicetwin.core.transition_wire import decode, encode
 
 log = logging.getLogger("slicetwin.trainer")
 
@@ -19,7 +24,7 @@ log = logging.getLogger("slicetwin.trainer")
 @dataclass
 class Polled:
     ids: list[str] = field(default_factory=list)
-    entries: list[dict] = field(default_factory=list)  # decoded (controller.sinks.decode)
+    entries: list[dict] = field(default_factory=list)  # decoded (slicetwin.core.transition_wire.decode)
     bad_ids: list[str] = field(default_factory=list)  # undecodable entries (acked, counted)
     gone_ids: list[str] = field(default_factory=list)  # trimmed while pending (acked, counted)
 
@@ -31,7 +36,6 @@ def _s(x) -> str:
 class RedisStreamSource:
     def __init__(self, url: str, stream: str, group: str = "trainer", consumer: str = "trainer-1",
                  socket_timeout: float = 5.0):
-        import redis
 
         self.stream, self.group, self.consumer = stream, group, consumer
         self._r = redis.Redis.from_url(url, socket_timeout=socket_timeout,
@@ -44,7 +48,6 @@ class RedisStreamSource:
     def _ensure_group(self) -> None:
         if self._group_ready:
             return
-        import redis
 
         try:  # id 0: a new group starts from the oldest entry still in the stream
             self._r.xgroup_create(self.stream, self.group, id="0", mkstream=True)
@@ -55,7 +58,6 @@ class RedisStreamSource:
 
     def poll(self, count: int = 1000, block_ms: int = 500) -> Polled:
         """Next batch: this consumer's pending entries first, then new ones."""
-        from controller.sinks import decode
 
         self._ensure_group()
         out = Polled()
@@ -121,9 +123,7 @@ class MemorySinkSource:
         self.bad_entries = 0
 
     def poll(self, count: int = 1000, block_ms: int = 500) -> Polled:
-        import time
 
-        from controller.sinks import decode, encode
 
         deadline = time.monotonic() + block_ms / 1000
         while self.sink.written <= self._seen and time.monotonic() < deadline:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data import Transitions
+from slicetwin.core.transitions import Transitions
 
 INDEX = "index.jsonl"
 

@@ -28,7 +28,19 @@ from pathlib import Path
 
 import numpy as np
 
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.transition_wire import to_transitions
+from slicetwin.core.transitions import Transitions
+from slicetwin.platform.redis_errors import is_store_failure
+from slicetwin.registry.store import RedisRegistry, new_version
+from slicetwin.runtime.onnx_policy import fresh_policy_onnx
+from slicetwin.twin import Twin
+from trainer.twin_client import HttpTwin
+from trainer.worker import checkpoint, learn
+from trainer.worker.gate import gate, onnx_policy_fn
+from trainer.worker.learn import new_agent
 from trainer.worker.settings import WorkerSettings
+from trainer.worker.source import RedisStreamSource
 from trainer.worker.store import DatasetStore, holdout_mask
 
 log = logging.getLogger("slicetwin.trainer")
@@ -55,8 +67,15 @@ class CycleResult:
         return asdict(self)
 
 
-def _is_redis_error(e: BaseException) -> bool:
-    return type(e).__module__.startswith("redis") or isinstance(e, (ConnectionError, TimeoutError))
+@dataclass
+class _CycleData:
+    """What one cycle trains and judges on."""
+
+    data: Transitions  # the training window
+    held_rows: np.ndarray  # its held-out rows (never trained on; the gate's twin rollouts)
+    train: Transitions
+    seed: int
+    rng: np.random.Generator
 
 
 class Backoff:
@@ -87,14 +106,12 @@ class TrainerWorker:
         if registry is None:
             if not self.s.redis_url:
                 raise ValueError("no registry: set SLICETWIN_REDIS_URL or pass registry=")
-            from slicetwin.registry import RedisRegistry
 
             # the trainer signs the promotions its gate passes (it holds the promotion key)
             registry = RedisRegistry(self.s.redis_url, self.s.hmac_key.get_secret_value(),
                                      self.s.registry_prefix, **self.s.registry_keys())
         self.registry = registry
         if source is None and self.s.redis_url:
-            from trainer.worker.source import RedisStreamSource
 
             source = RedisStreamSource(self.s.redis_url, self.s.stream_key, self.s.consumer_group,
                                        self.s.consumer_name)
@@ -123,11 +140,10 @@ class TrainerWorker:
         entries without waiting seconds for torch to load)."""
         if self.agent1 is not None:
             return
-        import torch
+        import torch  # lazy: torch
 
-        from trainer.worker.learn import new_agent
 
-        torch.set_num_threads(1)  # shared 2-core host: one thread is fastest (perf_notes)
+        torch.set_num_threads(1)  # shared 2-core host: one thread is fastest (docs/performance.md)
         self.agent1 = new_agent(self.s, self.s.seed)
         self._resume()
 
@@ -135,7 +151,6 @@ class TrainerWorker:
     def _resume(self) -> None:
         if not self.s.checkpoint:
             return
-        from trainer.worker import checkpoint
 
         st = checkpoint.load(self.root)
         if st is None:
@@ -145,7 +160,6 @@ class TrainerWorker:
         self.cycle = int(st["cycle"])
         self.rows_at_last_cycle = int(st.get("rows_at_last_cycle", 0))
         if st.get("twin"):
-            from trainer.twin import Twin
 
             self.best_twin = Twin.from_bytes(st["twin"])
             self.best_twin_version = st.get("twin_version") or None
@@ -155,7 +169,6 @@ class TrainerWorker:
     def _checkpoint(self) -> None:
         if not self.s.checkpoint:
             return
-        from trainer.worker import checkpoint
 
         checkpoint.save(self.root, {
             "cycle": self.cycle, "rows_at_last_cycle": self.rows_at_last_cycle,
@@ -166,7 +179,6 @@ class TrainerWorker:
     # ------------------------------------------------------------------ ingestion
     def ingest_once(self, block_ms: int | None = None) -> int:
         """One poll: persist new entries durably, then acknowledge. Returns rows persisted."""
-        from controller.sinks import to_transitions
 
         if self.source is None:
             return 0
@@ -247,9 +259,6 @@ class TrainerWorker:
             self.s.min_new_transitions, 1 if self.cycle == 0 else self.s.min_new_transitions)
 
     def _current_policy(self) -> tuple[bytes, str]:
-        from slicetwin.actions import ActionCodec
-        from slicetwin.onnx_policy import fresh_policy_onnx
-
         if self.registry.authorised("policy") is not None:  # what the services serve
             rec, blob, _ = self.registry.fetch_served("policy")
             return blob, rec.version
@@ -262,8 +271,6 @@ class TrainerWorker:
         if not self.s.twin_url or self.best_twin_version is None:
             return None
         try:
-            from trainer.twin_client import HttpTwin
-
             key = self.s.twin_api_key.get_secret_value() if self.s.twin_api_key else None
             ht = HttpTwin(self.s.twin_url, seed=self.s.seed + self.cycle, timeout=30.0,
                           api_key=key)
@@ -290,7 +297,7 @@ class TrainerWorker:
         except Exception as e:
             if self.metrics is not None:
                 self.metrics.cycles.labels("failed").inc()
-                if _is_redis_error(e):
+                if is_store_failure(e):
                     self.metrics.redis_errors.inc()
             raise
         if self.metrics is not None:
@@ -298,37 +305,55 @@ class TrainerWorker:
         return res
 
     def _run_cycle(self) -> CycleResult:
-        from slicetwin.registry import new_version
-        from trainer.worker import learn
-        from trainer.worker.gate import gate, onnx_policy_fn
-
-        if self._ingest_thread is None:
-            try:
-                self.ingest()
-            except Exception as e:  # noqa: BLE001 - Redis down: train on what is on disk
-                if self.metrics is not None:
-                    self.metrics.redis_errors.inc()
-                log.warning("ingest failed (%s: %s); cycle uses the persisted data",
-                            type(e).__name__, e)
+        """Ingest, split, refit the twin, train the agents, distil, gate and publish, checkpoint:
+        each a named step; a stop request ends the cycle between steps."""
+        self._ingest_unless_background()
         self.prepare()
-        s = self.s
         res = CycleResult(cycle=self.cycle + 1)
         t_all = time.perf_counter()
+        cyc = self._cycle_data(res)
+        if cyc is None:
+            return res
+        self._refit_twin(res, cyc)
+        if self.stop_event.is_set():
+            res.skipped = "stopped"
+            return res
+        if not self._train_agents(res, cyc):
+            return res
+        blob, version = self._distil(res, cyc)
+        self._gate_and_publish(res, cyc, blob, version)
+        return self._finish(res, t_all)
+
+    def _ingest_unless_background(self) -> None:
+        if self._ingest_thread is not None:
+            return
+        try:
+            self.ingest()
+        except Exception as e:  # noqa: BLE001 - Redis down: train on what is on disk
+            if self.metrics is not None:
+                self.metrics.redis_errors.inc()
+            log.warning("ingest failed (%s: %s); cycle uses the persisted data",
+                        type(e).__name__, e)
+
+    def _cycle_data(self, res: CycleResult) -> _CycleData | None:
+        """The training window, split into train and held-out rows; None (skipped) when short."""
+        s = self.s
         data, ids = self.store.load(last=s.train_window)
         res.dataset = len(self.store)
         if len(data) < max(s.min_transitions, 20):
             res.skipped = f"not enough data ({len(data)} < {s.min_transitions})"
-            return res
+            return None
         held = holdout_mask(ids, s.holdout_fraction)
         held_rows, train_rows = np.flatnonzero(held), np.flatnonzero(~held)
-        train = data[train_rows]
         res.train_rows, res.heldout_rows = len(train_rows), len(held_rows)
         seed = s.seed + self.cycle + 1
-        rng = np.random.default_rng(seed)
+        return _CycleData(data, held_rows, data[train_rows], seed, np.random.default_rng(seed))
 
-        # 1. twin: refit, publish when the held-out score improves on the best twin's
+    def _refit_twin(self, res: CycleResult, cyc: _CycleData) -> None:
+        """1. Refit the twin; publish it when its held-out score improves on the best twin's."""
         t0 = time.perf_counter()
-        twin, fit_m = learn.fit_twin(train, s, seed)
+        data, held_rows = cyc.data, cyc.held_rows
+        twin, fit_m = learn.fit_twin(cyc.train, self.s, cyc.seed)
         err = learn.twin_error(twin, data, held_rows) if len(held_rows) else dict(fit_m, score=0.0)
         res.twin_error = {k: err[k] for k in ("score", "next_state_rmse", "utility_rmse",
                                               "persistence_rmse", "calibration_error") if k in err}
@@ -339,7 +364,7 @@ class TrainerWorker:
             version = new_version("twin")
             try:
                 self.registry.publish("twin", twin.to_bytes(), version=version,
-                                      metrics={**res.twin_error, "n_train": len(train_rows),
+                                      metrics={**res.twin_error, "n_train": len(cyc.train),
                                                "cycle": res.cycle},
                                       parent=self.best_twin_version, promote=True,
                                       gate={"score": err["score"], "best_before":
@@ -353,60 +378,67 @@ class TrainerWorker:
                 self.best_twin = twin
         res.twin_version = self.best_twin_version
         res.seconds["twin_fit"] = round(time.perf_counter() - t0, 3)
-        if self.stop_event.is_set():
-            res.skipped = "stopped"
-            return res
 
-        # 2-3. agent 2 in the twin, blend, fine-tune agent 1 on live data
-        t0 = time.perf_counter()
+    def _train_agents(self, res: CycleResult, cyc: _CycleData) -> bool:
+        """2-3. Agent 2 in the twin, blend into agent 1, fine-tune agent 1 on live data. False
+        when a stop request ended the cycle."""
+        s, t0 = self.s, time.perf_counter()
         agent2 = self.agent1.clone()
         remote = self._agent2_twin(res)
         try:
-            res.training["agent2"] = learn.train_in_twin(agent2, remote or self.best_twin, train,
-                                                         s, rng)
+            res.training["agent2"] = learn.train_in_twin(agent2, remote or self.best_twin,
+                                                         cyc.train, s, cyc.rng)
         except Exception as e:  # noqa: BLE001 - the service failed mid-way: redo in-process
             if remote is None:
                 raise
             log.warning("twin service failed during training (%s); redoing in-process", e)
             res.twin_backend = "local"
             agent2 = self.agent1.clone()
-            res.training["agent2"] = learn.train_in_twin(agent2, self.best_twin, train, s, rng)
+            res.training["agent2"] = learn.train_in_twin(agent2, self.best_twin, cyc.train, s,
+                                                         cyc.rng)
         finally:
             if remote is not None:
                 remote.close()
         if self.stop_event.is_set():  # agent 1 untouched: the next run redoes this cycle
             res.skipped = "stopped"
-            return res
+            return False
         self.agent1.blend_from(agent2, s.zeta)
-        res.training["live"] = learn.finetune_live(self.agent1, train, s, rng)
+        res.training["live"] = learn.finetune_live(self.agent1, cyc.train, s, cyc.rng)
         res.seconds["agents"] = round(time.perf_counter() - t0, 3)
         if self.stop_event.is_set():
             self.cycle, self.rows_at_last_cycle = res.cycle, res.dataset
             self._checkpoint()  # keep the trained agent; no candidate this time
             res.skipped = "stopped"
-            return res
+            return False
+        return True
 
-        # 4. distil + export
+    def _distil(self, res: CycleResult, cyc: _CycleData) -> tuple[bytes, str]:
+        """4. Distil agent 1 into the student and export it to ONNX."""
         t0 = time.perf_counter()
         version = new_version("policy")
-        blob, dist = learn.distil_and_export(self.agent1, train, s, version, seed)
+        blob, dist = learn.distil_and_export(self.agent1, cyc.train, self.s, version, cyc.seed)
         res.training["distill"] = dist
         res.seconds["distill"] = round(time.perf_counter() - t0, 3)
+        return blob, version
 
-        # 5. gate, publish, promote
-        t0 = time.perf_counter()
+    def _gate_and_publish(self, res: CycleResult, cyc: _CycleData, blob: bytes,
+                          version: str) -> None:
+        """5. Judge the candidate against the policy in service (held-out simulator cells and
+        the twin); publish it, with a promotion record only when it passed."""
+        s, t0 = self.s, time.perf_counter()
         cur_blob, cur_version = self._current_policy()
         g = gate(onnx_policy_fn(blob, s.n_units, s.total_bandwidth_hz),
                  onnx_policy_fn(cur_blob, s.n_units, s.total_bandwidth_hz),
-                 twin=self.best_twin, data=data, held_rows=held_rows, margin=s.gate_margin,
-                 horizon=s.gate_horizon, rollouts=s.gate_rollouts, seed=seed,
+                 twin=self.best_twin, data=cyc.data, held_rows=cyc.held_rows,
+                 margin=s.gate_margin, horizon=s.gate_horizon, rollouts=s.gate_rollouts,
+                 seed=cyc.seed,
                  sim={"cells": s.sim_gate_cells, "windows": s.sim_gate_windows,
                       "utility": s.utility, "profile": s.sim_profile} if s.sim_gate else None,
                  current_version=cur_version)
         res.gate = g.to_dict()
         res.seconds["gate"] = round(time.perf_counter() - t0, 3)
         metrics = {"gate": res.gate, "twin_version": self.best_twin_version,
-                   "twin_error": res.twin_error, "agreement": dist["agreement"],
+                   "twin_error": res.twin_error, "agreement": res.training["distill"]["agreement"],
                    "cycle": res.cycle, "dataset": res.dataset,
                    "eval_utility": g.candidate.get("sim_utility", g.candidate.get("twin_utility"))}
         parent = cur_version if not cur_version.startswith("init-") else None
@@ -420,7 +452,8 @@ class TrainerWorker:
         log.info("cycle %d: policy %s %s (%s)", res.cycle, version,
                  "promoted" if g.passed else "refused", g.reason)
 
-        # 6. checkpoint
+    def _finish(self, res: CycleResult, t_all: float) -> CycleResult:
+        """6. Checkpoint and record the cycle."""
         self.cycle = res.cycle
         self.rows_at_last_cycle = res.dataset
         self._checkpoint()

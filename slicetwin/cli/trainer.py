@@ -1,0 +1,372 @@
+"""Trainer commands: ``slicetwin trainer``, ``slicetwin experiment ...``, ``slicetwin bench ...``.
+
+Module level imports typer and the standard library only; torch and friends load inside the
+command functions (see the CLI rule in docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import json as _json
+import logging
+import os
+import signal
+import threading
+from dataclasses import fields, replace
+from pathlib import Path
+
+import typer
+
+app = typer.Typer()
+experiment_app = typer.Typer()
+bench_app = typer.Typer()
+
+
+# ---------------------------------------------------------------- online experiment / bench train
+# (owned by the agents part, docs/training.md)
+
+@experiment_app.command("online")
+def experiment_online(
+    algo: list[str] = typer.Option(["ddqn"], help="dqn | ddqn | dueling-ddqn | gan-ddqn | factored-ddqn | random "
+                                   "(repeat the option for several)"),
+    twin: bool = typer.Option(False, "--twin/--no-twin",
+                              help="also run the twin-enhanced agent and the matched-compute baseline"),
+    mode: str = typer.Option("paper", help="twin variant: paper (Algorithm 1 as published) | "
+                             "branched (short model rollouts from real states, MBPO-like)"),
+    seeds: int = typer.Option(5, min=1, help="seeds per configuration"),
+    first_seed: int = typer.Option(0, min=0, help="first seed (e.g. 5 for seeds 5-9, held out "
+                                   "from the probes that chose the defaults)"),
+    rounds: int = typer.Option(30, min=1, help="rounds of 200 real interactions per run"),
+    out: Path = typer.Option(Path("runs/online"), help="output directory"),
+    quick: bool = typer.Option(False, help="smoke run: 2 seeds x 3 rounds, small nets"),
+    workers: int = typer.Option(2, min=1, help="parallel worker processes (1 torch thread each)"),
+    n_cells: int = typer.Option(4, min=1, help="simulator cells stepped together"),
+    progress: bool = typer.Option(True, help="progress bars"),
+    a1: list[str] = typer.Option([], "--a1", help="Algorithm1Config override KEY=VALUE (JSON "
+                                 "value), e.g. --a1 counterfactual_actions=0 --a1 zeta=0.5; "
+                                 "repeat for several"),
+    profile: str = typer.Option("paper", help="simulator profile: paper | diurnal | flash-crowd "
+                                "| hetero | mix=A/B/C | a schedule like 'paper:2000,hetero'"),
+) -> None:
+    """Fig. 5/6: training curves, plain vs twin-enhanced (CSV per run, PNG, summary.json)."""
+
+    from slicetwin.experiments.online import OnlineExperimentConfig, run_experiment  # lazy: torch
+    from trainer.algorithm1 import Algorithm1Config  # lazy: torch
+
+    known = {f.name for f in fields(Algorithm1Config)} - {"mode"}
+    overrides = {}
+    for item in a1:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in known:
+            raise typer.BadParameter(f"--a1 expects KEY=VALUE with KEY one of {sorted(known)}, "
+                                     f"got {item!r}")
+        try:
+            overrides[key] = _json.loads(raw)
+        except ValueError:
+            raise typer.BadParameter(f"--a1 {key}: {raw!r} is not a JSON value") from None
+    kw = dict(algos=tuple(algo), twin=twin, mode=mode, workers=workers, n_cells=n_cells,
+              first_seed=first_seed, sim_profile=None if profile == "paper" else profile)
+    try:
+        from slicetwin.sim import SimConfig
+
+        SimConfig.from_profile(profile)
+        if quick:
+            cfg = OnlineExperimentConfig.quick(**kw, seeds=min(seeds, 2), rounds=min(rounds, 3))
+        else:
+            cfg = OnlineExperimentConfig(**kw, seeds=seeds, rounds=rounds)
+        cfg.algorithm1.update(overrides)
+        if cfg.mode == "branched":
+            cfg.algorithm1_branched.update(overrides)  # the command line wins over both
+        from slicetwin.experiments.online import a1_config
+
+        a1_config(cfg)  # validate the overrides now, not in a worker
+    except (ValueError, TypeError) as e:
+        raise typer.BadParameter(str(e)) from e
+    summary = run_experiment(cfg, out, progress=progress)
+    brief = [{k: c[k] for k in ("algo", "variant", "seeds")}
+             | {"to_0.8": c["interactions_to_reward_0.8"]["mean"],
+                "to_0.8_ratio": c.get("interactions_to_reward_0.8_ratio_to_baseline"),
+                "final_reward": round(c["final_reward"]["mean"], 4),
+                "final_utility": round(c["final_utility"]["mean"], 4),
+                "greedy_vs_oracle": c.get("greedy_utility_vs_oracle", {}).get("mean")}
+             for c in summary["configs"]]
+    typer.echo(_json.dumps({"out": str(out), "oracle_utility": summary["oracle_utility"],
+                            "configs": brief}))
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    algo: str = typer.Option("ddqn", help="dqn | ddqn | dueling-ddqn | gan-ddqn | factored-ddqn"),
+    n_cells: int = typer.Option(4, min=1, help="simulator cells stepped together"),
+    grad_steps: int = typer.Option(200, min=1, help="gradient steps to time"),
+    interactions: int = typer.Option(2000, min=1, help="real interactions to time"),
+    threads: int = typer.Option(1, min=1, help="torch threads"),
+) -> None:
+    """Training throughput on the simulator: one JSON line (grad_steps_per_s, real_steps_per_s)."""
+    from slicetwin.ops.bench.train import main_json  # lazy: torch
+    from trainer.agents import AGENTS  # lazy: torch
+
+    if algo not in AGENTS:
+        raise typer.BadParameter(f"unknown algo {algo!r}; choose from {sorted(AGENTS)}")
+    typer.echo(main_json(algo=algo, n_cells=n_cells, grad_steps=grad_steps,
+                         interactions=interactions, threads=threads))
+
+
+# ---------------------------------------------------------------- distillation / offline / landscape
+# (owned by the distillation part, docs/distillation.md)
+
+@bench_app.command("policy")
+def bench_policy_cmd(
+    model: Path = typer.Option(None, help="ONNX policy file; default: a 16-16 student, 4851 actions"),
+    hidden: int = typer.Option(16, help="student hidden units when no --model is given"),
+    n_single: int = typer.Option(20_000, help="single decisions to time"),
+    n_batches: int = typer.Option(400, help="batches of 256 to time"),
+) -> None:
+    """ONNX student inference speed (onnxruntime, 1 thread): one JSON line."""
+    from slicetwin.ops.bench.policy import main_json  # lazy: torch
+
+    typer.echo(main_json(model=model, hidden=hidden, n_single=n_single, n_batches=n_batches))
+
+
+def _override(cfg, **kw):
+
+    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})
+
+
+@experiment_app.command("compare")
+def experiment_compare(
+    profile: list[str] = typer.Option(["paper", "diurnal", "flash-crowd", "hetero"],
+                                      help="simulator profile (repeat for several): paper | "
+                                      "diurnal | flash-crowd | hetero | mix=A/B/C | a schedule"),
+    seeds: int = typer.Option(5, min=1, help="pairs of (training seed i, report seed 10000+i)"),
+    algo: list[str] = typer.Option(["dqn", "ddqn", "gan-ddqn"],
+                                   help="dqn | ddqn | gan-ddqn | factored-ddqn"),
+    variant: list[str] = typer.Option(["baseline", "twin", "baseline-matched",
+                                       "baseline-twin-eps"], help="learned variants"),
+    rounds: int = typer.Option(10, min=1, help="rounds of 200 real interactions per run"),
+    windows: int = typer.Option(150, min=1, help="report windows per seed and cell"),
+    cells: int = typer.Option(4, min=1, help="cells per report seed"),
+    futures: int = typer.Option(8, min=1, help="planner futures per decision"),
+    distill_rounds: int = typer.Option(2000, min=1, help="distillation steps per student"),
+    workers: int = typer.Option(2, min=1, help="parallel worker processes"),
+    first_seed: int = typer.Option(10_000, help="first report seed"),
+    allow_any_seeds: bool = typer.Option(False, "--allow-any-seeds",
+                                         help="accept report seeds outside 10000+"),
+    out: Path = typer.Option(Path("runs/compare"), help="output directory"),
+    baselines: list[Path] = typer.Option([], help="reuse the baselines of `slicetwin "
+                                         "baselines --out` folders measured under the same "
+                                         "protocol (seeds, windows, cells, futures); repeat "
+                                         "for several"),
+    resume: bool = typer.Option(False, help="skip learned runs already in OUT/runs.jsonl "
+                                "(an interrupted run with the same settings)"),
+    report_only: bool = typer.Option(False, help="train nothing: summarise OUT/runs.jsonl "
+                                     "(variants missing a seed are left out)"),
+    quick: bool = typer.Option(False, help="smoke run: diurnal, 2 seeds, DDQN and GAN-DDQN "
+                               "plain and twin, 1 round, tiny networks"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """Learned policies (teacher and served ONNX student) against every baseline on report
+    traffic: summary.json, compare.md, runs.csv and a bar plot per profile."""
+
+    from slicetwin.core.protocol import SeedRangeError  # lazy: fast start
+    from slicetwin.experiments.compare import CompareConfig, run_compare  # lazy: torch
+
+    try:
+        if quick:
+            cfg = CompareConfig.quick(first_report_seed=first_seed,
+                                      allow_any_seeds=allow_any_seeds,
+                                      baselines_from=tuple(str(b) for b in baselines))
+        else:
+            cfg = CompareConfig(
+                profiles=tuple(profile), seeds=seeds, algos=tuple(algo), variants=tuple(variant),
+                rounds=rounds, distill_rounds=distill_rounds, workers=workers,
+                first_report_seed=first_seed, allow_any_seeds=allow_any_seeds,
+                baselines_from=tuple(str(b) for b in baselines),
+                yardstick={"windows": windows, "cells": cells, "train_seeds": 3,
+                           "train_windows": windows, "planner_futures": futures})
+    except SeedRangeError as e:
+        raise typer.BadParameter(str(e), param_hint="--first-seed") from e
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    res = run_compare(cfg, out, progress=progress, resume=resume, report_only=report_only)
+    typer.echo(_json.dumps({"out": str(out), "seconds": res["total_wall_time_s"],
+                            "best_served": {p: s["best_served"] for p, s in
+                                            res["profiles"].items()},
+                            "margins": {p: s["margins"] for p, s in res["profiles"].items()}}))
+
+
+@experiment_app.command("distill")
+def experiment_distill(
+    out: Path = typer.Option(Path("runs/distill"), help="output directory"),
+    quick: bool = typer.Option(False, help="smoke run: 2 seeds, 2,000 rounds, small teachers"),
+    seeds: int = typer.Option(None, min=1, help="teacher seeds per kind (default 3; quick 2)"),
+    rounds: int = typer.Option(None, min=1, help="distillation rounds (default 10,000)"),
+    mode: str = typer.Option("hard", help="hard (eq. 12, argmax labels) | soft (KL, temperature)"),
+    teacher_interactions: int = typer.Option(None, min=200, help="real interactions per teacher"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """Fig. 8: distil DT / non-DT teachers into 4- and 16-unit ONNX students (CSV, PNG, JSON)."""
+
+    import torch  # lazy: torch
+
+    from slicetwin.experiments import distill as exp  # lazy: torch
+
+    torch.set_num_threads(1)
+    cfg = exp.DistillExperimentConfig(**(exp.QUICK if quick else {}))
+    cfg = _override(cfg, seeds=seeds, rounds=rounds, mode=mode,
+                    teacher_interactions=teacher_interactions)
+    summary = exp.run(out, cfg, progress=progress)
+    typer.echo(_json.dumps({"out": str(out), "seconds": summary["seconds"],
+                            "groups": {k: {m: round(v[m]["mean"], 4) for m in v}
+                                       for k, v in summary["groups"].items()}}))
+
+
+@experiment_app.command("offline")
+def experiment_offline(
+    out: Path = typer.Option(Path("runs/offline"), help="output directory"),
+    quick: bool = typer.Option(False, help="smoke run: 2 seeds, 2,000 transitions, 30 epochs"),
+    seeds: int = typer.Option(None, min=1, help="seeds (default 5; quick 2)"),
+    epochs: int = typer.Option(None, min=1, help="epochs over the dataset (default 200)"),
+    dataset_rounds: int = typer.Option(None, min=1, help="dataset size in rounds of 200"),
+    prox_weight: float = typer.Option(None, min=0.0, help="v of Algorithm 2"),
+    init_from_reference: bool = typer.Option(None, "--init-from-reference/--random-init",
+                                             help="offline+twin starts at theta_2"),
+    twin_counterfactual_actions: int = typer.Option(
+        None, min=0, help="K random actions tried in the twin at every state theta_2 visits "
+                          "(default 32; 0 = off)"),
+    twin_interactions: int = typer.Option(None, min=1, help="visited twin states for theta_2"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """Fig. 9: offline DRL with / without the twin (Algorithm 2) and discrete CQL."""
+
+    import torch  # lazy: torch
+
+    from slicetwin.experiments import offline as exp  # lazy: torch
+
+    torch.set_num_threads(1)
+    cfg = exp.OfflineExperimentConfig(**(exp.QUICK if quick else {}))
+    cfg = _override(cfg, seeds=seeds, epochs=epochs, dataset_rounds=dataset_rounds,
+                    prox_weight=prox_weight, init_from_reference=init_from_reference,
+                    twin_counterfactual_actions=twin_counterfactual_actions,
+                    twin_interactions=twin_interactions)
+    summary = exp.run(out, cfg, progress=progress)
+    typer.echo(_json.dumps({"out": str(out), "seconds": summary["seconds"],
+                            "utility": {k: round(v["mean"], 4)
+                                        for k, v in summary["utility"].items()},
+                            "twin_minus_no_twin": summary.get("twin_minus_no_twin")}))
+
+
+@experiment_app.command("landscape")
+def experiment_landscape(
+    out: Path = typer.Option(Path("runs/landscape"), help="output directory"),
+    quick: bool = typer.Option(False, help="smoke run: 2 seeds, small agents"),
+    seeds: int = typer.Option(None, min=1, help="seeds per kind (default 3; quick 2)"),
+    interactions: int = typer.Option(None, min=200, help="real interactions per agent"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """Fig. 7: loss landscapes (eq. 11 and filter-normalised) and Hessian sharpness, DT vs not."""
+
+    import torch  # lazy: torch
+
+    from slicetwin.experiments import landscape as exp  # lazy: torch
+
+    torch.set_num_threads(1)
+    cfg = exp.LandscapeExperimentConfig(**(exp.QUICK if quick else {}))
+    cfg = _override(cfg, seeds=seeds, interactions=interactions)
+    summary = exp.run(out, cfg, progress=progress)
+    typer.echo(_json.dumps({"out": str(out), "seconds": summary["seconds"],
+                            "kinds": {k: {m: round(v[m]["mean"], 5) for m in v}
+                                      for k, v in summary["kinds"].items()}}))
+
+
+# ---------------------------------------------------------------- trainer worker + hot-swap bench
+# (owned by the trainer-worker part, docs/trainer_worker.md)
+
+@app.command("trainer")
+def trainer_cmd(
+    redis_url: str = typer.Option(None, help="Redis of stream + registry (env SLICETWIN_REDIS_URL)"),
+    data_dir: str = typer.Option(None, help="dataset + checkpoint dir (env SLICETWIN_DATA_DIR)"),
+    twin_url: str = typer.Option(None, help="twin service URL (env SLICETWIN_TWIN_URL)"),
+    max_cycles: int = typer.Option(None, help="stop after N cycles (env SLICETWIN_MAX_CYCLES; 0 = "
+                                   "forever)"),
+    sim_gate: bool = typer.Option(None, "--sim-gate/--no-sim-gate",
+                                  help="also gate candidates on the simulator"),
+    gate_margin: float = typer.Option(None, help="env SLICETWIN_GATE_MARGIN"),
+    metrics_port: int = typer.Option(None, min=0, max=65535, help="serve Prometheus /metrics and "
+                                     "/healthz on this port (env SLICETWIN_METRICS_PORT)"),
+    log_level: str = typer.Option("info", help="logging level"),
+) -> None:
+    """Run the trainer worker: stream -> dataset -> twin -> agents -> student -> gate -> registry.
+
+    Settings: SLICETWIN_* env vars (trainer/worker/settings.py). One JSON line per cycle on stdout.
+    """
+
+    for name, val in (("REDIS_URL", redis_url), ("DATA_DIR", data_dir), ("TWIN_URL", twin_url),
+                      ("MAX_CYCLES", max_cycles), ("SIM_GATE", sim_gate),
+                      ("GATE_MARGIN", gate_margin), ("METRICS_PORT", metrics_port)):
+        if val is not None:
+            os.environ[f"SLICETWIN_{name}"] = str(val).lower() if isinstance(val, bool) else str(val)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    from pydantic import ValidationError  # lazy: fast start
+
+    from slicetwin.platform.settings_errors import settings_error  # lazy: fast start
+    from trainer.worker import TrainerWorker, WorkerSettings  # lazy: torch
+
+    try:
+        settings = WorkerSettings()
+    except ValidationError as e:  # a clear start-up error naming the variable
+        typer.echo(settings_error(e), err=True)
+        raise typer.Exit(2) from None
+    if not settings.redis_url:
+        raise typer.BadParameter("set --redis-url or SLICETWIN_REDIS_URL (the stream and the "
+                                 "registry live there); the embedded demo runs the worker in-process")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def emit(res) -> None:
+        typer.echo(_json.dumps(res.to_dict(), default=float), nl=True)
+
+    metrics = server = None
+    if settings.metrics_port is not None:
+        from trainer.worker.metrics import TrainerMetrics, serve  # lazy: torch
+
+        metrics = TrainerMetrics()
+    worker = TrainerWorker(settings, stop_event=stop, on_cycle=emit, metrics=metrics)
+    if metrics is not None:  # before torch loads: /healthz answers within a second of start
+        server = serve(metrics, settings.metrics_port, settings.metrics_host, worker.health)
+        logging.getLogger("slicetwin.trainer").info(
+            "metrics on http://%s:%d/metrics", settings.metrics_host, server.server_address[1])
+    try:
+        worker.run()
+    finally:
+        worker.close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+@bench_app.command("hotswap")
+def bench_hotswap_cmd(
+    swaps: int = typer.Option(20, min=1, help="promotions to time"),
+    cells: int = typer.Option(2, min=1, help="cells the client keeps reporting for"),
+    redis_url: str = typer.Option(None, help="use this Redis (default: start a private one)"),
+) -> None:
+    """Publish -> serving: promote trained-format students while a client keeps posting reports to
+    a real controller process; time event -> first answer with the new version. One JSON line."""
+
+    from slicetwin.ops.bench.hotswap import run_hotswap_bench  # lazy: torch
+
+    typer.echo(_json.dumps(run_hotswap_bench(swaps=swaps, cells=cells, redis_url=redis_url)))
+
+
+@bench_app.command("ingest")
+def bench_ingest_cmd(
+    entries: int = typer.Option(20_000, min=1, help="transitions in the stream"),
+    read_count: int = typer.Option(2000, min=1, help="entries per XREADGROUP / chunk"),
+) -> None:
+    """Stream -> durable dataset drain rate of the trainer worker (private redis-server)."""
+
+    from slicetwin.ops.bench.ingest import run_ingest_bench  # lazy: torch
+
+    typer.echo(_json.dumps(run_ingest_bench(entries=entries, read_count=read_count)))

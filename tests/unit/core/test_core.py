@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.slices import UnknownSliceError, slice_index
+from slicetwin.core.utility import RewardShaper, UtilityConfig, ssr
+
+
+def test_codec_round_trip_all_4851_actions():
+    c = ActionCodec()
+    assert c.n_actions == 4851
+    idx = np.arange(c.n_actions)
+    units = c.decode(idx)
+    assert (units.sum(1) == 100).all() and (units >= 1).all()
+    assert (c.encode(units) == idx).all()
+    assert len({tuple(r) for r in units}) == 4851
+    bw = c.bandwidth_hz(idx)
+    assert np.allclose(bw.sum(1), 20e6)
+
+
+def test_codec_1mhz_has_171_actions():
+    c = ActionCodec.at_resolution(1e6)
+    assert c.n_actions == 171 and c.n_units == 20
+
+
+@pytest.mark.parametrize("kw", [dict(total_bandwidth_hz=-1), dict(n_units=0),
+                                dict(n_units=2), dict(min_units=-1)])
+def test_codec_bad_config(kw):
+    with pytest.raises(ValueError):
+        ActionCodec(**kw)
+
+
+def test_codec_rejects_invalid_allocations():
+    c = ActionCodec()
+    with pytest.raises(ValueError):
+        c.encode([0, 50, 50])
+    with pytest.raises(ValueError):
+        c.encode([30, 30, 30])
+    with pytest.raises(ValueError):
+        c.decode(4851)
+
+
+def test_from_weights_always_valid():
+    c = ActionCodec()
+    rng = np.random.default_rng(0)
+    w = rng.exponential(size=(1000, 3)) * (rng.random((1000, 3)) > 0.3)
+    w[0] = [np.nan, np.inf, -1]
+    u = c.from_weights(w)
+    assert (u.sum(1) == 100).all() and (u >= 1).all()
+    assert np.abs(c.from_weights(np.array([1.0, 2.0, 1.0])) - [25, 50, 25]).max() <= 1
+
+
+def test_ssr_and_utility():
+    s = ssr(np.array([5, 0, 3]), np.array([10, 0, 3]))
+    assert np.allclose(s, [0.5, 1.0, 1.0])
+    u = UtilityConfig().utility(np.array(20.0), s)
+    assert np.isclose(u, 0.2 + 2.5)
+
+
+def test_reward_shaping():
+    r = RewardShaper(gamma_min=1.0, gamma_max=2.0, sigma=0.1)
+    assert np.isclose(r.threshold(5), 1.5) and np.isclose(r.threshold(100), 2.0)
+    assert r.reward(1.4, 5) == 0.0 and r.reward(1.6, 5) == 1.0
+    assert np.isclose(r.reward(2.6, 5), 1.3)
+
+
+def test_slice_lookup_by_name_or_snssai():
+    assert slice_index("VIDEO") == 1 and slice_index("2-000003") == 2
+    with pytest.raises(UnknownSliceError, match="known slices"):
+        slice_index("embb")
