@@ -362,8 +362,8 @@ print(json.dumps(out))
 PY
 )
 log "gNB: $gnb"
-# failed gNB requests, named by the part of the check they happened in; those while Redis was
-# stopped are the known controller stall (docs/deployment.md, Known limits)
+# failed gNB requests, named by the part of the check they happened in (those while Redis was
+# stopped: the controller's cell store, docs/deployment.md Known limits)
 while IFS= read -r line; do [ -n "$line" ] && FLOORS_MISSED+=("$line"); done < <(
   echo "$gnb" | $PY -c '
 import json, sys
@@ -373,9 +373,9 @@ if g.get("failed_requests", -1) == -1:
     print(f"gNB summaries missing: {by}")
 for phase, n in by.items():
     if phase == "redis" and n:
-        print(f"gNB failed requests while redis was stopped: {n} (known limit: the controller "
-              "stalls on Redis timeouts while the redis container is down; controller Redis "
-              "clients, docs/deployment.md Known limits)")
+        print(f"gNB failed requests while redis was stopped: {n} (the controller while the "
+              "redis container does not answer: its cell store and breaker, docs/deployment.md "
+              "Known limits)")
     elif phase != "summaries" and n:
         print(f"gNB failed requests ({phase}): {n}")
 ')
