@@ -4,12 +4,11 @@ Helpers (processes, Redis, ports, paths) live in ``tests/support``."""
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
-from slicetwin.ops.procs import RedisServer, free_port
 from tests.support.paths import PYTHON, ROOT  # noqa: F401 - fixtures below and older imports
+from tests.support.redis import flushed, private_redis
 
 # The suite runs in development mode (public development keys and no API key accepted), like
 # `slicetwin demo`; child processes inherit it. Tests of the production refusals remove it
@@ -19,23 +18,14 @@ os.environ["SLICETWIN_ENV"] = "dev"
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server binary not installed")
-    srv = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
-    srv.start()
-    yield srv
-    srv.stop()
+    with private_redis(tmp_path_factory.mktemp("redis")) as srv:
+        yield srv
 
 
 @pytest.fixture()
 def redis_url(redis_server):
     """URL of the private Redis, flushed before each test."""
-    import redis
-
-    r = redis.Redis.from_url(redis_server.url)
-    r.flushall()
-    r.close()
-    return redis_server.url
+    return flushed(redis_server)
 
 
 @pytest.fixture()

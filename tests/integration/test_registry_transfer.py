@@ -7,13 +7,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import subprocess
 import sys
 import tarfile
 
 import pytest
-import redis
 
 from slicetwin.core.signing import DEV_PROMOTION_KEY, Signer, Verifier, generate_private_key
 from slicetwin.ops.model_transfer import (
@@ -23,11 +21,11 @@ from slicetwin.ops.model_transfer import (
     import_model,
     verify_archive,
 )
-from slicetwin.ops.procs import RedisServer, free_port
 from slicetwin.registry.model_files import verify_file
 from slicetwin.registry.promotion import make_record
 from slicetwin.registry.store import RedisRegistry
 from slicetwin.runtime.onnx_policy import fresh_policy_onnx
+from tests.support.redis import flushed, private_redis
 
 KEY_A, KEY_B = "hmac-key-of-registry-a", "hmac-key-of-registry-b"  # each registry its own
 SIGNER = Signer(DEV_PROMOTION_KEY)
@@ -37,20 +35,13 @@ VERIFIER = Verifier([SIGNER.public_key])
 @pytest.fixture(scope="module")
 def second_redis(tmp_path_factory):
     """A second private redis-server: the target registry of the transfers."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server binary not installed")
-    srv = RedisServer(free_port(), tmp_path_factory.mktemp("redis-b"))
-    srv.start()
-    yield srv
-    srv.stop()
+    with private_redis(tmp_path_factory.mktemp("redis-b")) as srv:
+        yield srv
 
 
 @pytest.fixture()
 def target_url(second_redis):
-    r = redis.Redis.from_url(second_redis.url)
-    r.flushall()
-    r.close()
-    return second_redis.url
+    return flushed(second_redis)
 
 
 def _source(redis_url) -> RedisRegistry:
