@@ -55,16 +55,20 @@ class Parts:
             self.sink.close()
 
     async def readiness(self) -> dict:
-        """Ready: a policy is loaded and, with Redis configured, Redis answers. The sink's and
-        the cell cache's state show degraded-but-serving."""
+        """Ready when a policy is loaded: decisions never wait on Redis (cell memory answers
+        from its local cache, transitions wait in the sink), so a Redis outage is reported
+        (``checks.redis``, ``degraded``) but does not take the controller out of rotation."""
         s, cells = self.settings, self.cells
         checks = {"model_loaded": self.holder.policy is not None}
+        degraded = []
         if s.redis_url:
             ok = await probe(cells.ping) if isinstance(cells, ShadowedCellStore) else True
             if self.registry is not None and hasattr(self.registry, "ping"):
                 ok = ok and await probe(self.registry.ping)
             checks["redis"] = ok
-        body = {"ready": all(checks.values()), "checks": checks,
+            if not ok:
+                degraded.append("redis")
+        body = {"ready": checks["model_loaded"], "checks": checks, "degraded": degraded,
                 "policy_version": self.holder.version,
                 "transitions_sink": {"healthy": getattr(self.sink, "healthy", True),
                                      "buffered": len(self.sink)}}
