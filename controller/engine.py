@@ -91,9 +91,11 @@ class DecisionEngine:
     def __init__(self, codec: ActionCodec, holder, cells, sink, metrics, *,
                  utility: UtilityConfig | None = None, shaper: RewardShaper | None = None,
                  explore_epsilon: float = 0.0, explore_budget: int = 0,
-                 explore_seed: int | None = None):
+                 explore_seed: int | None = None, fallback=None):
+        """``fallback``: the safe heuristic served without a model (cold start) or when
+        inference fails; demand-proportional by default (``slicetwin.core.fallback``)."""
         self.codec, self.holder, self.cells, self.sink, self.m = codec, holder, cells, sink, metrics
-        self.fallback = DemandProportional(codec)
+        self.fallback = fallback if fallback is not None else DemandProportional(codec)
         # the one definition (slicetwin.core.utility): numpy forms for batches, pure-Python closures
         # with the constants bound for single reports (the same operations, the same bits)
         self.utility_config = utility or UtilityConfig()

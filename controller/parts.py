@@ -19,6 +19,7 @@ from controller.model import ModelHolder
 from controller.settings import ControllerSettings
 from controller.sinks import FileSink, MemorySink, NullSink, RedisStreamSink, TransitionSink
 from slicetwin.core.actions import ActionCodec
+from slicetwin.core.fallback import cold_start_policy
 from slicetwin.core.signing import SignatureError, Verifier
 from slicetwin.platform.ops_routes import probe
 from slicetwin.registry.model_files import check_file
@@ -55,9 +56,11 @@ class Parts:
             self.sink.close()
 
     async def readiness(self) -> dict:
-        """Ready when a policy is loaded: decisions never wait on Redis (cell memory answers
-        from its local cache, transitions wait in the sink), so a Redis outage is reported
-        (``checks.redis``, ``degraded``) but does not take the controller out of rotation."""
+        """Ready once started: it always answers, with the policy in service or, before any
+        trained policy passed the gate, with the safe cold-start heuristic (``serving``).
+        Decisions never wait on Redis (cell memory answers from its local cache, transitions
+        wait in the sink), so a Redis outage is reported (``checks.redis``, ``degraded``) but
+        does not take the controller out of rotation."""
         s, cells = self.settings, self.cells
         checks = {"model_loaded": self.holder.policy is not None}
         degraded = []
@@ -68,7 +71,9 @@ class Parts:
             checks["redis"] = ok
             if not ok:
                 degraded.append("redis")
-        body = {"ready": checks["model_loaded"], "checks": checks, "degraded": degraded,
+        heuristic = "static" if s.cold_start == "static" else "proportional"
+        serving = "policy" if checks["model_loaded"] else f"heuristic-{heuristic}"
+        body = {"ready": True, "serving": serving, "checks": checks, "degraded": degraded,
                 "policy_version": self.holder.version,
                 "transitions_sink": {"healthy": getattr(self.sink, "healthy", True),
                                      "buffered": len(self.sink)}}
@@ -101,6 +106,7 @@ def build_parts(s: ControllerSettings, registry=None) -> Parts:
     sink = make_sink(s, m)
     cells = make_cells(s, sink, m)
     engine = DecisionEngine(codec, holder, cells, sink, m, utility=s.utility,
+                            fallback=cold_start_policy(codec, s.cold_start, s.static_split),
                             shaper=s.reward_shaper, explore_epsilon=s.explore_epsilon,
                             explore_budget=s.explore_budget_per_cell,
                             explore_seed=s.explore_seed)
@@ -162,8 +168,9 @@ def load_model_file(p: Parts) -> bool:
 
 
 def initial_model(p: Parts) -> None:
-    """The policy served at start: the registry's promoted one, else the model file, else a
-    freshly initialised student (``model_source`` says which of these to try)."""
+    """The policy served at start: the registry's promoted one, else the model file, else the
+    cold start (``model_source`` says which of these to try): the safe heuristic (no policy:
+    the engine serves it), or with ``cold_start=init`` a freshly initialised student."""
     s, holder, registry = p.settings, p.holder, p.registry
     src = s.model_source
     if src in ("auto", "registry") and registry is not None:
@@ -180,7 +187,7 @@ def initial_model(p: Parts) -> None:
     if src in ("auto", "file") and s.model_path:
         if load_model_file(p) or src == "file":
             return
-    if src in ("auto", "init"):
+    if src == "init" or (src == "auto" and s.cold_start == "init"):
         # an untrained student: labelled with this controller's weights, so it is accepted
         holder.load_bytes(fresh_policy_onnx(f"init-{s.init_seed}", s.init_seed, codec=p.codec,
                                             utility=s.utility), None, "init")

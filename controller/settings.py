@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from slicetwin.core.cold_start_settings import ColdStartSettings
 from slicetwin.core.utility import RewardShaper, UtilityConfig
 from slicetwin.core.utility_settings import UtilityWeightsSettings
 from slicetwin.platform.security import SecureSettings, ServedModelSecrets, registry_connection
@@ -23,13 +24,14 @@ _UTILITY, _SHAPER = UtilityConfig(), RewardShaper()
 
 
 class ControllerSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSettings,
-                         registry_connection(verify=True)):
+                         registry_connection(verify=True), ColdStartSettings):
     model_config = SettingsConfigDict(env_prefix="SLICETWIN_", extra="ignore")
 
     # --- model
     model_source: Literal["auto", "registry", "file", "init", "none"] = Field(
-        "auto", description="auto: registry current if any, else model_path, else a fresh "
-        "random student; none: fallback policy only until a registry event brings a model")
+        "auto", description="auto: the registry's promoted policy if any, else model_path, else "
+        "the cold start (cold_start: the safe heuristic, or a random student); init: a random "
+        "student; none: the heuristic until a registry event brings a model")
     model_path: str | None = Field(None, description="ONNX policy file (model_source file/auto); "
                                    "needs its detached signature <file>.sig (slicetwin models "
                                    "sign) unless allow_unsigned")

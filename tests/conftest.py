@@ -14,6 +14,10 @@ from tests.support.redis import flushed, private_redis
 # `slicetwin demo`; child processes inherit it. Tests of the production refusals remove it
 # (monkeypatch.delenv / an explicit environment), tests/*/test_security_*.py.
 os.environ["SLICETWIN_ENV"] = "dev"
+# Most tests exercise a served model, so the suite starts services from a random student as the
+# demo does (cold_start=init); the safe-heuristic cold start of a deployment has its own tests,
+# which set the cold start explicitly (tests/integration/test_cold_start.py).
+os.environ["SLICETWIN_COLD_START"] = "init"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
-"""Demand-proportional fallback policy: what the controller serves when no model can.
+"""The safe heuristics: what the controller serves before a trained policy has passed the gate
+(a cold start), and whenever no model can answer. Demand-proportional by default, or a static
+split the operator configures.
 
 Bandwidth is split in proportion to each slice's offered load in the last window, estimated as
 arrived packets x mean packet size (bits), with a floor so that a slice with no traffic in one
@@ -56,3 +58,43 @@ class DemandProportional:
     def act(self, arrived: np.ndarray) -> int | np.ndarray:
         """Action index (scalar for one cell, array for (n, n_slices))."""
         return self.codec.encode(self.units(arrived))
+
+
+class StaticSplit:
+    """One fixed split for every cell (an operator's static configuration); ``act`` returns
+    action indices like :class:`DemandProportional`'s."""
+
+    def __init__(self, codec: ActionCodec, weights):
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (codec.n_slices,) or not np.isfinite(w).all() or (w < 0).any() \
+                or w.sum() <= 0:
+            raise ValueError(f"a static split needs {codec.n_slices} non-negative weights with a "
+                             f"positive sum (slice order volte, video, urllc), got {weights!r}")
+        self.codec = codec
+        self.action = int(codec.encode(codec.from_weights(w / w.sum())))
+
+    def act(self, arrived: np.ndarray) -> int | np.ndarray:
+        a = np.asarray(arrived)
+        return self.action if a.ndim == 1 else np.full(a.shape[0], self.action, np.int64)
+
+
+COLD_START = ("proportional", "static", "init")
+
+
+def parse_split(text: str) -> list[float]:
+    """``"0.3,0.6,0.1"`` (or ``"[0.3, 0.6, 0.1]"``) -> weights per slice."""
+    try:
+        return [float(x) for x in text.strip().strip("[]").split(",")]
+    except ValueError:
+        raise ValueError(f"static split {text!r}: comma-separated numbers per slice (volte, "
+                         "video, urllc), e.g. 0.3,0.6,0.1") from None
+
+
+def cold_start_policy(codec: ActionCodec, kind: str, split: str | None = None):
+    """The safe heuristic served until a trained policy has passed the gate: demand-proportional
+    (the default) or the operator's static split."""
+    if kind == "static":
+        if not split:
+            raise ValueError("cold_start=static needs static_split (e.g. 0.3,0.6,0.1)")
+        return StaticSplit(codec, parse_split(split))
+    return DemandProportional(codec)

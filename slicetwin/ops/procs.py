@@ -153,6 +153,7 @@ def controller_env(base: dict[str, str], *, port: int, redis_url: str | None, pr
         "SLICETWIN_ENV": "dev",
         "SLICETWIN_HOST": "127.0.0.1", "SLICETWIN_PORT": str(port),
         "SLICETWIN_REGISTRY_PREFIX": prefix, "SLICETWIN_MODEL_SOURCE": "auto",
+        "SLICETWIN_COLD_START": "init",  # the demo learns from a random student (docs/demo.md)
         "SLICETWIN_INIT_SEED": str(seed), "SLICETWIN_EXPLORE_EPSILON": repr(epsilon),
         "SLICETWIN_EXPLORE_BUDGET_PER_CELL": str(explore_budget),
         "SLICETWIN_EXPLORE_SEED": str(seed), "SLICETWIN_LOG_LEVEL": "warning"})

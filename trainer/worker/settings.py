@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from slicetwin.core.cold_start_settings import ColdStartSettings
 from slicetwin.core.signing import DEV_PROMOTION_KEY, parse_public_keys, public_key_of
 from slicetwin.core.utility import UtilityConfig
 from slicetwin.core.utility_settings import UtilityWeightsSettings
@@ -22,7 +23,8 @@ from slicetwin.sim.config import SimConfig
 _UTILITY = UtilityConfig()  # the one set of defaults (slicetwin.core.utility)
 
 
-class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection()):
+class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection(),
+                     ColdStartSettings):
     model_config = SettingsConfigDict(env_prefix="SLICETWIN_", extra="ignore")
 
     # --- I/O ------------------------------------------------------------------------------

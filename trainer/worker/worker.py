@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from slicetwin.core.actions import ActionCodec
+from slicetwin.core.fallback import cold_start_policy
+from slicetwin.core.state import STATE_SCALES
 from slicetwin.core.transition_wire import to_transitions
 from slicetwin.core.transitions import Transitions
 from slicetwin.platform.redis_errors import is_store_failure
@@ -258,13 +260,27 @@ class TrainerWorker:
         return n >= self.s.min_transitions and n - self.rows_at_last_cycle >= max(
             self.s.min_new_transitions, 1 if self.cycle == 0 else self.s.min_new_transitions)
 
-    def _current_policy(self) -> tuple[bytes, str]:
+    def _current_policy(self) -> tuple[object, str, bool]:
+        """What the services serve now, as the gate's ``current``: (policy function, version,
+        promoted). Before any promotion that is the cold start: the safe heuristic (or, with
+        ``cold_start=init``, the controller's random student), so the first candidate must
+        beat what a fresh install actually serves."""
+        s = self.s
         if self.registry.authorised("policy") is not None:  # what the services serve
             rec, blob, _ = self.registry.fetch_served("policy")
-            return blob, rec.version
-        codec = ActionCodec(total_bandwidth_hz=self.s.total_bandwidth_hz, n_units=self.s.n_units)
-        v = f"init-{self.s.init_seed}"
-        return fresh_policy_onnx(v, self.s.init_seed, codec=codec), v
+            return onnx_policy_fn(blob, s.n_units, s.total_bandwidth_hz), rec.version, True
+        codec = ActionCodec(total_bandwidth_hz=s.total_bandwidth_hz, n_units=s.n_units)
+        if s.cold_start == "init":
+            v = f"init-{s.init_seed}"
+            return onnx_policy_fn(fresh_policy_onnx(v, s.init_seed, codec=codec), s.n_units,
+                                  s.total_bandwidth_hz), v, False
+        heuristic = cold_start_policy(codec, s.cold_start, s.static_split)
+        scales = np.asarray(STATE_SCALES, np.float64)
+
+        def act(states: np.ndarray) -> np.ndarray:  # states are arrivals / STATE_SCALES
+            return np.asarray(heuristic.act(np.asarray(states, np.float64) * scales)).reshape(-1)
+
+        return act, f"heuristic-{s.cold_start}", False
 
     def _agent2_twin(self, res: CycleResult):
         """The twin service when it serves our twin, else the in-process twin."""
@@ -426,9 +442,9 @@ class TrainerWorker:
         """5. Judge the candidate against the policy in service (held-out simulator cells and
         the twin); publish it, with a promotion record only when it passed."""
         s, t0 = self.s, time.perf_counter()
-        cur_blob, cur_version = self._current_policy()
+        current, cur_version, promoted = self._current_policy()
         g = gate(onnx_policy_fn(blob, s.n_units, s.total_bandwidth_hz),
-                 onnx_policy_fn(cur_blob, s.n_units, s.total_bandwidth_hz),
+                 current,
                  twin=self.best_twin, data=cyc.data, held_rows=cyc.held_rows,
                  margin=s.gate_margin, horizon=s.gate_horizon, rollouts=s.gate_rollouts,
                  seed=cyc.seed,
@@ -441,7 +457,7 @@ class TrainerWorker:
                    "twin_error": res.twin_error, "agreement": res.training["distill"]["agreement"],
                    "cycle": res.cycle, "dataset": res.dataset,
                    "eval_utility": g.candidate.get("sim_utility", g.candidate.get("twin_utility"))}
-        parent = cur_version if not cur_version.startswith("init-") else None
+        parent = cur_version if promoted else None
         # a refused candidate is stored without a promotion record: no service will serve it
         self.registry.publish("policy", blob, version=version, metrics=metrics, parent=parent,
                               promote=g.passed, gate={

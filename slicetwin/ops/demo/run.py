@@ -165,11 +165,13 @@ def _setup_logging(path: Path) -> logging.Handler:
 
 def _trainer_settings(cfg: DemoConfig, tr: _Transport, data_dir: str,
                       twin_url: str | None = None, twin_api_key: str | None = None):
-
     kw = {**_demo_trainer(cfg), "data_dir": data_dir, "seed": cfg.seed,
           "init_seed": cfg.seed, "redis_url": tr.url, "registry_prefix": tr.prefix,
           "consumer_name": "demo-trainer", "twin_url": twin_url, "env": "dev",
-          "twin_api_key": twin_api_key}
+          "twin_api_key": twin_api_key,
+          # the demo starts from a random student on purpose (learning from scratch is what it
+          # shows); a deployment's cold start is the safe heuristic (docs/demo.md)
+          "cold_start": "init"}
     return WorkerSettings(**kw)
 
 
