@@ -43,8 +43,10 @@ class Parts:
     @asynccontextmanager
     async def lifespan(self, app: FastAPI):
         initial_model(self)
-        if self.holder.policy is None:
+        if self.holder.policy is None:  # the cold start: the safe heuristic answers
             self.metrics.model_loaded.set(0)
+            self.metrics.policy_info.info({"version": self.heuristic_name,
+                                           "origin": "cold-start", "sha256": ""})
         self.sink.start()
         if self.registry is not None:
             self.holder.watch(self.registry)
@@ -54,6 +56,12 @@ class Parts:
             self.holder.close()
             self.cells.close()  # first: its last re-sync hands held transitions to the sink
             self.sink.close()
+
+    @property
+    def heuristic_name(self) -> str:
+        """The cold-start heuristic, as ``serving`` and the policy-info metric name it."""
+        return "heuristic-" + ("static" if self.settings.cold_start == "static" else
+                               "proportional")
 
     async def readiness(self) -> dict:
         """Ready once started: it always answers, with the policy in service or, before any
@@ -71,8 +79,7 @@ class Parts:
             checks["redis"] = ok
             if not ok:
                 degraded.append("redis")
-        heuristic = "static" if s.cold_start == "static" else "proportional"
-        serving = "policy" if checks["model_loaded"] else f"heuristic-{heuristic}"
+        serving = "policy" if checks["model_loaded"] else self.heuristic_name
         body = {"ready": True, "serving": serving, "checks": checks, "degraded": degraded,
                 "policy_version": self.holder.version,
                 "transitions_sink": {"healthy": getattr(self.sink, "healthy", True),

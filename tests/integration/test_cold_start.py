@@ -33,6 +33,7 @@ def _answers(settings: ControllerSettings) -> list[dict]:
             out.append(r.json())
         policy = c.get("/v1/policy").json()
         ready = c.get("/readyz")
+        policy["metrics"] = c.get("/metrics").text
     return out, policy, ready
 
 
@@ -47,6 +48,9 @@ def test_a_fresh_install_serves_the_demand_proportional_heuristic(fresh_install)
         assert ans["action"] == int(heuristic.act(np.asarray(a, float)))  # never a random net
         assert_allocation_ok(ans)
     assert policy["version"] is None and policy["origin"] == "none"
+    # the dashboard's "policy in service" panel names the heuristic
+    assert ('slicetwin_policy_info{origin="cold-start",sha256="",version="heuristic-proportional"}'
+            in policy["metrics"]), policy["metrics"][:2000]
     # it answers, so it is ready (a Service keeps routing to it); the body says with what
     assert ready.status_code == 200 and ready.json()["serving"] == "heuristic-proportional"
     assert ready.json()["checks"]["model_loaded"] is False

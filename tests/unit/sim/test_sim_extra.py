@@ -37,7 +37,8 @@ sys.meta_path.insert(0, NoSimExtra())
 
 def _env(tmp_path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLICETWIN_")}
-    env.update(SLICETWIN_ENV="dev", SLICETWIN_LOG_LEVEL="warning", NUMBA_CACHE_DIR=str(tmp_path))
+    env.update(SLICETWIN_ENV="dev", SLICETWIN_LOG_LEVEL="warning", NUMBA_CACHE_DIR=str(tmp_path),
+               SLICETWIN_COLD_START="init")  # serve an ONNX student: onnxruntime on the path
     return env
 
 
