@@ -114,8 +114,6 @@ def fidelity_report(train_steps: int = 400, train_cells: int = 8, test_steps: in
                     test_cells: int = 4, horizon: int = 5, seed: int = 0,
                     config=None, ranking: bool = True) -> dict:
     """Fit a twin on random-policy simulator data, measure it on data from other cells/seeds."""
-
-
     t0 = time.perf_counter()
     train = collect_transitions(train_steps, n_cells=train_cells, seed=seed)
     test = collect_transitions(test_steps, n_cells=test_cells, seed=seed + 10_007)

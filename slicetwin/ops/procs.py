@@ -261,8 +261,6 @@ class ControllerThread:
         self._thread: threading.Thread | None = None
 
     def start(self, timeout: float = 60.0) -> ControllerThread:
-
-
         fields = {k[len("SLICETWIN_"):].lower(): v for k, v in self.env.items()
                   if k.startswith("SLICETWIN_")}
         settings = ControllerSettings(**fields)

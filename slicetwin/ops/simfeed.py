@@ -55,8 +55,6 @@ def sim_transitions(cells: int = 4, windows: int = 100, seed: int = 0, eps: floa
 
 def xadd_all(url: str, stream: str, transitions, maxlen: int | None = None) -> int:
     """Append transitions to a Redis stream as the controller's sink does; returns the count."""
-
-
     r = redis.Redis.from_url(url)
     p = r.pipeline(transaction=False)
     n = 0

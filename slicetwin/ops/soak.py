@@ -208,8 +208,6 @@ class _Outage:
             self._start()
 
     def figures(self, res, m: dict[str, float]) -> dict:
-
-
         prefix = "soak-"
         r = redis.Redis.from_url(self.redis.url)
         payloads: dict[tuple, set] = {}  # (cell, window) -> distinct stored entries

@@ -123,8 +123,6 @@ class MemorySinkSource:
         self.bad_entries = 0
 
     def poll(self, count: int = 1000, block_ms: int = 500) -> Polled:
-
-
         deadline = time.monotonic() + block_ms / 1000
         while self.sink.written <= self._seen and time.monotonic() < deadline:
             time.sleep(0.02)
