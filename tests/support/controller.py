@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
-import tempfile
-import time
 
-import httpx
-
-from slicetwin.ops.procs import free_port
+from slicetwin.ops.procs import ControllerProcess
 from tests.support.paths import ROOT
 
 SLICES = ("volte", "video", "urllc")
@@ -19,38 +12,12 @@ SLICES = ("volte", "video", "urllc")
 
 @contextlib.contextmanager
 def controller_process(**env_over: str):
-    """Run ``slicetwin controller`` as a real process; yields its base URL."""
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SLICETWIN_PORT": str(port),
-           "SLICETWIN_LOG_LEVEL": "warning"}
+    """Run ``slicetwin controller`` as a real process (``slicetwin.ops.procs``); yields its
+    base URL. ``env_over``: settings by field name (``model_source="init"``)."""
+    env = {"PYTHONPATH": str(ROOT)}
     env.update({f"SLICETWIN_{k.upper()}": str(v) for k, v in env_over.items()})
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-    proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", "controller"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"controller exited: {log.read()[-3000:]}")
-            try:
-                if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("controller did not start")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        os.unlink(log.name)
+    with ControllerProcess(env) as ctl:
+        yield ctl.url
 
 
 def report(cell: str, window: int, arrived=(100, 1000, 10), sla_frac: float = 0.5,

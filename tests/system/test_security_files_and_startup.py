@@ -127,7 +127,7 @@ def test_file_model_needs_a_signature_from_models_sign(tmp_path):
 
 
 def test_controller_cli_allow_unsigned_flag_serves_and_flags_it(tmp_path):
-    from tests.support.controller import free_port
+    from slicetwin.ops.procs import free_port
 
     keys = fresh_keys()
     path = tmp_path / "m.onnx"
@@ -189,7 +189,8 @@ def test_controller_serves_https_with_the_uvicorn_tls_flags(tmp_path):
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    from tests.support.controller import free_port, report
+    from slicetwin.ops.procs import free_port
+    from tests.support.controller import report
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])

@@ -11,7 +11,8 @@ from controller.app import create_app
 from controller.settings import ControllerSettings
 from controller.sinks import MemorySink
 from slicetwin.core.transition_wire import Transition, decode, encode, to_transitions
-from tests.support.controller import free_port, report
+from slicetwin.ops.procs import free_port
+from tests.support.controller import report
 
 
 def _t(i: int) -> Transition:
