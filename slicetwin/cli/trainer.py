@@ -194,6 +194,58 @@ def experiment_compare(
                             "margins": {p: s["margins"] for p, s in res["profiles"].items()}}))
 
 
+@experiment_app.command("adapt")
+def experiment_adapt(
+    schedule: str = typer.Option("paper:500,flash-crowd:800",
+                                 help="two phases PROFILE:WINDOWS,PROFILE:WINDOWS (a profile or "
+                                 "mix=A/B/C); the regime changes between them"),
+    seeds: int = typer.Option(6, min=1, help="training seeds (traffic, networks)"),
+    first_seed: int = typer.Option(0, help="first seed: training range 0-999, or tuning "
+                                   "1000-1999 for probes"),
+    allow_any_seeds: bool = typer.Option(False, "--allow-any-seeds",
+                                         help="accept seeds outside those ranges"),
+    algo: str = typer.Option("factored-ddqn", help="factored-ddqn | ddqn"),
+    variant: list[str] = typer.Option(["twin", "matched"],
+                                      help="twin | matched | twin-eps (repeat for several)"),
+    cells: int = typer.Option(4, min=1, help="cells of the real network"),
+    refresh_every: int = typer.Option(25, min=1, help="real windows between served-student "
+                                      "refreshes (distil, export, load)"),
+    smooth: int = typer.Option(25, min=1, help="trailing windows of the smoothed utility"),
+    distill_rounds: int = typer.Option(1000, min=1, help="distillation steps per refresh"),
+    workers: int = typer.Option(2, min=1, help="parallel worker processes (one seed each)"),
+    out: Path = typer.Option(Path("runs/adapt"), help="output directory"),
+    resume: bool = typer.Option(False, help="skip seeds already in OUT/seeds.jsonl with the "
+                                "same settings"),
+    quick: bool = typer.Option(False, help="smoke run: paper:40,flash-crowd:60, 2 seeds, 2 "
+                               "cells, tiny networks"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """Regime change mid-run: real windows until the served student reaches 95 % of the new
+    best fixed split, twin-enhanced against no-twin with matched updates and exploration
+    (summary.json, adapt.csv, adapt.md, adapt.png)."""
+
+    from slicetwin.core.protocol import SeedRangeError  # lazy: fast start
+    from slicetwin.experiments.adapt import AdaptConfig, run_adapt  # lazy: torch
+
+    try:
+        if quick:
+            cfg = AdaptConfig.quick(first_seed=first_seed, allow_any_seeds=allow_any_seeds)
+        else:
+            cfg = AdaptConfig(schedule=schedule, seeds=seeds, first_seed=first_seed,
+                              allow_any_seeds=allow_any_seeds, algo=algo,
+                              variants=tuple(variant), cells=cells, refresh_every=refresh_every,
+                              smooth=smooth, distill_rounds=distill_rounds, workers=workers)
+    except SeedRangeError as e:
+        raise typer.BadParameter(str(e), param_hint="--first-seed") from e
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    res = run_adapt(cfg, out, progress=progress, resume=resume)
+    typer.echo(_json.dumps({
+        "out": str(out), "seconds": res["total_wall_time_s"],
+        "windows_to_target": {v: d["windows_to_target"] for v, d in res["variants"].items()},
+        "twin_over_matched_windows": res.get("twin_over_matched_windows")}))
+
+
 @experiment_app.command("distill")
 def experiment_distill(
     out: Path = typer.Option(Path("runs/distill"), help="output directory"),
