@@ -10,6 +10,7 @@ The budget is counted in rounds (one round = one gradient step on one minibatch;
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -74,11 +75,14 @@ def _soft_targets(q: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def distill(teacher: nn.Module, states: np.ndarray, cfg: DistillConfig | None = None,
-            on_eval: Callable[[dict, StudentMLP], dict | None] | None = None) -> DistillResult:
+            on_eval: Callable[[dict, StudentMLP], dict | None] | None = None,
+            init: StudentMLP | None = None) -> DistillResult:
     """Train a ``StudentMLP`` to imitate ``teacher`` (a module state -> Q over actions).
 
     ``on_eval(record, student)`` runs every ``eval_every`` rounds and may return extra figures
-    (e.g. the student's utility on the simulator) to add to the history.
+    (e.g. the student's utility on the simulator) to add to the history. ``init``: start from a
+    copy of this student (a publish cycle that refreshes the served student needs far fewer
+    rounds than a fresh one); it is not modified.
     """
     cfg = cfg or DistillConfig()
     if cfg.mode not in ("hard", "soft"):
@@ -97,7 +101,8 @@ def distill(teacher: nn.Module, states: np.ndarray, cfg: DistillConfig | None = 
     a_train, a_hold = q_train.argmax(1), q_hold.argmax(1)
     n_actions = q_train.shape[1]
     # Soft targets for the whole pool would be N x n_actions floats: compute them per batch.
-    student = StudentMLP(states.shape[1], n_actions, cfg.hidden)
+    student = StudentMLP(states.shape[1], n_actions, cfg.hidden) if init is None else \
+        copy.deepcopy(init).train()
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.rounds, eta_min=cfg.lr_final)
     history: list[dict] = []

@@ -196,7 +196,7 @@ def experiment_compare(
 
 @experiment_app.command("adapt")
 def experiment_adapt(
-    schedule: str = typer.Option("paper:500,flash-crowd:800",
+    schedule: str = typer.Option("paper:500,flash-crowd:400",
                                  help="two phases PROFILE:WINDOWS,PROFILE:WINDOWS (a profile or "
                                  "mix=A/B/C); the regime changes between them"),
     seeds: int = typer.Option(6, min=1, help="training seeds (traffic, networks)"),
@@ -211,7 +211,10 @@ def experiment_adapt(
     refresh_every: int = typer.Option(25, min=1, help="real windows between served-student "
                                       "refreshes (distil, export, load)"),
     smooth: int = typer.Option(25, min=1, help="trailing windows of the smoothed utility"),
-    distill_rounds: int = typer.Option(1000, min=1, help="distillation steps per refresh"),
+    distill_rounds: int = typer.Option(1000, min=1, help="distillation steps of the "
+                                       "pre-change student"),
+    refresh_rounds: int = typer.Option(200, min=1, help="distillation steps per refresh "
+                                       "(continuing from the served student)"),
     workers: int = typer.Option(2, min=1, help="parallel worker processes (one seed each)"),
     out: Path = typer.Option(Path("runs/adapt"), help="output directory"),
     resume: bool = typer.Option(False, help="skip seeds already in OUT/seeds.jsonl with the "
@@ -234,7 +237,8 @@ def experiment_adapt(
             cfg = AdaptConfig(schedule=schedule, seeds=seeds, first_seed=first_seed,
                               allow_any_seeds=allow_any_seeds, algo=algo,
                               variants=tuple(variant), cells=cells, refresh_every=refresh_every,
-                              smooth=smooth, distill_rounds=distill_rounds, workers=workers)
+                              smooth=smooth, distill_rounds=distill_rounds,
+                              refresh_rounds=refresh_rounds, workers=workers)
     except SeedRangeError as e:
         raise typer.BadParameter(str(e), param_hint="--first-seed") from e
     except ValueError as e:

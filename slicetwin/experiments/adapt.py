@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
@@ -65,7 +66,7 @@ ALGOS = ("factored-ddqn", "ddqn")
 
 @dataclass
 class AdaptConfig:
-    schedule: str = "paper:500,flash-crowd:800"  # PROFILE:WINDOWS,PROFILE:WINDOWS
+    schedule: str = "paper:500,flash-crowd:400"  # PROFILE:WINDOWS,PROFILE:WINDOWS
     seeds: int = 6
     first_seed: int = 0  # seeds first_seed .. + seeds - 1: training range (tuning for probes)
     allow_any_seeds: bool = False
@@ -77,7 +78,8 @@ class AdaptConfig:
     dip_windows: int = 50
     target: float = 0.95  # share of the new regime's best fixed
     student_hidden: int = 16
-    distill_rounds: int = 1000
+    distill_rounds: int = 1000  # the pre-change student, distilled from scratch
+    refresh_rounds: int = 200  # each refresh continues from the served student (warm start)
     pool: int = 4000  # newest real transitions whose states a student is distilled on
     workers: int = 2
     online: dict = field(default_factory=dict)  # OnlineExperimentConfig overrides (+ "quick")
@@ -89,9 +91,9 @@ class AdaptConfig:
         if bad or not self.variants:
             raise ValueError(f"unknown variant(s) {bad}; choose from {list(VARIANTS)}")
         if min(self.seeds, self.cells, self.refresh_every, self.smooth, self.dip_windows,
-               self.distill_rounds, self.workers) < 1:
-            raise ValueError("seeds, cells, refresh_every, smooth, dip_windows, distill_rounds "
-                             "and workers must be >= 1")
+               self.distill_rounds, self.refresh_rounds, self.workers) < 1:
+            raise ValueError("seeds, cells, refresh_every, smooth, dip_windows, distill_rounds, "
+                             "refresh_rounds and workers must be >= 1")
         if not 0 < self.target <= 1.5:
             raise ValueError(f"target must be in (0, 1.5], got {self.target}")
         pre, post = self.phase_windows
@@ -134,7 +136,7 @@ class AdaptConfig:
     def quick(cls, **kw) -> AdaptConfig:
         """Smoke run (the fast test suite): 2 seeds, 2 cells, a short schedule, tiny networks."""
         base = dict(schedule="paper:40,flash-crowd:60", seeds=2, cells=2, refresh_every=20,
-                    smooth=10, dip_windows=20, distill_rounds=50, workers=1,
+                    smooth=10, dip_windows=20, distill_rounds=50, refresh_rounds=20, workers=1,
                     online={"quick": True})
         base.update(kw)
         return cls(**base)
@@ -197,10 +199,11 @@ class ServedStudent:
     every ``refresh_every`` windows the acting agent is distilled, exported to ONNX and loaded
     with the controller's runner. Measurement only: nothing here is counted or trained on."""
 
-    def __init__(self, agent, real: RealEnv, shadow, state: np.ndarray, first: OnnxPolicy,
+    def __init__(self, agent, real: RealEnv, shadow, state: np.ndarray, first: tuple,
                  cfg: AdaptConfig, seed: int, sim_cfg: SimConfig, label: str):
         self.agent, self.real, self.shadow, self.cfg = agent, real, shadow, cfg
-        self.state, self.policy = np.asarray(state, np.float32), first
+        self.state = np.asarray(state, np.float32)
+        self.policy, self.student = first  # (OnnxPolicy served, its torch student)
         self.seed, self.sim_cfg, self.label = seed, sim_cfg, label
         self.utility: list[float] = []
         self.arrived: list[int] = []
@@ -223,26 +226,27 @@ class ServedStudent:
     def refresh(self) -> None:
         t0 = time.perf_counter()
         states = pool_states(self.real.transitions(last=self.cfg.pool))
-        policy, agreement = serve(self.agent, states, self.cfg, self.seed, self.sim_cfg,
-                                  f"{self.label}-w{self._n}")
-        self.policy = policy
+        self.policy, agreement, self.student = serve(
+            self.agent, states, self.cfg, self.seed, self.sim_cfg, f"{self.label}-w{self._n}",
+            init=self.student)
         self.refreshes.append({"window": self._n, "agreement": round(agreement, 4),
                                "seconds": round(time.perf_counter() - t0, 2)})
 
 
 def serve(agent, states: np.ndarray, cfg: AdaptConfig, seed: int, sim_cfg: SimConfig,
-          version: str) -> tuple[OnnxPolicy, float]:
-    """Distil ``agent`` on ``states`` into the student, export it to ONNX and load it with the
-    controller's runner (as the trainer publishes and the controller serves)."""
+          version: str, init=None) -> tuple[OnnxPolicy, float, object]:
+    """Distil ``agent`` on ``states`` into the student (from scratch, or ``refresh_rounds``
+    continuing from ``init``), export it to ONNX and load it with the controller's runner (as
+    the trainer publishes and the controller serves). Returns (policy, agreement, student)."""
     was_training = agent.q.training
-    res = distill(agent.q, states, DistillConfig(hidden=cfg.student_hidden,
-                                                 rounds=cfg.distill_rounds, seed=seed,
-                                                 eval_every=cfg.distill_rounds))
+    rounds = cfg.distill_rounds if init is None else cfg.refresh_rounds
+    res = distill(agent.q, states, DistillConfig(hidden=cfg.student_hidden, rounds=rounds,
+                                                 seed=seed, eval_every=rounds), init=init)
     agent.q.train(was_training)  # distillation puts the teacher in eval mode
     blob = to_onnx(res.student, n_units=sim_cfg.n_units, total_bandwidth_hz=sim_cfg.bandwidth_hz,
                    version=version, metrics={"agreement": res.agreement},
                    utility=sim_cfg.utility).SerializeToString()
-    return OnnxPolicy(blob), res.agreement
+    return OnnxPolicy(blob), res.agreement, res.student
 
 
 # ------------------------------------------------------------------------------------ one seed
@@ -269,10 +273,13 @@ def adapt_seed(cfg: AdaptConfig, seed: int) -> dict:
     state, _ = run(learner, real_pre, state, steps, lambda: agent.cfg.epsilon(real_pre.interactions))
     if env.sim.phase_index() != 1:
         raise RuntimeError("the pre-change phase did not end where the schedule says")
-    first, first_agree = serve(agent, pool_states(real_pre.transitions(last=cfg.pool)), cfg,
-                               seed, sim_cfg, "pre-change")
+    policy, first_agree, student = serve(
+        agent, pool_states(real_pre.transitions(last=cfg.pool)), cfg, seed, sim_cfg, "pre-change")
+    first = (policy, student)
     t_pre = time.perf_counter() - t0
+    _log(seed, f"pre-change phase done in {t_pre:.0f} s (agreement {first_agree:.3f})")
     best = best_fixed_curve(env.sim, post)
+    _log(seed, f"best fixed {best['units']} = {best['curve'].mean():.3f}")
     a1 = replace(a1_config(ocfg), max_interactions=post_inter)
     out = {"seed": seed, "pre_change": {"interactions": real_pre.interactions,
                                         "grad_steps": learner.updates,
@@ -284,12 +291,20 @@ def adapt_seed(cfg: AdaptConfig, seed: int) -> dict:
     for variant in cfg.variants:
         out["variants"][variant] = run_variant(cfg, variant, seed, agent, env, state, first,
                                                a1, ocfg, sim_cfg, post)
+        m = measure(cfg, out | {"variants": {variant: out["variants"][variant]}})[variant]
+        _log(seed, f"{variant}: {out['variants'][variant]['seconds']:.0f} s, windows to "
+                   f"target {m['windows_to_target']}, mean ratio {m['mean_ratio']}")
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
 
+def _log(seed: int, msg: str) -> None:
+    """One progress line per phase of a seed (workers are separate processes)."""
+    print(f"[adapt seed {seed} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def run_variant(cfg: AdaptConfig, variant: str, seed: int, agent0, env0: SimEnv,
-                state: np.ndarray, first: OnnxPolicy, a1, ocfg, sim_cfg: SimConfig,
+                state: np.ndarray, first: tuple, a1, ocfg, sim_cfg: SimConfig,
                 post: int) -> dict:
     """One variant from the change point: learns in a copy of the real cells while the served
     student is measured on a shadow copy of the same cells."""
@@ -305,20 +320,19 @@ def run_variant(cfg: AdaptConfig, variant: str, seed: int, agent0, env0: SimEnv,
     served = ServedStudent(agent, real, shadow, state, first, cfg, seed, sim_cfg, variant)
     real.observer = served
     eps = real_epsilon(agent.cfg, a1)
-    info: dict = {}
+    budget = a1.grad_steps_per_real(agent.cfg.train_every)  # what twin spends, matched gets
+    info: dict = {"configured_grad_steps_per_real": round(budget, 4)}
     if variant == "twin":
         twin = Twin(TwinConfig(seed=seed, **ocfg.twin_config))
         res = algorithm1(agent, real, twin, a1, rng)
-        info = {"grad_steps": res.real_grad_steps + res.twin_grad_steps,
+        info |= {"grad_steps": res.real_grad_steps + res.twin_grad_steps,
                 "real_grad_steps": res.real_grad_steps, "twin_grad_steps": res.twin_grad_steps,
                 "twin_fits": len(res.fits),
                 "seconds_by_part": {k: round(v, 1) for k, v in res.seconds.items()}}
     else:
-        train_every = (1.0 / a1.grad_steps_per_real(agent.cfg.train_every)
-                       if variant == "matched" else None)
-        learner = Learner(agent, rng, train_every=train_every)
+        learner = Learner(agent, rng, train_every=1.0 / budget if variant == "matched" else None)
         run(learner, real, real.reset(), post, lambda: eps(real.interactions))
-        info = {"grad_steps": learner.updates, "train_every": round(learner.train_every, 4)}
+        info |= {"grad_steps": learner.updates, "train_every": round(learner.train_every, 4)}
     if real.interactions != post * cfg.cells or len(served.utility) != post:
         raise RuntimeError(f"{variant}: {real.interactions} interactions and "
                            f"{len(served.utility)} served windows, expected {post} windows")
@@ -372,6 +386,9 @@ def summarise(cfg: AdaptConfig, rows: list[dict]) -> dict:
             "mean_ratio": protocol.mean_ci([p[v]["mean_ratio"] for p in per]),
             "grad_steps_per_real": float(np.mean(
                 [r["variants"][v]["info"]["grad_steps_per_real"] for r in rows])),
+            "configured_grad_steps_per_real": rows[0]["variants"][v]["info"].get(
+                "configured_grad_steps_per_real"),
+            "train_every": rows[0]["variants"][v]["info"].get("train_every"),
         }
     result: dict = {"experiment": "adapt", "variants": variants}
     base = "matched" if "matched" in cfg.variants else None
