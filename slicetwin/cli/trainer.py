@@ -196,10 +196,10 @@ def experiment_compare(
 
 @experiment_app.command("adapt")
 def experiment_adapt(
-    schedule: str = typer.Option("paper:500,flash-crowd:400",
+    schedule: str = typer.Option("paper:500,flash-crowd:300",
                                  help="two phases PROFILE:WINDOWS,PROFILE:WINDOWS (a profile or "
                                  "mix=A/B/C); the regime changes between them"),
-    seeds: int = typer.Option(6, min=1, help="training seeds (traffic, networks)"),
+    seeds: int = typer.Option(5, min=1, help="training seeds (traffic, networks)"),
     first_seed: int = typer.Option(0, help="first seed: training range 0-999, or tuning "
                                    "1000-1999 for probes"),
     allow_any_seeds: bool = typer.Option(False, "--allow-any-seeds",
@@ -211,9 +211,9 @@ def experiment_adapt(
     refresh_every: int = typer.Option(25, min=1, help="real windows between served-student "
                                       "refreshes (distil, export, load)"),
     smooth: int = typer.Option(25, min=1, help="trailing windows of the smoothed utility"),
-    distill_rounds: int = typer.Option(1000, min=1, help="distillation steps of the "
+    distill_rounds: int = typer.Option(500, min=1, help="distillation steps of the "
                                        "pre-change student"),
-    refresh_rounds: int = typer.Option(200, min=1, help="distillation steps per refresh "
+    refresh_rounds: int = typer.Option(100, min=1, help="distillation steps per refresh "
                                        "(continuing from the served student)"),
     workers: int = typer.Option(2, min=1, help="parallel worker processes (one seed each)"),
     out: Path = typer.Option(Path("runs/adapt"), help="output directory"),

@@ -66,8 +66,8 @@ ALGOS = ("factored-ddqn", "ddqn")
 
 @dataclass
 class AdaptConfig:
-    schedule: str = "paper:500,flash-crowd:400"  # PROFILE:WINDOWS,PROFILE:WINDOWS
-    seeds: int = 6
+    schedule: str = "paper:500,flash-crowd:300"  # PROFILE:WINDOWS,PROFILE:WINDOWS
+    seeds: int = 5
     first_seed: int = 0  # seeds first_seed .. + seeds - 1: training range (tuning for probes)
     allow_any_seeds: bool = False
     algo: str = "factored-ddqn"
@@ -78,8 +78,8 @@ class AdaptConfig:
     dip_windows: int = 50
     target: float = 0.95  # share of the new regime's best fixed
     student_hidden: int = 16
-    distill_rounds: int = 1000  # the pre-change student, distilled from scratch
-    refresh_rounds: int = 200  # each refresh continues from the served student (warm start)
+    distill_rounds: int = 500  # the pre-change student, distilled from scratch
+    refresh_rounds: int = 100  # each refresh continues from the served student (warm start)
     pool: int = 4000  # newest real transitions whose states a student is distilled on
     workers: int = 2
     online: dict = field(default_factory=dict)  # OnlineExperimentConfig overrides (+ "quick")

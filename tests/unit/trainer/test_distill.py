@@ -60,6 +60,23 @@ def test_untrained_student_does_not_agree():
     assert res.q_regret > 0.3
 
 
+def test_a_warm_started_student_continues_from_its_init_and_leaves_it_alone():
+    """A refresh (``init``) starts from the served student: with a negligible step it keeps
+    that student's agreement, and a few rounds from a good student beat as many from scratch."""
+    codec = ActionCodec(n_units=20)
+    teacher = RegionTeacher(codec)
+    states = np.random.default_rng(0).random((5000, 3), dtype=np.float32)
+    good = distill(teacher, states, DistillConfig(rounds=800, seed=1))
+    before = [p.detach().clone() for p in good.student.parameters()]
+    still = distill(teacher, states, DistillConfig(rounds=1, lr=1e-9, lr_final=1e-9, seed=2),
+                    init=good.student)
+    assert still.agreement == pytest.approx(good.agreement, abs=0.02)
+    assert all(torch.equal(a, b) for a, b in zip(before, good.student.parameters(), strict=True))
+    cold = distill(teacher, states, DistillConfig(rounds=50, seed=2))
+    warm = distill(teacher, states, DistillConfig(rounds=50, seed=2), init=good.student)
+    assert warm.agreement > cold.agreement + 0.2
+
+
 def test_bad_inputs():
     codec = ActionCodec(n_units=20)
     with pytest.raises(ValueError, match="mode"):
