@@ -68,9 +68,9 @@ def test_a_warm_started_student_continues_from_its_init_and_leaves_it_alone():
     states = np.random.default_rng(0).random((5000, 3), dtype=np.float32)
     good = distill(teacher, states, DistillConfig(rounds=800, seed=1))
     before = [p.detach().clone() for p in good.student.parameters()]
-    still = distill(teacher, states, DistillConfig(rounds=1, lr=1e-9, lr_final=1e-9, seed=2),
+    still = distill(teacher, states, DistillConfig(rounds=1, lr=1e-9, lr_final=1e-9, seed=1),
                     init=good.student)
-    assert still.agreement == pytest.approx(good.agreement, abs=0.02)
+    assert still.agreement == pytest.approx(good.agreement, abs=0.005)  # same holdout (seed)
     assert all(torch.equal(a, b) for a, b in zip(before, good.student.parameters(), strict=True))
     cold = distill(teacher, states, DistillConfig(rounds=50, seed=2))
     warm = distill(teacher, states, DistillConfig(rounds=50, seed=2), init=good.student)
