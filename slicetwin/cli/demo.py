@@ -51,6 +51,14 @@ def demo(
                                       "twin service (slicetwin twin); agent 2 trains through it"),
     trainer_set: list[str] = typer.Option(None, "--trainer-set", help="override a trainer "
                                           "budget, KEY=VALUE (WorkerSettings field), repeatable"),
+    shadow: bool = typer.Option(True, "--shadow/--no-shadow", help="shadow baselines: what "
+                                "equal split, demand-proportional, the tuned heuristic and the "
+                                "best fixed split in hindsight earn on the same traffic"),
+    tuned: bool = typer.Option(True, "--tuned/--no-tuned", help="shadow the tuned heuristic "
+                               "too (grid-searched on a training seed at start, ~6 s)"),
+    shadow_cells: int = typer.Option(2, min=0, help="cells whose best fixed split in "
+                                     "hindsight is tracked (each costs n_units - 2 simulated "
+                                     "copies per window; 0: none; at most --cells)"),
 ) -> None:
     """Run the closed loop on this machine and show a model hot-swap (see docs/demo.md)."""
     from slicetwin.ops.demo.run import DemoConfig, run_demo  # lazy: torch
@@ -64,7 +72,9 @@ def demo(
                      profile=profile,
                      window_ms=window_ms, mode=mode, stop_after_swaps=swaps,
                      after_swap_windows=after_swap, explore_epsilon=epsilon, batch=batch,
-                     trainer=trainer, twin_service=twin_service, trainer_overrides=_overrides(trainer_set))
+                     trainer=trainer, twin_service=twin_service,
+                     trainer_overrides=_overrides(trainer_set), shadow=shadow, shadow_tuned=tuned,
+                     shadow_cells=min(shadow_cells, cells))
     try:
         summary = run_demo(cfg, echo=lambda s: typer.echo(s))
     except (RuntimeError, ValueError) as e:

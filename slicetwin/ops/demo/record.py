@@ -34,6 +34,7 @@ class WindowRow:
     failed: int = 0
     fallback: int = 0  # answers of this window flagged fallback
     explored: int = 0  # answers of this window flagged explored
+    baselines: dict = field(default_factory=dict)  # shadow baseline -> its utility, all cells
     latency_ms_p50: float = float("nan")
     latency_ms_max: float = float("nan")
 
@@ -82,6 +83,8 @@ class Recorder:
         self.explored_decisions = 0
         self.answer_versions: Counter[str] = Counter()
         self.serving: str | None = None  # the latest version seen in answers (not fallback)
+        # shadow best fixed split in hindsight and its per-window utility (for the plot)
+        self.best_fixed: tuple[list[int], np.ndarray] | None = None
 
     # ------------------------------------------------------------------ feeding
     def note_answer_version(self, version: str, k: int, t: float) -> SwapEvent | None:
@@ -197,18 +200,27 @@ class Recorder:
         (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
         return written + [str(out / "summary.json")]
 
+    def baseline_names(self) -> list[str]:
+        return list(self.rows[0].baselines) if self.rows else []
+
     def _csv(self, path: Path) -> str:
+        names = self.baseline_names()
+        best = self.best_fixed[1] if self.best_fixed is not None else None
         with open(path, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["window", "t_s", "utility", "utility_policy",
                         *[f"ssr_{n}" for n in SLICE_NAMES], *[f"share_{n}" for n in SLICE_NAMES],
                         "version", "requests", "failed", "fallback", "explored",
-                        "latency_ms_p50", "latency_ms_max"])
-            for r in self.rows:
+                        "latency_ms_p50", "latency_ms_max",
+                        *[f"shadow_{n}" for n in names],
+                        *(["shadow_best_fixed"] if best is not None else [])])
+            for i, r in enumerate(self.rows):
                 d = asdict(r)
                 w.writerow([r.k, f"{r.t:.3f}", r.utility, r.utility_policy, *r.ssr, *r.share,
                             r.version, d["requests"], d["failed"], d["fallback"], d["explored"],
-                            r.latency_ms_p50, r.latency_ms_max])
+                            r.latency_ms_p50, r.latency_ms_max,
+                            *[r.baselines.get(n, "") for n in names],
+                            *([best[i] if i < len(best) else ""] if best is not None else [])])
         return str(path)
 
 
@@ -218,6 +230,35 @@ def _rolling(x: np.ndarray, n: int) -> np.ndarray:
     for i in range(len(x)):
         out[i] = _nanmean(x[max(0, i - n + 1):i + 1])
     return out
+
+
+BASELINE_STYLE = {"equal": ("tab:gray", ":"), "proportional": ("tab:olive", "--"),
+                  "tuned_proportional": ("tab:cyan", "--"), "best_fixed": ("tab:purple", "-.")}
+
+
+def _plot_baselines(ax, rec: Recorder, k: np.ndarray, util_all: np.ndarray, smooth: int) -> None:
+    """The shadow baselines' utility on the same traffic (all cells, rolling means) and the
+    served loop's margin over each, overall, in the legend."""
+    served = float(np.nanmean(util_all))
+    n = max(smooth, 50)
+
+    def label(name: str, u: np.ndarray, extra: str = "") -> str:
+        base = float(np.nanmean(u))
+        return f"{name}{extra} (served {100 * (served / base - 1):+.1f} %)"
+
+    for name in rec.baseline_names():
+        u = np.array([r.baselines.get(name, np.nan) for r in rec.rows], dtype=float)
+        colour, ls = BASELINE_STYLE.get(name, ("tab:brown", "--"))
+        ax.plot(k, _rolling(u, n), color=colour, ls=ls, lw=1.2,
+                label=label(name, u) + f", {n}-window mean")
+    if rec.best_fixed is not None:
+        units, u = rec.best_fixed
+        colour, ls = BASELINE_STYLE["best_fixed"]
+        ax.plot(k[:len(u)], _rolling(u, n), color=colour, ls=ls, lw=1.4,
+                label=label("best fixed in hindsight", u, f" {units}"))
+    if rec.baseline_names():
+        ax.plot(k, _rolling(util_all, n), color="tab:red", lw=1.2,
+                label=f"served, all cells ({n}-window mean)")
 
 
 def plot(rec: Recorder, out: Path, smooth: int = 10) -> list[str]:
@@ -249,9 +290,10 @@ def plot(rec: Recorder, out: Path, smooth: int = 10) -> list[str]:
     a1.plot(k, util_all, color="0.8", lw=0.8, label="utility, all cells")
     a1.plot(k, _rolling(util, smooth), color="black", lw=1.8,
             label=f"utility of policy decisions ({smooth}-window mean)")
+    _plot_baselines(a1, rec, k, util_all, smooth)
     swap_lines(a1, True)
     a1.set_ylabel("utility")
-    a1.legend(loc="lower right", fontsize=8)
+    a1.legend(loc="lower right", fontsize=7, ncol=2)
     a1.set_title(f"SliceTwin demo: {rec.cells} cells, {len(rows)} windows, "
                  f"{len(rec.swaps)} hot-swap(s)")
     for j, name in enumerate(SLICE_NAMES):
