@@ -94,12 +94,16 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection
                                "current - margin (same held-out starts, same seeds)")
     gate_rollouts: int = Field(256, gt=0, description="held-out start states of the twin gate")
     gate_horizon: int = Field(5, gt=0, description="twin steps per gate rollout")
-    sim_gate: bool = Field(False, description="also gate on the simulator (trainer beside one)")
+    sim_gate: bool | None = Field(None, description="judge candidates on held-out simulator "
+                                  "seeds (tuning range); default: when sim_profile is set")
     sim_gate_cells: int = Field(8, gt=0)
     sim_gate_windows: int = Field(40, gt=0)
-    sim_profile: str = Field("paper", description="simulator profile of the sim gate's traffic "
-                             "(SimConfig.from_profile: paper, diurnal, flash-crowd, hetero, "
-                             "mix=A/B/C or a schedule); the demo sets its --profile here")
+    sim_gate_seeds: int = Field(2, gt=0, le=100, description="tuning-range seeds per cycle")
+    sim_profile: str | None = Field(None, description="simulator profile of the cells' traffic, "
+                                    "when it is one (SimConfig.from_profile: paper, diurnal, "
+                                    "flash-crowd, hetero, mix=A/B/C or a schedule): the sim "
+                                    "gate's traffic; the demo sets its --profile here. Unset "
+                                    "(real gNBs): the gate judges on held-out real transitions")
     init_seed: int = Field(0, description="seed of the controller's fresh student: the "
                            "'current' policy the gate compares with while the registry has none")
     # --- robustness -----------------------------------------------------------------------
@@ -143,11 +147,18 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection
                                                    *parse_public_keys(self.promotion_public_key)]),
                 "previous_hmac_keys": tuple(p for p in prev.split(",") if p)}
 
-    @field_validator("sim_profile")
+    @field_validator("sim_profile", mode="before")
     @classmethod
     def _sim_profile(cls, v):
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
         SimConfig.from_profile(v)  # ValueError naming the choices
         return v
+
+    @property
+    def sim_gate_on(self) -> bool:
+        """The simulator gate runs: asked for, or (by default) whenever a profile is known."""
+        return self.sim_profile is not None if self.sim_gate is None else self.sim_gate
 
     @property
     def stream_key(self) -> str:

@@ -83,8 +83,9 @@ class Recorder:
         self.explored_decisions = 0
         self.answer_versions: Counter[str] = Counter()
         self.serving: str | None = None  # the latest version seen in answers (not fallback)
-        # shadow best fixed split in hindsight and its per-window utility (for the plot)
-        self.best_fixed: tuple[list[int], np.ndarray] | None = None
+        # shadow best fixed split in hindsight, its per-window utility and the served utility of
+        # the same cells (for the plot)
+        self.best_fixed: tuple[list[int], np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ feeding
     def note_answer_version(self, version: str, k: int, t: float) -> SwapEvent | None:
@@ -242,9 +243,9 @@ def _plot_baselines(ax, rec: Recorder, k: np.ndarray, util_all: np.ndarray, smoo
     served = float(np.nanmean(util_all))
     n = max(smooth, 50)
 
-    def label(name: str, u: np.ndarray, extra: str = "") -> str:
+    def label(name: str, u: np.ndarray, extra: str = "", ref: float = served) -> str:
         base = float(np.nanmean(u))
-        return f"{name}{extra} (served {100 * (served / base - 1):+.1f} %)"
+        return f"{name}{extra} (served {100 * (ref / base - 1):+.1f} %)"
 
     for name in rec.baseline_names():
         u = np.array([r.baselines.get(name, np.nan) for r in rec.rows], dtype=float)
@@ -252,10 +253,11 @@ def _plot_baselines(ax, rec: Recorder, k: np.ndarray, util_all: np.ndarray, smoo
         ax.plot(k, _rolling(u, n), color=colour, ls=ls, lw=1.2,
                 label=label(name, u) + f", {n}-window mean")
     if rec.best_fixed is not None:
-        units, u = rec.best_fixed
+        units, u, same = rec.best_fixed
         colour, ls = BASELINE_STYLE["best_fixed"]
         ax.plot(k[:len(u)], _rolling(u, n), color=colour, ls=ls, lw=1.4,
-                label=label("best fixed in hindsight", u, f" {units}"))
+                label=label("best fixed in hindsight", u, f" {units}, its cells",
+                            float(np.mean(same))))
     if rec.baseline_names():
         ax.plot(k, _rolling(util_all, n), color="tab:red", lw=1.2,
                 label=f"served, all cells ({n}-window mean)")
@@ -293,7 +295,7 @@ def plot(rec: Recorder, out: Path, smooth: int = 10) -> list[str]:
     _plot_baselines(a1, rec, k, util_all, smooth)
     swap_lines(a1, True)
     a1.set_ylabel("utility")
-    a1.legend(loc="lower right", fontsize=7, ncol=2)
+    a1.legend(loc="best", fontsize=7, ncol=2, framealpha=0.6)
     a1.set_title(f"SliceTwin demo: {rec.cells} cells, {len(rows)} windows, "
                  f"{len(rec.swaps)} hot-swap(s)")
     for j, name in enumerate(SLICE_NAMES):

@@ -147,9 +147,9 @@ class DemoShadow:
                 "cell_windows": int(bank_count)}
         return out
 
-    def best_fixed_per_window(self) -> tuple[list[int], np.ndarray] | None:
-        """The best fixed split in hindsight over the whole run and its mean utility over the
-        bank's cells in every window (for the plot)."""
+    def best_fixed_per_window(self) -> tuple[list[int], np.ndarray, np.ndarray] | None:
+        """The best fixed split in hindsight over the whole run, its mean utility over the
+        bank's cells in every window and the served utility of those cells (for the plot)."""
         if not self.n_bank or not self.windows:
             return None
         nv = len(self.base.values)
@@ -157,8 +157,8 @@ class DemoShadow:
         a, _ = best_split(tab.sum(0) / max(1, len(tab) * self.n_bank), self.codec)
         u = self.codec.decode(int(a))
         j = u - self.base.values[0]
-        per = tab[:, j, np.arange(3)].sum(1) / max(1, self.n_bank)
-        return u.tolist(), per
+        per = tab[:, j, np.arange(3)].sum(1) / self.n_bank
+        return u.tolist(), per, self.bank_all.view()[:, 0] / self.n_bank
 
     def summary(self) -> dict:
         """``summary.json``'s ``shadow_baselines``: overall and over the last 5 minutes."""

@@ -40,9 +40,12 @@ def cycle_brief(d: dict) -> dict:
             "twin_published": d.get("twin_published"), "twin_error": d.get("twin_error"),
             "twin_backend": d.get("twin_backend"),
             "gate_candidate": g.get("candidate"), "gate_current": g.get("current"),
-            "gate_reason": g.get("reason"),
+            "gate_reason": g.get("reason"), "gate_decided_on": g.get("decided_on") or [],
             "agreement": ((d.get("training") or {}).get("distill") or {}).get("agreement"),
             "seconds": d.get("seconds")}
+
+
+_GATE_NAMES = {"sim_utility": "sim utility", "real_heldout_utility": "real-data estimate"}
 
 
 def _r(x):
@@ -69,13 +72,15 @@ class _Base:
                 self.twin = d["twin_error"]
             if b["policy_version"]:
                 self.by_version[b["policy_version"]] = b
-        cand = (b.get("gate_candidate") or {}).get("twin_utility")
-        cur = (b.get("gate_current") or {}).get("twin_utility")
+        cand, cur = b.get("gate_candidate") or {}, b.get("gate_current") or {}
         verdict = "PROMOTED" if b["promoted"] else "refused by the gate"
         secs = (b.get("seconds") or {}).get("total") or 0
+        held = "; ".join(f"held-out {_GATE_NAMES.get(k, k)} {_r(cand.get(k))} vs {_r(cur.get(k))}"
+                         for k in b.get("gate_decided_on") or []) or "no held-out figure"
         self.events.add(f"trainer cycle {b['cycle']} ({secs:.0f} s, {b['dataset']} transitions):"
-                        f" {b['policy_version']} {verdict} (twin-gate utility {_r(cand)} vs "
-                        f"{_r(cur)} in service; student agreement {_r(b.get('agreement'))}; "
+                        f" {b['policy_version']} {verdict} ({held} in service; twin "
+                        f"{_r(cand.get('twin_utility'))} vs {_r(cur.get('twin_utility'))}, "
+                        f"reported only; student agreement {_r(b.get('agreement'))}; "
                         f"agent 2 trained in the {b.get('twin_backend') or 'local'} twin)")
 
     def _status(self, n: int | None, running_s: float | None) -> str:

@@ -72,8 +72,9 @@ def test_shadow_baselines_equal_offline_runs_of_the_same_policies(profile):
     assert abs(bp["utility"] - runp.utilities[masks].mean()) < 1e-9
     assert bp["utility"] >= offline["equal"].utilities[masks].mean() - 1e-12
     # the plot's per-window curve of the overall best fixed split
-    units, per = shadow.best_fixed_per_window()
+    units, per, same = shadow.best_fixed_per_window()
     assert units == bf["units"] and np.allclose(per, run.utilities.mean(1), atol=1e-9)
+    assert np.allclose(same, served.mean(1), atol=1e-12)
 
 
 def test_best_fixed_on_a_subset_of_cells_and_the_last_windows():
