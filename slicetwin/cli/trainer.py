@@ -289,7 +289,9 @@ def trainer_cmd(
     max_cycles: int = typer.Option(None, help="stop after N cycles (env SLICETWIN_MAX_CYCLES; 0 = "
                                    "forever)"),
     sim_gate: bool = typer.Option(None, "--sim-gate/--no-sim-gate",
-                                  help="also gate candidates on the simulator"),
+                                  help="judge candidates on held-out simulator seeds "
+                                  "(default: when SLICETWIN_SIM_PROFILE is set; else on "
+                                  "held-out real transitions)"),
     gate_margin: float = typer.Option(None, help="env SLICETWIN_GATE_MARGIN"),
     metrics_port: int = typer.Option(None, min=0, max=65535, help="serve Prometheus /metrics and "
                                      "/healthz on this port (env SLICETWIN_METRICS_PORT)"),

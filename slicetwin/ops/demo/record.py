@@ -86,6 +86,7 @@ class Recorder:
         # shadow best fixed split in hindsight, its per-window utility and the served utility of
         # the same cells (for the plot)
         self.best_fixed: tuple[list[int], np.ndarray, np.ndarray] | None = None
+        self.shadow_summary: dict | None = None  # summary.json's shadow_baselines (plot caption)
 
     # ------------------------------------------------------------------ feeding
     def note_answer_version(self, version: str, k: int, t: float) -> SwapEvent | None:
@@ -261,6 +262,23 @@ def _plot_baselines(ax, rec: Recorder, k: np.ndarray, util_all: np.ndarray, smoo
     if rec.baseline_names():
         ax.plot(k, _rolling(util_all, n), color="tab:red", lw=1.2,
                 label=f"served, all cells ({n}-window mean)")
+    caption = _margin_caption(rec.shadow_summary)
+    if caption:
+        ax.text(0.01, 0.02, caption, transform=ax.transAxes, fontsize=7, va="bottom",
+                family="monospace", bbox={"facecolor": "white", "alpha": 0.7, "lw": 0})
+
+
+def _margin_caption(sb: dict | None) -> str:
+    """Margin of the policy's decisions over each baseline, whole run and last 5 minutes."""
+    lines = []
+    for key, title in (("overall", "whole run"), ("last_5min", "last 5 min")):
+        fig = ((sb or {}).get(key) or {}).get("policy_cells") or {}
+        if fig.get("baselines"):
+            parts = ", ".join(f"{name} {100 * b['margin']:+.1f} %"
+                              for name, b in fig["baselines"].items() if b.get("margin") is not None)
+            lines.append(f"policy decisions vs baselines, {title} "
+                         f"({sb[key]['windows']} windows): {parts}")
+    return "\n".join(lines)
 
 
 def plot(rec: Recorder, out: Path, smooth: int = 10) -> list[str]:

@@ -512,6 +512,7 @@ class _DemoRun:
                 ev.cycle = trainer.by_version[ev.new]
         if self.shadow is not None:
             rec.best_fixed = self.shadow.best_fixed_per_window()
+            rec.shadow_summary = self.shadow.summary()
         return rec.summary({
             "started_at": self.started_at, "stopped_by": self.stopped_by, "error": self.error,
             "mode": tr.mode, "redis": tr.redis, "redis_url": tr.url,
@@ -532,7 +533,7 @@ class _DemoRun:
             "twin_service": ({"url": twin_svc.url, "model_at_end": self.twin_model_at_end}
                              if twin_svc is not None else None),
             "stopped": self.stopped,
-            "shadow_baselines": self.shadow.summary() if self.shadow is not None else None,
+            "shadow_baselines": rec.shadow_summary,
         })
 
 
