@@ -38,7 +38,7 @@ from slicetwin.platform.redis_errors import is_store_failure
 from slicetwin.registry.store import RedisRegistry, new_version
 from slicetwin.runtime.onnx_policy import fresh_policy_onnx
 from slicetwin.twin import Twin
-from trainer.twin_client import HttpTwin
+from trainer.twin_client import HttpTwin, TwinServiceError
 from trainer.worker import checkpoint, learn
 from trainer.worker.gate import gate, gate_seeds, onnx_policy_fn
 from trainer.worker.learn import new_agent
@@ -289,9 +289,16 @@ class TrainerWorker:
             return None
         try:
             key = self.s.twin_api_key.get_secret_value() if self.s.twin_api_key else None
-            ht = HttpTwin(self.s.twin_url, seed=self.s.seed + self.cycle, timeout=30.0,
-                          api_key=key)
             deadline = time.monotonic() + 10.0  # the service reloads on the twin event
+            while True:  # before its first twin the service answers 503: wait for it as well
+                try:
+                    ht = HttpTwin(self.s.twin_url, seed=self.s.seed + self.cycle, timeout=30.0,
+                                  api_key=key)
+                    break
+                except TwinServiceError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.1)
             while ht.version != self.best_twin_version and time.monotonic() < deadline:
                 time.sleep(0.1)
                 ht.refresh()
