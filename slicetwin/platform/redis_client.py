@@ -131,3 +131,23 @@ def refresh_topology_quietly(client: Client) -> None:
         refresh_topology(client)
     except redis.RedisError:
         pass  # the cluster is still failing over: the next call tries again
+
+
+def eval_each(client: Client, script, calls: list[tuple[list, list]]) -> list:
+    """Run ``script`` once per ``(keys, args)`` in one round trip per node: a cluster pipeline
+    on a cluster (each call's keys share a slot), a plain pipeline on one Redis. Returns the
+    replies in order; an error reply raises (after loading the script where it was missing)."""
+    for attempt in (0, 1):
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        out = pipe.execute(raise_on_error=False)
+        missing = any(isinstance(r, redis.exceptions.NoScriptError) for r in out)
+        if missing and attempt == 0:
+            script.sha = client.script_load(script.script)  # every master on a cluster
+            continue
+        for r in out:
+            if isinstance(r, Exception):
+                raise r
+        return out
+    raise AssertionError("unreachable")

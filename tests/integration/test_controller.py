@@ -205,7 +205,7 @@ def test_stream_gets_exactly_one_transition_per_consecutive_window_pair(redis_ur
         assert a2["arrived"] == [30, 100, 1] and a2["sla_met"] == [15, 50, 0]
         assert np.isclose(a2["utility"], 0.01 * 1.0 + 0.5 + 0.5 + 0.0)
         # cell memory lives in Redis (stateless replicas)
-        assert rc.exists("slicetwin:cells:a") and rc.exists("slicetwin:cells:b")
+        assert rc.exists("slicetwin:cells:{a}") and rc.exists("slicetwin:cells:{b}")
         rc.close()
 
 
@@ -240,7 +240,7 @@ def test_hot_swap_good_model_served_tampered_model_refused(redis_url):
             time.sleep(0.5)  # the watcher serves the newest record: let it see each one
             reg.publish("policy", fresh_policy_onnx("p4", seed=4), version="p4")
             rc = redis.Redis.from_url(redis_url)
-            rc.hset("slicetwin:models:policy:p4", "onnx", fresh_policy_onnx("p4", seed=5))
+            rc.hset("slicetwin:{models}:policy:p4", "onnx", fresh_policy_onnx("p4", seed=5))
             reg.promote("policy", "p4")
             time.sleep(0.5)
             # and a well-signed blob that is not a valid policy
