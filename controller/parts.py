@@ -130,7 +130,8 @@ def make_sink(s: ControllerSettings, m: ControllerMetrics) -> TransitionSink:
         if not s.redis_url:
             raise ValueError("transitions_sink=redis needs SLICETWIN_REDIS_URL")
         return RedisStreamSink(s.redis_url, s.registry_prefix + s.transitions_stream,
-                               s.transitions_maxlen, **kw)
+                               s.transitions_maxlen, shards=s.transition_shards,
+                               wait_replicas=s.sink_wait_replicas, wait_ms=s.sink_wait_ms, **kw)
     if kind == "file":
         if not s.transitions_file:
             raise ValueError("transitions_sink=file needs SLICETWIN_TRANSITIONS_FILE")

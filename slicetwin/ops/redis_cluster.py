@@ -42,6 +42,7 @@ class RedisCluster:
         self._made = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="slicetwin-cluster-"))
         self.ports: list[int] = []
+        self.bus: dict[int, int] = {}  # node port -> its cluster-bus port
         self.procs: dict[int, subprocess.Popen] = {}
         self.killed: list[int] = []
 
@@ -76,10 +77,13 @@ class RedisCluster:
             raise
         return self
 
-    def _start_node(self) -> int:
-        port, bus = free_port(), free_port()
-        while bus == port:
-            bus = free_port()
+    def _start_node(self, port: int | None = None, bus: int | None = None) -> int:
+        if port is None:
+            port, bus = free_port(), free_port()
+            while bus == port:
+                bus = free_port()
+            self.ports.append(port)
+            self.bus[port] = bus
         d = self.workdir / str(port)
         d.mkdir(parents=True, exist_ok=True)
         proc = subprocess.Popen(
@@ -91,7 +95,6 @@ class RedisCluster:
              "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.procs[port] = proc
-        self.ports.append(port)
         wait_port(port, 10.0, proc)
         return port
 
@@ -154,6 +157,16 @@ class RedisCluster:
         proc.wait(5)
         self.killed.append(port)
         self.wait_failover()
+
+    def restart(self, port: int, timeout: float = 30.0) -> None:
+        """Start a killed node again on its port: it finds its cluster in its nodes file and
+        rejoins as a replica of the master that replaced it (the cluster has a replica again
+        once its link is up)."""
+        if port not in self.killed:
+            raise ValueError(f"{port} was not killed")
+        self._start_node(port, self.bus[port])
+        self.killed.remove(port)
+        self._wait_ok(timeout, need_masters=self.masters)
 
     def wait_failover(self, timeout: float = 30.0) -> None:
         """Until every live node says ``cluster_state:ok``, no slot names a dead master and every
