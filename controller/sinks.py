@@ -355,6 +355,8 @@ class RedisStreamSink(TransitionSink):
             except Exception as e:  # noqa: BLE001 - counted, retried after the backoff
                 self.failures += 1
                 self.last_error = f"{type(e).__name__}: {e}"
+                if h.items is not items:  # the re-send failed: hold them again, node unknown
+                    h.items, h.node = items + h.items, None
                 ok = False
             if ok:
                 h.items, h.node, h.delay = [], None, 0.0
