@@ -125,6 +125,7 @@ class RedisStreamSource:
         return rows
 
     def _read_new(self, count: int, block_ms: int) -> list[tuple[int, bytes, dict]]:
+        count = max(1, count // len(self.keys))  # COUNT is per stream: keep ``count`` in all
         if not self.cluster:  # one blocking read over every shard
             resp = self._r.xreadgroup(self.group, self.consumer, {k: ">" for k in self.keys},
                                       count=count, block=block_ms or None)
