@@ -16,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.app import create_app
 from controller.settings import ControllerSettings
+from slicetwin.platform.redis_client import connect, is_cluster
+from slicetwin.platform.stream_shards import resolve_shards, shard_keys
 from slicetwin.registry.store import MemoryRegistry, RedisRegistry
 from slicetwin.runtime.onnx_policy import fresh_policy_onnx
 from tests.support.controller import (
@@ -164,7 +166,10 @@ def test_bad_inputs_get_4xx_and_the_next_good_report_is_served():
             assert errors["validation"] >= len(BAD_CASES) - 1
 
 
-def test_stream_gets_exactly_one_transition_per_consecutive_window_pair(redis_url):
+def test_stream_gets_exactly_one_transition_per_consecutive_window_pair(any_redis_url):
+    """A real controller process, with its cell memory and stream on a single Redis or on a
+    Redis Cluster (cells in their own slots, the stream in 6 shards)."""
+    redis_url = any_redis_url
     with controller_process(redis_url=redis_url, hmac_key=KEY) as url:
         answers: dict[tuple[str, int], dict] = {}
         with httpx.Client(base_url=url, timeout=10) as c:
@@ -184,12 +189,13 @@ def test_stream_gets_exactly_one_transition_per_consecutive_window_pair(redis_ur
             post("b", 4)  # 1 transition
             r = c.post("/v1/reports:batch", json={"reports": [report("a", 4), report("c", 0)]})
             assert r.status_code == 200  # a: +1 transition, c: first window, none
-        rc = redis.Redis.from_url(redis_url)
+        rc = connect(redis_url)
+        keys = shard_keys("slicetwin:transitions", resolve_shards(0, is_cluster(rc)))
         deadline = time.time() + 5
-        while rc.xlen("slicetwin:transitions") < 6 and time.time() < deadline:
+        while sum(rc.xlen(k) for k in keys) < 6 and time.time() < deadline:
             time.sleep(0.05)
         time.sleep(0.3)  # anything extra would have arrived by now
-        entries = rc.xrange("slicetwin:transitions")
+        entries = [e for k in keys for e in rc.xrange(k)]
         from slicetwin.core.transition_wire import decode
 
         ts = [decode(f) for _, f in entries]
@@ -224,7 +230,8 @@ def _wait_version(c: httpx.Client, cell: str, start: int, want: str, timeout=10.
     return w, v
 
 
-def test_hot_swap_good_model_served_tampered_model_refused(redis_url):
+def test_hot_swap_good_model_served_tampered_model_refused(any_redis_url):
+    redis_url = any_redis_url  # on a cluster the controller's watcher polls the records
     reg = RedisRegistry(redis_url, KEY)
     reg.publish("policy", fresh_policy_onnx("p1", seed=1), version="p1", promote=True)
     with controller_process(redis_url=redis_url, hmac_key=KEY, cell_store="local") as url:
@@ -239,7 +246,7 @@ def test_hot_swap_good_model_served_tampered_model_refused(redis_url):
             evil.publish("policy", fresh_policy_onnx("p3", seed=3), version="p3", promote=True)
             time.sleep(0.5)  # the watcher serves the newest record: let it see each one
             reg.publish("policy", fresh_policy_onnx("p4", seed=4), version="p4")
-            rc = redis.Redis.from_url(redis_url)
+            rc = connect(redis_url)
             rc.hset("slicetwin:{models}:policy:p4", "onnx", fresh_policy_onnx("p4", seed=5))
             reg.promote("policy", "p4")
             time.sleep(0.5)

@@ -191,7 +191,8 @@ def test_memory_watch_and_open_registry():
         open_registry("http://nope")
 
 
-def test_models_cli_round_trip(redis_url, cli_env, tmp_path):
+def test_models_cli_round_trip(any_redis_url, cli_env, tmp_path):
+    redis_url = any_redis_url  # redis+cluster:// works the same
     import subprocess
     import sys
 
