@@ -19,12 +19,14 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.commands.core import Script
+from redis.connection import Encoder
 from redis.retry import Retry
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 
-Client = redis.Redis | RedisCluster
+Client = redis.Redis | RedisCluster  # (a cluster client comes wrapped in LazyCluster)
 
 
 def is_cluster_url(url: str | None) -> bool:
@@ -37,7 +39,7 @@ def is_redis_url(url: str | None) -> bool:
 
 
 def is_cluster(client) -> bool:
-    return isinstance(client, RedisCluster)
+    return isinstance(client, (RedisCluster, LazyCluster))
 
 
 def cluster_nodes(url: str) -> tuple[list[ClusterNode], dict]:
@@ -78,8 +80,39 @@ def connect(url: str, socket_timeout: float | None = 5.0,
     nodes, creds = cluster_nodes(url)
     # the cluster client retries a failed command after refreshing its slot map (a failover)
     kw.setdefault("retry", Retry(ExponentialBackoff(cap=0.5, base=0.05), 3))
-    return RedisCluster(startup_nodes=nodes, socket_timeout=socket_timeout,
-                        socket_connect_timeout=socket_connect_timeout, **creds, **kw)
+    return LazyCluster(dict(startup_nodes=nodes, socket_timeout=socket_timeout,
+                            socket_connect_timeout=socket_connect_timeout, **creds, **kw))
+
+
+class LazyCluster:
+    """A ``RedisCluster`` built on first use, and again on the next use while that fails.
+
+    ``RedisCluster(...)`` reads the slot map at once and raises when no node answers; a plain
+    ``redis.Redis`` connects on first use. Services are built at start, when Redis may be away
+    (decisions never wait on it), so the cluster client is made lazily too: its first call
+    raises the usual Redis failure instead of the constructor."""
+
+    def __init__(self, kwargs: dict):
+        self._kwargs = kwargs
+        self._client: RedisCluster | None = None
+
+    def cluster_client(self) -> RedisCluster:
+        if self._client is None:
+            self._client = RedisCluster(**self._kwargs)
+        return self._client
+
+    def __getattr__(self, name: str):
+        return getattr(self.cluster_client(), name)
+
+    def register_script(self, script: str) -> Script:
+        return Script(self, script)  # its sha is computed here, without a connection
+
+    def get_encoder(self) -> Encoder:
+        return Encoder("utf-8", "strict", False)  # redis-py's defaults (bytes replies)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
 
 def node_for_key(client: Client, key: str) -> redis.Redis:
@@ -129,7 +162,7 @@ def write_and_wait(client: Client, key: str, write, replicas: int = 0,
 def refresh_topology_quietly(client: Client) -> None:
     try:
         refresh_topology(client)
-    except redis.RedisError:
+    except (redis.RedisError, redis.exceptions.RedisClusterException, OSError):
         pass  # the cluster is still failing over: the next call tries again
 
 

@@ -57,6 +57,7 @@ from slicetwin.core.signing import (
     parse_public_keys,
 )
 from slicetwin.platform.redis_client import connect, is_cluster, is_redis_url, write_and_wait
+from slicetwin.platform.redis_errors import REDIS_FAILURES
 from slicetwin.registry.promotion import (
     PromotionGuard,
     PromotionRecord,
@@ -634,7 +635,7 @@ class RedisRegistry(Registry):
         self._legacy_warned = True
         try:
             old = conn.exists(legacy_key(self.prefix, kind, "promotions"))
-        except redis.RedisError:
+        except REDIS_FAILURES:
             return
         if old:
             log.error("the registry holds %s promotions under the old key layout (%s); they "
@@ -766,7 +767,7 @@ class RedisRegistry(Registry):
                     elif now != head:
                         resync(conn)
                     head = now
-                except (redis.RedisError, OSError) as e:
+                except REDIS_FAILURES as e:
                     if w.connected.is_set():
                         log.warning("registry watch lost the cluster (%s); retrying", e)
                     w.connected.clear()

@@ -10,7 +10,6 @@ import time
 import httpx
 import numpy as np
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
