@@ -14,6 +14,7 @@ apart.
 
 from __future__ import annotations
 
+import threading
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -68,7 +69,8 @@ def cluster_nodes(url: str) -> tuple[list[ClusterNode], dict]:
 
 def connect(url: str, socket_timeout: float | None = 5.0,
             socket_connect_timeout: float | None = 5.0, **kw) -> Client:
-    """A client for ``url``: ``redis.Redis`` or, for ``redis+cluster://``, ``RedisCluster``.
+    """A client for ``url``: ``redis.Redis`` or, for ``redis+cluster://``, a ``RedisCluster``
+    (built on first use: :class:`LazyCluster`).
 
     Extra keywords go to the client (``health_check_interval``, ``retry``, ...)."""
     if not is_redis_url(url):
@@ -95,10 +97,13 @@ class LazyCluster:
     def __init__(self, kwargs: dict):
         self._kwargs = kwargs
         self._client: RedisCluster | None = None
+        self._lock = threading.Lock()
 
     def cluster_client(self) -> RedisCluster:
         if self._client is None:
-            self._client = RedisCluster(**self._kwargs)
+            with self._lock:
+                if self._client is None:
+                    self._client = RedisCluster(**self._kwargs)
         return self._client
 
     def __getattr__(self, name: str):
