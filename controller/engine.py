@@ -139,7 +139,8 @@ class DecisionEngine:
                                ["body", "allocation"])
 
     def _action_of(self, pairs: list[tuple[str, float]], loc: list) -> int:
-        units = [0] * self.codec.n_slices
+        """The action that ran: exact on our unit grid, else the nearest one (counted)."""
+        bws = [0.0] * self.codec.n_slices
         seen = set()
         for i, (name, bw) in enumerate(pairs):
             try:
@@ -149,14 +150,22 @@ class DecisionEngine:
             if j in seen:
                 raise ReportError([*loc, i, "slice"], f"slice {name!r} appears twice in allocation")
             seen.add(j)
-            units[j] = round(bw / self._unit_hz)
+            bws[j] = bw
         if len(seen) != self.codec.n_slices:
             raise ReportError(loc, "allocation must list every slice once")
-        try:
+        unit = self._unit_hz
+        units = [round(b / unit) for b in bws]
+        if (sum(units) == self.codec.n_units and min(units) >= self.codec.min_units
+                and all(abs(b - u * unit) <= 1e-6 * unit for b, u in zip(bws, units, strict=True))):
             return int(self.codec.encode(units))
+        try:
+            action, off_hz = self.codec.nearest(bws)
         except ValueError as e:
-            raise ReportError(loc, f"allocation is not a valid split of {self.codec.n_units} "
-                              f"units of {self._unit_hz:g} Hz: {e}") from None
+            raise ReportError(loc, f"allocation does not fit the "
+                              f"{self.codec.total_bandwidth_hz:g} Hz carrier: {e}") from None
+        self.m.alloc_off_grid.inc()
+        self.m.alloc_off_grid_hz.inc(off_hz)
+        return action
 
     def _choose(self, cell_id: str, state: list, arrived: list) -> tuple[int, str, bool, bool]:
         """(action, policy_version, fallback, explored) for one state."""
