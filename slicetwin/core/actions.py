@@ -158,6 +158,25 @@ class ActionCodec:
             off = 0.0
         return int(self.encode(units)), off
 
+    def shift(self, action: int, rng: np.random.Generator, radius: int) -> int:
+        """A random action near ``action``: 1..``radius`` units moved from one slice to another.
+
+        Bounded exploration: a split a few units from the served one costs a few units' worth
+        of utility at most, where a uniform draw over all actions can starve a slice. Returns
+        ``action`` itself only when no move is possible (every slice at its minimum).
+        """
+        units = self.table[action].copy()
+        donors = np.flatnonzero(units > self.min_units)
+        if radius <= 0 or donors.size == 0:
+            return int(action)
+        d = int(rng.choice(donors))
+        r = int(rng.choice([j for j in range(self.n_slices) if j != d]))
+        k = int(rng.integers(1, radius + 1))
+        k = min(k, int(units[d]) - self.min_units)
+        units[d] -= k
+        units[r] += k
+        return int(self.encode(units))
+
     def _round_shares(self, target: np.ndarray) -> np.ndarray:
         """Real-valued units (summing to n_units) -> the closest integer split with the minimum."""
         lo = self.min_units

@@ -99,7 +99,7 @@ BAD_CASES = [
      "sla_met_packets"),
     ("extra_field", lambda r: r.__setitem__("bogus", 1), 422, "bogus"),
     ("bad_allocation", lambda r: r.__setitem__("allocation", [
-        {"slice": s, "bandwidth_hz": 1e6, "prb_ratio": 0.05} for s in SLICES]), 422,
+        {"slice": s, "bandwidth_hz": 8e6, "prb_ratio": 0.4} for s in SLICES]), 422,
      "allocation"),
 ]
 
@@ -313,6 +313,26 @@ def test_exploration_respects_per_cell_budget():
         other = c.post("/v1/reports", json=report("f", 0)).json()
     assert [g["explored"] for g in got] == [True] * 3 + [False] * 5
     assert other["explored"] is True
+    for g in got:
+        assert_allocation_ok(g)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_exploration_stays_within_its_radius_of_the_served_split(batch):
+    served_c, _ = _client()
+    c, app = _client(explore_epsilon=1.0, explore_budget_per_cell=10**6, explore_seed=3,
+                     explore_radius_units=3)
+    codec = app.state.codec
+    reps = [report(f"x{i}", 0, arrived=(i % 7 * 9, 300 + 40 * i, i % 5)) for i in range(20)]
+    with served_c, c:
+        served = [served_c.post("/v1/reports", json=r).json()["action"] for r in reps]
+        if batch:
+            got = c.post("/v1/reports:batch", json={"reports": reps}).json()["decisions"]
+        else:
+            got = [c.post("/v1/reports", json=r).json() for r in reps]
+    assert all(g["explored"] for g in got)
+    moved = [codec.decode(g["action"]) - codec.decode(a) for g, a in zip(got, served, strict=True)]
+    assert all(m.sum() == 0 and 1 <= np.abs(m).sum() // 2 <= 3 for m in moved)
     for g in got:
         assert_allocation_ok(g)
 

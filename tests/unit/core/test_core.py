@@ -82,6 +82,23 @@ def test_nearest_refuses_what_does_not_fit(bw, msg):
         ActionCodec().nearest(bw)
 
 
+@pytest.mark.parametrize("radius", [1, 4, 10])
+def test_shift_moves_between_two_slices_within_the_radius(radius):
+    c, rng = ActionCodec(), np.random.default_rng(2)
+    moves = set()
+    for a in rng.integers(0, c.n_actions, 500):
+        d = c.decode(c.shift(int(a), rng, radius)) - c.decode(int(a))
+        assert d.sum() == 0 and (d != 0).sum() == 2 and 1 <= d.max() <= radius
+        moves.add(int(d.max()))
+    assert moves == set(range(1, radius + 1))  # every size up to the radius is drawn
+
+
+def test_shift_with_no_slack_or_no_radius_serves_the_action():
+    c, rng = ActionCodec(n_units=3), np.random.default_rng(0)
+    assert c.shift(0, rng, 5) == 0  # every slice at its minimum: nothing can move
+    assert ActionCodec().shift(7, rng, 0) == 7
+
+
 def test_ssr_and_utility():
     s = ssr(np.array([5, 0, 3]), np.array([10, 0, 3]))
     assert np.allclose(s, [0.5, 1.0, 1.0])
