@@ -189,9 +189,7 @@ class DecisionEngine:
         return action, policy.version, False, False
 
     def _explore_from(self, served: int) -> int:
-        if self.radius > 0:
-            return self.codec.shift(served, self.rng, self.radius)
-        return int(self.rng.integers(self.codec.n_actions))
+        return self.codec.explore(served, self.rng, self.radius)
 
     def _next_id(self) -> str:
         self._counter += 1

@@ -158,6 +158,13 @@ class ActionCodec:
             off = 0.0
         return int(self.encode(units)), off
 
+    def explore(self, action: int, rng: np.random.Generator, radius: int) -> int:
+        """The explored action for a served ``action``: a ``shift`` within ``radius`` units,
+        or (``radius`` 0) any action uniformly. The controller and the simulator share it."""
+        if radius > 0:
+            return self.shift(action, rng, radius)
+        return int(rng.integers(self.n_actions))
+
     def shift(self, action: int, rng: np.random.Generator, radius: int) -> int:
         """A random action near ``action``: 1..``radius`` units moved from one slice to another.
 
