@@ -14,6 +14,8 @@ from trainer.agents.loop import Learner
 from trainer.distill import DistillConfig, distill
 from trainer.export_onnx import compare_with_torch, export_policy, fold_state_norm
 from trainer.nets import FactoredQNetwork, QNetwork, StateNorm, StudentMLP
+from trainer.worker.learn import new_agent
+from trainer.worker.settings import WorkerSettings
 
 
 def _states(n=500, scale=(1.0, 1.0, 1.0), seed=0):
@@ -124,3 +126,10 @@ def test_distilling_a_data_normalised_teacher_gives_a_normalised_student():
     assert bool(res.student.norm.fitted)
     plain = distill(QNetwork(3, 171, (32, 32)), x, DistillConfig(rounds=20, progress=False))
     assert not bool(plain.student.norm.fitted)
+
+
+def test_worker_setting_reaches_the_agent():
+    agent = new_agent(WorkerSettings(agent="factored-ddqn", state_norm="data"), seed=0)
+    assert agent.cfg.state_norm == "data"
+    with pytest.raises(ValueError, match="gan-ddqn"):
+        WorkerSettings(agent="gan-ddqn", state_norm="data")
