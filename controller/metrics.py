@@ -68,6 +68,13 @@ class ControllerMetrics:
         self.alloc_mismatch = Counter("slicetwin_allocation_mismatch_total",
                                       "Reports whose in-force allocation differs from the one "
                                       "answered for that window", registry=r)
+        self.alloc_off_grid = Counter("slicetwin_allocation_off_grid_total",
+                                      "Reported in-force allocations not on the controller's unit "
+                                      "grid (another resource-block grid): recorded as the "
+                                      "nearest action", registry=r)
+        self.alloc_off_grid_hz = Counter("slicetwin_allocation_off_grid_hz_total",
+                                         "Sum over off-grid reports of the L1 distance (Hz) "
+                                         "between what ran and the action recorded", registry=r)
         self.sink_buffer = Gauge("slicetwin_sink_buffer_transitions", "Transitions waiting in "
                                  "the sink buffer", registry=r)
         # Redis cell store unreachable: decisions from the local cache (controller.cell_cache)

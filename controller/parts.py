@@ -116,7 +116,8 @@ def build_parts(s: ControllerSettings, registry=None) -> Parts:
                             fallback=cold_start_policy(codec, s.cold_start, s.static_split),
                             shaper=s.reward_shaper, explore_epsilon=s.explore_epsilon,
                             explore_budget=s.explore_budget_per_cell,
-                            explore_seed=s.explore_seed)
+                            explore_seed=s.explore_seed,
+                            explore_radius=s.explore_radius_units)
     return Parts(s, codec, m, holder, registry, sink, cells, engine)
 
 

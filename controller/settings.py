@@ -74,6 +74,9 @@ class ControllerSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSetti
     explore_epsilon: float = Field(0.0, ge=0.0, le=1.0)
     explore_budget_per_cell: int = Field(100, ge=0, description="max explored decisions per cell")
     explore_seed: int | None = None
+    explore_radius_units: int = Field(10, ge=0, description="an explored decision moves at most "
+                                      "this many units between two slices of the served split "
+                                      "(bounds the utility exploration may cost); 0: any action")
     # --- utility and reward (slicetwin.core.utility: the simulator's, twin's and trainer's too)
     utility_alpha: float = Field(_UTILITY.alpha, description="SE weight alpha of the utility "
                                  "alpha*SE + sum beta*SSR (finite, >= 0)")

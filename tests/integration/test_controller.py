@@ -100,7 +100,7 @@ BAD_CASES = [
      "sla_met_packets"),
     ("extra_field", lambda r: r.__setitem__("bogus", 1), 422, "bogus"),
     ("bad_allocation", lambda r: r.__setitem__("allocation", [
-        {"slice": s, "bandwidth_hz": 1e6, "prb_ratio": 0.05} for s in SLICES]), 422,
+        {"slice": s, "bandwidth_hz": 8e6, "prb_ratio": 0.4} for s in SLICES]), 422,
      "allocation"),
 ]
 
@@ -323,6 +323,26 @@ def test_exploration_respects_per_cell_budget():
         assert_allocation_ok(g)
 
 
+@pytest.mark.parametrize("batch", [False, True])
+def test_exploration_stays_within_its_radius_of_the_served_split(batch):
+    served_c, _ = _client()
+    c, app = _client(explore_epsilon=1.0, explore_budget_per_cell=10**6, explore_seed=3,
+                     explore_radius_units=3)
+    codec = app.state.codec
+    reps = [report(f"x{i}", 0, arrived=(i % 7 * 9, 300 + 40 * i, i % 5)) for i in range(20)]
+    with served_c, c:
+        served = [served_c.post("/v1/reports", json=r).json()["action"] for r in reps]
+        if batch:
+            got = c.post("/v1/reports:batch", json={"reports": reps}).json()["decisions"]
+        else:
+            got = [c.post("/v1/reports", json=r).json() for r in reps]
+    assert all(g["explored"] for g in got)
+    moved = [codec.decode(g["action"]) - codec.decode(a) for g, a in zip(got, served, strict=True)]
+    assert all(m.sum() == 0 and 1 <= np.abs(m).sum() // 2 <= 3 for m in moved)
+    for g in got:
+        assert_allocation_ok(g)
+
+
 def test_reported_allocation_overrides_action_in_transition():
     c, app = _client()
     with c:
@@ -335,6 +355,63 @@ def test_reported_allocation_overrides_action_in_transition():
         (t,) = list(sink.items)
     assert t.action == app.state.codec.encode([10, 40, 50]) != first["action"]
     assert app.state.metrics.alloc_mismatch._value.get() == 1
+
+
+def _rb_allocation(rbs: tuple[int, int, int], rb_hz: float = 180e3) -> list[dict]:
+    """What a gNB on a 180 kHz resource-block grid ran (106 blocks fill 19.08 MHz of 20 MHz)."""
+    return [{"slice": s, "bandwidth_hz": n * rb_hz, "prb_ratio": n / sum(rbs)}
+            for s, n in zip(SLICES, rbs, strict=True)]
+
+
+def test_allocation_on_another_rb_grid_is_accepted_as_nearest_action():
+    c, app = _client()
+    codec = app.state.codec
+    with c:
+        c.post("/v1/reports", json=report("g", 0))
+        r = c.post("/v1/reports", json=report("g", 1, allocation=_rb_allocation((10, 60, 36))))
+        assert r.status_code == 200, r.text
+        reps = [report(f"gb{i}", 0) for i in range(2)]
+        assert c.post("/v1/reports:batch", json={"reports": reps}).status_code == 200
+        nxt = [report("gb0", 1, allocation=_rb_allocation((53, 26, 27))),
+               report("gb1", 1, allocation=_rb_allocation((1, 1, 104)))]
+        assert c.post("/v1/reports:batch", json={"reports": nxt}).status_code == 200
+        sink = app.state.sink
+        assert sink.flush()
+        got = {t.cell_id: codec.decode(t.action).tolist() for t in sink.items}
+    # shares of what ran, rounded to 200 kHz units: 10/106 -> 9.4, 60/106 -> 56.6, 36/106 -> 34.0
+    assert got == {"g": [9, 57, 34], "gb0": [50, 25, 25], "gb1": [1, 1, 98]}
+    m = app.state.metrics
+    assert m.alloc_off_grid._value.get() == 3
+    assert 0 < m.alloc_off_grid_hz._value.get() < 3 * 200e3
+
+
+def test_allocation_on_our_grid_is_not_counted_off_grid():
+    c, app = _client()
+    with c:
+        c.post("/v1/reports", json=report("h", 0))
+        ours = [{"slice": s, "bandwidth_hz": bw, "prb_ratio": bw / 20e6}
+                for s, bw in zip(SLICES, (2.2e6, 8.4e6, 9.4e6), strict=True)]
+        assert c.post("/v1/reports", json=report("h", 1, allocation=ours)).status_code == 200
+    assert app.state.metrics.alloc_off_grid._value.get() == 0
+
+
+@pytest.mark.parametrize("bws, why", [
+    ((2e6, 10e6, 9e6), "more than the"),   # 21 MHz on a 20 MHz carrier
+    ((0.0, 0.0, 0.0), "empty"),
+])
+def test_allocation_that_does_not_fit_the_carrier_is_422(bws, why):
+    c, app = _client()
+    bad = [{"slice": s, "bandwidth_hz": bw, "prb_ratio": 0.0}
+           for s, bw in zip(SLICES, bws, strict=True)]
+    with c:
+        c.post("/v1/reports", json=report("k", 0))
+        r = c.post("/v1/reports", json=report("k", 1, allocation=bad))
+        rb = c.post("/v1/reports:batch", json={"reports": [report("k", 1, allocation=bad)]})
+        ok = c.post("/v1/reports", json=report("k", 1))  # nothing was lost: window 1 still free
+    for resp in (r, rb):
+        assert resp.status_code == 422, resp.text
+        assert why in resp.text and "carrier" in resp.text
+    assert ok.status_code == 200
 
 
 def test_controller_path_imports_no_torch():
