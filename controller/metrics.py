@@ -77,6 +77,14 @@ class ControllerMetrics:
                                          "between what ran and the action recorded", registry=r)
         self.sink_buffer = Gauge("slicetwin_sink_buffer_transitions", "Transitions waiting in "
                                  "the sink buffer", registry=r)
+        # Redis Cluster durability (controller.sinks.RedisStreamSink, WAIT for a replica)
+        self.sink_unconfirmed = Gauge("slicetwin_sink_unconfirmed_transitions", "Transitions "
+                                      "written to a stream shard's master, waiting for a "
+                                      "replica to confirm them (part of the sink buffer)",
+                                      registry=r)
+        self.transitions_resent = Counter("slicetwin_transitions_resent_total", "Transitions "
+                                          "sent again because their shard's master changed "
+                                          "before a replica confirmed them", registry=r)
         # Redis cell store unreachable: decisions from the local cache (controller.cell_cache)
         self.degraded = Counter("slicetwin_degraded_decisions_total", "Decisions answered "
                                 "without the shared cell memory, flagged 'degraded' in the answer",
@@ -118,6 +126,7 @@ class ControllerMetrics:
                      "too_large", "inference", "sink", "cell_store", "internal", "kpm"):
             self.errors.labels(kind)
         self.transitions_written.inc(0)
+        self.transitions_resent.inc(0)
         for reason in ("no_model", "inference_error"):
             self.fallbacks.labels(reason)
         for reason in ("missing", "wrong"):

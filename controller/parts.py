@@ -92,6 +92,7 @@ class Parts:
 
     def scrape(self) -> bytes:
         self.metrics.sink_buffer.set(len(self.sink))
+        self.metrics.sink_unconfirmed.set(getattr(self.sink, "unconfirmed", 0))
         if isinstance(self.cells, ShadowedCellStore):
             self.cells.publish()
         self.engine.flush_metrics()
@@ -132,7 +133,8 @@ def make_sink(s: ControllerSettings, m: ControllerMetrics) -> TransitionSink:
             raise ValueError("transitions_sink=redis needs SLICETWIN_REDIS_URL")
         return RedisStreamSink(s.redis_url, s.registry_prefix + s.transitions_stream,
                                s.transitions_maxlen, shards=s.transition_shards,
-                               wait_replicas=s.sink_wait_replicas, wait_ms=s.sink_wait_ms, **kw)
+                               wait_replicas=s.sink_wait_replicas, wait_ms=s.sink_wait_ms,
+                               on_resent=m.transitions_resent.inc, **kw)
     if kind == "file":
         if not s.transitions_file:
             raise ValueError("transitions_sink=file needs SLICETWIN_TRANSITIONS_FILE")

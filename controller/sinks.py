@@ -276,8 +276,9 @@ class RedisStreamSink(TransitionSink):
     name = "redis"
 
     def __init__(self, url: str, stream: str, maxlen: int = 1_000_000, shards: int = 0,
-                 wait_replicas: int | None = None, wait_ms: int = 200, **kw):
+                 wait_replicas: int | None = None, wait_ms: int = 200, on_resent=None, **kw):
         super().__init__(**kw)
+        self._on_resent = on_resent or (lambda n: None)
 
         self.stream = stream
         self._r = connect(url, socket_timeout=2.0, socket_connect_timeout=2.0)
@@ -297,6 +298,11 @@ class RedisStreamSink(TransitionSink):
 
     def _held_elsewhere(self) -> int:
         return sum(len(h.items) for h in self._held)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Transitions written (or maybe written) but not yet confirmed on a replica."""
+        return self._held_elsewhere()
 
     def _node(self, key: str) -> str:
         return self._r.get_node_from_key(key).name if is_cluster(self._r) else "single"
@@ -351,6 +357,7 @@ class RedisStreamSink(TransitionSink):
                 else:  # the master changed (or is unknown): the write may be lost, send again
                     h.items, h.node = [], None
                     self.resent += len(items)
+                    self._on_resent(len(items))
                     ok = self._send(i, items)
             except Exception as e:  # noqa: BLE001 - counted, retried after the backoff
                 self.failures += 1

@@ -77,7 +77,9 @@ def test_no_transition_lost_across_a_shard_failover(own_cluster, tmp_path):
     SIGKILLed: the sink keeps what no replica confirmed and sends it again to the new master,
     the worker re-joins its consumer groups; every (cell, window) ends up in the dataset once.
     The killed node then returns (as a replica), so the shard is replicated again."""
-    sink = RedisStreamSink(own_cluster.url, STREAM, shards=6, flush_interval_s=0.01, batch=300)
+    resent: list[int] = []
+    sink = RedisStreamSink(own_cluster.url, STREAM, shards=6, flush_interval_s=0.01, batch=300,
+                           on_resent=resent.append)
     sink.start()
     s = fast_settings(tmp_path, own_cluster.url, transition_shards=6, min_transitions=10**9,
                       backoff_initial_s=0.05, backoff_max_s=0.3)
@@ -107,7 +109,8 @@ def test_no_transition_lost_across_a_shard_failover(own_cluster, tmp_path):
         stop.set()
         producer.join(5)
     assert sink.flush(30), f"sink still holds {len(sink)} ({sink.last_error})"
-    assert sink.dropped == 0 and sink.written == len(sent)
+    assert sink.dropped == 0 and sink.written == len(sent) and sink.unconfirmed == 0
+    assert sum(resent) == sink.resent  # what slicetwin_transitions_resent_total counts
     want = sorted((cell_number(c), win) for c, win in sent)
     deadline = time.time() + 30
     got: list = []
