@@ -4,8 +4,9 @@ Each report closes the previous transition of its cell. ``commit`` checks the wi
 stores the new memory in one step (atomically across cells of a batch); it raises
 :class:`WindowConflict` for a duplicate or backward window, so such a report never becomes a
 transition and never overwrites newer memory. ``local`` keeps memory in-process; ``redis`` keeps it
-under ``{prefix}cells:{cell_id}`` (one Lua call per request or per batch), so several controller
-replicas behind a load balancer share it; ``controller.cell_cache.ShadowedCellStore`` wraps the
+under ``{prefix}cells:{<cell_id>}`` (the cell id is the key's hash tag, so cells spread over a
+Redis Cluster's slots; one Lua call per request or per batch on a single Redis, one per cell on a
+cluster), so several controller replicas behind a load balancer share it; ``controller.cell_cache.ShadowedCellStore`` wraps the
 Redis store with a local cache that answers while Redis is unreachable and re-syncs afterwards.
 
 ``record`` / ``record_many`` are ``commit`` / ``commit_many`` plus a hold handle (``None`` here:
@@ -20,8 +21,7 @@ import os
 import threading
 from typing import NamedTuple
 
-import redis
-
+from slicetwin.platform.redis_client import connect, eval_each, is_cluster
 from slicetwin.platform.redis_errors import is_store_failure
 
 
@@ -173,7 +173,13 @@ return out
 
 class RedisCellStore(_Recording):
     """``timeout_s`` bounds every call (connect and reply): a decision waits at most that long
-    for an unreachable Redis (the shadowed store then stops asking until Redis is back)."""
+    for an unreachable Redis (the shadowed store then stops asking until Redis is back).
+
+    On a Redis Cluster each cell's keys sit in the cell's own slot, so a batch is checked and
+    committed per cell: the windows of the whole batch are read first (a conflict refuses the
+    batch with nothing written), then every cell's script re-checks its own window atomically.
+    Only a race with another replica between the two steps can leave the cells before the
+    conflicting one committed (docs/deployment.md, "Redis Cluster")."""
 
     name = "redis"
 
@@ -181,13 +187,13 @@ class RedisCellStore(_Recording):
                  timeout_s: float = 1.0):
         self.prefix, self.ttl = prefix, ttl_s
         self.owner = os.urandom(6).hex()  # this replica, in each memory it writes ('by')
-        self._r = redis.Redis.from_url(url, socket_timeout=timeout_s,
-                                       socket_connect_timeout=timeout_s)
+        self._r = connect(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self.cluster = is_cluster(self._r)
         self._script = self._r.register_script(_COMMIT_LUA)
         self._push = self._r.register_script(_PUSH_LUA)
 
     def _key(self, cell_id: str) -> str:
-        return f"{self.prefix}cells:{cell_id}"
+        return f"{self.prefix}cells:{{{cell_id}}}"
 
     @staticmethod
     def _dump(m: CellMemory) -> str:
@@ -207,6 +213,8 @@ class RedisCellStore(_Recording):
         return self.commit_many([(cell_id, mem)])[0]
 
     def commit_many(self, items: list[tuple[str, CellMemory]]) -> list[CellMemory | None]:
+        if self.cluster and len(items) > 1:
+            return self._commit_per_cell(items)
         args: list = [self.ttl, self.owner]
         for _, m in items:
             args += [m.window, self._dump(m)]
@@ -217,14 +225,36 @@ class RedisCellStore(_Recording):
             check_order(cid, m.window, int(res[2]), i)
         return [self._load(r) for r in res[1:]]
 
+    def _commit_per_cell(self, items: list[tuple[str, CellMemory]]) -> list[CellMemory | None]:
+        """Cluster: read every window (refuse the batch on a conflict), then one atomic script
+        per cell, all in one pipeline round trip per master."""
+        pipe = self._r.pipeline(transaction=False)
+        for cid, _ in items:
+            pipe.hget(self._key(cid), "window")
+        for i, ((cid, m), w) in enumerate(zip(items, pipe.execute(), strict=True)):
+            check_order(cid, m.window, None if w is None else int(w), i)
+        res = eval_each(self._r, self._script, [
+            ([self._key(cid)], [self.ttl, self.owner, m.window, self._dump(m)])
+            for cid, m in items])
+        for i, r in enumerate(res):
+            if r[0] == b"CONFLICT":  # another replica won this cell since the read
+                cid, m = items[i]
+                check_order(cid, m.window, int(r[2]), i)
+        return [self._load(r[1]) for r in res]
+
     def push_if_unmoved(self, items: list[tuple[str, int, CellMemory]]
                         ) -> list[CellMemory | None | bool]:
         """Re-sync ``(cell_id, first, mem)`` items (see ``_PUSH_LUA``): per item ``True`` when
         stored, else the memory Redis holds (newer; ``None`` if unreadable)."""
-        args: list = [self.ttl, self.owner]
-        for _, first, m in items:
-            args += [first, m.window, self._dump(m)]
-        res = self._push(keys=[self._key(c) for c, _, _ in items], args=args)
+        if self.cluster:  # verdicts are per cell anyway: one script per cell's slot
+            res = [r[0] for r in eval_each(self._r, self._push, [
+                ([self._key(c)], [self.ttl, self.owner, first, m.window, self._dump(m)])
+                for c, first, m in items])]
+        else:
+            args: list = [self.ttl, self.owner]
+            for _, first, m in items:
+                args += [first, m.window, self._dump(m)]
+            res = self._push(keys=[self._key(c) for c, _, _ in items], args=args)
         return [True if int(r[0]) == 1 else self._load(r[2]) for r in res]
 
     def take_exploration(self, cell_id: str, budget: int) -> bool:

@@ -92,6 +92,7 @@ class Parts:
 
     def scrape(self) -> bytes:
         self.metrics.sink_buffer.set(len(self.sink))
+        self.metrics.sink_unconfirmed.set(getattr(self.sink, "unconfirmed", 0))
         if isinstance(self.cells, ShadowedCellStore):
             self.cells.publish()
         self.engine.flush_metrics()
@@ -116,7 +117,8 @@ def build_parts(s: ControllerSettings, registry=None) -> Parts:
                             fallback=cold_start_policy(codec, s.cold_start, s.static_split),
                             shaper=s.reward_shaper, explore_epsilon=s.explore_epsilon,
                             explore_budget=s.explore_budget_per_cell,
-                            explore_seed=s.explore_seed)
+                            explore_seed=s.explore_seed,
+                            explore_radius=s.explore_radius_units)
     return Parts(s, codec, m, holder, registry, sink, cells, engine)
 
 
@@ -130,7 +132,9 @@ def make_sink(s: ControllerSettings, m: ControllerMetrics) -> TransitionSink:
         if not s.redis_url:
             raise ValueError("transitions_sink=redis needs SLICETWIN_REDIS_URL")
         return RedisStreamSink(s.redis_url, s.registry_prefix + s.transitions_stream,
-                               s.transitions_maxlen, **kw)
+                               s.transitions_maxlen, shards=s.transition_shards,
+                               wait_replicas=s.sink_wait_replicas, wait_ms=s.sink_wait_ms,
+                               on_resent=m.transitions_resent.inc, **kw)
     if kind == "file":
         if not s.transitions_file:
             raise ValueError("transitions_sink=file needs SLICETWIN_TRANSITIONS_FILE")
