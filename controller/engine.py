@@ -172,9 +172,12 @@ class DecisionEngine:
     def _choose(self, cell_id: str, state: list, arrived: list) -> tuple[int, str, bool, bool]:
         """(action, policy_version, fallback, explored) for one state."""
         policy = self.holder.policy  # read once: this request finishes on this model
-        if policy is None:
+        if policy is None:  # cold start: the safe heuristic serves, and is explored around
             self.m.fallbacks.labels("no_model").inc()
-            return int(self.fallback.act(arrived)), FALLBACK_VERSION, True, False
+            action = int(self.fallback.act(arrived))
+            if self._explores(cell_id):
+                return self._explore_from(action), FALLBACK_VERSION, True, True
+            return action, FALLBACK_VERSION, True, False
         try:
             action = policy.act(state)
         except Exception as e:
@@ -182,11 +185,16 @@ class DecisionEngine:
             self.m.errors.labels("inference").inc()
             self.m.fallbacks.labels("inference_error").inc()
             return int(self.fallback.act(arrived)), FALLBACK_VERSION, True, False
+        if self._explores(cell_id):
+            return self._explore_from(action), policy.version, False, True
+        return action, policy.version, False, False
+
+    def _explores(self, cell_id: str) -> bool:
         if self.eps > 0 and self.rng.random() < self.eps and self.cells.take_exploration(
                 cell_id, self.budget):
             self.m.explored.inc()
-            return self._explore_from(action), policy.version, False, True
-        return action, policy.version, False, False
+            return True
+        return False
 
     def _explore_from(self, served: int) -> int:
         return self.codec.explore(served, self.rng, self.radius)
@@ -383,9 +391,10 @@ class DecisionEngine:
     def _batch_explore(self, policy, ids: list, actions: np.ndarray,
                        fallback: np.ndarray) -> np.ndarray:
         explored = np.zeros(len(ids), dtype=bool)
-        if self.eps > 0 and policy is not None:
+        if self.eps > 0:  # around the policy, or around the heuristic at a cold start
             for i in np.flatnonzero(self.rng.random(len(ids)) < self.eps):
-                if not fallback[i] and self.cells.take_exploration(ids[i], self.budget):
+                failed = fallback[i] and policy is not None  # an inference error: no exploring
+                if not failed and self.cells.take_exploration(ids[i], self.budget):
                     actions[i] = self._explore_from(int(actions[i]))
                     explored[i] = True
             self.m.explored.inc(int(explored.sum()))

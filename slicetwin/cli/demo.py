@@ -44,6 +44,10 @@ def demo(
                               "last one served --after-swap windows); 0: run the full duration"),
     after_swap: int = typer.Option(50, min=1, help="windows to serve after the last --swaps swap"),
     epsilon: float = typer.Option(0.2, min=0.0, max=1.0, help="controller ε-exploration"),
+    cold_start: str = typer.Option("proportional", help="served until a trained policy passes "
+                                   "the held-out gate: proportional (the safe heuristic of a "
+                                   "fresh install) or init (a random student, to watch learning "
+                                   "from scratch)"),
     batch: bool = typer.Option(False, "--batch", help="one batch request per window"),
     trainer: bool = typer.Option(True, "--trainer/--no-trainer", help="run the trainer "
                                  "(--no-trainer: serve the initial policy only)"),
@@ -65,6 +69,8 @@ def demo(
 
     if mode not in ("auto", "redis", "embedded"):
         raise typer.BadParameter("auto, redis or embedded", param_hint="--mode")
+    if cold_start not in ("proportional", "init"):
+        raise typer.BadParameter("proportional or init", param_hint="--cold-start")
 
     sim_config(profile)  # a bad --profile: exit 2 naming the choices, before anything starts
     cfg = DemoConfig(cells=cells, duration_s=duration, windows=windows, out=out,
@@ -72,6 +78,7 @@ def demo(
                      profile=profile,
                      window_ms=window_ms, mode=mode, stop_after_swaps=swaps,
                      after_swap_windows=after_swap, explore_epsilon=epsilon, batch=batch,
+                     cold_start=cold_start,
                      trainer=trainer, twin_service=twin_service,
                      trainer_overrides=_overrides(trainer_set), shadow=shadow, shadow_tuned=tuned,
                      shadow_cells=min(shadow_cells, cells))

@@ -55,17 +55,19 @@ def _port_open(url: str | None) -> bool:
 
 
 def _check_outputs(out: Path, windows: int, cells: int, min_units: int = 1,
-                   n_units: int = 100) -> dict:
+                   n_units: int = 100, served: str = "fallback") -> dict:
+    """``served``: what answers before any promotion: the safe heuristic of a fresh install
+    (``fallback``, the default cold start) or the random student (``init-0``)."""
     s = json.loads((out / "summary.json").read_text())
     assert s["windows"] == windows
     assert s["requests"] == windows * cells and s["decisions"] == windows * cells
     assert s["failed_requests"] == 0 and s["invariant_violations"] == 0, s["errors"]
     assert s["error"] is None
-    # every answer came from the ONNX policy (fresh student), none from the fallback
-    assert s["fallback_decisions"] == 0
-    assert s["initial_policy"] == "init-0"
-    assert set(s["answers_by_version"]) == {"init-0"}
-    assert [v["version"] for v in s["versions_served"]] == ["equal-split", "init-0"]
+    # every answer came from what the cold start serves: the heuristic, or the fresh student
+    assert s["fallback_decisions"] == (windows * cells if served == "fallback" else 0)
+    assert s["initial_policy"] == (None if served == "fallback" else served)
+    assert set(s["answers_by_version"]) == {served}
+    assert [v["version"] for v in s["versions_served"]] == ["equal-split", served]
     assert s["latency_ms"]["p50"] > 0
     for name in ("volte", "video", "urllc"):
         assert 0.0 <= s["ssr_mean"][name] <= 1.0
@@ -81,7 +83,7 @@ def _check_outputs(out: Path, windows: int, cells: int, min_units: int = 1,
     np.testing.assert_allclose(share.sum(1), 1.0, atol=1e-9)
     assert (share >= min_units / n_units - 1e-12).all()
     assert not np.allclose(share, share[0]), "the policy never changed an allocation"
-    assert all(r["version"] in ("equal-split", "init-0") for r in rows)
+    assert all(r["version"] in ("equal-split", served) for r in rows)
     # every part the demo started was stopped
     assert all(v == "stopped" for k, v in s["stopped"].items() if k != "trainer"), s["stopped"]
     assert not _port_open(s["controller"])
@@ -93,11 +95,20 @@ def test_demo_embedded_serves_and_writes_outputs(tmp_path):
     r = _demo(out, "--mode", "embedded", "--cells", "3", "--windows", "25", "--window-ms", "20",
               "--no-tuned")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    s = _check_outputs(out, 25, 3)
+    s = _check_outputs(out, 25, 3)  # a fresh install's cold start: the safe heuristic
     assert s["mode"] == "embedded" and s["redis_url"] is None
     assert "controller ready" in r.stdout and "SliceTwin demo summary" in r.stdout
     # the controller recorded transitions and the in-process trainer started reading them
-    assert s["explored_decisions"] > 0  # ε = 0.2 default: the trainer sees varied actions
+    assert s["explored_decisions"] > 0  # ε = 0.2 default: the trainer sees varied actions,
+    # explored around the heuristic's split at a cold start
+
+
+def test_demo_cold_start_init_serves_the_random_student(tmp_path):
+    out = tmp_path / "demo"
+    r = _demo(out, "--mode", "embedded", "--cells", "2", "--windows", "15", "--window-ms", "20",
+              "--no-shadow", "--no-trainer", "--cold-start", "init")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _check_outputs(out, 15, 2, served="init-0")
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
@@ -135,7 +146,7 @@ def test_demo_shadow_baselines_are_exact_and_reported(tmp_path):
     out, cells, windows, seed = tmp_path / "demo", 3, 30, 7
     r = _demo(out, "--mode", "embedded", "--no-trainer", "--cells", str(cells), "--windows",
               str(windows), "--window-ms", "0", "--profile", "diurnal", "--seed", str(seed),
-              "--shadow-cells", str(cells), timeout=180)
+              "--shadow-cells", str(cells), "--cold-start", "init", timeout=180)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
     sb = s["shadow_baselines"]
@@ -320,7 +331,7 @@ def _check_swap(out: Path, r: subprocess.CompletedProcess) -> dict:
     assert s["failed_requests"] == 0 and s["invariant_violations"] == 0
     assert len(s["swaps"]) >= 1
     sw = s["swaps"][0]
-    assert sw["from"] == "init-0" and sw["to"].startswith("policy-")
+    assert sw["from"] == "init-0" and sw["to"].startswith("policy-")  # --cold-start init
     assert s["final_policy"] != s["initial_policy"]
     # the new version answered requests, and it is the one the trainer promoted
     assert s["answers_by_version"].get(sw["to"], 0) > 0
@@ -339,7 +350,8 @@ def _check_swap(out: Path, r: subprocess.CompletedProcess) -> dict:
 def test_demo_hot_swap_auto_mode(tmp_path):
     """The README command (auto mode: a private redis-server here) until the first swap."""
     out = tmp_path / "demo"
-    r = _demo(out, "--duration", "300", "--swaps", "1", "--after-swap", "25", timeout=400)
+    r = _demo(out, "--duration", "300", "--swaps", "1", "--after-swap", "25", "--cold-start",
+              "init", timeout=400)
     s = _check_swap(out, r)
     assert s["mode"] == ("redis" if shutil.which("redis-server") else "embedded")
     assert s["first_swap_after_start_s"] < 300
@@ -350,7 +362,7 @@ def test_demo_hot_swap_auto_mode(tmp_path):
 def test_demo_hot_swap_embedded(tmp_path):
     out = tmp_path / "demo"
     r = _demo(out, "--mode", "embedded", "--duration", "300", "--swaps", "1", "--after-swap",
-              "25", timeout=400)
+              "25", "--cold-start", "init", timeout=400)
     s = _check_swap(out, r)
     assert s["mode"] == "embedded"
 
@@ -414,3 +426,17 @@ def test_demo_twin_service_serves_the_trainers_twin(tmp_path):
     assert served in twins or served > max(twins), (served, twins)
     assert all(c["twin_backend"] in ("http", "local") for c in s["trainer"]["cycles"])
     assert s["stopped"]["twin service"] == "stopped"
+
+
+def test_demo_on_another_gnb_serves_its_carrier(tmp_path):
+    """`--profile foreign` (10 MHz in 1 MHz units): the controller's and the trainer's codecs
+    follow the simulated gNB, and every answer is a split of its 10 units."""
+    from slicetwin.ops.demo.run import DemoConfig, _trainer_settings, _Transport
+
+    s = _trainer_settings(DemoConfig(profile="foreign"), _Transport("embedded"), str(tmp_path))
+    assert (s.n_units, s.total_bandwidth_hz, s.cold_start) == (10, 10e6, "proportional")
+    out = tmp_path / "demo"
+    r = _demo(out, "--mode", "embedded", "--cells", "2", "--windows", "20", "--window-ms", "0",
+              "--profile", "foreign", "--no-trainer", "--no-tuned")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _check_outputs(out, 20, 2, n_units=10)

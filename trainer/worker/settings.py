@@ -56,8 +56,9 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection
     train_window: int = Field(20_000, gt=0, description="newest rows used by a cycle")
     holdout_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="stable split by id hash")
     seed: int = 0
-    agent: str = Field("ddqn", description="dqn | ddqn | dueling-ddqn | factored-ddqn (agent 1 and "
-                       "agent 2)")
+    agent: str = Field("factored-ddqn", description="dqn | ddqn | dueling-ddqn | factored-ddqn "
+                       "(agent 1 and agent 2); factored-ddqn, the one learner that beat the "
+                       "static split on report traffic (docs/training.md, 'Factored Q')")
     agent_hidden: tuple[int, ...] = Field((128, 128), description="Q-network hidden layers; "
                                           "smaller than the paper's for short CPU cycles")
     gamma: float = Field(0.5, ge=0.0, lt=1.0, description="the task is near a contextual bandit")

@@ -92,7 +92,11 @@ class Recorder:
     def note_answer_version(self, version: str, k: int, t: float) -> SwapEvent | None:
         """Track the version answers come from; returns a SwapEvent when it changes."""
         self.answer_versions[version] += 1
-        if version == "fallback" or version == self.serving:
+        if version == self.serving:
+            return None
+        if version == "fallback":  # the heuristic at a cold start, or an inference-error answer
+            if self.serving is None:
+                self.serving = version  # a cold start: its first promotion is a hot-swap too
             return None
         ev = None
         if self.serving is not None:

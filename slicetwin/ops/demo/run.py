@@ -100,6 +100,8 @@ class DemoConfig:
     stop_after_swaps: int = 0  # >0: stop once this many hot-swaps were served ...
     after_swap_windows: int = 50  # ... and the last one served this many windows
     explore_epsilon: float = 0.2  # controller ε-exploration (the trainer needs varied actions)
+    cold_start: str = "proportional"  # served until a trained policy passes the gate: the safe
+    #   heuristic of a fresh install (proportional | static) or init (a random student)
     batch: bool = False  # one /v1/reports:batch request per window instead of one per cell
     trainer: bool = True  # False: serve only (no learning, no swaps)
     twin_service: bool = False  # Redis mode: also run `slicetwin twin`; agent 2 trains through it
@@ -170,13 +172,13 @@ def _setup_logging(path: Path) -> logging.Handler:
 
 def _trainer_settings(cfg: DemoConfig, tr: _Transport, data_dir: str,
                       twin_url: str | None = None, twin_api_key: str | None = None):
+    codec = SimConfig.from_profile(cfg.profile).codec
     kw = {**_demo_trainer(cfg), "data_dir": data_dir, "seed": cfg.seed,
           "init_seed": cfg.seed, "redis_url": tr.url, "registry_prefix": tr.prefix,
           "consumer_name": "demo-trainer", "twin_url": twin_url, "env": "dev",
-          "twin_api_key": twin_api_key,
-          # the demo starts from a random student on purpose (learning from scratch is what it
-          # shows); a deployment's cold start is the safe heuristic (docs/demo.md)
-          "cold_start": "init"}
+          "twin_api_key": twin_api_key, "cold_start": cfg.cold_start,
+          # the trainer's codec is the simulated gNB's carrier and units
+          "n_units": codec.n_units, "total_bandwidth_hz": codec.total_bandwidth_hz}
     return WorkerSettings(**kw)
 
 
@@ -253,6 +255,9 @@ def _validate(cfg: DemoConfig) -> None:
     if cfg.cells < 1:
         raise ValueError("cells must be >= 1")
     SimConfig.from_profile(cfg.profile)  # a bad profile: ValueError naming the choices
+    if cfg.cold_start not in ("proportional", "init"):
+        raise ValueError("cold_start must be 'proportional' (the safe heuristic) or 'init' "
+                         "(a random student)")
     _check_overrides(cfg.trainer_overrides)
     if cfg.twin_service and (cfg.mode == "embedded" or not cfg.trainer):
         raise ValueError("--twin-service needs Redis mode and the trainer (the service loads "
@@ -385,9 +390,11 @@ class _DemoRun:
     def _start_controller(self) -> None:
         cfg, tr = self.cfg, self.tr
         port = free_port()
+        codec = SimConfig.from_profile(cfg.profile).codec
         env = controller_env(dict(os.environ), port=port, redis_url=tr.url, prefix=tr.prefix,
                              epsilon=cfg.explore_epsilon, explore_budget=10**9, seed=cfg.seed,
-                             api_key=self.api_key)
+                             api_key=self.api_key, cold_start=cfg.cold_start,
+                             n_units=codec.n_units, total_bandwidth_hz=codec.total_bandwidth_hz)
         if tr.mode == "redis":
             self.controller = ControllerProcess(env, port, self.out / "controller.log",
                                                 inherit_env=False, ready_path="/readyz",
