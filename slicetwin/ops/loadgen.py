@@ -8,6 +8,14 @@ multiple of ``connections`` every cell stays on one connection, so its windows a
 and every answered pair of consecutive windows must become exactly one transition: the result
 keeps the answered ``(cell, window)`` pairs so a test can count what the stream must hold.
 A failed connection is reopened and counted; nothing is retried (a retry would hide a failure).
+
+Several generator processes can share one schedule (``start_at``: a ``time.perf_counter()``
+instant, the same clock in every process on Linux) with disjoint cells (``cell_prefix``); each
+keeps its latencies (``keep_latencies``) and the send instant and kind of every failure, so the
+caller can merge percentiles and place failures around an event (``slicetwin bench scale``).
+Every 200 answer is checked against its request: an answer for another cell or window counts in
+``answer_mismatches``, and an accepted window that is not newer than the last one accepted for its
+cell (answers of a cell arrive in order on its connection) in ``order_violations``.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ class LoadConfig:
     cell_prefix: str = "soak"
     keep_answered: bool = False  # keep the answered (cell, window) pairs (transition counting)
     seed: int = 0
+    start_at: float | None = None  # perf_counter() instant of request 0 (default: now + 0.1 s)
+    keep_latencies: bool = False  # keep every answered request's latency (LoadResult.latencies)
 
 
 @dataclass
@@ -52,6 +62,10 @@ class LoadResult:
     fallback_answers: int = 0
     degraded_answers: int = 0  # answered without the shared cell memory ("degraded")
     answered: set = field(default_factory=set)  # (cell index, window) answered with 200
+    latencies: list = field(default_factory=list)  # seconds from due time (keep_latencies)
+    failures: list = field(default_factory=list)  # (perf_counter() at send, "conn" or status)
+    answer_mismatches: int = 0  # 200 answers naming another cell or window than the request
+    order_violations: int = 0  # 200 answers whose window is not newer than the cell's last
 
     @property
     def achieved_rps(self) -> float:
@@ -86,6 +100,11 @@ class _Bodies:
         n = len(self.cells)
         body = (_REPORT % (self.cells[i % n], i // n, *self.pool[i % len(self.pool)])).encode()
         return self.head % len(body) + body
+
+    def answer_head(self, i: int) -> bytes:
+        """How the controller's answer to request ``i`` must begin (its cell and window)."""
+        n = len(self.cells)
+        return b'{"cell_id":"%s","window":%d,' % (self.cells[i % n].encode(), i // n)
 
 
 async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -133,7 +152,8 @@ async def drive(port: int, cfg: LoadConfig, on_tick=None, tick_s: float = 1.0) -
     err = [0] * nb
     cnt = [0] * nb
     clock = time.perf_counter
-    t0 = clock() + 0.1
+    t0 = cfg.start_at if cfg.start_at is not None else clock() + 0.1
+    last_window: dict[int, int] = {}  # cell index -> last accepted window
 
     def count(key) -> None:
         res.status[key] = res.status.get(key, 0) + 1
@@ -147,6 +167,7 @@ async def drive(port: int, cfg: LoadConfig, on_tick=None, tick_s: float = 1.0) -
                 await asyncio.sleep(delay)
             b = min(nb - 1, int((due - t0) / cfg.bucket_s))
             cnt[b] += 1
+            sent = clock()
             try:
                 if conn is None:
                     conn = await _open(port)
@@ -154,17 +175,27 @@ async def drive(port: int, cfg: LoadConfig, on_tick=None, tick_s: float = 1.0) -
                 status, body = await _read_answer(conn[0])
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
                 count("conn")
+                res.failures.append((sent, "conn"))
                 err[b] += 1
                 if conn is not None:
                     conn[1].close()
                 conn = None
                 continue
             lat[b].append(clock() - due)
+            if cfg.keep_latencies:
+                res.latencies.append(lat[b][-1])
             count(status)
             if status != 200:
                 err[b] += 1
+                res.failures.append((sent, status))
                 continue
             res.ok += 1
+            if not body.startswith(bodies.answer_head(i)):
+                res.answer_mismatches += 1
+            c, w = i % cfg.cells, i // cfg.cells
+            if last_window.get(c, -1) >= w:
+                res.order_violations += 1
+            last_window[c] = w
             v = _version(body)
             res.versions[v] = res.versions.get(v, 0) + 1
             if b'"fallback":true' in body:
