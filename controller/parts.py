@@ -147,8 +147,12 @@ def make_cells(s: ControllerSettings, sink, m: ControllerMetrics):
         return LocalCellStore()
     if not s.redis_url:
         raise ValueError("cell_store=redis needs SLICETWIN_REDIS_URL")
+    # transitions closed in the commit: only when they go to a Redis stream anyway
+    stream = (s.registry_prefix + s.transitions_stream
+              if s.transitions_in_commit and isinstance(sink, RedisStreamSink) else None)
     return ShadowedCellStore(RedisCellStore(s.redis_url, s.registry_prefix, s.cell_ttl_s,
-                                            timeout_s=s.cell_store_timeout_s),
+                                            timeout_s=s.cell_store_timeout_s, stream=stream,
+                                            maxlen=s.transitions_maxlen),
                              sink, m, probe_s=s.cell_store_probe_s,
                              hold_buffer=s.cell_hold_buffer)
 

@@ -65,6 +65,11 @@ class ControllerSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSetti
     sink_buffer: int = Field(100_000, gt=0, description="bounded in-memory buffer; overflow is "
                              "dropped and counted, never blocks a request")
     sink_flush_interval_s: float = Field(0.02, gt=0)
+    transitions_in_commit: bool = Field(True, description="with cell_store=redis and "
+                                        "transitions_sink=redis, append each transition to the "
+                                        "stream in the same Lua call that commits the cell's "
+                                        "memory (a replica killed after answering loses none); "
+                                        "false: through the sink's in-process buffer")
     # --- exploration (off by default; for Algorithm 1's agent-1 phase on live traffic)
     explore_epsilon: float = Field(0.0, ge=0.0, le=1.0)
     explore_budget_per_cell: int = Field(100, ge=0, description="max explored decisions per cell")
