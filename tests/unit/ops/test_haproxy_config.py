@@ -22,6 +22,8 @@ def test_round_robin_health_checks_and_safe_retries():
     assert "option httpchk GET /readyz" in text and "http-check expect status 200" in text
     assert "server ctl0 127.0.0.1:9001 check" in text and "server ctl1 127.0.0.1:9002" in text
     assert "inter 200ms" in text and "fall 2 rise 2" in text
+    # a slow replica is not a dead one: its check may take long (a dead port refuses at once)
+    assert "timeout check 2000ms" in text and "error-limit 3 on-error mark-down" in text
     assert "option redispatch 1" in text
     retry = next(line.split()[1:] for line in text.splitlines() if "retry-on" in line)
     # only failures where the replica cannot have answered: never a slow answer
