@@ -287,7 +287,7 @@ def _drive(cfg: ScaleConfig, replicas: int, ctls: list[ControllerProcess], lb: H
     out.update(redis_figures(r, rs0, rs1, ok, STREAM, KEY_PREFIX, cell_ids))
     stats = lb.stats().get("BACKEND", {})
     out["haproxy"] = {k: int(stats.get(k) or 0) for k in
-                      ("wretr", "wredis", "econ", "eresp", "hrsp_5xx")}
+                      ("wretr", "wredis", "econ", "eresp", "hrsp_5xx", "connect", "reuse")}
     if kill is not None:
         t_kill = kill.pop("t_kill")
         kill["failed_in_flight"] = _failures_between(results, t_kill - 1.0, t_kill)
