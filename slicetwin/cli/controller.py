@@ -179,9 +179,11 @@ def bench_scale(
                                "generators together)"),
     duration: float = typer.Option(20.0, help="measured seconds per configuration"),
     cells: int = typer.Option(512, help="distinct cells (a multiple of generators x "
-                              "connections)"),
+                              "connections x batch)"),
     generators: int = typer.Option(2, min=1, help="load-generator processes"),
     connections: int = typer.Option(8, min=1, help="keep-alive connections per generator"),
+    batch: int = typer.Option(1, min=1, help="reports per request (> 1: POST "
+                              "/v1/reports:batch; --rate stays reports/s)"),
     warmup: float = typer.Option(3.0, min=0.0, help="seconds of load before the measured phase"),
     kill_replica: bool = typer.Option(False, "--kill-replica", help="SIGKILL replica 0 during "
                                       "the load and start it again"),
@@ -204,7 +206,8 @@ def bench_scale(
         raise typer.BadParameter("comma-separated integers, e.g. 1,2,4",
                                  param_hint="--replicas") from None
     cfg = ScaleConfig(replicas=counts, redis=redis, rate=rate, duration_s=duration, cells=cells,
-                      generators=generators, connections=connections, warmup_s=warmup,
+                      generators=generators, connections=connections, batch=batch,
+                      warmup_s=warmup,
                       kill_replica=kill_replica, kill_at=kill_at, restart_after_s=restart_after,
                       affinity=affinity)
     try:

@@ -13,6 +13,9 @@ Several generator processes can share one schedule (``start_at``: a ``time.perf_
 instant, the same clock in every process on Linux) with disjoint cells (``cell_prefix``); each
 keeps its latencies (``keep_latencies``) and the send instant and kind of every failure, so the
 caller can merge percentiles and place failures around an event (``slicetwin bench scale``).
+``batch`` > 1 sends ``POST /v1/reports:batch`` of ``batch`` cells per request: the cells form
+``cells // batch`` groups, request ``i`` reports window ``i // groups`` of every cell of group
+``i % groups`` (``rate`` stays requests/s).
 Every 200 answer is checked against its request: an answer for another cell or window counts in
 ``answer_mismatches``, and an accepted window that is not newer than the last one accepted for its
 cell (answers of a cell arrive in order on its connection) in ``order_violations``.
@@ -39,7 +42,8 @@ class LoadConfig:
     rate: float = 1000.0  # offered load, requests/s
     duration_s: float = 10.0
     connections: int = 8
-    cells: int = 256  # a multiple of ``connections`` (windows of a cell stay in order)
+    cells: int = 256  # a multiple of ``connections`` x ``batch`` (a cell's windows stay in order)
+    batch: int = 1  # cells per request (> 1: the batch endpoint)
     bucket_s: float = 60.0  # period of the per-bucket latency figures
     path: str = "/v1/reports"
     api_key: str | None = None
@@ -91,20 +95,34 @@ class _Bodies:
                          r.uniform(0.01, 3)]
             self.pool.append(tuple(vals))
         self.cells = [f"{cfg.cell_prefix}-{i}" for i in range(cfg.cells)]
-        head = [f"POST {cfg.path} HTTP/1.1", "Host: loadgen", "Content-Type: application/json"]
+        self.batch = cfg.batch
+        self.groups = cfg.cells // cfg.batch
+        path = cfg.path if cfg.batch == 1 else "/v1/reports:batch"
+        head = [f"POST {path} HTTP/1.1", "Host: loadgen", "Content-Type: application/json"]
         if cfg.api_key:
             head.append(f"Authorization: Bearer {cfg.api_key}")
         self.head = ("\r\n".join(head) + "\r\nContent-Length: %d\r\n\r\n").encode()
 
+    def cells_of(self, i: int) -> tuple[range, int]:
+        """(cell indices, window) that request ``i`` reports."""
+        g = i % self.groups
+        return range(g * self.batch, (g + 1) * self.batch), i // self.groups
+
     def request(self, i: int) -> bytes:
-        n = len(self.cells)
-        body = (_REPORT % (self.cells[i % n], i // n, *self.pool[i % len(self.pool)])).encode()
+        cells, w = self.cells_of(i)
+        pool = self.pool
+        first = cells[0]
+        reps = [_REPORT % (self.cells[c], w, *pool[(i * self.batch + c - first) % len(pool)])
+                for c in cells]
+        body = (reps[0] if self.batch == 1 else
+                '{"reports":[' + ",".join(reps) + "]}").encode()
         return self.head % len(body) + body
 
     def answer_head(self, i: int) -> bytes:
-        """How the controller's answer to request ``i`` must begin (its cell and window)."""
-        n = len(self.cells)
-        return b'{"cell_id":"%s","window":%d,' % (self.cells[i % n].encode(), i // n)
+        """How the controller's answer to request ``i`` must begin (its first cell and window)."""
+        cells, w = self.cells_of(i)
+        head = b'{"cell_id":"%s","window":%d,' % (self.cells[cells[0]].encode(), w)
+        return head if self.batch == 1 else b'{"decisions":[' + head
 
 
 async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -142,8 +160,9 @@ async def drive(port: int, cfg: LoadConfig, on_tick=None, tick_s: float = 1.0) -
 
     ``on_tick(elapsed_s)`` (optional, may be a coroutine function) runs every ``tick_s`` on the
     same loop: the place for fault injection and probes during the load."""
-    if cfg.cells % cfg.connections:
-        raise ValueError("cells must be a multiple of connections (per-cell window order)")
+    if cfg.cells % (cfg.connections * cfg.batch):
+        raise ValueError("cells must be a multiple of connections x batch (per-cell window "
+                         "order)")
     bodies = _Bodies(cfg)
     n = int(cfg.rate * cfg.duration_s)
     res = LoadResult(requests=n)
@@ -192,7 +211,8 @@ async def drive(port: int, cfg: LoadConfig, on_tick=None, tick_s: float = 1.0) -
             res.ok += 1
             if not body.startswith(bodies.answer_head(i)):
                 res.answer_mismatches += 1
-            c, w = i % cfg.cells, i // cfg.cells
+            cells, w = bodies.cells_of(i)
+            c = cells[0]  # the cells of a group move together
             if last_window.get(c, -1) >= w:
                 res.order_violations += 1
             last_window[c] = w
@@ -203,7 +223,7 @@ async def drive(port: int, cfg: LoadConfig, on_tick=None, tick_s: float = 1.0) -
             if b'"degraded":' in body:
                 res.degraded_answers += 1
             if cfg.keep_answered:
-                res.answered.add((i % cfg.cells, i // cfg.cells))
+                res.answered.update((c, w) for c in cells)
         if conn is not None:
             conn[1].close()
 

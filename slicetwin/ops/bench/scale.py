@@ -5,7 +5,8 @@ For each replica count it starts real processes: a private Redis (:func:`start_r
 transitions sink, production keys), HAProxy in front (``slicetwin.ops.haproxy``) and
 ``generators`` load-generator processes (``slicetwin.ops.loadgen``, open loop, disjoint cells,
 one shared schedule), so the client is not the bottleneck and a stall cannot slow the offered
-load. After a warm-up it offers ``rate`` reports/s for ``duration_s`` and prints one JSON line:
+load. After a warm-up it offers ``rate`` reports/s for ``duration_s`` (one per request, or
+``batch`` per ``/v1/reports:batch`` request) and prints one JSON line:
 decisions/s, p50/p99 (from each request's due time), failed requests by kind, per-cell ordering
 violations (answers and Redis' cell memory), lost / duplicate transitions (the stream against the
 answered window pairs: ``scale_audit``), and decisions per server CPU-second (controllers +
@@ -58,6 +59,7 @@ class ScaleConfig:
     cells: int = 512  # all generators together
     generators: int = 2  # load-generator processes
     connections: int = 8  # per generator
+    batch: int = 1  # reports per request (> 1: POST /v1/reports:batch)
     warmup_s: float = 3.0
     kill_replica: bool = False
     kill_at: float = 0.4  # fraction of the load
@@ -72,10 +74,10 @@ class ScaleConfig:
             raise ValueError("replicas: counts >= 1")
         if self.kill_replica and min(self.replicas) < 2:
             raise ValueError("--kill-replica needs at least 2 replicas in every configuration")
-        per = self.generators * self.connections
-        if self.cells % per:
+        per = self.generators * self.connections * self.batch
+        if self.batch < 1 or self.cells % per:
             raise ValueError(f"cells ({self.cells}) must be a multiple of generators x "
-                             f"connections ({per}): each cell stays on one connection")
+                             f"connections x batch ({per}): each cell stays on one connection")
         if self.rate <= 0 or self.duration_s <= 0:
             raise ValueError("rate and duration must be positive")
 
@@ -186,7 +188,8 @@ def run_config(cfg: ScaleConfig, replicas: int) -> dict:
     ctls: list[ControllerProcess] = []
     lb: HAProxy | None = None
     out: dict = {"bench": "scale", "replicas": replicas, "redis": cfg.redis,
-                 "offered_rps": cfg.rate, "duration_s": cfg.duration_s, "cells": cfg.cells,
+                 "offered_rps": cfg.rate, "batch": cfg.batch, "duration_s": cfg.duration_s,
+                 "cells": cfg.cells,
                  "generators": cfg.generators, "connections": cfg.generators * cfg.connections,
                  "affinity": cfg.affinity, "cpus": os.cpu_count(),
                  "loadavg_1m_start": round(os.getloadavg()[0], 2)}
@@ -218,8 +221,9 @@ def _drive(cfg: ScaleConfig, replicas: int, ctls: list[ControllerProcess], lb: H
            env: dict, api_key: str, r: redis.Redis) -> dict:
     g = cfg.generators
     start_at = time.perf_counter() + SPAWN_MARGIN_S + cfg.warmup_s
-    share = {"rate": cfg.rate / g, "connections": cfg.connections, "cells": cfg.cells // g,
-             "api_key": api_key, "bucket_s": cfg.duration_s}
+    share = {"rate": cfg.rate / g / cfg.batch, "connections": cfg.connections,
+             "cells": cfg.cells // g, "batch": cfg.batch, "api_key": api_key,
+             "bucket_s": cfg.duration_s}
     loads = [{**share, "duration_s": cfg.duration_s, "cell_prefix": f"scale{k}",
               "seed": cfg.seed + k, "start_at": start_at, "keep_latencies": True,
               "keep_answered": True} for k in range(g)]
@@ -262,7 +266,7 @@ def _drive(cfg: ScaleConfig, replicas: int, ctls: list[ControllerProcess], lb: H
         wait_drained(c, 30)
     answered = {res["prefix"]: res["answered"] for res in results}
     lat = [x for res in results for x in res["latencies"]]
-    ok = sum(res["ok"] for res in results)
+    ok = sum(res["ok"] for res in results) * cfg.batch  # decisions
     requests = sum(res["requests"] for res in results)
     wall = max(res["wall_s"] for res in results)
     status: dict = {}
@@ -274,7 +278,8 @@ def _drive(cfg: ScaleConfig, replicas: int, ctls: list[ControllerProcess], lb: H
     cpu_lb = ledger.used.get("haproxy", 0.0)
     out = {"requests": requests, "decisions": ok, "achieved_rps": round(requests / wall, 1),
            "decisions_per_s": round(ok / wall, 1), "p50_ms": _pct(lat, 0.50),
-           "p99_ms": _pct(lat, 0.99), "failed": requests - ok, "failed_by_kind": failed_by_kind,
+           "p99_ms": _pct(lat, 0.99), "failed": requests - ok // cfg.batch,
+           "failed_by_kind": failed_by_kind,
            "order_violations": sum(res["order_violations"] for res in results),
            "answer_mismatches": sum(res["answer_mismatches"] for res in results),
            "cell_memory_mismatches": audit_memory(r, KEY_PREFIX, answered)}
