@@ -177,6 +177,9 @@ def bench_scale(
                               "or cluster"),
     rate: float = typer.Option(1000.0, help="offered load, reports/s (open loop, all "
                                "generators together)"),
+    rate_per_replica: bool = typer.Option(False, "--rate-per-replica", help="--rate is per "
+                                          "replica: the offered load grows with the replica "
+                                          "count (equal load per replica)"),
     duration: float = typer.Option(20.0, help="measured seconds per configuration"),
     cells: int = typer.Option(512, help="distinct cells (a multiple of generators x "
                               "connections x batch)"),
@@ -205,7 +208,8 @@ def bench_scale(
     except ValueError:
         raise typer.BadParameter("comma-separated integers, e.g. 1,2,4",
                                  param_hint="--replicas") from None
-    cfg = ScaleConfig(replicas=counts, redis=redis, rate=rate, duration_s=duration, cells=cells,
+    cfg = ScaleConfig(replicas=counts, redis=redis, rate=rate, rate_per_replica=rate_per_replica,
+                      duration_s=duration, cells=cells,
                       generators=generators, connections=connections, batch=batch,
                       warmup_s=warmup,
                       kill_replica=kill_replica, kill_at=kill_at, restart_after_s=restart_after,

@@ -55,6 +55,7 @@ class ScaleConfig:
     replicas: tuple[int, ...] = (1, 2, 4)
     redis: str = "single"
     rate: float = 1000.0  # offered reports/s, all generators together
+    rate_per_replica: bool = False  # True: ``rate`` per replica (the load grows with replicas)
     duration_s: float = 20.0
     cells: int = 512  # all generators together
     generators: int = 2  # load-generator processes
@@ -66,6 +67,10 @@ class ScaleConfig:
     restart_after_s: float = 1.0
     affinity: bool = False  # HAProxy hashes X-Cell-Id (never needed for correctness)
     seed: int = 0
+
+    def offered(self, replicas: int) -> float:
+        """Reports/s offered to ``replicas`` replicas."""
+        return self.rate * replicas if self.rate_per_replica else self.rate
 
     def check(self) -> None:
         if self.redis not in REDIS_KINDS:
@@ -188,7 +193,7 @@ def run_config(cfg: ScaleConfig, replicas: int) -> dict:
     ctls: list[ControllerProcess] = []
     lb: HAProxy | None = None
     out: dict = {"bench": "scale", "replicas": replicas, "redis": cfg.redis,
-                 "offered_rps": cfg.rate, "batch": cfg.batch, "duration_s": cfg.duration_s,
+                 "offered_rps": cfg.offered(replicas), "batch": cfg.batch, "duration_s": cfg.duration_s,
                  "cells": cfg.cells,
                  "generators": cfg.generators, "connections": cfg.generators * cfg.connections,
                  "affinity": cfg.affinity, "cpus": os.cpu_count(),
@@ -221,7 +226,8 @@ def _drive(cfg: ScaleConfig, replicas: int, ctls: list[ControllerProcess], lb: H
            env: dict, api_key: str, r: redis.Redis) -> dict:
     g = cfg.generators
     start_at = time.perf_counter() + SPAWN_MARGIN_S + cfg.warmup_s
-    share = {"rate": cfg.rate / g / cfg.batch, "connections": cfg.connections,
+    rate = cfg.offered(replicas)
+    share = {"rate": rate / g / cfg.batch, "connections": cfg.connections,
              "cells": cfg.cells // g, "batch": cfg.batch, "api_key": api_key,
              "bucket_s": cfg.duration_s}
     loads = [{**share, "duration_s": cfg.duration_s, "cell_prefix": f"scale{k}",
@@ -238,7 +244,7 @@ def _drive(cfg: ScaleConfig, replicas: int, ctls: list[ControllerProcess], lb: H
         p.start()
     try:
         _progress(f"{replicas} replica(s): warm-up {cfg.warmup_s:.0f} s, then "
-                  f"{cfg.rate:.0f} reports/s for {cfg.duration_s:.0f} s")
+                  f"{rate:.0f} reports/s for {cfg.duration_s:.0f} s")
         time.sleep(max(0.0, start_at - time.perf_counter()))
         ledger = _CpuLedger()
         for c in ctls:
