@@ -44,6 +44,7 @@ class LoadConfig:
     connections: int = 8
     cells: int = 256  # a multiple of ``connections`` x ``batch`` (a cell's windows stay in order)
     batch: int = 1  # cells per request (> 1: the batch endpoint)
+    cell_header: bool = False  # send X-Cell-Id (a batch: its first cell) for a balancer's affinity
     bucket_s: float = 60.0  # period of the per-bucket latency figures
     path: str = "/v1/reports"
     api_key: str | None = None
@@ -101,7 +102,10 @@ class _Bodies:
         head = [f"POST {path} HTTP/1.1", "Host: loadgen", "Content-Type: application/json"]
         if cfg.api_key:
             head.append(f"Authorization: Bearer {cfg.api_key}")
+        if cfg.cell_header:  # X-Cell-Id: <first cell>, filled per request
+            head.append("X-Cell-Id: %s")
         self.head = ("\r\n".join(head) + "\r\nContent-Length: %d\r\n\r\n").encode()
+        self.cell_header = cfg.cell_header
 
     def cells_of(self, i: int) -> tuple[range, int]:
         """(cell indices, window) that request ``i`` reports."""
@@ -116,6 +120,8 @@ class _Bodies:
                 for c in cells]
         body = (reps[0] if self.batch == 1 else
                 '{"reports":[' + ",".join(reps) + "]}").encode()
+        if self.cell_header:
+            return self.head % (self.cells[first].encode(), len(body)) + body
         return self.head % len(body) + body
 
     def answer_head(self, i: int) -> bytes:

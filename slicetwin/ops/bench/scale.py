@@ -229,6 +229,7 @@ def _drive(cfg: ScaleConfig, replicas: int, ctls: list[ControllerProcess], lb: H
     rate = cfg.offered(replicas)
     share = {"rate": rate / g / cfg.batch, "connections": cfg.connections,
              "cells": cfg.cells // g, "batch": cfg.batch, "api_key": api_key,
+             "cell_header": cfg.affinity,
              "bucket_s": cfg.duration_s}
     loads = [{**share, "duration_s": cfg.duration_s, "cell_prefix": f"scale{k}",
               "seed": cfg.seed + k, "start_at": start_at, "keep_latencies": True,
