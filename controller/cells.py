@@ -4,17 +4,18 @@ Each report closes the previous transition of its cell. ``commit`` checks the wi
 stores the new memory in one step (atomically across cells of a batch); it raises
 :class:`WindowConflict` for a duplicate or backward window, so such a report never becomes a
 transition and never overwrites newer memory. ``local`` keeps memory in-process; ``redis`` keeps it
-under ``{prefix}cells:{cell_id}`` (one Lua call per request or per batch), so several controller
-replicas behind a load balancer share it; ``controller.cell_cache.ShadowedCellStore`` wraps the
+under ``{prefix}cells:{<cell_id>}`` (the cell id is the key's hash tag, so cells spread over a
+Redis Cluster's slots; one Lua call per request or per batch on a single Redis, one per cell on a
+cluster), so several controller replicas behind a load balancer share it; ``controller.cell_cache.ShadowedCellStore`` wraps the
 Redis store with a local cache that answers while Redis is unreachable and re-syncs afterwards.
 
 ``record`` / ``record_many`` are ``commit`` / ``commit_many`` plus a hold handle (``None`` here:
 the decision's transition goes straight to the sink); the shadowed store returns a handle while
 it serves from its cache, and the transition is held until the cell's memory is back in Redis.
 
-**Transitions closed in the commit.** Given a ``stream``, the Redis store also appends the
-transition a report closes to the transitions stream *in the same Lua call* that commits the
-cell's memory (``closes``: :class:`Close`, the report's half of the entry). Memory and transition
+**Transitions closed in the commit.** Given the stream's shard keys (``streams``; a single Redis
+only), the Redis store also appends the transition a report closes to its cell's shard *in the
+same Lua call* that commits the cell's memory (``closes``: :class:`Close`, the report's half of the entry). Memory and transition
 are then stored together or not at all, so a replica killed right after answering loses no
 transition (through the sink's in-process buffer it lost the last ~20 ms of them), and a window
 accepted twice is impossible by construction. The store's ``closes_transitions`` tells the
@@ -28,9 +29,9 @@ import os
 import threading
 from typing import NamedTuple
 
-import redis
-
+from slicetwin.platform.redis_client import connect, eval_each, is_cluster
 from slicetwin.platform.redis_errors import is_store_failure
+from slicetwin.platform.stream_shards import shard_of
 
 
 class CellMemory(NamedTuple):
@@ -40,6 +41,11 @@ class CellMemory(NamedTuple):
     policy_version: str
     fallback: bool
     explored: bool
+
+
+def cell_key(prefix: str, cell_id: str) -> str:
+    """The Redis key of a cell's memory; the cell id is its hash tag (one slot per cell)."""
+    return f"{prefix}cells:{{{cell_id}}}"
 
 
 class Close(NamedTuple):
@@ -166,12 +172,12 @@ return prevs
 """
 
 # The same commit, and for each key whose previous window is the one just before the new one, the
-# transition it closes appended to the stream (KEYS[n + 1]). KEYS: cell keys, stream; ARGV: ttl,
-# owner, maxlen, then (window, payload, head, middle, ts, reported) per key. The previous memory's
+# transition it closes appended to the cell's stream shard. KEYS: n cell keys, then the n cells'
+# shard keys; ARGV: ttl, owner, maxlen, then (window, payload, head, middle, ts, reported) per key. The previous memory's
 # payload is ``[window, [state], action, rest]`` (``RedisCellStore._dump``); its parts are spliced
 # into the entry as text, so floats keep every digit (cjson only if the text is not in that form).
 _COMMIT_CLOSE_LUA = """
-local n = #KEYS - 1
+local n = #KEYS / 2
 for i = 1, n do
   local w = redis.call('HGET', KEYS[i], 'window')
   if w and tonumber(w) >= tonumber(ARGV[6 * i - 2]) then
@@ -192,7 +198,7 @@ for i = 1, n do
       rest = cjson.encode(d[4]) .. ',' .. tostring(d[5]) .. ',' .. tostring(d[6])
     end
     if tonumber(ARGV[j + 5]) >= 0 then action = ARGV[j + 5] end
-    redis.call('XADD', KEYS[n + 1], 'MAXLEN', '~', ARGV[3], '*', 't',
+    redis.call('XADD', KEYS[n + i], 'MAXLEN', '~', ARGV[3], '*', 't',
                ARGV[j + 2] .. state .. ',' .. action .. ',' .. ARGV[j + 3] .. ',' .. rest
                .. ',' .. ARGV[j + 4] .. ']')
   end
@@ -234,26 +240,35 @@ return out
 class RedisCellStore(_Recording):
     """``timeout_s`` bounds every call (connect and reply): a decision waits at most that long
     for an unreachable Redis (the shadowed store then stops asking until Redis is back).
-    ``stream``: the transitions stream key; commits given ``closes`` then append the transitions
-    they close to it atomically (module doc)."""
+
+    On a Redis Cluster each cell's keys sit in the cell's own slot, so a batch is checked and
+    committed per cell: the windows of the whole batch are read first (a conflict refuses the
+    batch with nothing written), then every cell's script re-checks its own window atomically.
+    Only a race with another replica between the two steps can leave the cells before the
+    conflicting one committed (docs/deployment.md, "Redis Cluster").
+
+    ``streams``: the transitions stream's shard keys (``slicetwin.platform.stream_shards``);
+    commits given ``closes`` then append the transitions they close to the cell's shard in the
+    same script (module doc). Only on a single Redis: on a cluster a cell's key and its shard
+    live in different slots, so the transitions go through the sink there."""
 
     name = "redis"
 
     def __init__(self, url: str, prefix: str = "slicetwin:", ttl_s: int = 3600,
-                 timeout_s: float = 1.0, stream: str | None = None,
+                 timeout_s: float = 1.0, streams: tuple[str, ...] | None = None,
                  maxlen: int = 1_000_000):
         self.prefix, self.ttl = prefix, ttl_s
-        self.stream, self.maxlen = stream, maxlen
-        self.closes_transitions = stream is not None
         self.owner = os.urandom(6).hex()  # this replica, in each memory it writes ('by')
-        self._r = redis.Redis.from_url(url, socket_timeout=timeout_s,
-                                       socket_connect_timeout=timeout_s)
+        self._r = connect(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self.cluster = is_cluster(self._r)
+        self.streams, self.maxlen = streams or (), maxlen  # maxlen: per shard
+        self.closes_transitions = bool(self.streams) and not self.cluster
         self._script = self._r.register_script(_COMMIT_LUA)
         self._close_script = self._r.register_script(_COMMIT_CLOSE_LUA)
         self._push = self._r.register_script(_PUSH_LUA)
 
     def _key(self, cell_id: str) -> str:
-        return f"{self.prefix}cells:{cell_id}"
+        return cell_key(self.prefix, cell_id)
 
     @staticmethod
     def _dump(m: CellMemory) -> str:
@@ -275,14 +290,18 @@ class RedisCellStore(_Recording):
 
     def commit_many(self, items: list[tuple[str, CellMemory]],
                     closes: list[Close] | None = None) -> list[CellMemory | None]:
-        """Check every window and store every memory, all or nothing; with ``closes`` (and a
-        ``stream``) also append the transitions they close. Returns the previous memories."""
+        """Check every window and store every memory, all or nothing; with ``closes`` (and
+        ``streams``) also append the transitions they close. Returns the previous memories."""
+        if self.cluster and len(items) > 1:
+            return self._commit_per_cell(items)
         keys = [self._key(c) for c, _ in items]
-        if closes is not None and self.stream is not None:
+        if closes is not None and self.closes_transitions:
             args: list = [self.ttl, self.owner, self.maxlen]
             for (_, m), c in zip(items, closes, strict=True):
                 args += [m.window, self._dump(m), c.head, c.middle, c.ts, c.reported]
-            res = self._close_script(keys=[*keys, self.stream], args=args)
+            n = len(self.streams)
+            shards = [self.streams[shard_of(c, n)] for c, _ in items]
+            res = self._close_script(keys=[*keys, *shards], args=args)
         else:
             args = [self.ttl, self.owner]
             for _, m in items:
@@ -294,14 +313,36 @@ class RedisCellStore(_Recording):
             check_order(cid, m.window, int(res[2]), i)
         return [self._load(r) for r in res[1:]]
 
+    def _commit_per_cell(self, items: list[tuple[str, CellMemory]]) -> list[CellMemory | None]:
+        """Cluster: read every window (refuse the batch on a conflict), then one atomic script
+        per cell, all in one pipeline round trip per master."""
+        pipe = self._r.pipeline(transaction=False)
+        for cid, _ in items:
+            pipe.hget(self._key(cid), "window")
+        for i, ((cid, m), w) in enumerate(zip(items, pipe.execute(), strict=True)):
+            check_order(cid, m.window, None if w is None else int(w), i)
+        res = eval_each(self._r, self._script, [
+            ([self._key(cid)], [self.ttl, self.owner, m.window, self._dump(m)])
+            for cid, m in items])
+        for i, r in enumerate(res):
+            if r[0] == b"CONFLICT":  # another replica won this cell since the read
+                cid, m = items[i]
+                check_order(cid, m.window, int(r[2]), i)
+        return [self._load(r[1]) for r in res]
+
     def push_if_unmoved(self, items: list[tuple[str, int, CellMemory]]
                         ) -> list[CellMemory | None | bool]:
         """Re-sync ``(cell_id, first, mem)`` items (see ``_PUSH_LUA``): per item ``True`` when
         stored, else the memory Redis holds (newer; ``None`` if unreadable)."""
-        args: list = [self.ttl, self.owner]
-        for _, first, m in items:
-            args += [first, m.window, self._dump(m)]
-        res = self._push(keys=[self._key(c) for c, _, _ in items], args=args)
+        if self.cluster:  # verdicts are per cell anyway: one script per cell's slot
+            res = [r[0] for r in eval_each(self._r, self._push, [
+                ([self._key(c)], [self.ttl, self.owner, first, m.window, self._dump(m)])
+                for c, first, m in items])]
+        else:
+            args: list = [self.ttl, self.owner]
+            for _, first, m in items:
+                args += [first, m.window, self._dump(m)]
+            res = self._push(keys=[self._key(c) for c, _, _ in items], args=args)
         return [True if int(r[0]) == 1 else self._load(r[2]) for r in res]
 
     def take_exploration(self, cell_id: str, budget: int) -> bool:

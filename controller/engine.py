@@ -91,9 +91,11 @@ class DecisionEngine:
     def __init__(self, codec: ActionCodec, holder, cells, sink, metrics, *,
                  utility: UtilityConfig | None = None, shaper: RewardShaper | None = None,
                  explore_epsilon: float = 0.0, explore_budget: int = 0,
-                 explore_seed: int | None = None, fallback=None):
+                 explore_seed: int | None = None, explore_radius: int = 0, fallback=None):
         """``fallback``: the safe heuristic served without a model (cold start) or when
-        inference fails; demand-proportional by default (``slicetwin.core.fallback``)."""
+        inference fails; demand-proportional by default (``slicetwin.core.fallback``).
+        ``explore_radius``: an explored decision moves at most that many units between two
+        slices of the served split (0: any action, uniformly)."""
         self.codec, self.holder, self.cells, self.sink, self.m = codec, holder, cells, sink, metrics
         self.fallback = fallback if fallback is not None else DemandProportional(codec)
         # the one definition (slicetwin.core.utility): numpy forms for batches, pure-Python closures
@@ -102,7 +104,7 @@ class DecisionEngine:
         self.shaper = shaper or RewardShaper()
         self._utility = self.utility_config.scalar()
         self._reward = self.shaper.scalar()
-        self.eps, self.budget = explore_epsilon, explore_budget
+        self.eps, self.budget, self.radius = explore_epsilon, explore_budget, explore_radius
         self.rng = np.random.default_rng(explore_seed)
         self._scales = [float(s) for s in STATE_SCALES]
         self._scales64 = STATE_SCALES.astype(np.float64)
@@ -140,7 +142,8 @@ class DecisionEngine:
                                ["body", "allocation"])
 
     def _action_of(self, pairs: list[tuple[str, float]], loc: list) -> int:
-        units = [0] * self.codec.n_slices
+        """The action that ran: exact on our unit grid, else the nearest one (counted)."""
+        bws = [0.0] * self.codec.n_slices
         seen = set()
         for i, (name, bw) in enumerate(pairs):
             try:
@@ -150,14 +153,22 @@ class DecisionEngine:
             if j in seen:
                 raise ReportError([*loc, i, "slice"], f"slice {name!r} appears twice in allocation")
             seen.add(j)
-            units[j] = round(bw / self._unit_hz)
+            bws[j] = bw
         if len(seen) != self.codec.n_slices:
             raise ReportError(loc, "allocation must list every slice once")
-        try:
+        unit = self._unit_hz
+        units = [round(b / unit) for b in bws]
+        if (sum(units) == self.codec.n_units and min(units) >= self.codec.min_units
+                and all(abs(b - u * unit) <= 1e-6 * unit for b, u in zip(bws, units, strict=True))):
             return int(self.codec.encode(units))
+        try:
+            action, off_hz = self.codec.nearest(bws)
         except ValueError as e:
-            raise ReportError(loc, f"allocation is not a valid split of {self.codec.n_units} "
-                              f"units of {self._unit_hz:g} Hz: {e}") from None
+            raise ReportError(loc, f"allocation does not fit the "
+                              f"{self.codec.total_bandwidth_hz:g} Hz carrier: {e}") from None
+        self.m.alloc_off_grid.inc()
+        self.m.alloc_off_grid_hz.inc(off_hz)
+        return action
 
     def _choose(self, cell_id: str, state: list, arrived: list) -> tuple[int, str, bool, bool]:
         """(action, policy_version, fallback, explored) for one state."""
@@ -165,17 +176,21 @@ class DecisionEngine:
         if policy is None:
             self.m.fallbacks.labels("no_model").inc()
             return int(self.fallback.act(arrived)), FALLBACK_VERSION, True, False
-        if self.eps > 0 and self.rng.random() < self.eps and self.cells.take_exploration(
-                cell_id, self.budget):
-            self.m.explored.inc()
-            return int(self.rng.integers(self.codec.n_actions)), policy.version, False, True
         try:
-            return policy.act(state), policy.version, False, False
+            action = policy.act(state)
         except Exception as e:
             log.warning("inference failed (%s); fallback", e)
             self.m.errors.labels("inference").inc()
             self.m.fallbacks.labels("inference_error").inc()
             return int(self.fallback.act(arrived)), FALLBACK_VERSION, True, False
+        if self.eps > 0 and self.rng.random() < self.eps and self.cells.take_exploration(
+                cell_id, self.budget):
+            self.m.explored.inc()
+            return self._explore_from(action), policy.version, False, True
+        return action, policy.version, False, False
+
+    def _explore_from(self, served: int) -> int:
+        return self.codec.explore(served, self.rng, self.radius)
 
     def _next_id(self) -> str:
         self._counter += 1
@@ -394,7 +409,7 @@ class DecisionEngine:
         if self.eps > 0 and policy is not None:
             for i in np.flatnonzero(self.rng.random(len(ids)) < self.eps):
                 if not fallback[i] and self.cells.take_exploration(ids[i], self.budget):
-                    actions[i] = self.rng.integers(self.codec.n_actions)
+                    actions[i] = self._explore_from(int(actions[i]))
                     explored[i] = True
             self.m.explored.inc(int(explored.sum()))
         return explored

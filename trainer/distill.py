@@ -98,6 +98,9 @@ def distill(teacher: nn.Module, states: np.ndarray, cfg: DistillConfig | None = 
     n_actions = q_train.shape[1]
     # Soft targets for the whole pool would be N x n_actions floats: compute them per batch.
     student = StudentMLP(states.shape[1], n_actions, cfg.hidden)
+    teacher_norm = getattr(teacher, "norm", None)
+    if teacher_norm is not None and bool(teacher_norm.fitted):  # a teacher of state_norm="data"
+        student.norm.fit(x_train)
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.rounds, eta_min=cfg.lr_final)
     history: list[dict] = []

@@ -364,9 +364,14 @@ def bench_hotswap_cmd(
 def bench_ingest_cmd(
     entries: int = typer.Option(20_000, min=1, help="transitions in the stream"),
     read_count: int = typer.Option(2000, min=1, help="entries per XREADGROUP / chunk"),
+    redis: str = typer.Option("single", help="single and/or cluster (comma-separated): a "
+                              "private redis-server, or a private 3-master Redis Cluster "
+                              "(6 stream shards)"),
 ) -> None:
-    """Stream -> durable dataset drain rate of the trainer worker (private redis-server)."""
+    """Stream -> durable dataset drain rate of the trainer worker; one JSON line per backend."""
 
     from slicetwin.ops.bench.ingest import run_ingest_bench  # lazy: torch
 
-    typer.echo(_json.dumps(run_ingest_bench(entries=entries, read_count=read_count)))
+    for backend in [b.strip() for b in redis.split(",") if b.strip()]:
+        typer.echo(_json.dumps(run_ingest_bench(entries=entries, read_count=read_count,
+                                                redis=backend)))

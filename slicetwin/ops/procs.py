@@ -29,11 +29,11 @@ import urllib.request
 from pathlib import Path
 
 import httpx
-import redis
 import uvicorn
 
 from controller.app import create_app
 from controller.settings import ControllerSettings
+from slicetwin.platform.redis_client import connect
 
 
 def free_port() -> int:
@@ -384,7 +384,7 @@ def _wait_ready(url: str, timeout: float, proc: subprocess.Popen | None) -> None
 def clear_prefix(redis_url: str, prefix: str) -> int:
     """Delete every key under ``prefix`` (the demo's own keys on a Redis it did not start)."""
 
-    r = redis.Redis.from_url(redis_url)
+    r = connect(redis_url)
     try:
         keys = list(r.scan_iter(match=prefix + "*", count=1000))
         for i in range(0, len(keys), 500):

@@ -8,6 +8,7 @@ endpoint, and a refused report or batch must write nothing.
 
 from __future__ import annotations
 
+import pytest
 import redis
 from fastapi.testclient import TestClient
 
@@ -16,24 +17,26 @@ from controller.cells import CellMemory, Close, RedisCellStore, WindowConflict
 from controller.settings import ControllerSettings
 from slicetwin.core.actions import ActionCodec
 from slicetwin.core.transition_wire import decode
+from slicetwin.platform.stream_shards import shard_keys
 from tests.integration.test_controller import _columnar
 from tests.support.controller import report
 from tests.unit.controller.test_controller_kpm import kpm
 
 
-def _stream(url: str, prefix: str) -> list[dict]:
+def _stream(url: str, prefix: str, shards: int = 1) -> list[dict]:
     r = redis.Redis.from_url(url)
     try:
-        return [decode(f) for _, f in r.xrange(prefix + "transitions")]
+        return [decode(f) for key in shard_keys(prefix + "transitions", shards)
+                for _, f in r.xrange(key)]
     finally:
         r.close()
 
 
-def _drive(url: str, prefix: str, in_commit: bool) -> tuple[list[dict], str]:
+def _drive(url: str, prefix: str, in_commit: bool, shards: int) -> tuple[list[dict], str]:
     """The same reports through every endpoint; the stream's transitions and /metrics."""
     s = ControllerSettings(redis_url=url, cell_store="redis", transitions_sink="redis",
                            registry_prefix=prefix, model_source="init", init_seed=3,
-                           transitions_in_commit=in_commit)
+                           transitions_in_commit=in_commit, transition_shards=shards)
     app = create_app(s)
     assert app.state.cells.closes_transitions is in_commit
     alloc = [{"slice": n, "bandwidth_hz": hz, "prb_ratio": hz / 20e6} for n, hz in
@@ -58,12 +61,14 @@ def _drive(url: str, prefix: str, in_commit: bool) -> tuple[list[dict], str]:
         assert c.post("/v1/reports", json=report("s", 6)).status_code == 200
         assert app.state.sink.flush(10)
         metrics = c.get("/metrics").text
-    return _stream(url, prefix), metrics
+    return _stream(url, prefix, shards), metrics
 
 
-def test_entries_written_in_the_commit_equal_the_sink_path(redis_url):
-    via_commit, m1 = _drive(redis_url, "a:", True)
-    via_sink, m2 = _drive(redis_url, "b:", False)
+@pytest.mark.parametrize("shards", [1, 3])
+def test_entries_written_in_the_commit_equal_the_sink_path(redis_url, shards):
+    """... into the cell's own shard when the stream is sharded (a batch spans shards)."""
+    via_commit, m1 = _drive(redis_url, "a:", True, shards)
+    via_sink, m2 = _drive(redis_url, "b:", False, shards)
     key = lambda t: (t["cell_id"], t["window"])  # noqa: E731
     strip = lambda t: {k: v for k, v in t.items() if k != "ts"}  # noqa: E731
     assert len(via_commit) == 3 * (1 + 3 + 2 + 1) == len(via_sink)
@@ -78,7 +83,7 @@ def test_entries_written_in_the_commit_equal_the_sink_path(redis_url):
 def test_reported_allocation_and_previous_memory_form_the_entry(redis_url):
     """Store level: state, action (or the reported one), version and flags come from the
     previous memory, the rest from the report, digits intact; a conflict writes nothing."""
-    st = RedisCellStore(redis_url, "c:", stream="c:transitions")
+    st = RedisCellStore(redis_url, "c:", streams=("c:transitions",))
     mem = lambda w, a: CellMemory(w, [w / 3, 0.1 + w, 1e-7], a, 'v"1', w == 0, False)  # noqa: E731
     close = lambda w, rep=-1: Close(f'["x",{w},', f"0.5,0.25,{[w / 3, 0.1 + w, 1e-7]},"  # noqa: E731
                                     "[1,2,3],[1,1,1],1.5", "123.5", rep)
@@ -116,7 +121,7 @@ def test_the_controller_acl_user_may_close_in_the_commit(tmp_path):
     srv.start()
     try:
         url = f"redis://controller:{keys['REDIS_CONTROLLER_PASSWORD']}@127.0.0.1:{srv.port}/0"
-        st = RedisCellStore(url, "p:", stream="p:transitions")
+        st = RedisCellStore(url, "p:", streams=("p:transitions",))
         for w in range(3):
             st.commit("z", CellMemory(w, [0.1, 0.2, 0.3], 5, "v", False, False),
                       Close(f'["z",{w},', "1,2,[0.1,0.2,0.3],[1,2,3],[1,1,1],1", "1.0"))

@@ -11,6 +11,8 @@ import pytest
 import redis
 
 from slicetwin.ops.procs import RedisServer
+from slicetwin.ops.redis_cluster import RedisCluster
+from slicetwin.platform.redis_client import connect
 
 
 @contextmanager
@@ -31,3 +33,23 @@ def flushed(srv: RedisServer) -> str:
     r.flushall()
     r.close()
     return srv.url
+
+
+@contextmanager
+def private_cluster(workdir: Path | None = None, masters: int = 3,
+                    replicas: int = 1) -> Iterator[RedisCluster]:
+    """A real local Redis Cluster (3 masters, a replica each) on free ports; skips the test
+    when redis-server or redis-cli is missing; killed and removed after."""
+    missing = RedisCluster.available()
+    if missing:
+        pytest.skip(f"no local Redis Cluster: {missing}")
+    with RedisCluster(masters, replicas, workdir=workdir) as c:
+        yield c
+
+
+def flushed_cluster(c: RedisCluster) -> str:
+    """``c``'s URL, every master flushed (and its replicas with it)."""
+    r = connect(c.url)
+    r.flushall(target_nodes="primaries")
+    r.close()
+    return c.url

@@ -88,8 +88,8 @@ def test_bench_scale_cli_refuses_what_it_cannot_run(cli_env):
         return subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "bench", "scale",
                                *args], capture_output=True, text=True, env=cli_env, timeout=60)
 
-    r = run("--redis", "cluster", "--replicas", "1")
-    assert r.returncode == 2 and "not available in this build" in r.stderr
+    r = run("--redis", "sentinel", "--replicas", "1")
+    assert r.returncode == 2 and "redis must be one of" in r.stderr
     r = run("--replicas", "1,2", "--kill-replica")
     assert r.returncode == 2 and "at least 2 replicas" in r.stderr
     r = run("--replicas", "one")

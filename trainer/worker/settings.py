@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from slicetwin.core.cold_start_settings import ColdStartSettings
@@ -61,6 +61,10 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection
     agent_hidden: tuple[int, ...] = Field((128, 128), description="Q-network hidden layers; "
                                           "smaller than the paper's for short CPU cycles")
     gamma: float = Field(0.5, ge=0.0, lt=1.0, description="the task is near a contextual bandit")
+    state_norm: Literal["fixed", "data"] = Field(
+        "fixed", description="agents' input: the controller's state as it is (fixed per-slice "
+        "scales) or standardised with the statistics of the first live data (traffic unlike "
+        "the simulator's; folded into the served ONNX graph)")
     utility_alpha: float = Field(_UTILITY.alpha, description="SE weight of the utility the "
                                  "twin computes and the student is trained for (recorded in "
                                  "its ONNX metadata; must match the controller's)")
@@ -142,6 +146,13 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection
                 "promotion_public_keys": ",".join([public_key_of(priv),
                                                    *parse_public_keys(self.promotion_public_key)]),
                 "previous_hmac_keys": tuple(p for p in prev.split(",") if p)}
+
+    @model_validator(mode="after")
+    def _state_norm_fits_agent(self):
+        if self.state_norm == "data" and self.agent == "gan-ddqn":
+            raise ValueError("state_norm=data is not available for agent gan-ddqn; use "
+                             "ddqn, dqn, dueling-ddqn or factored-ddqn")
+        return self
 
     @field_validator("sim_profile")
     @classmethod

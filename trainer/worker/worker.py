@@ -116,7 +116,7 @@ class TrainerWorker:
         if source is None and self.s.redis_url:
 
             source = RedisStreamSource(self.s.redis_url, self.s.stream_key, self.s.consumer_group,
-                                       self.s.consumer_name)
+                                       self.s.consumer_name, shards=self.s.transition_shards)
         self.source = source
         self.cycle = 0
         self.rows_at_last_cycle = 0

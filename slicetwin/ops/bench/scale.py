@@ -29,8 +29,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis
-
 from slicetwin.ops.bench.controller import _cpu_s
 from slicetwin.ops.bench.scale_audit import (
     audit_memory,
@@ -41,8 +39,11 @@ from slicetwin.ops.bench.scale_audit import (
 from slicetwin.ops.haproxy import HAProxy
 from slicetwin.ops.loadgen import LoadConfig, drive
 from slicetwin.ops.procs import ControllerProcess, RedisServer
+from slicetwin.ops.redis_cluster import RedisCluster
 from slicetwin.ops.soak import wait_drained
 from slicetwin.platform.keys import fresh_keys
+from slicetwin.platform.redis_client import connect, is_cluster
+from slicetwin.platform.stream_shards import resolve_shards, shard_keys
 
 REDIS_KINDS = ("single", "cluster")
 KEY_PREFIX = "slicetwin:"
@@ -88,13 +89,17 @@ class ScaleConfig:
 
 
 def start_redis(kind: str) -> tuple[str, Callable[[], None]]:
-    """The bench's Redis backend: (url, stop). ``cluster`` arrives with issue 18 part 2."""
+    """The bench's Redis backend: (url, stop). ``cluster``: 3 masters with a replica each
+    (``slicetwin.ops.redis_cluster``)."""
     if kind == "single":
         srv = RedisServer().start()
         return srv.url, srv.cleanup
     if kind == "cluster":
-        raise RuntimeError("--redis cluster is not available in this build (needs "
-                           "slicetwin.ops.redis_cluster, issue 18 part 2); use --redis single")
+        missing = RedisCluster.available()
+        if missing:
+            raise RuntimeError(f"--redis cluster is not available here: {missing}")
+        cluster = RedisCluster(masters=3, replicas_per_master=1).start()
+        return cluster.url, cluster.stop
     raise ValueError(f"unknown Redis kind {kind!r}")
 
 
@@ -198,7 +203,7 @@ def run_config(cfg: ScaleConfig, replicas: int) -> dict:
                  "generators": cfg.generators, "connections": cfg.generators * cfg.connections,
                  "affinity": cfg.affinity, "cpus": os.cpu_count(),
                  "loadavg_1m_start": round(os.getloadavg()[0], 2)}
-    r = redis.Redis.from_url(url)
+    r = connect(url)
     try:
         _progress(f"{replicas} replica(s): starting controllers, HAProxy")
         for _ in range(replicas):
@@ -223,7 +228,7 @@ def run_config(cfg: ScaleConfig, replicas: int) -> dict:
 
 
 def _drive(cfg: ScaleConfig, replicas: int, ctls: list[ControllerProcess], lb: HAProxy,
-           env: dict, api_key: str, r: redis.Redis) -> dict:
+           env: dict, api_key: str, r) -> dict:
     g = cfg.generators
     start_at = time.perf_counter() + SPAWN_MARGIN_S + cfg.warmup_s
     rate = cfg.offered(replicas)
@@ -290,13 +295,15 @@ def _drive(cfg: ScaleConfig, replicas: int, ctls: list[ControllerProcess], lb: H
            "order_violations": sum(res["order_violations"] for res in results),
            "answer_mismatches": sum(res["answer_mismatches"] for res in results),
            "cell_memory_mismatches": audit_memory(r, KEY_PREFIX, answered)}
-    out.update(audit_transitions(r, STREAM, answered))
+    # the controllers' own shard layout: 1 shard on a single Redis, 6 on a cluster
+    streams = shard_keys(STREAM, resolve_shards(0, is_cluster(r)))
+    out.update(audit_transitions(r, streams, answered))
     out.update({"server_cpu_s": {"controllers": round(cpu_ctl, 2), "haproxy": round(cpu_lb, 2)},
                 "decisions_per_cpu_s": round(ok / (cpu_ctl + cpu_lb), 1)
                 if cpu_ctl + cpu_lb > 0 else None,
                 "decisions_per_controller_cpu_s": round(ok / cpu_ctl, 1) if cpu_ctl > 0 else None})
     cell_ids = [f"scale0-{i}" for i in range(cfg.cells // g)]
-    out.update(redis_figures(r, rs0, rs1, ok, STREAM, KEY_PREFIX, cell_ids))
+    out.update(redis_figures(r, rs0, rs1, ok, streams, KEY_PREFIX, cell_ids))
     stats = lb.stats().get("BACKEND", {})
     out["haproxy"] = {k: int(stats.get(k) or 0) for k in
                       ("wretr", "wredis", "econ", "eresp", "hrsp_5xx", "connect", "reuse")}

@@ -10,13 +10,18 @@
   overwritten by an older one).
 - **Redis cost** (:func:`redis_figures`): commands and CPU per decision, bytes per cell memory
   and per stream entry (``MEMORY USAGE``), the inputs of the scaling guide (docs/deployment.md).
+
+Single Redis or Redis Cluster alike: the stream is read shard by shard
+(``slicetwin.platform.stream_shards``) and a cluster's counters are summed over its masters.
 """
 
 from __future__ import annotations
 
-import redis
+from redis.cluster import RedisCluster as ClusterClient
 
+from controller.cells import cell_key
 from slicetwin.core.transition_wire import decode
+from slicetwin.platform.redis_client import is_cluster
 
 
 def expected_transitions(answered: dict[str, set]) -> set:
@@ -27,24 +32,26 @@ def expected_transitions(answered: dict[str, set]) -> set:
     return out
 
 
-def audit_transitions(r: redis.Redis, stream: str, answered: dict[str, set]) -> dict:
-    """Compare the stream with the answered pairs (only cells of the measured load)."""
+def audit_transitions(r, streams: tuple[str, ...], answered: dict[str, set]) -> dict:
+    """Compare the stream (all its shards) with the answered pairs (only cells of the measured
+    load)."""
     prefixes = tuple(f"{p}-" for p in answered)
     payloads: dict[tuple, set] = {}
     entries = 0
-    last_id = "-"
-    while True:  # page through the stream: it may hold 10^5+ entries
-        page = r.xrange(stream, min=last_id, count=10_000)
-        if last_id != "-":
-            page = page[1:]  # min is inclusive
-        if not page:
-            break
-        for _, f in page:
-            t = decode(f)
-            if t["cell_id"].startswith(prefixes):
-                entries += 1
-                payloads.setdefault((t["cell_id"], t["window"]), set()).add(f[b"t"])
-        last_id = page[-1][0]
+    for stream in streams:
+        last_id = "-"
+        while True:  # page through the stream: it may hold 10^5+ entries
+            page = r.xrange(stream, min=last_id, count=10_000)
+            if last_id != "-":
+                page = page[1:]  # min is inclusive
+            if not page:
+                break
+            for _, f in page:
+                t = decode(f)
+                if t["cell_id"].startswith(prefixes):
+                    entries += 1
+                    payloads.setdefault((t["cell_id"], t["window"]), set()).add(f[b"t"])
+            last_id = page[-1][0]
     expected = expected_transitions(answered)
     stored = set(payloads)
     return {"transitions_expected": len(expected), "transitions_stored": entries,
@@ -54,7 +61,7 @@ def audit_transitions(r: redis.Redis, stream: str, answered: dict[str, set]) -> 
             "unexpected_transitions": len(stored - expected)}
 
 
-def audit_memory(r: redis.Redis, key_prefix: str, answered: dict[str, set]) -> int:
+def audit_memory(r, key_prefix: str, answered: dict[str, set]) -> int:
     """Cells whose memory in Redis is not at their last answered window."""
     last: dict[str, int] = {}
     for prefix, pairs in answered.items():
@@ -64,27 +71,31 @@ def audit_memory(r: redis.Redis, key_prefix: str, answered: dict[str, set]) -> i
     cells = sorted(last)
     p = r.pipeline(transaction=False)
     for cid in cells:
-        p.hget(f"{key_prefix}cells:{cid}", "window")
+        p.hget(cell_key(key_prefix, cid), "window")
     got = p.execute()
     return sum(int(g if g is not None else -1) != last[c] for c, g in zip(cells, got, strict=True))
 
 
-def redis_sample(r: redis.Redis) -> dict:
-    """Counters to difference around the measured phase."""
-    info = r.info()
-    return {"cmds": info["total_commands_processed"],
-            "cpu_s": info["used_cpu_user"] + info["used_cpu_sys"],
-            "used_memory": info["used_memory"]}
+def redis_sample(r) -> dict:
+    """Counters to difference around the measured phase (summed over a cluster's masters)."""
+    if is_cluster(r):
+        infos = list(r.info(target_nodes=ClusterClient.PRIMARIES).values())
+    else:
+        infos = [r.info()]
+    return {"cmds": sum(i["total_commands_processed"] for i in infos),
+            "cpu_s": sum(i["used_cpu_user"] + i["used_cpu_sys"] for i in infos),
+            "used_memory": sum(i["used_memory"] for i in infos)}
 
 
-def redis_figures(r: redis.Redis, before: dict, after: dict, decisions: int, stream: str,
+def redis_figures(r, before: dict, after: dict, decisions: int, streams: tuple[str, ...],
                   key_prefix: str, cell_ids: list[str]) -> dict:
-    """Per-decision Redis cost and per-cell / per-entry memory."""
+    """Per-decision Redis cost (a cluster's masters together) and per-cell / per-entry
+    memory."""
     cpu = after["cpu_s"] - before["cpu_s"]
     sample = cell_ids[:200]
-    sizes = [r.memory_usage(f"{key_prefix}cells:{c}", samples=0) or 0 for c in sample]
-    xlen = r.xlen(stream)
-    sbytes = r.memory_usage(stream, samples=0) or 0
+    sizes = [r.memory_usage(cell_key(key_prefix, c), samples=0) or 0 for c in sample]
+    xlen = sum(r.xlen(s) for s in streams)
+    sbytes = sum(r.memory_usage(s, samples=0) or 0 for s in streams)
     return {"redis_cmds_per_decision": round((after["cmds"] - before["cmds"]) / decisions, 2)
             if decisions else None,
             "redis_cpu_s": round(cpu, 3),

@@ -37,7 +37,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import redis
 from rich.console import Console
 from rich.table import Table
 
@@ -55,6 +54,7 @@ from slicetwin.ops.procs import (
     env_redis_url,
     free_port,
 )
+from slicetwin.platform.redis_client import connect
 from slicetwin.platform.security import DEV_HMAC_KEY
 from slicetwin.registry.store import MemoryRegistry, RedisRegistry
 from slicetwin.sim.config import SimConfig
@@ -200,7 +200,7 @@ def demo_simulator(cfg: DemoConfig):
 
 
 def _ping(url: str) -> None:
-    r = redis.Redis.from_url(url, socket_timeout=3.0, socket_connect_timeout=3.0)
+    r = connect(url, socket_timeout=3.0, socket_connect_timeout=3.0)
     try:
         r.ping()
     except Exception as e:  # noqa: BLE001 - any failure: say which URL and why

@@ -24,8 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-import redis
-
+from slicetwin.platform.redis_client import connect, is_cluster
+from slicetwin.platform.stream_shards import resolve_shards, shard_keys
 from trainer.worker import TrainerWorker
 
 log = logging.getLogger("slicetwin.cli.demo")
@@ -196,7 +196,7 @@ class TrainerProcess(_Base):
         self._stopping = False
 
     def start(self) -> TrainerProcess:
-        self._r = redis.Redis.from_url(self.s.redis_url, socket_timeout=2.0)
+        self._r = connect(self.s.redis_url, socket_timeout=2.0)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", "trainer"],
                                      env=self.env, stdout=subprocess.PIPE, stderr=self._log,
@@ -225,11 +225,13 @@ class TrainerProcess(_Base):
 
     @property
     def transitions(self) -> int | None:
-        """Entries in the transitions stream (refreshed at most once a second)."""
+        """Entries in the transitions stream, all shards (refreshed at most once a second)."""
         t, n = self._n_cache
         if time.monotonic() - t > 1.0 and self._r is not None:
             try:
-                n = int(self._r.xlen(self.s.stream_key))
+                keys = shard_keys(self.s.stream_key,
+                                  resolve_shards(self.s.transition_shards, is_cluster(self._r)))
+                n = sum(int(self._r.xlen(k)) for k in keys)
             except Exception:  # noqa: BLE001 - display only
                 n = None
             self._n_cache = (time.monotonic(), n)

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from slicetwin.ops import haproxy
-from slicetwin.ops.bench.scale import ScaleConfig, start_redis
+from slicetwin.ops.bench.scale import ScaleConfig
 
 
 def _cfg(**kw) -> str:
@@ -64,8 +64,3 @@ def test_haproxy_accepts_the_configuration(tmp_path, affinity):
 def test_scale_config_refuses_bad_arguments(kw, msg):
     with pytest.raises(ValueError, match=msg):
         ScaleConfig(**kw).check()
-
-
-def test_cluster_backend_says_it_is_not_in_this_build():
-    with pytest.raises(RuntimeError, match="not available in this build"):
-        start_redis("cluster")
