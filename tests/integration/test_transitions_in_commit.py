@@ -8,6 +8,8 @@ endpoint, and a refused report or batch must write nothing.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -132,3 +134,28 @@ def test_the_controller_acl_user_may_close_in_the_commit(tmp_path):
         admin.close()
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("backend, wait, in_commit", [
+    ("single", None, True), ("single", 1, False), ("cluster", None, False)])
+def test_in_commit_only_where_no_replica_must_confirm(request, backend, wait, in_commit):
+    """On a single Redis the commit writes the transition; with SINK_WAIT_REPLICAS > 0 (a
+    replica must confirm each write: the sink's WAIT) and on a Redis Cluster (a cell's key and
+    its stream shard are in different slots) the sink does."""
+    url = request.getfixturevalue("redis_url" if backend == "single" else "cluster_url")
+    s = ControllerSettings(redis_url=url, cell_store="redis", transitions_sink="redis",
+                           registry_prefix="w:", model_source="init", sink_wait_replicas=wait)
+    app = create_app(s)
+    with TestClient(app) as c:
+        for w in range(3):
+            assert c.post("/v1/reports", json=report("w", w)).status_code == 200
+        assert app.state.cells.closes_transitions is in_commit
+        sink = app.state.sink
+        if backend == "single" and wait:  # no replica here: written, held until one confirms
+            deadline = time.monotonic() + 10
+            while sink.unconfirmed < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sink.unconfirmed == 2
+        else:
+            assert sink.flush(10)
+            assert "slicetwin_transitions_written_total 2.0" in c.get("/metrics").text
