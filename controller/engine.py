@@ -19,14 +19,14 @@ from json.encoder import encode_basestring_ascii as _q  # = json.dumps(str), wit
 
 import numpy as np
 
-from controller.cells import CellMemory, WindowConflict
+from controller.cells import CellMemory, Close, WindowConflict
 from controller.schemas import Columns
 from slicetwin.core.actions import ActionCodec
 from slicetwin.core.fallback import DemandProportional
 from slicetwin.core.schemas import KPIReport
 from slicetwin.core.slices import SLICE_NAMES, slice_index
 from slicetwin.core.state import STATE_SCALES
-from slicetwin.core.transition_wire import Transition, TransitionBatch
+from slicetwin.core.transition_wire import Transition, TransitionBatch, compact_json
 from slicetwin.core.utility import RewardShaper, UtilityConfig
 from slicetwin.core.utility import ssr as ssr_of
 
@@ -120,6 +120,7 @@ class DecisionEngine:
         self._pending_decisions: dict[tuple[str, bool], int] = {}
         self._pending_closed = 0
         self._pending_reward = 0.0
+        self._pending_written = 0  # transitions the cell store wrote with the memory commit
 
     # ------------------------------------------------------------------ helpers
     def alloc_json(self, action: int) -> str:
@@ -203,11 +204,21 @@ class DecisionEngine:
         self._counter += 1
         return f"{self._id_prefix}-{self._counter}"
 
+    @staticmethod
+    def _closing(cell_id: str, window: int, reward: float, utility: float, state: list,
+                 arrived: list, sla: list, se: float, now: float, reported: int | None) -> Close:
+        """The report's half of the transition it may close, for a cell store that writes it
+        with the memory commit (``controller.cells.Close``)."""
+        return Close(compact_json([cell_id, window])[:-1] + ",",
+                     compact_json([reward, utility, state, arrived, sla, se])[1:-1], repr(now),
+                     -1 if reported is None else reported)
+
     def _close(self, cell_id: str, rep_window: int, prev: CellMemory | None, state: list,
                reported: int | None, utility: float, reward: float, arrived: list,
-               sla: list, se: float, now: float, held) -> None:
+               sla: list, se: float, now: float, held, stored: bool = False) -> None:
         """Record the transition that this report closes, if the windows are consecutive
-        (to the sink, or held by the cell store while its memory is not in Redis)."""
+        (to the sink, or held by the cell store while its memory is not in Redis; ``stored``:
+        the cell store already wrote it with the memory)."""
         if prev is None:
             return
         if rep_window != prev.window + 1:
@@ -219,6 +230,9 @@ class DecisionEngine:
             action = reported  # learn from what actually ran
         self._pending_closed += 1
         self._pending_reward += reward
+        if stored:
+            self._pending_written += 1
+            return
         t = Transition(cell_id, rep_window, prev.state, action, reward, utility, state, arrived,
                        sla, se, prev.policy_version, prev.fallback, prev.explored, now)
         if held is None:
@@ -254,9 +268,12 @@ class DecisionEngine:
             self.m.decision_counter(version, fallback).inc(n)
         closed, self._pending_closed = self._pending_closed, 0
         reward, self._pending_reward = self._pending_reward, 0.0
+        written, self._pending_written = self._pending_written, 0
         if closed:
             self.m.transitions_closed.inc(closed)
             self.m.reward.inc(reward)
+        if written:
+            self.m.transitions_written.inc(written)
         if self._last is not None:
             action, utility, ssr = self._last
             units = self._units_table[action]
@@ -294,10 +311,12 @@ class DecisionEngine:
         reward = self._reward(utility, window)  # t = the report's window number
         action, version, fallback, explored = self._choose(cell_id, state, arrived)
         mem = CellMemory(window, state, action, version, fallback, explored)
-        prev, held = self.cells.record(cell_id, mem)  # atomic order check + store
         now = time.time()
+        close = (self._closing(cell_id, window, reward, utility, state, arrived, sla, se, now,
+                               reported) if self.cells.closes_transitions else None)
+        prev, held = self.cells.record(cell_id, mem, close)  # atomic order check + store
         self._close(cell_id, window, prev, state, reported, utility, reward, arrived, sla, se,
-                    now, held)
+                    now, held, stored=close is not None and held is None)
         self._observe(action, utility, ssr)
         self.m.utility_hist.observe(utility)
         self._count(version, fallback)
@@ -333,8 +352,12 @@ class DecisionEngine:
         mems = [(cols.ids[i], CellMemory(cols.windows[i], k.states64_l[i], d.act_l[i],
                                           d.versions[i], d.fb_l[i], d.ex_l[i]))
                 for i in range(n)]
-        prevs, helds = self.cells.record_many(mems)
-        self._batch_close(cols, k, prevs, helds, reported)
+        now = time.time()
+        closes = (self._batch_closing(cols, k, reported, now) if self.cells.closes_transitions
+                  else None)
+        prevs, helds = self.cells.record_many(mems, closes)
+        self._batch_close(cols, k, prevs, helds, reported, now,
+                          stored=closes is not None and helds is None)
         self._batch_count(k, d, helds)
         c0 = self._counter
         self._counter += n
@@ -400,10 +423,23 @@ class DecisionEngine:
             self.m.explored.inc(int(explored.sum()))
         return explored
 
-    def _batch_close(self, cols: Columns, k: _BatchKpis, prevs: list, helds, reported) -> None:
+    def _batch_closing(self, cols: Columns, k: _BatchKpis, reported: list, now: float
+                       ) -> list[Close]:
+        """Every report's half of the transition it may close (``_closing``, per row)."""
+        enc, ids, wins, st = compact_json, cols.ids, cols.windows, k.states64_l
+        rew, utl, se = k.reward.tolist(), k.utility.tolist(), cols.se.tolist()
+        arr, sla = cols.arrived.tolist(), cols.sla.tolist()
+        ts = repr(now)
+        return [Close(enc([ids[i], wins[i]])[:-1] + ",",
+                      enc([rew[i], utl[i], st[i], arr[i], sla[i], se[i]])[1:-1], ts,
+                      -1 if reported[i] is None else reported[i]) for i in range(len(ids))]
+
+    def _batch_close(self, cols: Columns, k: _BatchKpis, prevs: list, helds, reported,
+                     now: float, stored: bool = False) -> None:
         """Close the transitions of consecutive windows. The request path only selects rows;
         the sink's writer thread turns the arrays into per-transition entries (held instead
-        while the cell memory is away)."""
+        while the cell memory is away; counted only when ``stored``: the cell store wrote
+        them with the memory)."""
         ids, wins = cols.ids, cols.windows
         idx, prev_states, acts, pvers, pfb, pex = [], [], [], [], [], []
         gaps = mism = 0
@@ -423,13 +459,17 @@ class DecisionEngine:
             pvers.append(p.policy_version)
             pfb.append(p.fallback)
             pex.append(p.explored)
-        if idx:
+        if idx and stored:
+            self._pending_closed += len(idx)
+            self._pending_written += len(idx)
+            self._pending_reward += float(k.reward[np.asarray(idx)].sum())
+        elif idx:
             sel = np.asarray(idx)
             r_sel = k.reward[sel]
             tb = TransitionBatch(
                 [ids[i] for i in idx], [wins[i] for i in idx], prev_states, acts, r_sel,
                 k.utility[sel], k.states64[sel], cols.arrived[sel], cols.sla[sel],
-                cols.se[sel], pvers, pfb, pex, time.time())
+                cols.se[sel], pvers, pfb, pex, now)
             if helds is None:
                 self.sink.put_batch(tb)
             else:

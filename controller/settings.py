@@ -65,6 +65,11 @@ class ControllerSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSetti
     sink_buffer: int = Field(100_000, gt=0, description="bounded in-memory buffer; overflow is "
                              "dropped and counted, never blocks a request")
     sink_flush_interval_s: float = Field(0.02, gt=0)
+    transitions_in_commit: bool = Field(True, description="with cell_store=redis and "
+                                        "transitions_sink=redis, append each transition to the "
+                                        "stream in the same Lua call that commits the cell's "
+                                        "memory (a replica killed after answering loses none); "
+                                        "false: through the sink's in-process buffer")
     sink_wait_replicas: int | None = Field(None, ge=0, description="replicas that must confirm "
                                            "each stream write (WAIT) before it counts as "
                                            "written (empty: 1 on a Redis Cluster, 0 on a "
