@@ -732,6 +732,14 @@ def print_summary(s: dict, out: Path, echo=print) -> None:
             c.print(f"shadow baselines, {title} ({fig.get('windows', 0)} windows), utility of "
                     f"policy decisions {shadow_line(fig)}; all cells {shadow_line(fig, 'all_cells')}",
                     markup=False, highlight=False)
+        live = sh.get("live_loop") or {}
+        if "worst_margin_vs_proportional" in live:
+            def at(key):
+                return "never" if live.get(key) is None else f"window {live[key]}"
+            c.print(f"live loop ({live['block_windows']}-window blocks): worst margin over "
+                    f"demand-proportional {live['worst_margin_vs_proportional']:+.1%}; reached "
+                    f"99 % of best fixed at {at('windows_to_99pct_best_fixed')}, best fixed at "
+                    f"{at('windows_to_best_fixed')}", markup=False, highlight=False)
     tw = (s.get("trainer") or {}).get("twin_error")
     if tw:
         c.print(f"twin (held-out, last fit): {twin_line(tw)}")

@@ -24,6 +24,7 @@ from slicetwin.sim.shadow import ShadowBaselines
 from slicetwin.sim.simulator import RanSimulator
 
 BEST_FIXED = "best_fixed"
+LIVE_LOOP_BLOCK = 100  # windows per block of the live-loop checks (issue 15: "over any 100")
 RECENT_S = 300.0  # "the last 5 minutes" of traffic
 # the tuned heuristic's grid search at demo start: one training seed, small (docs/demo.md)
 TUNE_BUDGET = {"windows": 50, "cells": 2, "seeds": (0,)}
@@ -160,9 +161,37 @@ class DemoShadow:
         per = tab[:, j, np.arange(3)].sum(1) / self.n_bank
         return u.tolist(), per, self.bank_all.view()[:, 0] / self.n_bank
 
+    def live_loop(self, block: int = LIVE_LOOP_BLOCK) -> dict:
+        """Issue 15's live-loop checks over sliding ``block``-window means (all cells): the worst
+        margin of the served utility over the safe heuristic (demand-proportional), and the first
+        window whose block reaches 99 % of, and then reaches, the best fixed split in hindsight
+        (on the bank's cells, served utility of the same cells). None where never reached."""
+        out: dict = {"block_windows": block, "windows": self.windows}
+        if self.windows < block:
+            return out
+        k = np.ones(block)
+        sums = self.sum_all.view()
+        j = 1 + self.names.index("proportional")
+        served, prop = (np.convolve(sums[:, i], k, "valid") for i in (0, j))
+        margin = served / np.where(prop > 0, prop, np.nan) - 1.0
+        worst = int(np.nanargmin(margin))
+        out["worst_margin_vs_proportional"] = float(margin[worst])
+        out["worst_block_ends_at_window"] = worst + block - 1
+        best = self.best_fixed_per_window()
+        if best is not None:
+            units, per, served_bank = best
+            ratio = np.convolve(served_bank, k, "valid") / np.convolve(per, k, "valid")
+            for name, level in (("windows_to_99pct_best_fixed", 0.99),
+                                ("windows_to_best_fixed", 1.0)):
+                hit = np.flatnonzero(ratio >= level)
+                out[name] = int(hit[0] + block - 1) if hit.size else None
+            out["best_fixed_units"] = units
+            out["last_block_ratio_to_best_fixed"] = float(ratio[-1])
+        return out
+
     def summary(self) -> dict:
         """``summary.json``'s ``shadow_baselines``: overall and over the last 5 minutes."""
-        return {"baselines": [*self.names, BEST_FIXED],
+        return {"baselines": [*self.names, BEST_FIXED], "live_loop": self.live_loop(),
                 "tuned_proportional": self.tuned_info,
                 "overall": self.figures(),
                 "last_5min": self.figures(self.recent_windows),

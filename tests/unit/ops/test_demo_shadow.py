@@ -105,3 +105,45 @@ def test_no_bank_cells_and_a_used_simulator():
                                                                           "proportional"}
     with pytest.raises(ValueError, match="freshly reset"):
         DemoShadow(sim)  # already stepped: its copies would not replay the cells' traffic
+
+
+def _loop_serving(policy_of, profile="foreign", windows=140, seed=SEED):
+    sim = demo_simulator(DemoConfig(cells=CELLS, seed=seed, profile=profile))
+    state = sim.reset()
+    shadow = DemoShadow(sim, None, None, None)
+    for _ in range(windows):
+        state, kpis = sim.step_actions(policy_of(sim, state))
+        shadow.record(kpis.utility, np.ones(CELLS, bool))
+    return sim, shadow
+
+
+def test_live_loop_checks_of_a_loop_serving_the_heuristic_and_the_best_fixed_split():
+    """Serving the heuristic itself: its worst block margin over the heuristic is 0. Serving
+    the run's best fixed split: it reaches the best fixed split in the very first block."""
+    sim, shadow = _loop_serving(lambda s, x: DemandProportionalPolicy(s.config).act(s, x))
+    live = shadow.live_loop()
+    assert live["worst_margin_vs_proportional"] == pytest.approx(0.0, abs=1e-12)
+    units = live["best_fixed_units"]
+    fixed = FixedPolicy(units, sim.codec)
+    _, shadow2 = _loop_serving(fixed.act)
+    live2 = shadow2.live_loop()
+    assert live2["best_fixed_units"] == units
+    assert live2["windows_to_best_fixed"] == 99 and live2["windows_to_99pct_best_fixed"] == 99
+    assert live2["last_block_ratio_to_best_fixed"] == pytest.approx(1.0, abs=1e-12)
+    # a loop shorter than one block reports no figures
+    _, short = _loop_serving(fixed.act, windows=99)
+    assert set(short.live_loop()) == {"block_windows", "windows"}
+
+
+def test_live_loop_finds_the_worst_block():
+    """Equal split serves: worse than the heuristic on foreign in every block, and never at the
+    best fixed split."""
+    sim, shadow = _loop_serving(lambda s, x: equal_split(s.codec).act(s, x))
+    live = shadow.live_loop()
+    sums = shadow.sum_all.view()
+    j = 1 + shadow.names.index("proportional")
+    blocks = [sums[i:i + 100, 0].sum() / sums[i:i + 100, j].sum() - 1 for i in range(41)]
+    assert live["worst_margin_vs_proportional"] == pytest.approx(min(blocks), abs=1e-12)
+    assert live["worst_block_ends_at_window"] == int(np.argmin(blocks)) + 99
+    assert live["worst_margin_vs_proportional"] < -0.02
+    assert live["windows_to_best_fixed"] is None
