@@ -589,7 +589,11 @@ def _window(k, rec: Recorder, sim, units, in_force, ids, w0, client, cfg, codec,
     applied = units.copy()
     _, kpis = sim.step(applied)
     util = np.asarray(kpis.utility, dtype=np.float64)
-    policy_cells = np.array([not ex and not fb for _, ex, fb in in_force])
+    # decisions of what is served: the policy, or the heuristic while a cold start serves it
+    # (not the initial equal split, not exploration)
+    heuristic_serves = cfg.cold_start != "init"
+    policy_cells = np.array([not ex and (not fb or (heuristic_serves and v == "fallback"))
+                             for v, ex, fb in in_force])
     baselines = shadow.record(util, policy_cells) if shadow is not None else {}
     version = Counter(v for v, _, _ in in_force).most_common(1)[0][0]
     reports = kpis.to_reports(ids, w0 + k, applied, simcfg)
