@@ -290,7 +290,7 @@ def test_demo_ctrl_c_stops_cleanly_and_writes_summary(tmp_path):
     assert p.returncode == 130, text[-3000:]
     s = json.loads((out / "summary.json").read_text())
     assert s["stopped_by"] == "interrupt" and s["windows"] > 0 and s["failed_requests"] == 0
-    assert (out / "utility_ssr.png").exists()
+    assert (out / "utility_ssr.png").exists(), (s.get("plot_error"), text[-2000:])
     assert not _port_open(s["controller"]) and not _port_open(s["redis_url"])
 
 

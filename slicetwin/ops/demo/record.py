@@ -259,8 +259,10 @@ def _plot_baselines(ax, rec: Recorder, k: np.ndarray, util_all: np.ndarray, smoo
                 label=label(name, u) + f", {n}-window mean")
     if rec.best_fixed is not None:
         units, u, same = rec.best_fixed
+        m = min(len(k), len(u))  # an interrupt can land between the shadows' step and the row
+        u, same = u[:m], same[:m]
         colour, ls = BASELINE_STYLE["best_fixed"]
-        ax.plot(k[:len(u)], _rolling(u, n), color=colour, ls=ls, lw=1.4,
+        ax.plot(k[:m], _rolling(u, n), color=colour, ls=ls, lw=1.4,
                 label=label("best fixed in hindsight", u, f" {units}, its cells",
                             float(np.mean(same))))
     if rec.baseline_names():

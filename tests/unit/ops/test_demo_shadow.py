@@ -147,3 +147,17 @@ def test_live_loop_finds_the_worst_block():
     assert live["worst_block_ends_at_window"] == int(np.argmin(blocks)) + 99
     assert live["worst_margin_vs_proportional"] < -0.02
     assert live["windows_to_best_fixed"] is None
+
+
+def test_plot_survives_an_interrupt_between_the_shadows_step_and_the_row(tmp_path):
+    """Ctrl-C can land after the shadows stepped a window and before the recorder added it:
+    the plot then has one best-fixed value more than rows, and must still be drawn."""
+    from slicetwin.ops.demo.record import Recorder, WindowRow, plot
+
+    rec = Recorder(cells=2)
+    for k in range(5):
+        rec.add(WindowRow(k=k, t=0.1 * k, utility=2.0, utility_policy=2.0, ssr=[1.0, 0.5, 0.5],
+                          share=[0.2, 0.4, 0.4], version="fallback", baselines={"equal": 1.8}))
+    rec.best_fixed = ([1, 49, 50], np.full(6, 1.9), np.full(6, 2.0))
+    assert sorted(plot(rec, tmp_path)) == sorted(
+        [str(tmp_path / "utility_ssr.png"), str(tmp_path / "allocation.png")])
