@@ -17,7 +17,7 @@ from controller.sinks import RedisStreamSink
 from slicetwin.core.transition_wire import cell_number
 from slicetwin.ops.simfeed import sim_transitions
 from slicetwin.registry.store import MemoryRegistry, RedisRegistry
-from tests.support.redis import private_cluster
+from tests.support.redis import drain_until, private_cluster
 from tests.support.worker import STREAM, fast_settings
 from trainer.worker import TrainerWorker
 
@@ -30,18 +30,6 @@ def own_cluster(tmp_path):
         yield c
 
 
-def _until(q: queue.Queue, want: str, timeout: float = 10.0) -> None:
-    deadline = time.time() + timeout
-    seen = []
-    while time.time() < deadline:
-        try:
-            v = q.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        seen.append(v)
-        if v == want:
-            return
-    raise AssertionError(f"watcher never delivered {want!r} (saw {seen})")
 
 
 def test_registry_survives_failover_of_its_master(own_cluster):
@@ -53,16 +41,16 @@ def test_registry_survives_failover_of_its_master(own_cluster):
     q: queue.Queue = queue.Queue()
     w = reg.watch("policy", q.put, poll_s=0.05)
     try:
-        _until(q, "v2")
+        drain_until(q, "v2")
         master = own_cluster.master_for_key(reg._k("policy", "current"))
         own_cluster.kill_master(master)
         assert own_cluster.master_for_key(reg._k("policy", "current")) != master
         assert reg.fetch_served("policy")[0].version == "v2"  # replicated before the kill
         assert reg.history("policy") == ["v1"]
         reg.publish("policy", b"three", version="v3", promote=True)
-        _until(q, "v3")
+        drain_until(q, "v3")
         assert reg.rollback("policy") == "v2"
-        _until(q, "v2")
+        drain_until(q, "v2")
         fresh = RedisRegistry(own_cluster.url, KEY)  # a service started after the failover
         assert fresh.fetch_served("policy")[0].version == "v2"
         fresh.close()

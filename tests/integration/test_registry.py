@@ -20,6 +20,7 @@ from slicetwin.registry.store import (
     open_registry,
     sign,
 )
+from tests.support.redis import drain_until
 
 KEY = "test-key"
 
@@ -133,18 +134,6 @@ def test_redis_layout_and_events(redis_url):
     r.close()
 
 
-def _drain(q: queue.Queue, want: str, timeout: float = 5.0) -> list:
-    seen = []
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            v = q.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        seen.append(v)
-        if v == want:
-            return seen
-    raise AssertionError(f"never saw {want!r}; saw {seen}")
 
 
 def test_watcher_follows_events_and_resyncs_after_missed_event(redis_url):
@@ -153,9 +142,9 @@ def test_watcher_follows_events_and_resyncs_after_missed_event(redis_url):
     q: queue.Queue = queue.Queue()
     w = reg.watch("policy", q.put, retry_s=1.5)
     try:
-        assert _drain(q, "v1") == ["v1"]  # current read on connect
+        assert drain_until(q, "v1") == ["v1"]  # current read on connect
         reg.publish("policy", b"two", version="v2", promote=True)
-        _drain(q, "v2")
+        drain_until(q, "v2")
         reg.publish("twin", b"tw", version="t1", promote=True)  # other kind: ignored
         # a signed promotion whose event nobody hears (written without publishing): only a
         # re-read of the records can find it, which the watcher does when its connection is cut
@@ -169,7 +158,7 @@ def test_watcher_follows_events_and_resyncs_after_missed_event(redis_url):
         resyncs = w.resyncs
         assert r.client_kill_filter(_type="pubsub") >= 1
         r.close()
-        assert _drain(q, "v3", timeout=10) == ["v3"]  # recovered by re-reading the records
+        assert drain_until(q, "v3", timeout=10) == ["v3"]  # recovered by re-reading the records
         assert w.resyncs > resyncs
         assert q.empty()
     finally:
@@ -233,11 +222,11 @@ def test_watch_on_a_cluster_follows_promotions_and_unannounced_records(cluster_u
     q: queue.Queue = queue.Queue()
     w = reg.watch("policy", q.put, poll_s=0.05)
     try:
-        assert _drain(q, "v1") == ["v1"] and w.connected.is_set()
+        assert drain_until(q, "v1") == ["v1"] and w.connected.is_set()
         reg.publish("policy", b"two", version="v2", promote=True)
-        _drain(q, "v2")
+        drain_until(q, "v2")
         reg.rollback("policy")
-        _drain(q, "v1")
+        drain_until(q, "v1")
         r = connect(cluster_url)
         r.set("slicetwin:{models}:policy:current", "v2")  # a bare pointer: never served
         time.sleep(0.3)
@@ -245,7 +234,7 @@ def test_watch_on_a_cluster_follows_promotions_and_unannounced_records(cluster_u
         rec3 = reg.publish("policy", b"three", version="v3")
         r.lpush("slicetwin:{models}:policy:promotions",
                 make_record(reg._signer, "policy", "v3", rec3.sha256))
-        assert _drain(q, "v3") == ["v3"]
+        assert drain_until(q, "v3") == ["v3"]
         r.close()
     finally:
         w.stop()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import queue
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,3 +55,18 @@ def flushed_cluster(c: RedisCluster) -> str:
     r.flushall(target_nodes="primaries")
     r.close()
     return c.url
+
+
+def drain_until(q: queue.Queue, want: str, timeout: float = 5.0) -> list:
+    """Read a registry watcher's deliveries until ``want`` arrives; returns what was seen."""
+    seen = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            v = q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        seen.append(v)
+        if v == want:
+            return seen
+    raise AssertionError(f"watcher never delivered {want!r} (saw {seen})")
