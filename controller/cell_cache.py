@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from controller.cells import CellMemory, RedisCellStore, check_order, is_outage
+from controller.cells import CellMemory, Close, RedisCellStore, check_order, is_outage
 from slicetwin.core.transition_wire import Transition
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ class ShadowedCellStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        # True: while Redis is in use, a commit appends the transitions it closes (cells.py)
+        self.closes_transitions = redis_store.closes_transitions
 
     # ------------------------------------------------------------------ state
     @property
@@ -81,11 +83,13 @@ class ShadowedCellStore:
         self.m.held_transitions_gauge.set(self._n_held)
 
     # ------------------------------------------------------------------ request path
-    def record(self, cell_id: str, mem: CellMemory) -> tuple[CellMemory | None, Held | None]:
-        """Commit one memory: ``(prev, None)`` through Redis, ``(prev, held)`` from the cache."""
+    def record(self, cell_id: str, mem: CellMemory, close: Close | None = None
+               ) -> tuple[CellMemory | None, Held | None]:
+        """Commit one memory: ``(prev, None)`` through Redis (with ``close``, the transition it
+        closes is stored with it), ``(prev, held)`` from the cache (the caller holds it)."""
         if self._up:
             try:
-                prev = self._redis.commit(cell_id, mem)
+                prev = self._redis.commit(cell_id, mem, close)
             except Exception as e:
                 if not is_outage(e):
                     raise  # a window conflict (409/422) or a bug
@@ -93,15 +97,17 @@ class ShadowedCellStore:
             else:
                 self._cache[cell_id] = mem
                 return prev, None
-        prevs, helds = self._record_local([(cell_id, mem)])
+        prevs, helds = self._record_local([(cell_id, mem)],
+                                          None if close is None else [close])
         return prevs[0], None if helds is None else helds[0]
 
-    def record_many(self, items: list[tuple[str, CellMemory]]
+    def record_many(self, items: list[tuple[str, CellMemory]],
+                    closes: list[Close] | None = None
                     ) -> tuple[list[CellMemory | None], list[Held] | None]:
         """Commit a batch, all or nothing: ``(prevs, None)`` or ``(prevs, helds)``."""
         if self._up:
             try:
-                prevs = self._redis.commit_many(items)
+                prevs = self._redis.commit_many(items, closes)
             except Exception as e:
                 if not is_outage(e):
                     raise
@@ -111,14 +117,15 @@ class ShadowedCellStore:
                 for cid, mem in items:
                     cache[cid] = mem
                 return prevs, None
-        return self._record_local(items)
+        return self._record_local(items, closes)
 
-    def _record_local(self, items: list[tuple[str, CellMemory]]
+    def _record_local(self, items: list[tuple[str, CellMemory]],
+                      closes: list[Close] | None = None
                       ) -> tuple[list[CellMemory | None], list[Held] | None]:
         with self._lock:
             if not self._up:  # still down (else the re-sync finished meanwhile: use Redis)
                 return self._accept_locally(items)
-        return self.record_many(items)
+        return self.record_many(items, closes)
 
     def _accept_locally(self, items: list[tuple[str, CellMemory]]
                         ) -> tuple[list[CellMemory | None], list[Held]]:

@@ -4,13 +4,22 @@ Each report closes the previous transition of its cell. ``commit`` checks the wi
 stores the new memory in one step (atomically across cells of a batch); it raises
 :class:`WindowConflict` for a duplicate or backward window, so such a report never becomes a
 transition and never overwrites newer memory. ``local`` keeps memory in-process; ``redis`` keeps it
-under ``{prefix}cells:{cell_id}`` (one Lua call per request or per batch), so several controller
-replicas behind a load balancer share it; ``controller.cell_cache.ShadowedCellStore`` wraps the
+under ``{prefix}cells:{<cell_id>}`` (the cell id is the key's hash tag, so cells spread over a
+Redis Cluster's slots; one Lua call per request or per batch on a single Redis, one per cell on a
+cluster), so several controller replicas behind a load balancer share it; ``controller.cell_cache.ShadowedCellStore`` wraps the
 Redis store with a local cache that answers while Redis is unreachable and re-syncs afterwards.
 
 ``record`` / ``record_many`` are ``commit`` / ``commit_many`` plus a hold handle (``None`` here:
 the decision's transition goes straight to the sink); the shadowed store returns a handle while
 it serves from its cache, and the transition is held until the cell's memory is back in Redis.
+
+**Transitions closed in the commit.** Given the stream's shard keys (``streams``; a single Redis
+only), the Redis store also appends the transition a report closes to its cell's shard *in the
+same Lua call* that commits the cell's memory (``closes``: :class:`Close`, the report's half of the entry). Memory and transition
+are then stored together or not at all, so a replica killed right after answering loses no
+transition (through the sink's in-process buffer it lost the last ~20 ms of them), and a window
+accepted twice is impossible by construction. The store's ``closes_transitions`` tells the
+engine which path its transitions take.
 """
 
 from __future__ import annotations
@@ -20,9 +29,9 @@ import os
 import threading
 from typing import NamedTuple
 
-import redis
-
+from slicetwin.platform.redis_client import connect, eval_each, is_cluster
 from slicetwin.platform.redis_errors import is_store_failure
+from slicetwin.platform.stream_shards import shard_of
 
 
 class CellMemory(NamedTuple):
@@ -32,6 +41,23 @@ class CellMemory(NamedTuple):
     policy_version: str
     fallback: bool
     explored: bool
+
+
+def cell_key(prefix: str, cell_id: str) -> str:
+    """The Redis key of a cell's memory; the cell id is its hash tag (one slot per cell)."""
+    return f"{prefix}cells:{{{cell_id}}}"
+
+
+class Close(NamedTuple):
+    """The report's half of the transition it may close (``transition_wire`` field order):
+    ``head`` = ``["<cell_id>",<window>,`` and ``middle`` = ``reward,utility,next_state,arrived,
+    sla_met,se``; the previous memory gives ``state``, ``action`` (unless ``reported`` >= 0, the
+    allocation that actually ran), ``policy_version``, ``fallback`` and ``explored``."""
+
+    head: str
+    middle: str
+    ts: str
+    reported: int = -1
 
 
 class WindowConflict(Exception):
@@ -70,11 +96,14 @@ def check_order(cell_id: str, window: int, last: int | None, index: int) -> None
 class _Recording:
     """``record`` / ``record_many`` for stores that never hold transitions."""
 
-    def record(self, cell_id: str, mem: CellMemory) -> tuple[CellMemory | None, None]:
+    closes_transitions = False  # transitions go to the sink
+
+    def record(self, cell_id: str, mem: CellMemory, close: Close | None = None
+               ) -> tuple[CellMemory | None, None]:
         return self.commit(cell_id, mem), None
 
-    def record_many(self, items: list[tuple[str, CellMemory]]
-                    ) -> tuple[list[CellMemory | None], None]:
+    def record_many(self, items: list[tuple[str, CellMemory]],
+                    closes: list[Close] | None = None) -> tuple[list[CellMemory | None], None]:
         return self.commit_many(items), None
 
 
@@ -142,6 +171,43 @@ end
 return prevs
 """
 
+# The same commit, and for each key whose previous window is the one just before the new one, the
+# transition it closes appended to the cell's stream shard. KEYS: n cell keys, then the n cells'
+# shard keys; ARGV: ttl, owner, maxlen, then (window, payload, head, middle, ts, reported) per key. The previous memory's
+# payload is ``[window, [state], action, rest]`` (``RedisCellStore._dump``); its parts are spliced
+# into the entry as text, so floats keep every digit (cjson only if the text is not in that form).
+_COMMIT_CLOSE_LUA = """
+local n = #KEYS / 2
+for i = 1, n do
+  local w = redis.call('HGET', KEYS[i], 'window')
+  if w and tonumber(w) >= tonumber(ARGV[6 * i - 2]) then
+    return {'CONFLICT', tostring(i), w}
+  end
+end
+local prevs = {'OK'}
+for i = 1, n do
+  local j = 6 * i - 2
+  local old = redis.call('HMGET', KEYS[i], 'window', 'data')
+  local data = old[2] or ''
+  prevs[i + 1] = data
+  if old[1] and tonumber(old[1]) + 1 == tonumber(ARGV[j]) and data ~= '' then
+    local state, action, rest = string.match(data, '^%[%-?%d+, (%b[]), (%-?%d+), (.+)%]$')
+    if not state then
+      local d = cjson.decode(data)
+      state, action = cjson.encode(d[2]), tostring(d[3])
+      rest = cjson.encode(d[4]) .. ',' .. tostring(d[5]) .. ',' .. tostring(d[6])
+    end
+    if tonumber(ARGV[j + 5]) >= 0 then action = ARGV[j + 5] end
+    redis.call('XADD', KEYS[n + i], 'MAXLEN', '~', ARGV[3], '*', 't',
+               ARGV[j + 2] .. state .. ',' .. action .. ',' .. ARGV[j + 3] .. ',' .. rest
+               .. ',' .. ARGV[j + 4] .. ']')
+  end
+  redis.call('HSET', KEYS[i], 'window', ARGV[j], 'data', ARGV[j + 1], 'by', ARGV[2])
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+end
+return prevs
+"""
+
 # Re-sync of memories accepted while Redis was unreachable, one verdict per key (not
 # all-or-nothing). KEYS: cell keys; ARGV: ttl, owner, then (first, window, payload) per key, where
 # ``first`` is the lowest window this replica accepted on its own. The memory is stored only if
@@ -173,21 +239,36 @@ return out
 
 class RedisCellStore(_Recording):
     """``timeout_s`` bounds every call (connect and reply): a decision waits at most that long
-    for an unreachable Redis (the shadowed store then stops asking until Redis is back)."""
+    for an unreachable Redis (the shadowed store then stops asking until Redis is back).
+
+    On a Redis Cluster each cell's keys sit in the cell's own slot, so a batch is checked and
+    committed per cell: the windows of the whole batch are read first (a conflict refuses the
+    batch with nothing written), then every cell's script re-checks its own window atomically.
+    Only a race with another replica between the two steps can leave the cells before the
+    conflicting one committed (docs/deployment.md, "Redis Cluster").
+
+    ``streams``: the transitions stream's shard keys (``slicetwin.platform.stream_shards``);
+    commits given ``closes`` then append the transitions they close to the cell's shard in the
+    same script (module doc). Only on a single Redis: on a cluster a cell's key and its shard
+    live in different slots, so the transitions go through the sink there."""
 
     name = "redis"
 
     def __init__(self, url: str, prefix: str = "slicetwin:", ttl_s: int = 3600,
-                 timeout_s: float = 1.0):
+                 timeout_s: float = 1.0, streams: tuple[str, ...] | None = None,
+                 maxlen: int = 1_000_000):
         self.prefix, self.ttl = prefix, ttl_s
         self.owner = os.urandom(6).hex()  # this replica, in each memory it writes ('by')
-        self._r = redis.Redis.from_url(url, socket_timeout=timeout_s,
-                                       socket_connect_timeout=timeout_s)
+        self._r = connect(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self.cluster = is_cluster(self._r)
+        self.streams, self.maxlen = streams or (), maxlen  # maxlen: per shard
+        self.closes_transitions = bool(self.streams) and not self.cluster
         self._script = self._r.register_script(_COMMIT_LUA)
+        self._close_script = self._r.register_script(_COMMIT_CLOSE_LUA)
         self._push = self._r.register_script(_PUSH_LUA)
 
     def _key(self, cell_id: str) -> str:
-        return f"{self.prefix}cells:{cell_id}"
+        return cell_key(self.prefix, cell_id)
 
     @staticmethod
     def _dump(m: CellMemory) -> str:
@@ -203,28 +284,65 @@ class RedisCellStore(_Recording):
     def peek(self, cell_id: str) -> CellMemory | None:
         return self._load(self._r.hget(self._key(cell_id), "data") or b"")
 
-    def commit(self, cell_id: str, mem: CellMemory) -> CellMemory | None:
-        return self.commit_many([(cell_id, mem)])[0]
+    def commit(self, cell_id: str, mem: CellMemory, close: Close | None = None
+               ) -> CellMemory | None:
+        return self.commit_many([(cell_id, mem)], None if close is None else [close])[0]
 
-    def commit_many(self, items: list[tuple[str, CellMemory]]) -> list[CellMemory | None]:
-        args: list = [self.ttl, self.owner]
-        for _, m in items:
-            args += [m.window, self._dump(m)]
-        res = self._script(keys=[self._key(c) for c, _ in items], args=args)
+    def commit_many(self, items: list[tuple[str, CellMemory]],
+                    closes: list[Close] | None = None) -> list[CellMemory | None]:
+        """Check every window and store every memory, all or nothing; with ``closes`` (and
+        ``streams``) also append the transitions they close. Returns the previous memories."""
+        if self.cluster and len(items) > 1:
+            return self._commit_per_cell(items)
+        keys = [self._key(c) for c, _ in items]
+        if closes is not None and self.closes_transitions:
+            args: list = [self.ttl, self.owner, self.maxlen]
+            for (_, m), c in zip(items, closes, strict=True):
+                args += [m.window, self._dump(m), c.head, c.middle, c.ts, c.reported]
+            n = len(self.streams)
+            shards = [self.streams[shard_of(c, n)] for c, _ in items]
+            res = self._close_script(keys=[*keys, *shards], args=args)
+        else:
+            args = [self.ttl, self.owner]
+            for _, m in items:
+                args += [m.window, self._dump(m)]
+            res = self._script(keys=keys, args=args)
         if res[0] == b"CONFLICT":
             i = int(res[1]) - 1
             cid, m = items[i]
             check_order(cid, m.window, int(res[2]), i)
         return [self._load(r) for r in res[1:]]
 
+    def _commit_per_cell(self, items: list[tuple[str, CellMemory]]) -> list[CellMemory | None]:
+        """Cluster: read every window (refuse the batch on a conflict), then one atomic script
+        per cell, all in one pipeline round trip per master."""
+        pipe = self._r.pipeline(transaction=False)
+        for cid, _ in items:
+            pipe.hget(self._key(cid), "window")
+        for i, ((cid, m), w) in enumerate(zip(items, pipe.execute(), strict=True)):
+            check_order(cid, m.window, None if w is None else int(w), i)
+        res = eval_each(self._r, self._script, [
+            ([self._key(cid)], [self.ttl, self.owner, m.window, self._dump(m)])
+            for cid, m in items])
+        for i, r in enumerate(res):
+            if r[0] == b"CONFLICT":  # another replica won this cell since the read
+                cid, m = items[i]
+                check_order(cid, m.window, int(r[2]), i)
+        return [self._load(r[1]) for r in res]
+
     def push_if_unmoved(self, items: list[tuple[str, int, CellMemory]]
                         ) -> list[CellMemory | None | bool]:
         """Re-sync ``(cell_id, first, mem)`` items (see ``_PUSH_LUA``): per item ``True`` when
         stored, else the memory Redis holds (newer; ``None`` if unreadable)."""
-        args: list = [self.ttl, self.owner]
-        for _, first, m in items:
-            args += [first, m.window, self._dump(m)]
-        res = self._push(keys=[self._key(c) for c, _, _ in items], args=args)
+        if self.cluster:  # verdicts are per cell anyway: one script per cell's slot
+            res = [r[0] for r in eval_each(self._r, self._push, [
+                ([self._key(c)], [self.ttl, self.owner, first, m.window, self._dump(m)])
+                for c, first, m in items])]
+        else:
+            args: list = [self.ttl, self.owner]
+            for _, first, m in items:
+                args += [first, m.window, self._dump(m)]
+            res = self._push(keys=[self._key(c) for c, _, _ in items], args=args)
         return [True if int(r[0]) == 1 else self._load(r[2]) for r in res]
 
     def take_exploration(self, cell_id: str, budget: int) -> bool:

@@ -19,14 +19,14 @@ from json.encoder import encode_basestring_ascii as _q  # = json.dumps(str), wit
 
 import numpy as np
 
-from controller.cells import CellMemory, WindowConflict
+from controller.cells import CellMemory, Close, WindowConflict
 from controller.schemas import Columns
 from slicetwin.core.actions import ActionCodec
 from slicetwin.core.fallback import DemandProportional
 from slicetwin.core.schemas import KPIReport
 from slicetwin.core.slices import SLICE_NAMES, slice_index
 from slicetwin.core.state import STATE_SCALES
-from slicetwin.core.transition_wire import Transition, TransitionBatch
+from slicetwin.core.transition_wire import Transition, TransitionBatch, compact_json
 from slicetwin.core.utility import RewardShaper, UtilityConfig
 from slicetwin.core.utility import ssr as ssr_of
 
@@ -91,9 +91,11 @@ class DecisionEngine:
     def __init__(self, codec: ActionCodec, holder, cells, sink, metrics, *,
                  utility: UtilityConfig | None = None, shaper: RewardShaper | None = None,
                  explore_epsilon: float = 0.0, explore_budget: int = 0,
-                 explore_seed: int | None = None, fallback=None):
+                 explore_seed: int | None = None, explore_radius: int = 0, fallback=None):
         """``fallback``: the safe heuristic served without a model (cold start) or when
-        inference fails; demand-proportional by default (``slicetwin.core.fallback``)."""
+        inference fails; demand-proportional by default (``slicetwin.core.fallback``).
+        ``explore_radius``: an explored decision moves at most that many units between two
+        slices of the served split (0: any action, uniformly)."""
         self.codec, self.holder, self.cells, self.sink, self.m = codec, holder, cells, sink, metrics
         self.fallback = fallback if fallback is not None else DemandProportional(codec)
         # the one definition (slicetwin.core.utility): numpy forms for batches, pure-Python closures
@@ -102,7 +104,7 @@ class DecisionEngine:
         self.shaper = shaper or RewardShaper()
         self._utility = self.utility_config.scalar()
         self._reward = self.shaper.scalar()
-        self.eps, self.budget = explore_epsilon, explore_budget
+        self.eps, self.budget, self.radius = explore_epsilon, explore_budget, explore_radius
         self.rng = np.random.default_rng(explore_seed)
         self._scales = [float(s) for s in STATE_SCALES]
         self._scales64 = STATE_SCALES.astype(np.float64)
@@ -118,6 +120,7 @@ class DecisionEngine:
         self._pending_decisions: dict[tuple[str, bool], int] = {}
         self._pending_closed = 0
         self._pending_reward = 0.0
+        self._pending_written = 0  # transitions the cell store wrote with the memory commit
 
     # ------------------------------------------------------------------ helpers
     def alloc_json(self, action: int) -> str:
@@ -139,7 +142,8 @@ class DecisionEngine:
                                ["body", "allocation"])
 
     def _action_of(self, pairs: list[tuple[str, float]], loc: list) -> int:
-        units = [0] * self.codec.n_slices
+        """The action that ran: exact on our unit grid, else the nearest one (counted)."""
+        bws = [0.0] * self.codec.n_slices
         seen = set()
         for i, (name, bw) in enumerate(pairs):
             try:
@@ -149,42 +153,72 @@ class DecisionEngine:
             if j in seen:
                 raise ReportError([*loc, i, "slice"], f"slice {name!r} appears twice in allocation")
             seen.add(j)
-            units[j] = round(bw / self._unit_hz)
+            bws[j] = bw
         if len(seen) != self.codec.n_slices:
             raise ReportError(loc, "allocation must list every slice once")
-        try:
+        unit = self._unit_hz
+        units = [round(b / unit) for b in bws]
+        if (sum(units) == self.codec.n_units and min(units) >= self.codec.min_units
+                and all(abs(b - u * unit) <= 1e-6 * unit for b, u in zip(bws, units, strict=True))):
             return int(self.codec.encode(units))
+        try:
+            action, off_hz = self.codec.nearest(bws)
         except ValueError as e:
-            raise ReportError(loc, f"allocation is not a valid split of {self.codec.n_units} "
-                              f"units of {self._unit_hz:g} Hz: {e}") from None
+            raise ReportError(loc, f"allocation does not fit the "
+                              f"{self.codec.total_bandwidth_hz:g} Hz carrier: {e}") from None
+        self.m.alloc_off_grid.inc()
+        self.m.alloc_off_grid_hz.inc(off_hz)
+        return action
 
     def _choose(self, cell_id: str, state: list, arrived: list) -> tuple[int, str, bool, bool]:
         """(action, policy_version, fallback, explored) for one state."""
         policy = self.holder.policy  # read once: this request finishes on this model
-        if policy is None:
+        if policy is None:  # cold start: the safe heuristic serves, and is explored around
             self.m.fallbacks.labels("no_model").inc()
-            return int(self.fallback.act(arrived)), FALLBACK_VERSION, True, False
-        if self.eps > 0 and self.rng.random() < self.eps and self.cells.take_exploration(
-                cell_id, self.budget):
-            self.m.explored.inc()
-            return int(self.rng.integers(self.codec.n_actions)), policy.version, False, True
+            action = int(self.fallback.act(arrived))
+            if self._explores(cell_id):
+                return self._explore_from(action), FALLBACK_VERSION, True, True
+            return action, FALLBACK_VERSION, True, False
         try:
-            return policy.act(state), policy.version, False, False
+            action = policy.act(state)
         except Exception as e:
             log.warning("inference failed (%s); fallback", e)
             self.m.errors.labels("inference").inc()
             self.m.fallbacks.labels("inference_error").inc()
             return int(self.fallback.act(arrived)), FALLBACK_VERSION, True, False
+        if self._explores(cell_id):
+            return self._explore_from(action), policy.version, False, True
+        return action, policy.version, False, False
+
+    def _explores(self, cell_id: str) -> bool:
+        if self.eps > 0 and self.rng.random() < self.eps and self.cells.take_exploration(
+                cell_id, self.budget):
+            self.m.explored.inc()
+            return True
+        return False
+
+    def _explore_from(self, served: int) -> int:
+        return self.codec.explore(served, self.rng, self.radius)
 
     def _next_id(self) -> str:
         self._counter += 1
         return f"{self._id_prefix}-{self._counter}"
 
+    @staticmethod
+    def _closing(cell_id: str, window: int, reward: float, utility: float, state: list,
+                 arrived: list, sla: list, se: float, now: float, reported: int | None) -> Close:
+        """The report's half of the transition it may close, for a cell store that writes it
+        with the memory commit (``controller.cells.Close``)."""
+        return Close(compact_json([cell_id, window])[:-1] + ",",
+                     compact_json([reward, utility, state, arrived, sla, se])[1:-1], repr(now),
+                     -1 if reported is None else reported)
+
     def _close(self, cell_id: str, rep_window: int, prev: CellMemory | None, state: list,
                reported: int | None, utility: float, reward: float, arrived: list,
-               sla: list, se: float, now: float, held) -> None:
+               sla: list, se: float, now: float, held, stored: bool = False) -> None:
         """Record the transition that this report closes, if the windows are consecutive
-        (to the sink, or held by the cell store while its memory is not in Redis)."""
+        (to the sink, or held by the cell store while its memory is not in Redis; ``stored``:
+        the cell store already wrote it with the memory)."""
         if prev is None:
             return
         if rep_window != prev.window + 1:
@@ -196,6 +230,9 @@ class DecisionEngine:
             action = reported  # learn from what actually ran
         self._pending_closed += 1
         self._pending_reward += reward
+        if stored:
+            self._pending_written += 1
+            return
         t = Transition(cell_id, rep_window, prev.state, action, reward, utility, state, arrived,
                        sla, se, prev.policy_version, prev.fallback, prev.explored, now)
         if held is None:
@@ -231,9 +268,12 @@ class DecisionEngine:
             self.m.decision_counter(version, fallback).inc(n)
         closed, self._pending_closed = self._pending_closed, 0
         reward, self._pending_reward = self._pending_reward, 0.0
+        written, self._pending_written = self._pending_written, 0
         if closed:
             self.m.transitions_closed.inc(closed)
             self.m.reward.inc(reward)
+        if written:
+            self.m.transitions_written.inc(written)
         if self._last is not None:
             action, utility, ssr = self._last
             units = self._units_table[action]
@@ -271,10 +311,12 @@ class DecisionEngine:
         reward = self._reward(utility, window)  # t = the report's window number
         action, version, fallback, explored = self._choose(cell_id, state, arrived)
         mem = CellMemory(window, state, action, version, fallback, explored)
-        prev, held = self.cells.record(cell_id, mem)  # atomic order check + store
         now = time.time()
+        close = (self._closing(cell_id, window, reward, utility, state, arrived, sla, se, now,
+                               reported) if self.cells.closes_transitions else None)
+        prev, held = self.cells.record(cell_id, mem, close)  # atomic order check + store
         self._close(cell_id, window, prev, state, reported, utility, reward, arrived, sla, se,
-                    now, held)
+                    now, held, stored=close is not None and held is None)
         self._observe(action, utility, ssr)
         self.m.utility_hist.observe(utility)
         self._count(version, fallback)
@@ -310,8 +352,12 @@ class DecisionEngine:
         mems = [(cols.ids[i], CellMemory(cols.windows[i], k.states64_l[i], d.act_l[i],
                                           d.versions[i], d.fb_l[i], d.ex_l[i]))
                 for i in range(n)]
-        prevs, helds = self.cells.record_many(mems)
-        self._batch_close(cols, k, prevs, helds, reported)
+        now = time.time()
+        closes = (self._batch_closing(cols, k, reported, now) if self.cells.closes_transitions
+                  else None)
+        prevs, helds = self.cells.record_many(mems, closes)
+        self._batch_close(cols, k, prevs, helds, reported, now,
+                          stored=closes is not None and helds is None)
         self._batch_count(k, d, helds)
         c0 = self._counter
         self._counter += n
@@ -368,18 +414,32 @@ class DecisionEngine:
     def _batch_explore(self, policy, ids: list, actions: np.ndarray,
                        fallback: np.ndarray) -> np.ndarray:
         explored = np.zeros(len(ids), dtype=bool)
-        if self.eps > 0 and policy is not None:
+        if self.eps > 0:  # around the policy, or around the heuristic at a cold start
             for i in np.flatnonzero(self.rng.random(len(ids)) < self.eps):
-                if not fallback[i] and self.cells.take_exploration(ids[i], self.budget):
-                    actions[i] = self.rng.integers(self.codec.n_actions)
+                failed = fallback[i] and policy is not None  # an inference error: no exploring
+                if not failed and self.cells.take_exploration(ids[i], self.budget):
+                    actions[i] = self._explore_from(int(actions[i]))
                     explored[i] = True
             self.m.explored.inc(int(explored.sum()))
         return explored
 
-    def _batch_close(self, cols: Columns, k: _BatchKpis, prevs: list, helds, reported) -> None:
+    def _batch_closing(self, cols: Columns, k: _BatchKpis, reported: list, now: float
+                       ) -> list[Close]:
+        """Every report's half of the transition it may close (``_closing``, per row)."""
+        enc, ids, wins, st = compact_json, cols.ids, cols.windows, k.states64_l
+        rew, utl, se = k.reward.tolist(), k.utility.tolist(), cols.se.tolist()
+        arr, sla = cols.arrived.tolist(), cols.sla.tolist()
+        ts = repr(now)
+        return [Close(enc([ids[i], wins[i]])[:-1] + ",",
+                      enc([rew[i], utl[i], st[i], arr[i], sla[i], se[i]])[1:-1], ts,
+                      -1 if reported[i] is None else reported[i]) for i in range(len(ids))]
+
+    def _batch_close(self, cols: Columns, k: _BatchKpis, prevs: list, helds, reported,
+                     now: float, stored: bool = False) -> None:
         """Close the transitions of consecutive windows. The request path only selects rows;
         the sink's writer thread turns the arrays into per-transition entries (held instead
-        while the cell memory is away)."""
+        while the cell memory is away; counted only when ``stored``: the cell store wrote
+        them with the memory)."""
         ids, wins = cols.ids, cols.windows
         idx, prev_states, acts, pvers, pfb, pex = [], [], [], [], [], []
         gaps = mism = 0
@@ -399,13 +459,17 @@ class DecisionEngine:
             pvers.append(p.policy_version)
             pfb.append(p.fallback)
             pex.append(p.explored)
-        if idx:
+        if idx and stored:
+            self._pending_closed += len(idx)
+            self._pending_written += len(idx)
+            self._pending_reward += float(k.reward[np.asarray(idx)].sum())
+        elif idx:
             sel = np.asarray(idx)
             r_sel = k.reward[sel]
             tb = TransitionBatch(
                 [ids[i] for i in idx], [wins[i] for i in idx], prev_states, acts, r_sel,
                 k.utility[sel], k.states64[sel], cols.arrived[sel], cols.sla[sel],
-                cols.se[sel], pvers, pfb, pex, time.time())
+                cols.se[sel], pvers, pfb, pex, now)
             if helds is None:
                 self.sink.put_batch(tb)
             else:

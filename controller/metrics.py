@@ -68,8 +68,23 @@ class ControllerMetrics:
         self.alloc_mismatch = Counter("slicetwin_allocation_mismatch_total",
                                       "Reports whose in-force allocation differs from the one "
                                       "answered for that window", registry=r)
+        self.alloc_off_grid = Counter("slicetwin_allocation_off_grid_total",
+                                      "Reported in-force allocations not on the controller's unit "
+                                      "grid (another resource-block grid): recorded as the "
+                                      "nearest action", registry=r)
+        self.alloc_off_grid_hz = Counter("slicetwin_allocation_off_grid_hz_total",
+                                         "Sum over off-grid reports of the L1 distance (Hz) "
+                                         "between what ran and the action recorded", registry=r)
         self.sink_buffer = Gauge("slicetwin_sink_buffer_transitions", "Transitions waiting in "
                                  "the sink buffer", registry=r)
+        # Redis Cluster durability (controller.sinks.RedisStreamSink, WAIT for a replica)
+        self.sink_unconfirmed = Gauge("slicetwin_sink_unconfirmed_transitions", "Transitions "
+                                      "written to a stream shard's master, waiting for a "
+                                      "replica to confirm them (part of the sink buffer)",
+                                      registry=r)
+        self.transitions_resent = Counter("slicetwin_transitions_resent_total", "Transitions "
+                                          "sent again because their shard's master changed "
+                                          "before a replica confirmed them", registry=r)
         # Redis cell store unreachable: decisions from the local cache (controller.cell_cache)
         self.degraded = Counter("slicetwin_degraded_decisions_total", "Decisions answered "
                                 "without the shared cell memory, flagged 'degraded' in the answer",
@@ -111,6 +126,7 @@ class ControllerMetrics:
                      "too_large", "inference", "sink", "cell_store", "internal", "kpm"):
             self.errors.labels(kind)
         self.transitions_written.inc(0)
+        self.transitions_resent.inc(0)
         for reason in ("no_model", "inference_error"):
             self.fallbacks.labels(reason)
         for reason in ("missing", "wrong"):

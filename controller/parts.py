@@ -92,6 +92,7 @@ class Parts:
 
     def scrape(self) -> bytes:
         self.metrics.sink_buffer.set(len(self.sink))
+        self.metrics.sink_unconfirmed.set(getattr(self.sink, "unconfirmed", 0))
         if isinstance(self.cells, ShadowedCellStore):
             self.cells.publish()
         self.engine.flush_metrics()
@@ -116,7 +117,8 @@ def build_parts(s: ControllerSettings, registry=None) -> Parts:
                             fallback=cold_start_policy(codec, s.cold_start, s.static_split),
                             shaper=s.reward_shaper, explore_epsilon=s.explore_epsilon,
                             explore_budget=s.explore_budget_per_cell,
-                            explore_seed=s.explore_seed)
+                            explore_seed=s.explore_seed,
+                            explore_radius=s.explore_radius_units)
     return Parts(s, codec, m, holder, registry, sink, cells, engine)
 
 
@@ -130,7 +132,9 @@ def make_sink(s: ControllerSettings, m: ControllerMetrics) -> TransitionSink:
         if not s.redis_url:
             raise ValueError("transitions_sink=redis needs SLICETWIN_REDIS_URL")
         return RedisStreamSink(s.redis_url, s.registry_prefix + s.transitions_stream,
-                               s.transitions_maxlen, **kw)
+                               s.transitions_maxlen, shards=s.transition_shards,
+                               wait_replicas=s.sink_wait_replicas, wait_ms=s.sink_wait_ms,
+                               on_resent=m.transitions_resent.inc, **kw)
     if kind == "file":
         if not s.transitions_file:
             raise ValueError("transitions_sink=file needs SLICETWIN_TRANSITIONS_FILE")
@@ -147,8 +151,14 @@ def make_cells(s: ControllerSettings, sink, m: ControllerMetrics):
         return LocalCellStore()
     if not s.redis_url:
         raise ValueError("cell_store=redis needs SLICETWIN_REDIS_URL")
+    # transitions closed in the commit: only when they go to a Redis stream anyway, and no
+    # replica must confirm them first (WAIT is the sink's job: on a cluster by default, where
+    # the cell's key and its shard are in different slots anyway)
+    streams = (sink.keys if s.transitions_in_commit and isinstance(sink, RedisStreamSink)
+               and sink.wait_replicas == 0 else None)
     return ShadowedCellStore(RedisCellStore(s.redis_url, s.registry_prefix, s.cell_ttl_s,
-                                            timeout_s=s.cell_store_timeout_s),
+                                            timeout_s=s.cell_store_timeout_s, streams=streams,
+                                            maxlen=sink.maxlen if streams else 1),
                              sink, m, probe_s=s.cell_store_probe_s,
                              hold_buffer=s.cell_hold_buffer)
 

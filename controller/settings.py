@@ -65,10 +65,23 @@ class ControllerSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSetti
     sink_buffer: int = Field(100_000, gt=0, description="bounded in-memory buffer; overflow is "
                              "dropped and counted, never blocks a request")
     sink_flush_interval_s: float = Field(0.02, gt=0)
+    transitions_in_commit: bool = Field(True, description="with cell_store=redis and "
+                                        "transitions_sink=redis, append each transition to the "
+                                        "stream in the same Lua call that commits the cell's "
+                                        "memory (a replica killed after answering loses none); "
+                                        "false: through the sink's in-process buffer")
+    sink_wait_replicas: int | None = Field(None, ge=0, description="replicas that must confirm "
+                                           "each stream write (WAIT) before it counts as "
+                                           "written (empty: 1 on a Redis Cluster, 0 on a "
+                                           "single Redis)")
+    sink_wait_ms: int = Field(200, gt=0, description="how long one WAIT waits for them")
     # --- exploration (off by default; for Algorithm 1's agent-1 phase on live traffic)
     explore_epsilon: float = Field(0.0, ge=0.0, le=1.0)
     explore_budget_per_cell: int = Field(100, ge=0, description="max explored decisions per cell")
     explore_seed: int | None = None
+    explore_radius_units: int = Field(10, ge=0, description="an explored decision moves at most "
+                                      "this many units between two slices of the served split "
+                                      "(bounds the utility exploration may cost); 0: any action")
     # --- utility and reward (slicetwin.core.utility: the simulator's, twin's and trainer's too)
     utility_alpha: float = Field(_UTILITY.alpha, description="SE weight alpha of the utility "
                                  "alpha*SE + sum beta*SSR (finite, >= 0)")
@@ -107,6 +120,7 @@ class ControllerSettings(UtilityWeightsSettings, ServedModelSecrets, SecureSetti
                                          "the controller process (Python default 0.005)")
 
     @field_validator("model_path", "transitions_file", "api_key", "api_key_previous",
+                     "sink_wait_replicas",
                      mode="before")
     @classmethod
     def _empty_is_none(cls, v):

@@ -19,9 +19,9 @@ import threading
 import time
 from collections import deque
 
-import redis
-
 from slicetwin.core.transition_wire import Transition, TransitionBatch, cell_number, compact_json
+from slicetwin.platform.redis_client import connect, is_cluster, write_and_wait
+from slicetwin.platform.stream_shards import resolve_shards, shard_keys, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,19 @@ class TransitionSink:
         return len(ts)
 
     def __len__(self) -> int:
-        return len(self._buf) + sum(len(b) for b in list(self._batches))
+        return len(self._buf) + sum(len(b) for b in list(self._batches)) + self._held_elsewhere()
+
+    def _held_elsewhere(self) -> int:
+        """Transitions a subclass still holds after ``_write`` (e.g. not yet on a replica)."""
+        return 0
+
+    def _settle(self) -> None:
+        """Hook at the start of every drain: a subclass retries what it still holds."""
+
+    def _count_written(self, n: int) -> None:
+        if n:
+            self.written += n
+            self._on_written(n)
 
     def _expand_batches(self) -> None:
         while self._batches:
@@ -128,12 +140,13 @@ class TransitionSink:
         loses nothing up to the buffer bound. ``final`` (shutdown): one attempt, then what
         cannot be written is dropped and counted."""
         self._expand_batches()
+        self._settle()
         while self._buf:
             batch = []
             while self._buf and len(batch) < self._batch:
                 batch.append(self._buf.popleft())
             try:
-                self._write(batch)
+                done = self._write(batch)
             except Exception as e:
                 self.failures += 1
                 self.last_error = f"{type(e).__name__}: {e}"
@@ -154,9 +167,9 @@ class TransitionSink:
             if self._retry_s:
                 log.warning("transition sink %s is back", self.name)
                 self._retry_s = 0.0
-            self.written += len(batch)
-            self._on_written(len(batch))
-        self._idle.set()
+            self._count_written(len(batch) if done is None else done)
+        if len(self) == 0:
+            self._idle.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until the buffer is written (tests, shutdown)."""
@@ -179,7 +192,10 @@ class TransitionSink:
             self._thread = None
         self._drain(final=True)
 
-    def _write(self, batch: list[Transition]) -> None:
+    def _write(self, batch: list[Transition]) -> int | None:
+        """Write ``batch``; None when all of it is written, else how many are (the subclass
+        holds the rest and counts them through ``_count_written`` once they are). Raising puts
+        the whole batch back."""
         raise NotImplementedError
 
 
@@ -232,21 +248,159 @@ return #ARGV - 1
 """
 
 
+class _Unconfirmed:
+    """Transitions of one shard written to its master but not yet confirmed on a replica."""
+
+    __slots__ = ("node", "items", "next_try", "delay")
+
+    def __init__(self) -> None:
+        self.node: str | None = None  # the master they were written to (None: unknown)
+        self.items: list[Transition] = []
+        self.next_try = 0.0
+        self.delay = 0.0
+
+
 class RedisStreamSink(TransitionSink):
-    """``XADD {prefix}transitions MAXLEN ~ N`` per transition, a whole batch per Lua call."""
+    """``XADD`` per transition into the cell's shard (``slicetwin.platform.stream_shards``), a
+    whole shard's part of a batch per Lua call.
+
+    With ``wait_replicas`` > 0 (the default on a Redis Cluster) each call is followed by
+    ``WAIT wait_replicas wait_ms`` on the same connection, and a transition counts as written
+    only once a replica confirmed it. Until then the sink holds it (counted in the bounded
+    buffer): while the shard's master is the one that took the write, a later ``WAIT`` (after
+    a tiny write that moves the connection's offset) confirms it; if the shard moved to another
+    master (a failover lost the write, or might have), the transitions are sent again. So no
+    transition is lost across a failover; a re-sent one may appear twice in the stream, and the
+    trainer keeps one per (cell, window)."""
 
     name = "redis"
 
-    def __init__(self, url: str, stream: str, maxlen: int = 1_000_000, **kw):
+    def __init__(self, url: str, stream: str, maxlen: int = 1_000_000, shards: int = 0,
+                 wait_replicas: int | None = None, wait_ms: int = 200, on_resent=None, **kw):
         super().__init__(**kw)
+        self._on_resent = on_resent or (lambda n: None)
 
-        self.stream, self.maxlen = stream, maxlen
-        self._r = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self.stream = stream
+        self._r = connect(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        cluster = is_cluster(self._r)
+        self.keys = shard_keys(stream, resolve_shards(shards, cluster))
+        self.maxlen = max(1, maxlen // len(self.keys))  # per shard
+        self.wait_replicas = (1 if cluster else 0) if wait_replicas is None else wait_replicas
+        self.wait_ms = wait_ms
         self._script = self._r.register_script(_XADD_MANY_LUA)
+        self._held = [_Unconfirmed() for _ in self.keys]
+        self.resent = 0  # transitions sent again after their shard's master changed
+        self.unconfirmed_waits = 0  # WAITs that timed out short of ``wait_replicas``
+
+    @property
+    def healthy(self) -> bool:
+        return super().healthy and not any(h.items for h in self._held)
+
+    def _held_elsewhere(self) -> int:
+        return sum(len(h.items) for h in self._held)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Transitions written (or maybe written) but not yet confirmed on a replica."""
+        return self._held_elsewhere()
+
+    def _node(self, key: str) -> str:
+        return self._r.get_node_from_key(key).name if is_cluster(self._r) else "single"
+
+    def _send(self, shard: int, items: list[Transition], confirm_only: bool = False) -> bool:
+        """Write ``items`` to their shard (or, ``confirm_only``, just move the connection's
+        offset) and WAIT; True when confirmed. Unconfirmed items are kept in ``_held``."""
+        key, h = self.keys[shard], self._held[shard]
+        try:
+            node = self._node(key)
+        except Exception:  # noqa: BLE001 - no master for the slot right now (failing over)
+            node = None
+        if confirm_only:
+            mark = f"{key}:confirm"
+
+            def write(p):
+                p.set(mark, "1", px=60_000)
+        else:
+            payload = [self.maxlen, *map(compact_json, items)]
+
+            def write(p):
+                self._script(keys=[key], args=payload, client=p)
+        want = 0 if (h.items and not confirm_only) else self.wait_replicas
+        _, acked = write_and_wait(self._r, key, write, want, self.wait_ms)
+        if not confirm_only:
+            if h.items:  # the shard is waiting for a replica: these join the wait
+                h.items.extend(items)
+                h.node = h.node if h.node == node else None
+                return False
+            if acked is None or acked >= want:
+                return True
+            h.node, h.items = node, list(items)
+        elif acked is not None and acked >= want:
+            return True
+        self.unconfirmed_waits += 1
+        return False
+
+    def _settle(self) -> None:
+        """Retry every shard still holding transitions (backoff per shard)."""
+        now = time.monotonic()
+        for i, h in enumerate(self._held):
+            if not h.items or now < h.next_try:
+                continue
+            try:
+                node = self._node(self.keys[i])
+            except Exception:  # noqa: BLE001 - still failing over
+                node = None
+            items = h.items
+            try:
+                if node is not None and node == h.node:
+                    ok = self._send(i, [], confirm_only=True)
+                else:  # the master changed (or is unknown): the write may be lost, send again
+                    h.items, h.node = [], None
+                    self.resent += len(items)
+                    self._on_resent(len(items))
+                    ok = self._send(i, items)
+            except Exception as e:  # noqa: BLE001 - counted, retried after the backoff
+                self.failures += 1
+                self.last_error = f"{type(e).__name__}: {e}"
+                if h.items is not items:  # the re-send failed: hold them again, node unknown
+                    h.items, h.node = items + h.items, None
+                ok = False
+            if ok:
+                h.items, h.node, h.delay = [], None, 0.0
+                self._count_written(len(items))
+            else:
+                h.delay = min(1.0, max(0.05, 2 * h.delay))
+                h.next_try = time.monotonic() + h.delay
 
     def _write(self, batch):
-        self._script(keys=[self.stream], args=[self.maxlen, *map(compact_json, batch)])
+        parts: dict[int, list[Transition]] = {}
+        n = len(self.keys)
+        for t in batch:
+            parts.setdefault(shard_of(t.cell_id, n), []).append(t)
+        done, failed, error = 0, [], None
+        for shard, items in parts.items():
+            try:
+                if self._send(shard, items):
+                    done += len(items)
+            except Exception as e:  # noqa: BLE001 - see below
+                error = e
+                failed.append((shard, items))
+        if error is None:
+            return done
+        if len(failed) == len(parts):
+            raise error  # nothing went: the whole batch goes back to the buffer (backoff)
+        self.failures += 1  # some shards failed: they hold their part until _settle re-sends
+        self.last_error = f"{type(error).__name__}: {error}"
+        for shard, items in failed:
+            h = self._held[shard]
+            h.items.extend(items)
+            h.node = None  # unknown whether the write ran: sent again
+        return done
 
     def close(self) -> None:
         super().close()
+        left = self._held_elsewhere()
+        if left:
+            log.warning("transition sink closing with %d transitions written but not confirmed "
+                        "on a replica", left)
         self._r.close()

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from tests.support.paths import PYTHON, ROOT  # noqa: F401 - fixtures below and older imports
-from tests.support.redis import flushed, private_redis
+from tests.support.redis import flushed, flushed_cluster, private_cluster, private_redis
 
 # The suite runs in development mode (public development keys and no API key accepted), like
 # `slicetwin demo`; child processes inherit it. Tests of the production refusals remove it
@@ -30,6 +30,26 @@ def redis_server(tmp_path_factory):
 def redis_url(redis_server):
     """URL of the private Redis, flushed before each test."""
     return flushed(redis_server)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real Redis Cluster (3 masters with a replica each) shared by the session; tests that
+    kill a master start their own (tests.support.redis.private_cluster)."""
+    with private_cluster() as c:
+        yield c
+
+
+@pytest.fixture()
+def cluster_url(redis_cluster):
+    """``redis+cluster://`` URL of the session's cluster, flushed before each test."""
+    return flushed_cluster(redis_cluster)
+
+
+@pytest.fixture(params=["single", "cluster"])
+def any_redis_url(request):
+    """The same test on a single Redis and on a Redis Cluster."""
+    return request.getfixturevalue("redis_url" if request.param == "single" else "cluster_url")
 
 
 @pytest.fixture()

@@ -101,8 +101,13 @@ def distill(teacher: nn.Module, states: np.ndarray, cfg: DistillConfig | None = 
     a_train, a_hold = q_train.argmax(1), q_hold.argmax(1)
     n_actions = q_train.shape[1]
     # Soft targets for the whole pool would be N x n_actions floats: compute them per batch.
-    student = StudentMLP(states.shape[1], n_actions, cfg.hidden) if init is None else \
-        copy.deepcopy(init).train()
+    if init is not None:  # a refresh: continue from the served student (its norm included)
+        student = copy.deepcopy(init).train()
+    else:
+        student = StudentMLP(states.shape[1], n_actions, cfg.hidden)
+        teacher_norm = getattr(teacher, "norm", None)
+        if teacher_norm is not None and bool(teacher_norm.fitted):  # a teacher of state_norm="data"
+            student.norm.fit(x_train)
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.rounds, eta_min=cfg.lr_final)
     history: list[dict] = []

@@ -11,6 +11,7 @@ Contract: input ``state`` float32 [batch, 3] (``slicetwin.core.state.state_from_
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Mapping
@@ -82,6 +83,29 @@ class _GraphBuilder:
         return x
 
 
+@torch.no_grad()
+def fold_state_norm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose fitted ``StateNorm`` lives in its first Linear layer:
+    W((x - m) * s) + b = (W * s) x + (b - (W * s) m). The served graph stays Linear/ReLU and
+    takes the controller's state unchanged; the model itself is left as it was."""
+    norm = getattr(model, "norm", None)
+    if norm is None or not bool(norm.fitted):
+        return model
+    seq = model.net if hasattr(model, "net") else model.body
+    if not len(seq) or not isinstance(seq[0], nn.Linear):
+        raise TypeError(f"cannot fold the state normalisation of {type(model).__name__}: "
+                        "no first Linear layer")
+    folded = copy.deepcopy(model)
+    first = (folded.net if hasattr(folded, "net") else folded.body)[0]
+    w = first.weight * norm.inv_std[None, :]
+    first.bias.copy_(first.bias - w @ norm.mean)
+    first.weight.copy_(w)
+    folded.norm.mean.zero_()
+    folded.norm.inv_std.fill_(1.0)
+    folded.norm.fitted.fill_(False)
+    return folded
+
+
 def _policy_graph(model: nn.Module) -> tuple[_GraphBuilder, int, int]:
     """Graph for a StudentMLP, a QNetwork (plain or dueling) or a Linear/ReLU Sequential."""
     g = _GraphBuilder()
@@ -119,7 +143,7 @@ def to_onnx(model: nn.Module, *, n_units: int, total_bandwidth_hz: float = 20e6,
 
     ``utility``: the weights the policy was trained for (default: the defaults), recorded as
     ``utility_alpha`` / ``utility_beta``; a controller serving other weights refuses it."""
-    model = model.eval()
+    model = fold_state_norm(model.eval())
     g, in_dim, n_out = _policy_graph(model)
     if in_dim != STATE_DIM:
         raise ValueError(f"policy input must have {STATE_DIM} features, model has {in_dim}")

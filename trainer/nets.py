@@ -15,6 +15,42 @@ from torch.nn import functional as F
 PAPER_HIDDEN: tuple[int, ...] = (256, 256, 128, 128)
 
 
+class StateNorm(nn.Module):
+    """x -> (x - mean) / std, fitted once from the states a network first trains on.
+
+    Why: the controller's state is arrivals over fixed per-slice scales (``slicetwin.core.state``)
+    that suit our simulator's traffic; a gNB with ten times the users feeds inputs near 10. A
+    network that standardises with statistics of the data it saw learns the same way on either.
+    Identity until ``fit``; exported policies carry it folded into their first layer
+    (``trainer.export_onnx``), so the controller's input and latency do not change.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("inv_std", torch.ones(dim))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def fit(self, states: np.ndarray | torch.Tensor) -> None:
+        s = torch.as_tensor(np.asarray(states, np.float32)).reshape(-1, self.mean.shape[0])
+        if len(s) < 2:
+            raise ValueError("need at least 2 states to fit a state normalisation")
+        self.mean.copy_(s.mean(0))
+        # a floor keeps a feature that hardly moved (a slice with no traffic yet) from exploding
+        self.inv_std.copy_(1.0 / s.std(0).clamp_min(1e-2))
+        self.fitted.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) * self.inv_std
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints from before the normalisation existed load as the identity
+        for k, v in (("mean", self.mean), ("inv_std", self.inv_std), ("fitted", self.fitted)):
+            state_dict.setdefault(prefix + k, v.detach().clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int | None = None) -> nn.Sequential:
     layers: list[nn.Module] = []
     d = in_dim
@@ -34,6 +70,7 @@ class QNetwork(nn.Module):
         super().__init__()
         self.state_dim, self.n_actions, self.dueling = state_dim, n_actions, dueling
         self.hidden = tuple(hidden)
+        self.norm = StateNorm(state_dim)
         self.body = mlp(state_dim, hidden[:-1]) if dueling else mlp(state_dim, hidden)
         last_in = hidden[-2] if dueling and len(hidden) > 1 else (state_dim if dueling else hidden[-1])
         if dueling:
@@ -44,7 +81,7 @@ class QNetwork(nn.Module):
             self.head = nn.Linear(hidden[-1], n_actions)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
-        z = self.body(state)
+        z = self.body(self.norm(state))
         if not self.dueling:
             return self.head(z)
         a = self.advantage(z)
@@ -57,10 +94,11 @@ class StudentMLP(nn.Module):
     def __init__(self, state_dim: int, n_actions: int, hidden: int = 16):
         super().__init__()
         self.state_dim, self.n_actions, self.hidden = state_dim, n_actions, hidden
+        self.norm = StateNorm(state_dim)
         self.net = mlp(state_dim, (hidden, hidden), n_actions)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return self.net(state)
+        return self.net(self.norm(state))
 
 
 class FactoredQNetwork(nn.Module):
@@ -84,12 +122,13 @@ class FactoredQNetwork(nn.Module):
         self.v_min = int(units.min())
         self.n_values = int(units.max()) - self.v_min + 1
         self.register_buffer("unit_index", torch.as_tensor(units - self.v_min))
+        self.norm = StateNorm(state_dim)
         self.body = mlp(state_dim, hidden)
         self.head = nn.Linear(hidden[-1], self.n_slices * self.n_values)
 
     def tables(self, state: torch.Tensor) -> torch.Tensor:
         """(B, n_slices, n_values) T_n(s, v), non-decreasing in v."""
-        z = self.head(self.body(state)).view(-1, self.n_slices, self.n_values)
+        z = self.head(self.body(self.norm(state))).view(-1, self.n_slices, self.n_values)
         inc = F.softplus(z[..., 1:]) / self.n_values  # keeps the initial tables near flat
         return torch.cat([z[..., :1], z[..., :1] + inc.cumsum(-1)], -1)
 

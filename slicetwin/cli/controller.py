@@ -1,4 +1,5 @@
-"""``slicetwin controller``, ``slicetwin gnb`` and ``slicetwin bench controller``.
+"""``slicetwin controller``, ``slicetwin gnb``, ``slicetwin bench controller``, ``bench soak`` and
+``bench scale``.
 
 Module level imports typer and the standard library only (the controller must never import
 torch; the import contracts in pyproject.toml and tests/unit/test_architecture.py hold it).
@@ -138,6 +139,26 @@ def bench_controller(
     typer.echo(json.dumps(res))
 
 
+@bench_app.command("sink")
+def bench_sink(
+    redis: str = typer.Option("single,cluster", help="single and/or cluster (comma-separated)"),
+    wait_replicas: str = typer.Option("0,1", help="replicas each write waits for (WAIT), "
+                                      "comma-separated; 1 on a single Redis adds a replica"),
+    transitions: int = typer.Option(50_000, min=1),
+    cells: int = typer.Option(256, min=1),
+    shards: int = typer.Option(0, min=0, help="stream shards (0: 1 single, 6 cluster)"),
+    batch: int = typer.Option(2000, min=1, help="transitions per writer batch"),
+) -> None:
+    """The controller's transitions writer on a private Redis or Redis Cluster, with and
+    without waiting for a replica; one JSON line per configuration."""
+    from slicetwin.ops.bench.sink import run_sink_bench  # lazy: service
+
+    for backend in [b.strip() for b in redis.split(",") if b.strip()]:
+        for w in [int(x) for x in wait_replicas.split(",") if x.strip()]:
+            typer.echo(json.dumps(run_sink_bench(backend, w, transitions, cells, shards, batch)),
+                       nl=True)
+
+
 @bench_app.command("soak")
 def soak(
     rate: float = typer.Option(1000.0, help="offered load, requests/s (open loop)"),
@@ -167,3 +188,63 @@ def soak(
                      cells=cells, bucket_s=bucket, redis=redis, cell_store=cell_store,
                      outage_at_s=outage_at, outage_s=outage)
     typer.echo(json.dumps(run_soak(cfg, progress=progress)))
+
+
+@bench_app.command("scale")
+def bench_scale(
+    replicas: str = typer.Option("1,2,4", help="replica counts to measure, comma-separated"),
+    redis: str = typer.Option("single", help="Redis backend: single (a private redis-server) "
+                              "or cluster"),
+    rate: float = typer.Option(1000.0, help="offered load, reports/s (open loop, all "
+                               "generators together)"),
+    rate_per_replica: bool = typer.Option(False, "--rate-per-replica", help="--rate is per "
+                                          "replica: the offered load grows with the replica "
+                                          "count (equal load per replica)"),
+    duration: float = typer.Option(20.0, help="measured seconds per configuration"),
+    cells: int = typer.Option(512, help="distinct cells (a multiple of generators x "
+                              "connections x batch)"),
+    generators: int = typer.Option(2, min=1, help="load-generator processes"),
+    connections: int = typer.Option(8, min=1, help="keep-alive connections per generator"),
+    batch: int = typer.Option(1, min=1, help="reports per request (> 1: POST "
+                              "/v1/reports:batch; --rate stays reports/s)"),
+    warmup: float = typer.Option(3.0, min=0.0, help="seconds of load before the measured phase"),
+    kill_replica: bool = typer.Option(False, "--kill-replica", help="SIGKILL replica 0 during "
+                                      "the load and start it again"),
+    kill_at: float = typer.Option(0.4, min=0.05, max=0.9, help="when to kill (fraction of the "
+                                  "load)"),
+    restart_after: float = typer.Option(1.0, min=0.0, help="seconds between the kill and the "
+                                        "restart"),
+    affinity: bool = typer.Option(False, "--affinity", help="HAProxy hashes X-Cell-Id "
+                                  "(optional: correctness never needs it)"),
+) -> None:
+    """Controller replicas behind HAProxy on a private Redis, open-loop load; one JSON line per
+    replica count (decisions/s, p50/p99, failures, ordering, lost/duplicate transitions,
+    decisions per server CPU-second)."""
+    from slicetwin.ops.bench.scale import ScaleConfig, run_scale  # lazy: service
+    from slicetwin.ops.haproxy import find as find_haproxy  # lazy: service
+
+    try:
+        counts = tuple(int(x) for x in replicas.split(",") if x.strip())
+    except ValueError:
+        raise typer.BadParameter("comma-separated integers, e.g. 1,2,4",
+                                 param_hint="--replicas") from None
+    cfg = ScaleConfig(replicas=counts, redis=redis, rate=rate, rate_per_replica=rate_per_replica,
+                      duration_s=duration, cells=cells,
+                      generators=generators, connections=connections, batch=batch,
+                      warmup_s=warmup,
+                      kill_replica=kill_replica, kill_at=kill_at, restart_after_s=restart_after,
+                      affinity=affinity)
+    try:
+        cfg.check()
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    if find_haproxy() is None:
+        typer.echo("haproxy is not installed (Debian: apt-get install haproxy)", err=True)
+        raise typer.Exit(2)
+    try:
+        run_scale(cfg, emit=lambda res: typer.echo(json.dumps(res)))
+    except RuntimeError as e:
+        if "is not available here" not in str(e):
+            raise
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None

@@ -44,6 +44,10 @@ def demo(
                               "last one served --after-swap windows); 0: run the full duration"),
     after_swap: int = typer.Option(50, min=1, help="windows to serve after the last --swaps swap"),
     epsilon: float = typer.Option(0.2, min=0.0, max=1.0, help="controller ε-exploration"),
+    cold_start: str = typer.Option("proportional", help="served until a trained policy passes "
+                                   "the held-out gate: proportional (the safe heuristic of a "
+                                   "fresh install) or init (a random student, to watch learning "
+                                   "from scratch)"),
     batch: bool = typer.Option(False, "--batch", help="one batch request per window"),
     trainer: bool = typer.Option(True, "--trainer/--no-trainer", help="run the trainer "
                                  "(--no-trainer: serve the initial policy only)"),
@@ -51,12 +55,22 @@ def demo(
                                       "twin service (slicetwin twin); agent 2 trains through it"),
     trainer_set: list[str] = typer.Option(None, "--trainer-set", help="override a trainer "
                                           "budget, KEY=VALUE (WorkerSettings field), repeatable"),
+    shadow: bool = typer.Option(True, "--shadow/--no-shadow", help="shadow baselines: what "
+                                "equal split, demand-proportional, the tuned heuristic and the "
+                                "best fixed split in hindsight earn on the same traffic"),
+    tuned: bool = typer.Option(True, "--tuned/--no-tuned", help="shadow the tuned heuristic "
+                               "too (grid-searched on a training seed at start, ~6 s)"),
+    shadow_cells: int = typer.Option(2, min=0, help="cells whose best fixed split in "
+                                     "hindsight is tracked (each costs n_units - 2 simulated "
+                                     "copies per window; 0: none; at most --cells)"),
 ) -> None:
     """Run the closed loop on this machine and show a model hot-swap (see docs/demo.md)."""
     from slicetwin.ops.demo.run import DemoConfig, run_demo  # lazy: torch
 
     if mode not in ("auto", "redis", "embedded"):
         raise typer.BadParameter("auto, redis or embedded", param_hint="--mode")
+    if cold_start not in ("proportional", "init"):
+        raise typer.BadParameter("proportional or init", param_hint="--cold-start")
 
     sim_config(profile)  # a bad --profile: exit 2 naming the choices, before anything starts
     cfg = DemoConfig(cells=cells, duration_s=duration, windows=windows, out=out,
@@ -64,7 +78,10 @@ def demo(
                      profile=profile,
                      window_ms=window_ms, mode=mode, stop_after_swaps=swaps,
                      after_swap_windows=after_swap, explore_epsilon=epsilon, batch=batch,
-                     trainer=trainer, twin_service=twin_service, trainer_overrides=_overrides(trainer_set))
+                     cold_start=cold_start,
+                     trainer=trainer, twin_service=twin_service,
+                     trainer_overrides=_overrides(trainer_set), shadow=shadow, shadow_tuned=tuned,
+                     shadow_cells=min(shadow_cells, cells))
     try:
         summary = run_demo(cfg, echo=lambda s: typer.echo(s))
     except (RuntimeError, ValueError) as e:

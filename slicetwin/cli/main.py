@@ -22,6 +22,7 @@ app = typer.Typer(help="SliceTwin: RAN slicing controller with a learned digital
 _PARTS: list[tuple[str, str, str | None]] = [
     ("slicetwin.cli.sim", "app", None),  # baselines
     ("slicetwin.cli.sim", "bench_app", "bench"),  # bench sim
+    ("slicetwin.cli.sim", "experiment_app", "experiment"),  # experiment explore-cost
     ("slicetwin.cli.trainer", "app", None),  # trainer
     ("slicetwin.cli.trainer", "experiment_app", "experiment"),  # experiment online|distill|offline|landscape
     ("slicetwin.cli.trainer", "bench_app", "bench"),  # bench train, bench policy

@@ -1,4 +1,4 @@
-"""``slicetwin models list|show|promote|rollback|publish|sign|export|import``: the operator's
+"""``slicetwin models list|show|promote|rollback|publish|sign|export|import|migrate``: the operator's
 registry tool (export and import: ``slicetwin.ops.model_transfer``).
 
 Reads ``SLICETWIN_REDIS_URL``, ``SLICETWIN_HMAC_KEY``, ``SLICETWIN_PROMOTION_KEY`` and
@@ -19,7 +19,8 @@ import typer
 app = typer.Typer(help="Inspect and move models in the registry.", no_args_is_help=True)
 
 _URL = typer.Option(None, "--redis-url", envvar="SLICETWIN_REDIS_URL",
-                    help="Redis URL of the registry (redis://host:port/db).")
+                    help="Redis URL of the registry (redis://host:port/db, or "
+                    "redis+cluster://host:port[,host:port] for a Redis Cluster).")
 _KEY = typer.Option(None, "--hmac-key", envvar="SLICETWIN_HMAC_KEY",
                     help="Shared HMAC key (the development key only with SLICETWIN_ENV=dev).")
 _PKEY = typer.Option(None, "--promotion-key", envvar="SLICETWIN_PROMOTION_KEY",
@@ -159,6 +160,23 @@ def rollback(kind: str = _KIND, redis_url: str = _URL, hmac_key: str = _KEY,
     except RegistryError as e:
         _fail(e)
     typer.echo(f"{kind}: {cur or '-'} -> {v}")
+
+
+@app.command()
+def migrate(redis_url: str = _URL, prefix: str = _PREFIX) -> None:
+    """Rename the registry's keys from the layout before hash tags (``slicetwin:models:...``)
+    to ``slicetwin:{models}:...`` (once, on a single Redis, services stopped)."""
+    from slicetwin.registry.store import RegistryError, migrate_layout  # lazy: fast start
+
+    if not redis_url:
+        raise typer.BadParameter("set --redis-url or SLICETWIN_REDIS_URL")
+    try:
+        out = migrate_layout(redis_url, prefix)
+    except (RegistryError, ValueError) as e:
+        _fail(e)
+    typer.echo(f"renamed {len(out['renamed'])} registry keys to the hash-tagged layout")
+    for k in out["kept"]:
+        typer.echo(f"kept {k}: its new name exists already (delete one of the two)", err=True)
 
 
 @app.command()

@@ -14,6 +14,7 @@ import typer
 
 app = typer.Typer(add_completion=False)
 bench_app = typer.Typer(add_completion=False)
+experiment_app = typer.Typer(add_completion=False)
 
 
 PROFILE_HELP = ("simulator profile: paper | reference | diurnal | flash-crowd | hetero | mix=A/B/C, "
@@ -142,3 +143,44 @@ def bench_sim(
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     typer.echo(json.dumps(out))
+
+
+@experiment_app.command("explore-cost")
+def experiment_explore_cost(
+    profile: str = typer.Option("diurnal", help=PROFILE_HELP),
+    seeds: int = typer.Option(5, min=1, help="seeds (report 10000+, or tuning 1000+ with --tune)"),
+    tune: bool = typer.Option(False, "--tune", help="use tuning seeds 1000+ (to pick a radius); "
+                              "report seeds are for figures only"),
+    epsilon: float = typer.Option(0.2, help="exploration probability per decision"),
+    radius: list[int] = typer.Option([0, 2, 5, 10, 20], help="radii in units (0: uniform over "
+                                     "all actions); repeat for several"),
+    policy: str = typer.Option("tuned", help="served policy: tuned | proportional | an ONNX file"),
+    windows: int = typer.Option(150, min=1, help="windows per seed and cell"),
+    cells: int = typer.Option(4, min=1, help="cells per seed"),
+    out: Path = typer.Option(Path("runs/explore_cost"), help="output directory"),
+    quick: bool = typer.Option(False, help="smoke run: 2 seeds, 30 windows, 2 cells, radii 0 and 3"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """Utility given up by the controller's exploration, by radius, on the same traffic as the
+    served policy alone: summary.json, explore_cost.md/.csv/.png."""
+    from slicetwin.experiments.explore_cost import (  # lazy: torch
+        ExploreCostConfig,
+        run_explore_cost,
+    )
+
+    sim_config(profile)  # a clean error for a bad --profile
+    role = "tune" if tune else "report"
+    try:
+        if quick:
+            cfg = ExploreCostConfig.quick(profile=profile, seed_role=role, epsilon=epsilon)
+        else:
+            cfg = ExploreCostConfig(profile=profile, seeds=seeds, seed_role=role,
+                                    epsilon=epsilon, radii=tuple(radius), policy=policy,
+                                    windows=windows, cells=cells)
+        res = run_explore_cost(cfg, out, progress=progress)
+    except (ValueError, FileNotFoundError) as e:
+        raise typer.BadParameter(str(e)) from e
+    typer.echo(json.dumps({"out": str(out), "served_utility": res["served_utility"]["mean"],
+                           "given_up_per_explored": {
+                               r: v["given_up_per_explored"]["mean"]
+                               for r, v in res["by_radius"].items()}}))

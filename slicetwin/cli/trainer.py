@@ -345,7 +345,9 @@ def trainer_cmd(
     max_cycles: int = typer.Option(None, help="stop after N cycles (env SLICETWIN_MAX_CYCLES; 0 = "
                                    "forever)"),
     sim_gate: bool = typer.Option(None, "--sim-gate/--no-sim-gate",
-                                  help="also gate candidates on the simulator"),
+                                  help="judge candidates on held-out simulator seeds "
+                                  "(default: when SLICETWIN_SIM_PROFILE is set; else on "
+                                  "held-out real transitions)"),
     gate_margin: float = typer.Option(None, help="env SLICETWIN_GATE_MARGIN"),
     metrics_port: int = typer.Option(None, min=0, max=65535, help="serve Prometheus /metrics and "
                                      "/healthz on this port (env SLICETWIN_METRICS_PORT)"),
@@ -420,9 +422,14 @@ def bench_hotswap_cmd(
 def bench_ingest_cmd(
     entries: int = typer.Option(20_000, min=1, help="transitions in the stream"),
     read_count: int = typer.Option(2000, min=1, help="entries per XREADGROUP / chunk"),
+    redis: str = typer.Option("single", help="single and/or cluster (comma-separated): a "
+                              "private redis-server, or a private 3-master Redis Cluster "
+                              "(6 stream shards)"),
 ) -> None:
-    """Stream -> durable dataset drain rate of the trainer worker (private redis-server)."""
+    """Stream -> durable dataset drain rate of the trainer worker; one JSON line per backend."""
 
     from slicetwin.ops.bench.ingest import run_ingest_bench  # lazy: torch
 
-    typer.echo(_json.dumps(run_ingest_bench(entries=entries, read_count=read_count)))
+    for backend in [b.strip() for b in redis.split(",") if b.strip()]:
+        typer.echo(_json.dumps(run_ingest_bench(entries=entries, read_count=read_count,
+                                                redis=backend)))

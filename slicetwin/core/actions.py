@@ -128,5 +128,76 @@ class ActionCodec:
         base += rank < short[..., None]
         return base + self.min_units
 
+    def nearest(self, bandwidth_hz: np.ndarray | list) -> tuple[int, float]:
+        """What a gNB actually ran, on any resource-block grid -> (nearest action, off-grid Hz).
+
+        A gNB applies an allocation on its own grid (106 blocks of 180 kHz in a 20 MHz NR
+        carrier, say), so what it reports back rarely lies on our unit grid, and its total may
+        be below the carrier. The split is read as shares of what was used, rounded to units by
+        largest remainder with every slice at ``min_units`` or more; the second value is the L1
+        distance in Hz between the reported allocation and the action scaled to the reported
+        total (0 for an exact on-grid report). Raises ValueError for a split that does not fit
+        the carrier: a wrong length, a negative or non-finite value, an empty or an over-full
+        carrier.
+        """
+        bw = np.asarray(bandwidth_hz, dtype=np.float64)
+        if bw.shape != (self.n_slices,):
+            raise ValueError(f"expected {self.n_slices} slices, got shape {bw.shape}")
+        if not np.all(np.isfinite(bw)) or np.any(bw < 0):
+            raise ValueError("bandwidths must be finite and >= 0")
+        total = float(bw.sum())
+        if total <= 0:
+            raise ValueError("allocation is empty (0 Hz in total)")
+        if total > self.total_bandwidth_hz * (1 + 1e-9):
+            raise ValueError(f"allocation uses {total:.6g} Hz, more than the "
+                             f"{self.total_bandwidth_hz:.6g} Hz carrier")
+        units = self._round_shares(bw / total * self.n_units)
+        scaled = units * (total / self.n_units)
+        off = float(np.abs(bw - scaled).sum())
+        if off <= 1e-9 * self.total_bandwidth_hz:  # float noise of an on-grid report
+            off = 0.0
+        return int(self.encode(units)), off
+
+    def explore(self, action: int, rng: np.random.Generator, radius: int) -> int:
+        """The explored action for a served ``action``: a ``shift`` within ``radius`` units,
+        or (``radius`` 0) any action uniformly. The controller and the simulator share it."""
+        if radius > 0:
+            return self.shift(action, rng, radius)
+        return int(rng.integers(self.n_actions))
+
+    def shift(self, action: int, rng: np.random.Generator, radius: int) -> int:
+        """A random action near ``action``: 1..``radius`` units moved from one slice to another.
+
+        Bounded exploration: a split a few units from the served one costs a few units' worth
+        of utility at most, where a uniform draw over all actions can starve a slice. Returns
+        ``action`` itself only when no move is possible (every slice at its minimum).
+        """
+        units = self.table[action].copy()
+        donors = np.flatnonzero(units > self.min_units)
+        if radius <= 0 or donors.size == 0:
+            return int(action)
+        d = int(rng.choice(donors))
+        r = int(rng.choice([j for j in range(self.n_slices) if j != d]))
+        k = int(rng.integers(1, radius + 1))
+        k = min(k, int(units[d]) - self.min_units)
+        units[d] -= k
+        units[r] += k
+        return int(self.encode(units))
+
+    def _round_shares(self, target: np.ndarray) -> np.ndarray:
+        """Real-valued units (summing to n_units) -> the closest integer split with the minimum."""
+        lo = self.min_units
+        units = np.maximum(np.floor(target + 1e-9).astype(np.int64), lo)
+        while units.sum() > self.n_units:
+            # give a unit back where it is least deserved, never below the minimum
+            j = int(np.argmin(np.where(units > lo, target - units, np.inf)))
+            units[j] -= 1
+        deficit = target - units
+        while units.sum() < self.n_units:
+            j = int(np.argmax(deficit))
+            units[j] += 1
+            deficit[j] -= 1
+        return units
+
 
 DEFAULT_CODEC = ActionCodec()

@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +171,12 @@ def make_env(cfg: OnlineExperimentConfig, seed: int):
     return RealEnv(SimEnv(n_cells=cfg.n_cells, seed=seed, sim_config=_sim_config(cfg)))
 
 
+def codec_fields(algo: str, codec) -> dict:
+    """The action codec of an agent whose network indexes units (factored-ddqn's tables)."""
+    names = {f.name for f in fields(AGENTS[algo].config_cls)}
+    return {k: getattr(codec, k) for k in ("n_units", "min_units") if k in names}
+
+
 def _train(spec: RunSpec, real, on_round: Callable[[int], None] | None = None) -> dict:
     """Train one agent in ``real`` for cfg.rounds rounds; returns {"agent", "info"}."""
     import torch  # lazy: torch
@@ -188,7 +194,8 @@ def _train(spec: RunSpec, real, on_round: Callable[[int], None] | None = None) -
             if on_round and real.interactions % cfg.round_size == 0:
                 on_round(real.interactions // cfg.round_size)
         return {"agent": None, "info": {"grad_steps": 0}}
-    agent = make_agent(spec.algo, STATE_DIM, n_actions, seed=spec.seed, **cfg.agent)
+    agent = make_agent(spec.algo, STATE_DIM, n_actions, seed=spec.seed,
+                       **{**codec_fields(spec.algo, real.env.codec), **cfg.agent})
     curve = GreedyCurve(agent, cfg, spec.seed)
     curve(0)
     real.observer = curve

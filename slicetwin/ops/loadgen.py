@@ -8,6 +8,17 @@ multiple of ``connections`` every cell stays on one connection, so its windows a
 and every answered pair of consecutive windows must become exactly one transition: the result
 keeps the answered ``(cell, window)`` pairs so a test can count what the stream must hold.
 A failed connection is reopened and counted; nothing is retried (a retry would hide a failure).
+
+Several generator processes can share one schedule (``start_at``: a ``time.perf_counter()``
+instant, the same clock in every process on Linux) with disjoint cells (``cell_prefix``); each
+keeps its latencies (``keep_latencies``) and the send instant and kind of every failure, so the
+caller can merge percentiles and place failures around an event (``slicetwin bench scale``).
+``batch`` > 1 sends ``POST /v1/reports:batch`` of ``batch`` cells per request: the cells form
+``cells // batch`` groups, request ``i`` reports window ``i // groups`` of every cell of group
+``i % groups`` (``rate`` stays requests/s).
+Every 200 answer is checked against its request: an answer for another cell or window counts in
+``answer_mismatches``, and an accepted window that is not newer than the last one accepted for its
+cell (answers of a cell arrive in order on its connection) in ``order_violations``.
 """
 
 from __future__ import annotations
@@ -31,13 +42,17 @@ class LoadConfig:
     rate: float = 1000.0  # offered load, requests/s
     duration_s: float = 10.0
     connections: int = 8
-    cells: int = 256  # a multiple of ``connections`` (windows of a cell stay in order)
+    cells: int = 256  # a multiple of ``connections`` x ``batch`` (a cell's windows stay in order)
+    batch: int = 1  # cells per request (> 1: the batch endpoint)
+    cell_header: bool = False  # send X-Cell-Id (a batch: its first cell) for a balancer's affinity
     bucket_s: float = 60.0  # period of the per-bucket latency figures
     path: str = "/v1/reports"
     api_key: str | None = None
     cell_prefix: str = "soak"
     keep_answered: bool = False  # keep the answered (cell, window) pairs (transition counting)
     seed: int = 0
+    start_at: float | None = None  # perf_counter() instant of request 0 (default: now + 0.1 s)
+    keep_latencies: bool = False  # keep every answered request's latency (LoadResult.latencies)
 
 
 @dataclass
@@ -52,6 +67,10 @@ class LoadResult:
     fallback_answers: int = 0
     degraded_answers: int = 0  # answered without the shared cell memory ("degraded")
     answered: set = field(default_factory=set)  # (cell index, window) answered with 200
+    latencies: list = field(default_factory=list)  # seconds from due time (keep_latencies)
+    failures: list = field(default_factory=list)  # (perf_counter() at send, "conn" or status)
+    answer_mismatches: int = 0  # 200 answers naming another cell or window than the request
+    order_violations: int = 0  # 200 answers whose window is not newer than the cell's last
 
     @property
     def achieved_rps(self) -> float:
@@ -77,15 +96,39 @@ class _Bodies:
                          r.uniform(0.01, 3)]
             self.pool.append(tuple(vals))
         self.cells = [f"{cfg.cell_prefix}-{i}" for i in range(cfg.cells)]
-        head = [f"POST {cfg.path} HTTP/1.1", "Host: loadgen", "Content-Type: application/json"]
+        self.batch = cfg.batch
+        self.groups = cfg.cells // cfg.batch
+        path = cfg.path if cfg.batch == 1 else "/v1/reports:batch"
+        head = [f"POST {path} HTTP/1.1", "Host: loadgen", "Content-Type: application/json"]
         if cfg.api_key:
             head.append(f"Authorization: Bearer {cfg.api_key}")
+        if cfg.cell_header:  # X-Cell-Id: <first cell>, filled per request
+            head.append("X-Cell-Id: %s")
         self.head = ("\r\n".join(head) + "\r\nContent-Length: %d\r\n\r\n").encode()
+        self.cell_header = cfg.cell_header
+
+    def cells_of(self, i: int) -> tuple[range, int]:
+        """(cell indices, window) that request ``i`` reports."""
+        g = i % self.groups
+        return range(g * self.batch, (g + 1) * self.batch), i // self.groups
 
     def request(self, i: int) -> bytes:
-        n = len(self.cells)
-        body = (_REPORT % (self.cells[i % n], i // n, *self.pool[i % len(self.pool)])).encode()
+        cells, w = self.cells_of(i)
+        pool = self.pool
+        first = cells[0]
+        reps = [_REPORT % (self.cells[c], w, *pool[(i * self.batch + c - first) % len(pool)])
+                for c in cells]
+        body = (reps[0] if self.batch == 1 else
+                '{"reports":[' + ",".join(reps) + "]}").encode()
+        if self.cell_header:
+            return self.head % (self.cells[first].encode(), len(body)) + body
         return self.head % len(body) + body
+
+    def answer_head(self, i: int) -> bytes:
+        """How the controller's answer to request ``i`` must begin (its first cell and window)."""
+        cells, w = self.cells_of(i)
+        head = b'{"cell_id":"%s","window":%d,' % (self.cells[cells[0]].encode(), w)
+        return head if self.batch == 1 else b'{"decisions":[' + head
 
 
 async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -123,8 +166,9 @@ async def drive(port: int, cfg: LoadConfig, on_tick=None, tick_s: float = 1.0) -
 
     ``on_tick(elapsed_s)`` (optional, may be a coroutine function) runs every ``tick_s`` on the
     same loop: the place for fault injection and probes during the load."""
-    if cfg.cells % cfg.connections:
-        raise ValueError("cells must be a multiple of connections (per-cell window order)")
+    if cfg.cells % (cfg.connections * cfg.batch):
+        raise ValueError("cells must be a multiple of connections x batch (per-cell window "
+                         "order)")
     bodies = _Bodies(cfg)
     n = int(cfg.rate * cfg.duration_s)
     res = LoadResult(requests=n)
@@ -133,7 +177,8 @@ async def drive(port: int, cfg: LoadConfig, on_tick=None, tick_s: float = 1.0) -
     err = [0] * nb
     cnt = [0] * nb
     clock = time.perf_counter
-    t0 = clock() + 0.1
+    t0 = cfg.start_at if cfg.start_at is not None else clock() + 0.1
+    last_window: dict[int, int] = {}  # cell index -> last accepted window
 
     def count(key) -> None:
         res.status[key] = res.status.get(key, 0) + 1
@@ -147,6 +192,7 @@ async def drive(port: int, cfg: LoadConfig, on_tick=None, tick_s: float = 1.0) -
                 await asyncio.sleep(delay)
             b = min(nb - 1, int((due - t0) / cfg.bucket_s))
             cnt[b] += 1
+            sent = clock()
             try:
                 if conn is None:
                     conn = await _open(port)
@@ -154,17 +200,28 @@ async def drive(port: int, cfg: LoadConfig, on_tick=None, tick_s: float = 1.0) -
                 status, body = await _read_answer(conn[0])
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
                 count("conn")
+                res.failures.append((sent, "conn"))
                 err[b] += 1
                 if conn is not None:
                     conn[1].close()
                 conn = None
                 continue
             lat[b].append(clock() - due)
+            if cfg.keep_latencies:
+                res.latencies.append(lat[b][-1])
             count(status)
             if status != 200:
                 err[b] += 1
+                res.failures.append((sent, status))
                 continue
             res.ok += 1
+            if not body.startswith(bodies.answer_head(i)):
+                res.answer_mismatches += 1
+            cells, w = bodies.cells_of(i)
+            c = cells[0]  # the cells of a group move together
+            if last_window.get(c, -1) >= w:
+                res.order_violations += 1
+            last_window[c] = w
             v = _version(body)
             res.versions[v] = res.versions.get(v, 0) + 1
             if b'"fallback":true' in body:
@@ -172,7 +229,7 @@ async def drive(port: int, cfg: LoadConfig, on_tick=None, tick_s: float = 1.0) -
             if b'"degraded":' in body:
                 res.degraded_answers += 1
             if cfg.keep_answered:
-                res.answered.add((i % cfg.cells, i // cfg.cells))
+                res.answered.update((c, w) for c in cells)
         if conn is not None:
             conn[1].close()
 

@@ -29,11 +29,11 @@ import urllib.request
 from pathlib import Path
 
 import httpx
-import redis
 import uvicorn
 
 from controller.app import create_app
 from controller.settings import ControllerSettings
+from slicetwin.platform.redis_client import connect
 
 
 def free_port() -> int:
@@ -144,16 +144,20 @@ class RedisServer:
 
 def controller_env(base: dict[str, str], *, port: int, redis_url: str | None, prefix: str,
                    epsilon: float, explore_budget: int, seed: int,
-                   api_key: str | None = None) -> dict[str, str]:
+                   api_key: str | None = None, cold_start: str = "init",
+                   n_units: int = 100, total_bandwidth_hz: float = 20e6) -> dict[str, str]:
     """``SLICETWIN_*`` settings of the demo's controller (same names as the compose file).
     The demo runs in development mode (public registry keys accepted, nothing to configure),
-    but its controller still checks the bearer ``api_key`` the demo's gNB sends."""
+    but its controller still checks the bearer ``api_key`` the demo's gNB sends. ``n_units``
+    and ``total_bandwidth_hz`` follow the simulated gNB's carrier."""
     env = {k: v for k, v in base.items() if not k.startswith("SLICETWIN_")}
     env.update({
         "SLICETWIN_ENV": "dev",
         "SLICETWIN_HOST": "127.0.0.1", "SLICETWIN_PORT": str(port),
         "SLICETWIN_REGISTRY_PREFIX": prefix, "SLICETWIN_MODEL_SOURCE": "auto",
-        "SLICETWIN_COLD_START": "init",  # the demo learns from a random student (docs/demo.md)
+        "SLICETWIN_COLD_START": cold_start,
+        "SLICETWIN_N_UNITS": str(int(n_units)),
+        "SLICETWIN_TOTAL_BANDWIDTH_HZ": repr(float(total_bandwidth_hz)),
         "SLICETWIN_INIT_SEED": str(seed), "SLICETWIN_EXPLORE_EPSILON": repr(epsilon),
         "SLICETWIN_EXPLORE_BUDGET_PER_CELL": str(explore_budget),
         "SLICETWIN_EXPLORE_SEED": str(seed), "SLICETWIN_LOG_LEVEL": "warning"})
@@ -384,7 +388,7 @@ def _wait_ready(url: str, timeout: float, proc: subprocess.Popen | None) -> None
 def clear_prefix(redis_url: str, prefix: str) -> int:
     """Delete every key under ``prefix`` (the demo's own keys on a Redis it did not start)."""
 
-    r = redis.Redis.from_url(redis_url)
+    r = connect(redis_url)
     try:
         keys = list(r.scan_iter(match=prefix + "*", count=1000))
         for i in range(0, len(keys), 500):

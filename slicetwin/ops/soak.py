@@ -224,7 +224,7 @@ class _Outage:
         if self.cfg.cell_store == "redis":
             p = r.pipeline()
             for c in sorted(last):
-                p.hget(f"slicetwin:cells:{prefix}{c}", "window")
+                p.hget(f"slicetwin:cells:{{{prefix}{c}}}", "window")
             got = p.execute()
             mismatched = sum(int(g or -1) != last[c] for c, g in zip(sorted(last), got,
                                                                      strict=True))

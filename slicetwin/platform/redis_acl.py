@@ -4,12 +4,12 @@
 user        permissions (keys under the registry prefix, default ``slicetwin:``)
 =========== ===================================================================================
 default     PING only (health checks); no keys, no data
-controller  read/write ``cells:*`` and ``transitions`` (XADD); read ``models:*``; subscribe
-            to ``models:events``
-trainer     read/write ``models:*`` (publish, promote) and ``transitions`` (consumer group);
-            publish/subscribe ``models:events``
-twin        read ``models:*``; subscribe ``models:events``; nothing else
-operator    as trainer on ``models:*`` (``slicetwin models promote|rollback|publish``)
+controller  read/write ``cells:*`` and ``transitions*`` (XADD, every shard); read
+            ``{models}:*``; subscribe to ``{models}:events``
+trainer     read/write ``{models}:*`` (publish, promote) and ``transitions*`` (consumer
+            groups); publish/subscribe ``{models}:events``
+twin        read ``{models}:*``; subscribe ``{models}:events``; nothing else
+operator    as trainer on ``{models}:*`` (``slicetwin models promote|rollback|publish``)
 =========== ===================================================================================
 
 Passwords are stored as SHA-256 (``#<hex>``), so the rendered file holds no password.
@@ -23,21 +23,23 @@ import hashlib
 
 # command categories: connection upkeep, reads, and the writes/scripts each role needs.
 # Lua scripts (cell commit, XADD batch, promote/rollback) are checked key by key by Redis 7.
-_BASE = "+ping +hello +client|setname +client|id +select +echo +quit +reset"
-_READ_MODELS = "+hmget +hget +hgetall +get +zrange +lrange +exists +type +subscribe " \
+_BASE = "+ping +hello +client|setname +client|id +select +echo +quit +reset " \
+        "+cluster|slots +cluster|shards +cluster|nodes +readonly"  # (a cluster client's map)
+_READ_MODELS = "+hmget +hget +hgetall +get +zrange +lrange +lindex +exists +type +subscribe " \
                "+unsubscribe +psubscribe"
+# registry keys carry the hash tag {models}; transitions shards are {p}transitions:{...}
 RULES = {
-    "controller": ("~{p}cells:* ~{p}transitions %R~{p}models:* &{p}models:events "
-                   f"{_BASE} {_READ_MODELS} +hset +expire +set +del +incr +xadd +xlen "
+    "controller": ("~{p}cells:* ~{p}transitions* %R~{p}{{models}}:* &{p}{{models}}:events "
+                   f"{_BASE} {_READ_MODELS} +hset +expire +set +del +incr +xadd +xlen +wait "
                    "+evalsha +eval +script|load +script|exists"),
-    "trainer": ("~{p}models:* ~{p}transitions &{p}models:events "
-                f"{_BASE} {_READ_MODELS} +hset +hsetnx +zadd +set +lpush +ltrim +lindex "
+    "trainer": ("~{p}{{models}}:* ~{p}transitions* &{p}{{models}}:events "
+                f"{_BASE} {_READ_MODELS} +hset +hsetnx +zadd +set +lpush +ltrim +wait "
                 "+publish +xreadgroup +xack +xgroup|create +xinfo|groups +xinfo|consumers "
                 "+xinfo|stream +xlen +xpending +xclaim +xautoclaim +evalsha +eval "
                 "+script|load +script|exists +multi +exec"),
-    "twin": f"%R~{{p}}models:* &{{p}}models:events {_BASE} {_READ_MODELS}",
-    "operator": ("~{p}models:* &{p}models:events "
-                 f"{_BASE} {_READ_MODELS} +hset +hsetnx +zadd +set +lpush +ltrim +lindex "
+    "twin": f"%R~{{p}}{{{{models}}}}:* &{{p}}{{{{models}}}}:events {_BASE} {_READ_MODELS}",
+    "operator": ("~{p}{{models}}:* &{p}{{models}}:events "
+                 f"{_BASE} {_READ_MODELS} +hset +hsetnx +zadd +set +lpush +ltrim +wait "
                  "+publish +evalsha +eval +script|load +script|exists +multi +exec"),
 }
 

@@ -18,7 +18,9 @@ class StoreUnavailable(ConnectionError):
 
 
 # what a Redis call can raise when the server is down, slow, restarting or refusing
-REDIS_FAILURES = (redis.exceptions.RedisError, ConnectionError, TimeoutError, OSError)
+# (a cluster client's "no node reachable" is a RedisClusterException, not a RedisError)
+REDIS_FAILURES = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException,
+                  ConnectionError, TimeoutError, OSError)
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from slicetwin.core.signing import (
     DEV_PROMOTION_PUBLIC_KEY,
     parse_public_keys,
 )
+from slicetwin.platform.redis_client import cluster_nodes, is_cluster_url, is_redis_url
 
 ENV_VAR = "SLICETWIN_ENV"
 DEV_VALUES = ("dev", "development")
@@ -146,8 +147,13 @@ def registry_connection(service_prefix: str = "", verify: bool = False,
         redis_url: str | None = Field(
             None, validation_alias=names("redis_url", *redis_url_names),
             description="redis://host:port/db of the model registry (and, for the controller "
-            "and trainer, the transitions stream and shared cell memory)")
+            "and trainer, the transitions stream and shared cell memory); "
+            "redis+cluster://host:port[,host:port] for a Redis Cluster")
         registry_prefix: str = Field("slicetwin:", validation_alias=names("registry_prefix"))
+        transition_shards: int = Field(
+            0, ge=0, validation_alias=names("transition_shards"),
+            description="shards of the transitions stream, by cell (0: 1 on a single Redis, "
+            "6 on a Redis Cluster); the controller and the trainer must agree")
         hmac_key: SecretStr = Field(SecretStr(DEV_HMAC_KEY), validation_alias=names("hmac_key"),
                                     description="shared HMAC-SHA256 key of the model registry")
         hmac_key_previous: SecretStr | None = Field(
@@ -158,6 +164,23 @@ def registry_connection(service_prefix: str = "", verify: bool = False,
         @classmethod
         def _empty_is_none(cls, v):
             return None if v == "" else v
+
+        @field_validator("redis_url")
+        @classmethod
+        def _redis_url(cls, v):
+            if v is not None and not is_redis_url(v):
+                raise ValueError("want redis://host:port/db, rediss://, unix:// or "
+                                 "redis+cluster://host:port[,host:port]")
+            if v is not None and is_cluster_url(v):
+                cluster_nodes(v)  # ValueError naming the bad node
+            return v
+
+        @field_validator("registry_prefix")
+        @classmethod
+        def _prefix(cls, v):
+            if "{" in v or "}" in v:
+                raise ValueError("must not contain '{' or '}' (keys carry their own hash tags)")
+            return v
 
         def registry_verify_keys(self) -> dict:
             """Registry keyword arguments of a service that verifies but never signs."""

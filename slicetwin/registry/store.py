@@ -4,15 +4,19 @@ Two backends with one interface: :class:`RedisRegistry` (layout in docs/registry
 :class:`MemoryRegistry` (the embedded demo, tests). Kinds are ``policy`` (ONNX bytes) and ``twin``
 (a state_dict or any bytes the twin service understands).
 
-Redis layout, under a configurable prefix (default ``slicetwin:``)::
+Redis layout, under a configurable prefix (default ``slicetwin:``); every key carries the hash
+tag ``{models}``, so the scripts below touch one slot of a Redis Cluster::
 
-    models:{kind}:{version}   hash: onnx|state_dict (bytes), sha256, signature, created_at,
-                              metrics (JSON), parent, size
-    models:{kind}:current     string: the version in service (moved atomically by a Lua script)
-    models:{kind}:history     list: earlier values of current, newest first (for rollback)
-    models:{kind}:versions    sorted set: version -> created_at (epoch s), for listing
-    models:{kind}:promotions  list: signed promotion records (newest first, capped)
-    models:events             pub/sub channel: {"kind", "version", "action", "previous"}
+    {models}:{kind}:{version}   hash: onnx|state_dict (bytes), sha256, signature, created_at,
+                                metrics (JSON), parent, size
+    {models}:{kind}:current     string: the version in service (moved atomically by a Lua script)
+    {models}:{kind}:history     list: earlier values of current, newest first (for rollback)
+    {models}:{kind}:versions    sorted set: version -> created_at (epoch s), for listing
+    {models}:{kind}:promotions  list: signed promotion records (newest first, capped)
+    {models}:events             pub/sub channel: {"kind", "version", "action", "previous"}
+
+(e.g. ``slicetwin:{models}:policy:current``). Releases before the cluster support used the same
+names without the braces; ``slicetwin models migrate`` renames such keys (docs/registry.md).
 
 Integrity: ``signature`` = HMAC-SHA256(key, "slicetwin-model-v1\\n{kind}\\n{version}\\n{sha256}"),
 so a blob can neither be altered nor moved to another version/kind without the shared key.
@@ -52,6 +56,8 @@ from slicetwin.core.signing import (
     Verifier,
     parse_public_keys,
 )
+from slicetwin.platform.redis_client import connect, is_cluster, is_redis_url, write_and_wait
+from slicetwin.platform.redis_errors import REDIS_FAILURES
 from slicetwin.registry.promotion import (
     PromotionGuard,
     PromotionRecord,
@@ -473,6 +479,19 @@ class MemoryRegistry(Registry):
 
 # ----------------------------------------------------------------------------- Redis
 
+MODELS_TAG = "{models}"  # the hash tag of every registry key: one slot on a Redis Cluster
+WATCH_POLL_S = 0.25  # how often a watcher on a Redis Cluster re-reads the newest record
+
+# KEYS: record, versions   ARGV: sha256, version, created (epoch s), then field, value, ...
+_STORE_LUA = """
+if redis.call('HSETNX', KEYS[1], 'sha256', ARGV[1]) == 0 then
+  return redis.error_reply('EXISTS')
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+
 # KEYS: current, history, record, channel, promotions   ARGV: version, kind, signed record, cap
 _PROMOTE_LUA = """
 if redis.call('EXISTS', KEYS[3]) == 0 then return redis.error_reply('NOTFOUND') end
@@ -503,37 +522,64 @@ return ARGV[4]
 """
 
 
+def check_prefix(prefix: str) -> str:
+    """A key prefix must not hold braces: the hash tag after it decides the slot."""
+    if "{" in prefix or "}" in prefix:
+        raise RegistryError(f"registry prefix {prefix!r} must not contain '{{' or '}}' (keys "
+                            "carry their own hash tags)")
+    return prefix
+
+
+def legacy_key(prefix: str, kind: str, what: str) -> str:
+    """The key of the layout before hash tags (``slicetwin models migrate`` renames them)."""
+    return f"{prefix}models:{kind}:{what}"
+
+
 class RedisRegistry(Registry):
+    """Registry on a single Redis or a Redis Cluster (``redis+cluster://``): the same scripts,
+    all keys in the ``{models}`` slot. ``watch`` follows pub/sub on a single Redis and polls the
+    newest promotion record on a cluster (pub/sub there is tied to one node)."""
+
     def __init__(self, url: str, hmac_key: str | bytes = DEV_HMAC_KEY,
-                 prefix: str = DEFAULT_PREFIX, socket_timeout: float = 5.0, **keys):
+                 prefix: str = DEFAULT_PREFIX, socket_timeout: float = 5.0,
+                 wait_replicas: int | None = None, wait_ms: int = 1000, **keys):
         super().__init__(hmac_key, **keys)
 
-        self.url, self.prefix = url, prefix
-        self._r = redis.Redis.from_url(url, socket_timeout=socket_timeout,
-                                       socket_connect_timeout=socket_timeout)
+        self.url, self.prefix = url, check_prefix(prefix)
+        self._r = connect(url, socket_timeout=socket_timeout,
+                          socket_connect_timeout=socket_timeout)
+        self.cluster = is_cluster(self._r)
+        # writes wait for a replica on a cluster (a failover must not lose a promotion);
+        # a single Redis has none unless configured
+        self.wait_replicas = (1 if self.cluster else 0) if wait_replicas is None else wait_replicas
+        self.wait_ms = wait_ms
+        self._store_script = self._r.register_script(_STORE_LUA)
         self._promote_script = self._r.register_script(_PROMOTE_LUA)
         self._rollback_script = self._r.register_script(_ROLLBACK_LUA)
+        self._legacy_warned = False
 
     # keys
     def _k(self, kind: str, what: str) -> str:
-        return f"{self.prefix}models:{kind}:{what}"
+        return f"{self.prefix}{MODELS_TAG}:{kind}:{what}"
 
     @property
     def channel(self) -> str:
-        return f"{self.prefix}models:events"
+        return f"{self.prefix}{MODELS_TAG}:events"
 
     def _store(self, rec, blob, ts):
         key = self._k(rec.kind, rec.version)
         mapping = {BLOB_FIELD[rec.kind]: blob, "sha256": rec.sha256, "signature": rec.signature,
                    "created_at": rec.created_at, "metrics": json.dumps(rec.metrics),
                    "parent": rec.parent or "", "size": str(rec.size)}
+        flat = [x for kv in mapping.items() for x in kv]
         # HSETNX on sha256 first makes publishing a version twice an error, never an overwrite
-        if not self._r.hsetnx(key, "sha256", rec.sha256):
-            raise RegistryError(f"{rec.kind} version {rec.version!r} already exists")
-        p = self._r.pipeline(transaction=True)
-        p.hset(key, mapping=mapping)
-        p.zadd(self._k(rec.kind, "versions"), {rec.version: ts})
-        p.execute()
+        try:
+            self._write(key, self._store_script, [key, self._k(rec.kind, "versions")],
+                        [rec.sha256, rec.version, ts, *flat])
+        except redis.ResponseError as e:
+            if "EXISTS" in str(e):
+                raise RegistryError(f"{rec.kind} version {rec.version!r} already exists") from None
+            raise
 
     def _load(self, kind, version, with_blob):
         key = self._k(kind, version)
@@ -553,6 +599,18 @@ class RedisRegistry(Registry):
                           metrics, s(d["parent"]) or None, int(s(d["size"]) or 0))
         return rec, (d.get(BLOB_FIELD[kind]) or b"") if with_blob else b""
 
+    def _write(self, key: str, script, keys: list, args: list):
+        """Run a registry script on the master of the ``{models}`` slot; on a cluster, wait
+        until a replica has it, so a failover right after a promotion keeps it."""
+        out, acked = write_and_wait(self._r, key,
+                                    lambda p: script(keys=keys, args=args, client=p),
+                                    self.wait_replicas, self.wait_ms)
+        if acked is not None and acked < self.wait_replicas:
+            log.warning("registry write to %s confirmed by %d of %d replicas within %d ms: a "
+                        "failover now could lose it", key, acked, self.wait_replicas,
+                        self.wait_ms)
+        return out[0]
+
     def _versions(self, kind):
         return [v.decode() for v in self._r.zrange(self._k(kind, "versions"), 0, -1)]
 
@@ -564,15 +622,33 @@ class RedisRegistry(Registry):
         return [v.decode() for v in self._r.lrange(self._k(kind, "history"), 0, -1)]
 
     def _promotions(self, kind, conn=None):
-        return [v.decode() for v in (conn or self._r).lrange(
+        out = [v.decode() for v in (conn or self._r).lrange(
             self._k(kind, "promotions"), 0, PROMOTION_LOG_CAP - 1)]
+        if not out:
+            self._warn_legacy(kind, conn or self._r)
+        return out
+
+    def _warn_legacy(self, kind: str, conn) -> None:
+        """Once per process: promotions kept under the old key names are not read."""
+        if self._legacy_warned:
+            return
+        self._legacy_warned = True
+        try:
+            old = conn.exists(legacy_key(self.prefix, kind, "promotions"))
+        except REDIS_FAILURES:
+            return
+        if old:
+            log.error("the registry holds %s promotions under the old key layout (%s); they "
+                      "are not served until renamed: run `slicetwin models migrate`",
+                      kind, legacy_key(self.prefix, kind, "promotions"))
 
     def _promote(self, kind, version, record):
         try:
-            prev = self._promote_script(
-                keys=[self._k(kind, "current"), self._k(kind, "history"),
-                      self._k(kind, version), self.channel, self._k(kind, "promotions")],
-                args=[version, kind, record, PROMOTION_LOG_CAP])
+            prev = self._write(self._k(kind, "current"), self._promote_script,
+                               [self._k(kind, "current"), self._k(kind, "history"),
+                                self._k(kind, version), self.channel,
+                                self._k(kind, "promotions")],
+                               [version, kind, record, PROMOTION_LOG_CAP])
         except redis.ResponseError as e:
             if "NOTFOUND" in str(e):
                 raise NotFound(f"{kind} version {version!r} not found") from None
@@ -581,10 +657,10 @@ class RedisRegistry(Registry):
 
     def _rollback(self, kind, expected, index, target, record):
         try:
-            v = self._rollback_script(
-                keys=[self._k(kind, "current"), self._k(kind, "history"), self.channel,
-                      self._k(kind, "promotions")],
-                args=[kind, expected or "", index, target, record, PROMOTION_LOG_CAP])
+            v = self._write(self._k(kind, "current"), self._rollback_script,
+                            [self._k(kind, "current"), self._k(kind, "history"), self.channel,
+                             self._k(kind, "promotions")],
+                            [kind, expected or "", index, target, record, PROMOTION_LOG_CAP])
         except redis.ResponseError as e:
             if "CONFLICT" in str(e):
                 raise RegistryError(f"{kind}: current moved during the rollback; "
@@ -601,8 +677,11 @@ class RedisRegistry(Registry):
     def close(self) -> None:
         self._r.close()
 
-    def watch(self, kind, callback, retry_s: float = 0.5) -> Watcher:
-        """Background thread: subscribe, re-read ``current`` on every (re)connect, follow events.
+    def watch(self, kind, callback, retry_s: float = 0.5,
+              poll_s: float = WATCH_POLL_S) -> Watcher:
+        """Background thread: re-read the newest valid promotion record on every (re)connect
+        and every event (single Redis: pub/sub; cluster: the head of the promotions list,
+        polled every ``poll_s``).
 
         ``callback`` runs in the watcher thread with the version the newest valid promotion
         record names (events only trigger a re-read: a forged event or a moved ``current``
@@ -620,59 +699,114 @@ class RedisRegistry(Registry):
                 except Exception:
                     log.exception("registry watch callback failed")
 
-        def run() -> None:
-            while not w._stop.is_set():
-                # no silent client-side retries: a lost connection must surface here so that
-                # current is re-read (redis-py would otherwise reconnect and resubscribe quietly)
-                conn = redis.Redis.from_url(self.url, socket_connect_timeout=2.0,
-                                            health_check_interval=5, retry=Retry(NoBackoff(), 0))
-                ps = conn.pubsub(ignore_subscribe_messages=False)
-                try:
-                    ps.subscribe(self.channel)
-                    while not w._stop.is_set():
-                        msg = ps.get_message(timeout=0.2)
-                        if msg is None:
-                            continue
-                        if msg.get("type") == "subscribe":
-                            # (re)subscribed: events published while away are not replayed,
-                            # so re-sync from current
-                            w.resyncs += 1
-                            rec = self._newest(self._promotions(kind, conn), kind)
-                            w.connected.set()
-                            deliver(rec.version if rec is not None else None)
-                            continue
-                        if msg.get("type") != "message":
-                            continue
-                        try:
-                            ev = json.loads(msg["data"])
-                        except (ValueError, TypeError):
-                            log.warning("ignoring malformed registry event %r", msg["data"])
-                            continue
-                        if isinstance(ev, dict) and ev.get("kind") == kind:
-                            rec = self._newest(self._promotions(kind, conn), kind)
-                            deliver(rec.version if rec is not None else None)
-                except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-                    w.connected.clear()
-                    log.warning("registry watch lost Redis (%s); retrying", e)
-                finally:
-                    try:
-                        ps.close()
-                        conn.close()
-                    except Exception:
-                        pass
-                if not w._stop.is_set() and not w.connected.is_set():
-                    w._stop.wait(retry_s)  # no subscription is held while waiting
+        def resync(conn) -> None:
+            rec = self._newest(self._promotions(kind, conn), kind)
+            deliver(rec.version if rec is not None else None)
 
-        w.thread = threading.Thread(target=run, name=f"registry-watch-{kind}", daemon=True)
+        run = self._poll_loop if self.cluster else self._pubsub_loop
+        w.thread = threading.Thread(target=run, args=(w, kind, resync, retry_s, poll_s),
+                                    name=f"registry-watch-{kind}", daemon=True)
         w.thread.start()
         return w
+
+    def _pubsub_loop(self, w: Watcher, kind: str, resync, retry_s: float, _poll_s) -> None:
+        while not w._stop.is_set():
+            # no silent client-side retries: a lost connection must surface here so that
+            # current is re-read (redis-py would otherwise reconnect and resubscribe quietly)
+            conn = connect(self.url, socket_timeout=None, socket_connect_timeout=2.0,
+                           health_check_interval=5, retry=Retry(NoBackoff(), 0))
+            ps = conn.pubsub(ignore_subscribe_messages=False)
+            try:
+                ps.subscribe(self.channel)
+                while not w._stop.is_set():
+                    msg = ps.get_message(timeout=0.2)
+                    if msg is None:
+                        continue
+                    if msg.get("type") == "subscribe":
+                        # (re)subscribed: events published while away are not replayed,
+                        # so re-sync from the records
+                        w.resyncs += 1
+                        w.connected.set()
+                        resync(conn)
+                        continue
+                    if msg.get("type") != "message":
+                        continue
+                    try:
+                        ev = json.loads(msg["data"])
+                    except (ValueError, TypeError):
+                        log.warning("ignoring malformed registry event %r", msg["data"])
+                        continue
+                    if isinstance(ev, dict) and ev.get("kind") == kind:
+                        resync(conn)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+                w.connected.clear()
+                log.warning("registry watch lost Redis (%s); retrying", e)
+            finally:
+                try:
+                    ps.close()
+                    conn.close()
+                except Exception:
+                    pass
+            if not w._stop.is_set() and not w.connected.is_set():
+                w._stop.wait(retry_s)  # no subscription is held while waiting
+
+    def _poll_loop(self, w: Watcher, kind: str, resync, retry_s: float, poll_s: float) -> None:
+        """Cluster: the promotions list's head changes with every promotion and rollback, so one
+        LINDEX per ``poll_s`` notices each; a failover only delays it."""
+        key = self._k(kind, "promotions")
+        conn = connect(self.url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        head = None
+        try:
+            while not w._stop.is_set():
+                try:
+                    now = conn.lindex(key, 0)
+                    if not w.connected.is_set():
+                        w.resyncs += 1
+                        w.connected.set()
+                        resync(conn)
+                    elif now != head:
+                        resync(conn)
+                    head = now
+                except REDIS_FAILURES as e:
+                    if w.connected.is_set():
+                        log.warning("registry watch lost the cluster (%s); retrying", e)
+                    w.connected.clear()
+                    w._stop.wait(retry_s)
+                    continue
+                w._stop.wait(poll_s)
+        finally:
+            conn.close()
+
+
+def migrate_layout(url: str, prefix: str = DEFAULT_PREFIX) -> dict[str, list[str]]:
+    """Rename registry keys of the layout before hash tags (``{prefix}models:...``) to the
+    tagged one (``{prefix}{models}:...``) on a single Redis. A key whose new name exists already
+    is left alone and reported under ``kept``. Run once, with the services stopped."""
+    check_prefix(prefix)
+    r = connect(url)
+    if is_cluster(r):
+        r.close()
+        raise RegistryError("migrate runs on the single Redis that holds the old layout (a "
+                            "cluster never had it)")
+    out: dict[str, list[str]] = {"renamed": [], "kept": []}
+    try:
+        old = f"{prefix}models:"
+        for raw in r.scan_iter(match=old.replace("[", "\\[") + "*", count=500):
+            key = raw.decode()
+            new = f"{prefix}{MODELS_TAG}:{key[len(old):]}"
+            (out["renamed"] if r.renamenx(key, new) else out["kept"]).append(key)
+    finally:
+        r.close()
+    return out
 
 
 def open_registry(url: str | None = None, hmac_key: str | bytes = DEV_HMAC_KEY,
                   prefix: str = DEFAULT_PREFIX, **keys) -> Registry:
-    """``redis://...`` -> RedisRegistry; None/"" /"memory" -> a new MemoryRegistry."""
-    if url and url.startswith(("redis://", "rediss://", "unix://")):
+    """``redis://...`` or ``redis+cluster://...`` -> RedisRegistry; None/"" /"memory" -> a new
+    MemoryRegistry."""
+    if is_redis_url(url):
         return RedisRegistry(url, hmac_key, prefix, **keys)
     if url in (None, "", "memory"):
         return MemoryRegistry(hmac_key, **keys)
-    raise RegistryError(f"unsupported registry URL {url!r} (redis://... or 'memory')")
+    raise RegistryError(f"unsupported registry URL {url!r} (redis://..., "
+                        "redis+cluster://host:port[,host:port] or 'memory')")

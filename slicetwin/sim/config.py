@@ -17,7 +17,7 @@ from slicetwin.core.slices import DEFAULT_SLICES, N_SLICES, SliceSpec, slice_ind
 from slicetwin.core.utility import UtilityConfig
 from slicetwin.sim.traffic import Dist
 
-PROFILES = ("paper", "reference", "diurnal", "flash-crowd", "hetero", "schedule")
+PROFILES = ("paper", "reference", "diurnal", "flash-crowd", "hetero", "foreign", "schedule")
 # profiles with an arrival-rate load model or heterogeneous cells (docs/simulator.md "Profiles
 # where adapting pays"); "schedule" is a sequence of phases (``SimConfig.schedule``)
 LOAD_PROFILES = ("diurnal", "flash-crowd", "hetero")
@@ -452,6 +452,8 @@ class SimConfig:
                           "base_load": HETERO_BASE_LOAD,
                           "mix_concentration": HETERO_CONCENTRATION,
                           "radius_range_m": HETERO_RADIUS_M, **overrides})
+        if name == "foreign":
+            return cls(**{"profile": "foreign", **FOREIGN, "diurnal": DiurnalLoad(), **overrides})
         if name.startswith("mix="):
             return cls(**{"users_per_slice": _parse_mix(name[4:]), **overrides})
         if name == "reference":
@@ -471,6 +473,13 @@ class SimConfig:
         raise ValueError(f"unknown profile {name!r}; known: {', '.join(PROFILES[:-1])}, "
                          f"mix=A/B/C, or a schedule like 'paper:2000,flash-crowd:2000'")
 
+
+# foreign: a gNB unlike the one every policy here was trained on (issue 15, part 4): a 10 MHz
+# carrier allocated in 1 MHz units (36 splits, not 4,851) and scheduled on 180 kHz NR resource
+# blocks, 50 users in another mix, the diurnal load, and 2 spatial layers instead of 4 (half the
+# spectral-efficiency scale)
+FOREIGN = {"bandwidth_hz": 10e6, "n_units": 10, "rb_hz": 180e3, "n_users": 50,
+           "users_per_slice": (20, 24, 6), "se_multiplier": 2.0}
 
 # flash-crowd: paper's regimes with lighter video and URLLC (0.2 and 0.1 of paper's load) between
 # crowds, so a crowd (x3-6) takes its slice from a modest need to needing the whole carrier

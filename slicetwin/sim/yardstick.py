@@ -40,6 +40,9 @@ from slicetwin.sim.config import SimConfig
 from slicetwin.sim.search import best_split, unit_values
 
 REFERENCE = "best_fixed_hindsight"
+# issue 15's floors for a served policy: >= 5 % over best fixed (hindsight), >= 3 % over the
+# tuned heuristic, >= 95 % of the model-known planner
+FLOORS = {"over_best_fixed_hindsight": 1.05, "over_tuned_heuristic": 1.03, "of_planner": 0.95}
 
 
 @dataclass
@@ -171,6 +174,7 @@ def summarise(evals: dict[str, PolicyEval], cfg: SimConfig, yc: YardstickConfig)
             "oracle_over_best_fixed_hindsight": round(means["oracle"] / means[REFERENCE] - 1, 4),
             "planner_over_best_fixed_hindsight": round(
                 means["planner"] / means[REFERENCE] - 1, 4)},
+        "floors": floor_headroom(means),
         "protocol": {"report_seeds": yc.report_seed_list, "train_seeds": yc.train_seed_list,
                      "windows": yc.windows, "cells": yc.cells,
                      "reference": REFERENCE, "oracle": "full-search clairvoyant (one-step)",
@@ -178,6 +182,25 @@ def summarise(evals: dict[str, PolicyEval], cfg: SimConfig, yc: YardstickConfig)
                      "seed_override": yc.allow_any_seeds},
         "config": asdict(yc),
     }
+
+
+def floor_headroom(means: dict[str, float]) -> dict:
+    """The utility a served policy needs to meet every floor at once, and whether the planner
+    (model-known, causal) and the oracle (clairvoyant) reach it: a floor above the oracle is out
+    of reach for any policy on this profile, one above the planner asks a learner to out-plan
+    a model-known MPC."""
+    need = {"over_best_fixed_hindsight": FLOORS["over_best_fixed_hindsight"] * means[REFERENCE],
+            "of_planner": FLOORS["of_planner"] * means["planner"]}
+    if "tuned_proportional" in means:
+        need["over_tuned_heuristic"] = FLOORS["over_tuned_heuristic"] * means["tuned_proportional"]
+    binding = max(need, key=need.get)
+    all_floors = need[binding]
+    return {"needed": {k: round(v, 4) for k, v in need.items()},
+            "needed_for_all": round(all_floors, 4), "binding": binding,
+            "planner_reaches": bool(means["planner"] >= all_floors),
+            "oracle_reaches": bool(means["oracle"] >= all_floors),
+            "needed_over_planner": round(all_floors / means["planner"] - 1, 4),
+            "needed_over_oracle": round(all_floors / means["oracle"] - 1, 4)}
 
 
 def markdown_table(summary: dict) -> str:

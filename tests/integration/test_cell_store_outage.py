@@ -74,7 +74,7 @@ def _value(m: ControllerMetrics, name: str, **labels) -> float:
 
 def _redis_window(url: str, cell: str) -> int | None:
     r = redis.Redis.from_url(url)
-    w = r.hget(f"{PREFIX}cells:{cell}", "window")
+    w = r.hget(f"{PREFIX}cells:{{{cell}}}", "window")
     r.close()
     return None if w is None else int(w)
 
@@ -203,8 +203,8 @@ def test_a_key_of_another_type_never_blocks_the_resync(rdb_redis):
         assert _decide(store, c, 2) is True
     rdb_redis.start()
     r = redis.Redis.from_url(rdb_redis.url)
-    r.delete(f"{PREFIX}cells:odd")
-    r.set(f"{PREFIX}cells:odd", "not a hash")
+    r.delete(f"{PREFIX}cells:{{odd}}")
+    r.set(f"{PREFIX}cells:{{odd}}", "not a hash")
     r.close()
     assert store.try_recover() is True
     assert _written(sink) == [("ok", 2)]

@@ -84,3 +84,23 @@ def test_the_gate_judges_the_first_candidate_against_the_heuristic(fresh_install
     assert version == "heuristic-static"
     assert set(act(states).tolist()) == {StaticSplit(ActionCodec(), [1, 1, 1]).action}
     assert isinstance(cold_start_policy(ActionCodec(), "proportional"), DemandProportional)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_cold_start_explores_within_the_radius_of_the_heuristic(fresh_install, batch):
+    """The trainer needs varied actions before any policy exists; the heuristic is the one
+    served, so exploration moves a few units from its split, as it would from a policy's."""
+    s = ControllerSettings(explore_epsilon=1.0, explore_budget_per_cell=10**6,
+                           explore_radius_units=4, explore_seed=5)
+    codec, heuristic = ActionCodec(), DemandProportional(ActionCodec())
+    reps = [report(f"c{i}", 1, arrived=a) for i, a in enumerate(ARRIVED * 4)]
+    with TestClient(create_app(s)) as c:
+        if batch:
+            got = c.post("/v1/reports:batch", json={"reports": reps}).json()["decisions"]
+        else:
+            got = [c.post("/v1/reports", json=r).json() for r in reps]
+    for a, ans in zip(ARRIVED * 4, got, strict=True):
+        assert ans["fallback"] is True and ans["explored"] is True
+        moved = codec.decode(ans["action"]) - codec.decode(int(heuristic.act(np.asarray(a, float))))
+        assert moved.sum() == 0 and 1 <= np.abs(moved).sum() // 2 <= 4
+        assert_allocation_ok(ans)

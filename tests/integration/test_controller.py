@@ -10,12 +10,13 @@ import time
 import httpx
 import numpy as np
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.app import create_app
 from controller.settings import ControllerSettings
+from slicetwin.platform.redis_client import connect, is_cluster
+from slicetwin.platform.stream_shards import resolve_shards, shard_keys
 from slicetwin.registry.store import MemoryRegistry, RedisRegistry
 from slicetwin.runtime.onnx_policy import fresh_policy_onnx
 from tests.support.controller import (
@@ -99,7 +100,7 @@ BAD_CASES = [
      "sla_met_packets"),
     ("extra_field", lambda r: r.__setitem__("bogus", 1), 422, "bogus"),
     ("bad_allocation", lambda r: r.__setitem__("allocation", [
-        {"slice": s, "bandwidth_hz": 1e6, "prb_ratio": 0.05} for s in SLICES]), 422,
+        {"slice": s, "bandwidth_hz": 8e6, "prb_ratio": 0.4} for s in SLICES]), 422,
      "allocation"),
 ]
 
@@ -164,7 +165,10 @@ def test_bad_inputs_get_4xx_and_the_next_good_report_is_served():
             assert errors["validation"] >= len(BAD_CASES) - 1
 
 
-def test_stream_gets_exactly_one_transition_per_consecutive_window_pair(redis_url):
+def test_stream_gets_exactly_one_transition_per_consecutive_window_pair(any_redis_url):
+    """A real controller process, with its cell memory and stream on a single Redis or on a
+    Redis Cluster (cells in their own slots, the stream in 6 shards)."""
+    redis_url = any_redis_url
     with controller_process(redis_url=redis_url, hmac_key=KEY) as url:
         answers: dict[tuple[str, int], dict] = {}
         with httpx.Client(base_url=url, timeout=10) as c:
@@ -184,12 +188,13 @@ def test_stream_gets_exactly_one_transition_per_consecutive_window_pair(redis_ur
             post("b", 4)  # 1 transition
             r = c.post("/v1/reports:batch", json={"reports": [report("a", 4), report("c", 0)]})
             assert r.status_code == 200  # a: +1 transition, c: first window, none
-        rc = redis.Redis.from_url(redis_url)
+        rc = connect(redis_url)
+        keys = shard_keys("slicetwin:transitions", resolve_shards(0, is_cluster(rc)))
         deadline = time.time() + 5
-        while rc.xlen("slicetwin:transitions") < 6 and time.time() < deadline:
+        while sum(rc.xlen(k) for k in keys) < 6 and time.time() < deadline:
             time.sleep(0.05)
         time.sleep(0.3)  # anything extra would have arrived by now
-        entries = rc.xrange("slicetwin:transitions")
+        entries = [e for k in keys for e in rc.xrange(k)]
         from slicetwin.core.transition_wire import decode
 
         ts = [decode(f) for _, f in entries]
@@ -205,7 +210,7 @@ def test_stream_gets_exactly_one_transition_per_consecutive_window_pair(redis_ur
         assert a2["arrived"] == [30, 100, 1] and a2["sla_met"] == [15, 50, 0]
         assert np.isclose(a2["utility"], 0.01 * 1.0 + 0.5 + 0.5 + 0.0)
         # cell memory lives in Redis (stateless replicas)
-        assert rc.exists("slicetwin:cells:a") and rc.exists("slicetwin:cells:b")
+        assert rc.exists("slicetwin:cells:{a}") and rc.exists("slicetwin:cells:{b}")
         rc.close()
 
 
@@ -224,7 +229,8 @@ def _wait_version(c: httpx.Client, cell: str, start: int, want: str, timeout=10.
     return w, v
 
 
-def test_hot_swap_good_model_served_tampered_model_refused(redis_url):
+def test_hot_swap_good_model_served_tampered_model_refused(any_redis_url):
+    redis_url = any_redis_url  # on a cluster the controller's watcher polls the records
     reg = RedisRegistry(redis_url, KEY)
     reg.publish("policy", fresh_policy_onnx("p1", seed=1), version="p1", promote=True)
     with controller_process(redis_url=redis_url, hmac_key=KEY, cell_store="local") as url:
@@ -239,8 +245,8 @@ def test_hot_swap_good_model_served_tampered_model_refused(redis_url):
             evil.publish("policy", fresh_policy_onnx("p3", seed=3), version="p3", promote=True)
             time.sleep(0.5)  # the watcher serves the newest record: let it see each one
             reg.publish("policy", fresh_policy_onnx("p4", seed=4), version="p4")
-            rc = redis.Redis.from_url(redis_url)
-            rc.hset("slicetwin:models:policy:p4", "onnx", fresh_policy_onnx("p4", seed=5))
+            rc = connect(redis_url)
+            rc.hset("slicetwin:{models}:policy:p4", "onnx", fresh_policy_onnx("p4", seed=5))
             reg.promote("policy", "p4")
             time.sleep(0.5)
             # and a well-signed blob that is not a valid policy
@@ -317,6 +323,26 @@ def test_exploration_respects_per_cell_budget():
         assert_allocation_ok(g)
 
 
+@pytest.mark.parametrize("batch", [False, True])
+def test_exploration_stays_within_its_radius_of_the_served_split(batch):
+    served_c, _ = _client()
+    c, app = _client(explore_epsilon=1.0, explore_budget_per_cell=10**6, explore_seed=3,
+                     explore_radius_units=3)
+    codec = app.state.codec
+    reps = [report(f"x{i}", 0, arrived=(i % 7 * 9, 300 + 40 * i, i % 5)) for i in range(20)]
+    with served_c, c:
+        served = [served_c.post("/v1/reports", json=r).json()["action"] for r in reps]
+        if batch:
+            got = c.post("/v1/reports:batch", json={"reports": reps}).json()["decisions"]
+        else:
+            got = [c.post("/v1/reports", json=r).json() for r in reps]
+    assert all(g["explored"] for g in got)
+    moved = [codec.decode(g["action"]) - codec.decode(a) for g, a in zip(got, served, strict=True)]
+    assert all(m.sum() == 0 and 1 <= np.abs(m).sum() // 2 <= 3 for m in moved)
+    for g in got:
+        assert_allocation_ok(g)
+
+
 def test_reported_allocation_overrides_action_in_transition():
     c, app = _client()
     with c:
@@ -329,6 +355,63 @@ def test_reported_allocation_overrides_action_in_transition():
         (t,) = list(sink.items)
     assert t.action == app.state.codec.encode([10, 40, 50]) != first["action"]
     assert app.state.metrics.alloc_mismatch._value.get() == 1
+
+
+def _rb_allocation(rbs: tuple[int, int, int], rb_hz: float = 180e3) -> list[dict]:
+    """What a gNB on a 180 kHz resource-block grid ran (106 blocks fill 19.08 MHz of 20 MHz)."""
+    return [{"slice": s, "bandwidth_hz": n * rb_hz, "prb_ratio": n / sum(rbs)}
+            for s, n in zip(SLICES, rbs, strict=True)]
+
+
+def test_allocation_on_another_rb_grid_is_accepted_as_nearest_action():
+    c, app = _client()
+    codec = app.state.codec
+    with c:
+        c.post("/v1/reports", json=report("g", 0))
+        r = c.post("/v1/reports", json=report("g", 1, allocation=_rb_allocation((10, 60, 36))))
+        assert r.status_code == 200, r.text
+        reps = [report(f"gb{i}", 0) for i in range(2)]
+        assert c.post("/v1/reports:batch", json={"reports": reps}).status_code == 200
+        nxt = [report("gb0", 1, allocation=_rb_allocation((53, 26, 27))),
+               report("gb1", 1, allocation=_rb_allocation((1, 1, 104)))]
+        assert c.post("/v1/reports:batch", json={"reports": nxt}).status_code == 200
+        sink = app.state.sink
+        assert sink.flush()
+        got = {t.cell_id: codec.decode(t.action).tolist() for t in sink.items}
+    # shares of what ran, rounded to 200 kHz units: 10/106 -> 9.4, 60/106 -> 56.6, 36/106 -> 34.0
+    assert got == {"g": [9, 57, 34], "gb0": [50, 25, 25], "gb1": [1, 1, 98]}
+    m = app.state.metrics
+    assert m.alloc_off_grid._value.get() == 3
+    assert 0 < m.alloc_off_grid_hz._value.get() < 3 * 200e3
+
+
+def test_allocation_on_our_grid_is_not_counted_off_grid():
+    c, app = _client()
+    with c:
+        c.post("/v1/reports", json=report("h", 0))
+        ours = [{"slice": s, "bandwidth_hz": bw, "prb_ratio": bw / 20e6}
+                for s, bw in zip(SLICES, (2.2e6, 8.4e6, 9.4e6), strict=True)]
+        assert c.post("/v1/reports", json=report("h", 1, allocation=ours)).status_code == 200
+    assert app.state.metrics.alloc_off_grid._value.get() == 0
+
+
+@pytest.mark.parametrize("bws, why", [
+    ((2e6, 10e6, 9e6), "more than the"),   # 21 MHz on a 20 MHz carrier
+    ((0.0, 0.0, 0.0), "empty"),
+])
+def test_allocation_that_does_not_fit_the_carrier_is_422(bws, why):
+    c, app = _client()
+    bad = [{"slice": s, "bandwidth_hz": bw, "prb_ratio": 0.0}
+           for s, bw in zip(SLICES, bws, strict=True)]
+    with c:
+        c.post("/v1/reports", json=report("k", 0))
+        r = c.post("/v1/reports", json=report("k", 1, allocation=bad))
+        rb = c.post("/v1/reports:batch", json={"reports": [report("k", 1, allocation=bad)]})
+        ok = c.post("/v1/reports", json=report("k", 1))  # nothing was lost: window 1 still free
+    for resp in (r, rb):
+        assert resp.status_code == 422, resp.text
+        assert why in resp.text and "carrier" in resp.text
+    assert ok.status_code == 200
 
 
 def test_controller_path_imports_no_torch():

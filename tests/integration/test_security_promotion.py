@@ -63,15 +63,15 @@ def _attack_with_redis_writes(url: str, keys: dict, version: str) -> None:
     rec = RedisRegistry(url, keys["SLICETWIN_HMAC_KEY"], promotion_key=None,
                         promotion_public_keys=keys["SLICETWIN_PROMOTION_PUBLIC_KEY"]).show(
                             "policy", version)
-    r.set(P + "models:policy:current", version)
+    r.set(P + "{models}:policy:current", version)
     forged = make_record(Signer(generate_private_key()), "policy", version, rec.sha256)
     refused = json.loads(make_record(Signer(keys["SLICETWIN_PROMOTION_KEY"]), "policy",
                                      "placeholder", rec.sha256, verdict="refused"))
     tampered = dict(refused, payload={**refused["payload"], "verdict": "passed",
                                       "version": version})  # edited after signing
     for env in (forged, json.dumps(tampered), "not json", json.dumps({"payload": {}})):
-        r.lpush(P + "models:policy:promotions", env)
-    r.publish(P + "models:events", json.dumps({"kind": "policy", "version": version,
+        r.lpush(P + "{models}:policy:promotions", env)
+    r.publish(P + "{models}:events", json.dumps({"kind": "policy", "version": version,
                                                "action": "promote"}))
     r.close()
 
@@ -119,17 +119,17 @@ def test_replayed_promotion_does_not_roll_back_a_signed_rollback_does(redis_url)
             w = _wait_for(c, "rp", w, "v2")
             # replay: the log now holds only v1's (valid, older) record, current says v1
             r = redis.Redis.from_url(redis_url)
-            r.delete(P + "models:policy:promotions")
-            r.lpush(P + "models:policy:promotions", old_record)
-            r.set(P + "models:policy:current", "v1")
-            r.publish(P + "models:events", json.dumps({"kind": "policy", "version": "v1"}))
+            r.delete(P + "{models}:policy:promotions")
+            r.lpush(P + "{models}:policy:promotions", old_record)
+            r.set(P + "{models}:policy:current", "v1")
+            r.publish(P + "{models}:events", json.dumps({"kind": "policy", "version": "v1"}))
             time.sleep(1.0)
             for _ in range(5):
                 v, w = _serving(c, "rp", w)
                 assert v == "v2"
             assert _rejected(c).get("replay", 0) >= 1
             # the operator's signed rollback (a newer record naming v1) is followed
-            r.delete(P + "models:policy:promotions")
+            r.delete(P + "{models}:policy:promotions")
             trainer.promote("policy", "v2")  # restore a clean log first
             _wait_for(c, "rp", w, "v2")
             op = RedisRegistry(redis_url, keys["SLICETWIN_HMAC_KEY"],
@@ -160,11 +160,11 @@ def test_twin_service_serves_only_signed_promotions(redis_url):
     with TestClient(create_app(s), headers=auth) as c:
         assert c.get("/v1/twin/model").json()["version"] == "t-good"
         r = redis.Redis.from_url(redis_url)
-        r.set(P + "models:twin:current", "t-unpromoted")
+        r.set(P + "{models}:twin:current", "t-unpromoted")
         forged = make_record(Signer(generate_private_key()), "twin", "t-unpromoted",
                              trainer.show("twin", "t-unpromoted").sha256)
-        r.lpush(P + "models:twin:promotions", forged)
-        r.publish(P + "models:events", json.dumps({"kind": "twin", "version": "t-unpromoted"}))
+        r.lpush(P + "{models}:twin:promotions", forged)
+        r.publish(P + "{models}:events", json.dumps({"kind": "twin", "version": "t-unpromoted"}))
         time.sleep(1.0)
         assert c.get("/v1/twin/model").json()["version"] == "t-good"
         trainer.promote("twin", "t-unpromoted")  # now signed: followed

@@ -209,13 +209,13 @@ def fitted():
 
 
 def test_gate_refuses_a_deliberately_worse_candidate(fitted):
-    from trainer.worker.gate import gate, onnx_policy_fn
+    from trainer.worker.gate import gate, gate_seeds, onnx_policy_fn
 
     twin, data, held = fitted
     good = onnx_policy_fn(_constant_policy_onnx((1, 85, 14), "good"))  # video-heavy: ~2.95
     bad = onnx_policy_fn(_constant_policy_onnx((97, 1, 2), "bad"))  # starves video: ~1.9
     kw = dict(twin=twin, data=data, held_rows=held, margin=0.01, horizon=3, rollouts=128,
-              seed=1, sim={"cells": 4, "windows": 20})
+              seed=1, sim={"cells": 4, "windows": 20, "seeds": gate_seeds(1, 1)})
     refused = gate(bad, good, **kw)
     assert not refused.passed
     assert refused.candidate["sim_utility"] < refused.current["sim_utility"] - 0.3
@@ -230,14 +230,15 @@ def test_gate_refuses_a_deliberately_worse_candidate(fitted):
 def test_worker_publishes_refused_candidate_without_promoting(tmp_path, redis_url):
     from slicetwin.registry.store import RedisRegistry
     from trainer.worker import TrainerWorker
-    from trainer.worker.gate import sim_utility
+    from trainer.worker.gate import gate_seeds, sim_utility
 
     xadd_all(redis_url, STREAM, sim_transitions(cells=4, windows=60, seed=9))
-    # the policy in service: the best fixed allocation on exactly the sim gate's traffic
-    # (seed 1 = settings.seed + cycle 1), which a barely trained candidate cannot match
+    # the policy in service: the best fixed allocation on exactly the sim gate's held-out
+    # traffic (cycle 1's tuning-range seeds), which a barely trained candidate cannot match
+    seeds = gate_seeds(1, 2)
     grid = [(a, b, 100 - a - b) for a in range(1, 40, 9) for b in range(50, 99 - a, 9)]
     best = max(grid, key=lambda u: sim_utility(
-        lambda st, u=u: np.full(len(st), _codec().encode(np.asarray(u))), 4, 15, 1))
+        lambda st, u=u: np.full(len(st), _codec().encode(np.asarray(u))), 4, 15, seeds))
     reg = RedisRegistry(redis_url)
     reg.publish("policy", _constant_policy_onnx(best, "strong"), version="strong", promote=True)
     s = fast_settings(tmp_path, redis_url, sim_gate=True, sim_gate_cells=4, sim_gate_windows=15,
@@ -253,6 +254,8 @@ def test_worker_publishes_refused_candidate_without_promoting(tmp_path, redis_ur
     assert rec.metrics["gate"]["passed"] is False
     assert rec.metrics["gate"]["current_version"] == "strong"
     assert rec.metrics["gate"]["candidate"]["sim_utility"] < rec.metrics["gate"]["current"]["sim_utility"]
+    assert rec.metrics["gate"]["decided_on"] == ["sim_utility"]
+    assert rec.metrics["gate"]["sim_seeds"] == seeds
     w.close()
 
 
@@ -274,7 +277,9 @@ def test_cycle_publishes_twin_and_policy_then_resumes(tmp_path, redis_url):
     rec, blob = reg.fetch("policy")
     pol = OnnxPolicy(blob)  # the controller's loader accepts it
     assert pol.act_batch(np.ones((4, 3), np.float32)).shape == (4,)
-    assert set(rec.metrics["gate"]["candidate"]) == {"twin_utility"}
+    # no simulator profile: the held-out real transitions decide; the twin is reported only
+    assert set(rec.metrics["gate"]["candidate"]) == {"twin_utility", "real_heldout_utility"}
+    assert rec.metrics["gate"]["decided_on"] == ["real_heldout_utility"]
     _, tblob = reg.fetch("twin")
     assert Twin.from_bytes(tblob).fitted
     w.close()
@@ -336,8 +341,8 @@ def test_embedded_worker_reads_a_memory_sink_and_promotes_in_memory(tmp_path):
 
 
 def test_sim_profile_setting_and_sim_gate_profile(monkeypatch):
-    """``sim_profile`` (env SLICETWIN_SIM_PROFILE, default paper) picks the sim gate's traffic;
-    a bad one is a settings error naming the choices."""
+    """``sim_profile`` (env SLICETWIN_SIM_PROFILE, default unset: real gNBs) picks the sim gate's
+    traffic; a bad one is a settings error naming the choices."""
     from pydantic import ValidationError
 
     from slicetwin.platform.settings_errors import settings_error
@@ -345,9 +350,9 @@ def test_sim_profile_setting_and_sim_gate_profile(monkeypatch):
     from trainer.worker.settings import WorkerSettings
 
     monkeypatch.delenv("SLICETWIN_SIM_PROFILE", raising=False)
-    assert WorkerSettings().sim_profile == "paper"
+    assert WorkerSettings().sim_profile is None and not WorkerSettings().sim_gate_on
     monkeypatch.setenv("SLICETWIN_SIM_PROFILE", "paper:5,diurnal")
-    assert WorkerSettings().sim_profile == "paper:5,diurnal"
+    assert WorkerSettings().sim_profile == "paper:5,diurnal" and WorkerSettings().sim_gate_on
     monkeypatch.setenv("SLICETWIN_SIM_PROFILE", "rush-hour")
     with pytest.raises(ValidationError) as e:
         WorkerSettings()
@@ -358,11 +363,11 @@ def test_sim_profile_setting_and_sim_gate_profile(monkeypatch):
     b = int(_codec().encode(np.array([60, 20, 20])))
     cand, cur = (lambda st: np.full(len(st), a)), (lambda st: np.full(len(st), b))
     g = gate(cand, cur, twin=None, data=None, held_rows=np.array([], np.int64), margin=0.0,
-             seed=2, sim={"cells": 2, "windows": 4, "profile": "diurnal"})
-    assert g.sim_profile == "diurnal"
-    assert g.candidate["sim_utility"] == sim_utility(cand, 2, 4, 2, profile="diurnal")
-    assert g.current["sim_utility"] == sim_utility(cur, 2, 4, 2, profile="diurnal")
-    assert g.candidate["sim_utility"] != sim_utility(cand, 2, 4, 2)  # paper: other traffic
+             seed=2, sim={"cells": 2, "windows": 4, "profile": "diurnal", "seeds": [1002]})
+    assert g.sim_profile == "diurnal" and g.sim_seeds == [1002]
+    assert g.candidate["sim_utility"] == sim_utility(cand, 2, 4, [1002], profile="diurnal")
+    assert g.current["sim_utility"] == sim_utility(cur, 2, 4, [1002], profile="diurnal")
+    assert g.candidate["sim_utility"] != sim_utility(cand, 2, 4, [1002])  # paper: other traffic
 
 
 def test_worker_sim_gate_runs_on_the_settings_profile(tmp_path):
@@ -377,7 +382,7 @@ def test_worker_sim_gate_runs_on_the_settings_profile(tmp_path):
         sink.put(t)
     sink.flush()
     reg = MemoryRegistry()
-    s = fast_settings(tmp_path, sim_gate=True, sim_gate_cells=2, sim_gate_windows=4,
+    s = fast_settings(tmp_path, sim_gate_cells=2, sim_gate_windows=4,
                       sim_profile="flash-crowd", twin_steps=10, finetune_steps=0,
                       distill_rounds=5, checkpoint=False)
     w = TrainerWorker(s, registry=reg, source=MemorySinkSource(sink))
@@ -385,6 +390,8 @@ def test_worker_sim_gate_runs_on_the_settings_profile(tmp_path):
     assert res.policy_version and res.gate["sim_profile"] == "flash-crowd"
     assert "sim_utility" in res.gate["candidate"] and "sim_utility" in res.gate["current"]
     assert reg.show("policy", res.policy_version).metrics["gate"]["sim_profile"] == "flash-crowd"
+    assert res.gate["decided_on"] == ["sim_utility"]  # on by default with a known profile
+    assert all(1000 <= x < 2000 for x in res.gate["sim_seeds"])  # tuning range: held out
     w.close()
 
 

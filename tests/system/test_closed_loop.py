@@ -66,7 +66,7 @@ class Probe:
         self._stop = threading.Event()
         self._r = redis.Redis.from_url(redis_url)
         self._ps = self._r.pubsub()
-        self._ps.subscribe(prefix + "models:events")
+        self._ps.subscribe(prefix + "{models}:events")
         self._threads = [threading.Thread(target=f, daemon=True) for f in (self._post, self._listen)]
         for t in self._threads:
             t.start()
@@ -162,7 +162,7 @@ def test_closed_loop_trainer_policy_is_swapped_in_and_beats_the_initial_policy(
         served = [v for v in after["versions"] if not v.startswith("init-")]
         assert served, after["versions"]
         r = redis.Redis.from_url(redis_url)
-        rec = json.loads(r.hget(f"slicetwin:models:policy:{served[0]}", "metrics"))
+        rec = json.loads(r.hget(f"slicetwin:{{models}}:policy:{served[0]}", "metrics"))
         assert rec["gate"]["passed"] is True
         twin_info = httpx.get(turl + "/v1/twin/model").json()
         assert twin_info["version"].startswith("twin-")  # the service serves the trainer's twin

@@ -680,7 +680,7 @@ def check_closed_loop(stack: LocalStack, prom: str) -> None:
 
         r = inspect_redis(stack)
         prefix = service_env(stack.compose["services"]["trainer"])["SLICETWIN_REGISTRY_PREFIX"]
-        assert r.exists(f"{prefix}models:policy:{cycle['policy_version']}"), cycle
+        assert r.exists(f"{prefix}{{models}}:policy:{cycle['policy_version']}"), cycle
         r.close()
     wait_for(lambda: has_series(
         prom, 'sum(slicetwin_twin_model_reloads_total{job="twin",result="ok"}) >= 1'),

@@ -55,17 +55,19 @@ def _port_open(url: str | None) -> bool:
 
 
 def _check_outputs(out: Path, windows: int, cells: int, min_units: int = 1,
-                   n_units: int = 100) -> dict:
+                   n_units: int = 100, served: str = "fallback") -> dict:
+    """``served``: what answers before any promotion: the safe heuristic of a fresh install
+    (``fallback``, the default cold start) or the random student (``init-0``)."""
     s = json.loads((out / "summary.json").read_text())
     assert s["windows"] == windows
     assert s["requests"] == windows * cells and s["decisions"] == windows * cells
     assert s["failed_requests"] == 0 and s["invariant_violations"] == 0, s["errors"]
     assert s["error"] is None
-    # every answer came from the ONNX policy (fresh student), none from the fallback
-    assert s["fallback_decisions"] == 0
-    assert s["initial_policy"] == "init-0"
-    assert set(s["answers_by_version"]) == {"init-0"}
-    assert [v["version"] for v in s["versions_served"]] == ["equal-split", "init-0"]
+    # every answer came from what the cold start serves: the heuristic, or the fresh student
+    assert s["fallback_decisions"] == (windows * cells if served == "fallback" else 0)
+    assert s["initial_policy"] == (None if served == "fallback" else served)
+    assert set(s["answers_by_version"]) == {served}
+    assert [v["version"] for v in s["versions_served"]] == ["equal-split", served]
     assert s["latency_ms"]["p50"] > 0
     for name in ("volte", "video", "urllc"):
         assert 0.0 <= s["ssr_mean"][name] <= 1.0
@@ -81,7 +83,7 @@ def _check_outputs(out: Path, windows: int, cells: int, min_units: int = 1,
     np.testing.assert_allclose(share.sum(1), 1.0, atol=1e-9)
     assert (share >= min_units / n_units - 1e-12).all()
     assert not np.allclose(share, share[0]), "the policy never changed an allocation"
-    assert all(r["version"] in ("equal-split", "init-0") for r in rows)
+    assert all(r["version"] in ("equal-split", served) for r in rows)
     # every part the demo started was stopped
     assert all(v == "stopped" for k, v in s["stopped"].items() if k != "trainer"), s["stopped"]
     assert not _port_open(s["controller"])
@@ -90,20 +92,30 @@ def _check_outputs(out: Path, windows: int, cells: int, min_units: int = 1,
 
 def test_demo_embedded_serves_and_writes_outputs(tmp_path):
     out = tmp_path / "demo"
-    r = _demo(out, "--mode", "embedded", "--cells", "3", "--windows", "25", "--window-ms", "20")
+    r = _demo(out, "--mode", "embedded", "--cells", "3", "--windows", "25", "--window-ms", "20",
+              "--no-tuned")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    s = _check_outputs(out, 25, 3)
+    s = _check_outputs(out, 25, 3)  # a fresh install's cold start: the safe heuristic
     assert s["mode"] == "embedded" and s["redis_url"] is None
     assert "controller ready" in r.stdout and "SliceTwin demo summary" in r.stdout
     # the controller recorded transitions and the in-process trainer started reading them
-    assert s["explored_decisions"] > 0  # ε = 0.2 default: the trainer sees varied actions
+    assert s["explored_decisions"] > 0  # ε = 0.2 default: the trainer sees varied actions,
+    # explored around the heuristic's split at a cold start
+
+
+def test_demo_cold_start_init_serves_the_random_student(tmp_path):
+    out = tmp_path / "demo"
+    r = _demo(out, "--mode", "embedded", "--cells", "2", "--windows", "15", "--window-ms", "20",
+              "--no-shadow", "--no-trainer", "--cold-start", "init")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _check_outputs(out, 15, 2, served="init-0")
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 def test_demo_redis_private_server_batch(tmp_path):
     out = tmp_path / "demo"
     r = _demo(out, "--mode", "redis", "--cells", "4", "--windows", "20", "--window-ms", "20",
-              "--batch", "--epsilon", "0", "--no-trainer")
+              "--batch", "--epsilon", "0", "--no-trainer", "--no-shadow")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
     assert s["mode"] == "redis" and s["redis"] == "private"
@@ -115,6 +127,63 @@ def test_demo_redis_private_server_batch(tmp_path):
     # the private redis-server and the controller process are gone
     assert not _port_open(s["redis_url"]) and not _port_open(s["controller"])
     assert (out / "controller.log").exists() and (out / "allocation.png").exists()
+    assert s["shadow_baselines"] is None  # --no-shadow
+
+
+def test_demo_shadow_baselines_are_exact_and_reported(tmp_path):
+    """The summary's, the CSV's and the printed shadow figures are what offline simulator runs of
+    the same fixed and heuristic policies earn on the same seed (to 1e-9), beside the served
+    utility and the margin over each."""
+    from slicetwin.sim.baselines import (
+        DemandProportionalPolicy,
+        FixedPolicy,
+        TunedProportionalPolicy,
+        equal_split,
+        run_policy,
+    )
+    from slicetwin.sim.config import SimConfig
+
+    out, cells, windows, seed = tmp_path / "demo", 3, 30, 7
+    r = _demo(out, "--mode", "embedded", "--no-trainer", "--cells", str(cells), "--windows",
+              str(windows), "--window-ms", "0", "--profile", "diurnal", "--seed", str(seed),
+              "--shadow-cells", str(cells), "--cold-start", "init", timeout=180)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    sb = s["shadow_baselines"]
+    assert sb["baselines"] == ["equal", "proportional", "tuned_proportional", "best_fixed"]
+    assert sb["best_fixed_cells"] == cells and sb["recent_windows"] == 1500
+    allc = sb["overall"]["all_cells"]
+    assert allc["cell_windows"] == cells * windows
+    assert allc["served"] == pytest.approx(s["utility_mean"], abs=1e-9)
+    cfg = SimConfig.from_profile("diurnal")
+    codec = cfg.codec
+    t = sb["tuned_proportional"]
+    offline = {"equal": equal_split(codec), "proportional": DemandProportionalPolicy(cfg),
+               "tuned_proportional": TunedProportionalPolicy(cfg, t["weights"], t["offsets"]),
+               "best_fixed": FixedPolicy(allc["baselines"]["best_fixed"]["units"], codec)}
+    runs = {n: run_policy(p, cfg, windows, cells, seed) for n, p in offline.items()}
+    for name, res in runs.items():
+        b = allc["baselines"][name]
+        assert abs(b["utility"] - res.mean_utility) < 1e-9, name
+        assert b["margin"] == pytest.approx(allc["served"] / b["utility"] - 1, abs=1e-12)
+    assert allc["baselines"]["best_fixed"]["utility"] >= runs["equal"].mean_utility - 1e-12
+    # a run shorter than 5 minutes: the last-5-minutes figures are the whole run's
+    assert sb["last_5min"]["windows"] == windows
+    pol = sb["overall"]["policy_cells"]
+    # window 0 runs the initial equal split; an explored answer sets the next window's allocation
+    assert (cells * (windows - 1) - s["explored_decisions"] <= pol["cell_windows"]
+            <= cells * (windows - 1))
+    assert pol["baselines"]["equal"]["utility"] > 0
+    # per window in windows.csv, and in the printed summary
+    with open(out / "windows.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    for name in ("equal", "proportional", "tuned_proportional", "best_fixed"):
+        got = np.array([float(row[f"shadow_{name}"]) for row in rows])
+        np.testing.assert_allclose(got, runs[name].utilities.mean(1), atol=1e-9)
+    printed = " ".join(r.stdout.split())  # rich wraps the summary at the terminal width
+    assert "shadow baselines, whole run (30 windows)" in printed
+    assert "best fixed " + str(allc["baselines"]["best_fixed"]["units"]) in printed
+    assert (out / "utility_ssr.png").read_bytes()[:8] == PNG
 
 
 def test_demo_refuses_bad_options(tmp_path):
@@ -177,7 +246,7 @@ def test_demo_profile_reaches_the_simulator_and_the_trainer_gate(tmp_path):
 def test_demo_summary_records_the_profile(tmp_path):
     out = tmp_path / "demo"
     r = _demo(out, "--mode", "embedded", "--no-trainer", "--cells", "2", "--windows", "3",
-              "--window-ms", "0", "--profile", "flash-crowd", timeout=120)
+              "--window-ms", "0", "--profile", "flash-crowd", "--no-tuned", timeout=120)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
     assert s["profile"] == "flash-crowd" and s["config"]["profile"] == "flash-crowd"
@@ -204,7 +273,7 @@ def test_demo_unreachable_redis_url_is_a_clear_error(tmp_path):
 def test_demo_ctrl_c_stops_cleanly_and_writes_summary(tmp_path):
     out = tmp_path / "demo"
     p = subprocess.Popen([PYTHON, "-m", "slicetwin.cli.main", "demo", "--no-live", "--out", str(out),
-                          "--cells", "2", "--duration", "120", "--window-ms", "50"],
+                          "--cells", "2", "--duration", "120", "--window-ms", "50", "--no-tuned"],
                          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          cwd=ROOT)
     lines = []
@@ -221,7 +290,7 @@ def test_demo_ctrl_c_stops_cleanly_and_writes_summary(tmp_path):
     assert p.returncode == 130, text[-3000:]
     s = json.loads((out / "summary.json").read_text())
     assert s["stopped_by"] == "interrupt" and s["windows"] > 0 and s["failed_requests"] == 0
-    assert (out / "utility_ssr.png").exists()
+    assert (out / "utility_ssr.png").exists(), (s.get("plot_error"), text[-2000:])
     assert not _port_open(s["controller"]) and not _port_open(s["redis_url"])
 
 
@@ -262,7 +331,7 @@ def _check_swap(out: Path, r: subprocess.CompletedProcess) -> dict:
     assert s["failed_requests"] == 0 and s["invariant_violations"] == 0
     assert len(s["swaps"]) >= 1
     sw = s["swaps"][0]
-    assert sw["from"] == "init-0" and sw["to"].startswith("policy-")
+    assert sw["from"] == "init-0" and sw["to"].startswith("policy-")  # --cold-start init
     assert s["final_policy"] != s["initial_policy"]
     # the new version answered requests, and it is the one the trainer promoted
     assert s["answers_by_version"].get(sw["to"], 0) > 0
@@ -281,7 +350,8 @@ def _check_swap(out: Path, r: subprocess.CompletedProcess) -> dict:
 def test_demo_hot_swap_auto_mode(tmp_path):
     """The README command (auto mode: a private redis-server here) until the first swap."""
     out = tmp_path / "demo"
-    r = _demo(out, "--duration", "300", "--swaps", "1", "--after-swap", "25", timeout=400)
+    r = _demo(out, "--duration", "300", "--swaps", "1", "--after-swap", "25", "--cold-start",
+              "init", timeout=400)
     s = _check_swap(out, r)
     assert s["mode"] == ("redis" if shutil.which("redis-server") else "embedded")
     assert s["first_swap_after_start_s"] < 300
@@ -292,7 +362,7 @@ def test_demo_hot_swap_auto_mode(tmp_path):
 def test_demo_hot_swap_embedded(tmp_path):
     out = tmp_path / "demo"
     r = _demo(out, "--mode", "embedded", "--duration", "300", "--swaps", "1", "--after-swap",
-              "25", timeout=400)
+              "25", "--cold-start", "init", timeout=400)
     s = _check_swap(out, r)
     assert s["mode"] == "embedded"
 
@@ -313,11 +383,14 @@ def test_views_render_a_snapshot():
             "requests": 2640, "latency": {"p50": 0.9, "p99": 3.1},
             "trainer": {"status": "cycle 2 running for 2 s"},
             "twin": {"next_state_rmse": 0.2, "persistence_rmse": 0.22, "utility_rmse": 0.33},
-            "events": [(65.2, "HOT-SWAP #1: init-0 -> policy-abc")], "events_total": 1}
+            "events": [(65.2, "HOT-SWAP #1: init-0 -> policy-abc")], "events_total": 1,
+            "shadow": {"overall": _shadow_fig(330), "recent": _shadow_fig(100)}}
     c = Console(file=io.StringIO(), width=120, force_terminal=False)
     c.print(LiveView()._render(snap))
     text = c.file.getvalue()
     for want in ("volte", "video", "urllc", "38.0%", "0.410", "1.750", "policy-abc",
+                 "equal 1.600 (+12.5 %", "best fixed [1, 34, 65] 1.900 (-5.3 %",
+                 "last 100 windows",
                  "hot-swaps: 1", "2 / 230", "p99 3.10 ms", "next-state RMSE 0.200",
                  "cycle 2 running", "HOT-SWAP #1", "profile diurnal"):
         assert want in text, want
@@ -325,6 +398,15 @@ def test_views_render_a_snapshot():
     PlainView(stream=buf).update(snap)
     line = buf.getvalue()
     assert "HOT-SWAP #1" in line and "policy-abc" in line and "video:0.38/0.41" in line
+    assert "policy vs baselines: 1.800 vs equal 1.600 (+12.5 %)" in line
+
+
+def _shadow_fig(windows: int) -> dict:
+    side = {"served": 1.8, "cell_windows": windows * 8, "baselines": {
+        "equal": {"utility": 1.6, "margin": 1.8 / 1.6 - 1},
+        "best_fixed": {"utility": 1.9, "margin": 1.8 / 1.9 - 1, "units": [1, 34, 65],
+                       "cells": 2, "served_same_cells": 1.8}}}
+    return {"windows": windows, "all_cells": side, "policy_cells": side}
 
 
 @pytest.mark.slow
@@ -344,3 +426,17 @@ def test_demo_twin_service_serves_the_trainers_twin(tmp_path):
     assert served in twins or served > max(twins), (served, twins)
     assert all(c["twin_backend"] in ("http", "local") for c in s["trainer"]["cycles"])
     assert s["stopped"]["twin service"] == "stopped"
+
+
+def test_demo_on_another_gnb_serves_its_carrier(tmp_path):
+    """`--profile foreign` (10 MHz in 1 MHz units): the controller's and the trainer's codecs
+    follow the simulated gNB, and every answer is a split of its 10 units."""
+    from slicetwin.ops.demo.run import DemoConfig, _trainer_settings, _Transport
+
+    s = _trainer_settings(DemoConfig(profile="foreign"), _Transport("embedded"), str(tmp_path))
+    assert (s.n_units, s.total_bandwidth_hz, s.cold_start) == (10, 10e6, "proportional")
+    out = tmp_path / "demo"
+    r = _demo(out, "--mode", "embedded", "--cells", "2", "--windows", "20", "--window-ms", "0",
+              "--profile", "foreign", "--no-trainer", "--no-tuned")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _check_outputs(out, 20, 2, n_units=10)

@@ -103,7 +103,7 @@ def test_bad_models_refused_counted_old_keeps_serving_and_rollback(redis_url):
         # 2. unsigned: the record's signature removed (a producer that skipped signing)
         reg.publish("policy", fresh_policy_onnx("unsigned", 2), version="bad-unsigned")
         r = redis.Redis.from_url(redis_url)
-        r.hset("slicetwin:models:policy:bad-unsigned", "signature", "")
+        r.hset("slicetwin:{models}:policy:bad-unsigned", "signature", "")
         promote_and_expect("bad-unsigned", "signature")
         # 3. signed with another key
         other = RedisRegistry(redis_url, "not-the-shared-key")
@@ -112,7 +112,7 @@ def test_bad_models_refused_counted_old_keeps_serving_and_rollback(redis_url):
         promote_and_expect("bad-wrong-key", "signature")
         # 4. a valid record whose blob was swapped afterwards (sha256 mismatch)
         reg.publish("policy", fresh_policy_onnx("tampered", 4), version="bad-tampered")
-        r.hset("slicetwin:models:policy:bad-tampered", "onnx",
+        r.hset("slicetwin:{models}:policy:bad-tampered", "onnx",
                fresh_policy_onnx("tampered", 5))
         promote_and_expect("bad-tampered", "signature")
         r.close()

@@ -49,6 +49,14 @@ class DQNConfig:
     eps_decay_steps: int = 2_000  # real interactions for the linear epsilon decay
     double: bool = False  # DDQN bootstrap (online argmax, target evaluation)
     dueling: bool = False  # V + A - mean(A) head
+    # "fixed": the state as the controller computes it (arrivals / fixed scales); "data":
+    # standardised with the mean and std of the states in replay at the first gradient step
+    # (``trainer.nets.StateNorm``), for traffic unlike our simulator's (docs/training.md)
+    state_norm: str = "fixed"
+
+    def __post_init__(self) -> None:
+        if self.state_norm not in ("fixed", "data"):
+            raise ValueError(f"state_norm must be 'fixed' or 'data', got {self.state_norm!r}")
 
     def epsilon(self, step: int) -> float:
         """Linear schedule eps_start -> eps_end over eps_decay_steps interactions."""
@@ -67,7 +75,7 @@ def q_taken(net: QNetwork, state: torch.Tensor, action: torch.Tensor) -> torch.T
     """
     if hasattr(net, "taken"):
         return net.taken(state, action)
-    h = net.body(state)
+    h = net.body(net.norm(state) if hasattr(net, "norm") else state)
     if not net.dueling:
         w, b = net.head.weight, net.head.bias
         return (h * w[action]).sum(-1) + b[action]
@@ -153,6 +161,22 @@ class DQNAgent:
         elif self.grad_steps % self.cfg.target_update_every == 0:
             self.q_target.load_state_dict(self.q.state_dict())
 
+    # ---- state normalisation -----------------------------------------------------------------
+    def norms(self) -> list[nn.Module]:
+        return [n.norm for n in self.networks().values() if hasattr(n, "norm")]
+
+    @property
+    def norm_fitted(self) -> bool:
+        return any(bool(n.fitted) for n in self.norms())
+
+    def fit_state_norm(self, states: np.ndarray) -> bool:
+        """Fix the normalisation from ``states`` once (``state_norm="data"``); True if it did."""
+        if self.cfg.state_norm != "data" or self.norm_fitted or not self.norms():
+            return False
+        for n in self.norms():
+            n.fit(states)
+        return True
+
     # ---- parameters (Algorithm 1) ---------------------------------------------------------------
     def networks(self) -> dict[str, nn.Module]:
         """Every network whose parameters make up theta (blended and copied by Algorithm 1)."""
@@ -163,10 +187,26 @@ class DQNAgent:
         """theta_self <- zeta * theta_self + (1 - zeta) * theta_other, network by network."""
         if not 0.0 <= zeta <= 1.0:
             raise ValueError(f"zeta must be in [0, 1], got {zeta}")
+        self._adopt_norm(other)
         mine, theirs = self.networks(), other.networks()
         for k, net in mine.items():
             for p, q in zip(net.parameters(), theirs[k].parameters(), strict=True):
                 p.mul_(zeta).add_(q, alpha=1.0 - zeta)
+
+    @torch.no_grad()
+    def _adopt_norm(self, other: DQNAgent) -> None:
+        """Blending weights only makes sense on the same inputs: an agent that has not trained
+        yet takes the other's normalisation; two different fitted ones are refused."""
+        if not other.norm_fitted:
+            return
+        mine, theirs = self.norms(), other.norms()
+        if self.norm_fitted:
+            if not all(torch.equal(a.mean, b.mean) and torch.equal(a.inv_std, b.inv_std)
+                       for a, b in zip(mine, theirs, strict=True)):
+                raise ValueError("cannot blend agents with different state normalisations")
+            return
+        for a, b in zip(mine, theirs, strict=True):
+            a.load_state_dict(b.state_dict())
 
     def copy_from(self, other: DQNAgent) -> None:
         """theta_self <- theta_other (networks only; each agent keeps its own optimiser)."""

@@ -90,6 +90,9 @@ class GANDDQNAgent(DQNAgent):
 
     def _build(self) -> nn.Module:
         c = self.cfg
+        if c.state_norm != "fixed":
+            raise ValueError("gan-ddqn supports state_norm='fixed' only (its generator and "
+                             "discriminator see the state in several places)")
         self.disc = mlp(self.state_dim + c.n_particles, c.disc_hidden, 1)
         return DuelingGenerator(self.state_dim, self.n_actions, c.hidden, c.n_particles,
                                 c.noise_dim)

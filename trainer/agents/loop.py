@@ -65,6 +65,8 @@ class Learner:
         """Run n gradient steps now (no-op before learning_starts transitions)."""
         if len(self.replay) < max(self.agent.cfg.learning_starts, 1):
             return 0
+        if self.updates == 0 and n_updates > 0:
+            self.agent.fit_state_norm(self.replay.states())  # once, "data" normalisation only
         for _ in range(n_updates):
             self.last_info = self.agent.update(self.sample())
         self.updates += n_updates

@@ -1,17 +1,22 @@
-"""The promotion gate: candidate vs the policy in service, on the same inputs.
+"""The promotion gate: candidate vs the policy in service, on the same held-out inputs.
 
 Both policies run as the ONNX bytes the controller would serve (``OnnxPolicy``), so the gate
 judges the artifact, not the torch model it came from. Figures:
 
-- ``twin``: mean utility of ``gate_horizon``-step rollouts in the twin (ensemble mean, no
-  sampling) from the same held-out live states and histories, same seed, for both policies;
-- ``sim`` (``--sim-gate``): mean utility of both policies on the simulator with the same seed
-  (same traffic), when the trainer runs beside one; ``sim_profile`` picks the simulator's
-  profile (the demo passes its ``--profile``, so the gate judges the traffic it serves).
+- ``sim_utility`` (held out): mean utility of both policies in closed loop with the simulator
+  on the same *tuning-range* seeds (``slicetwin.core.protocol``: never training seeds, never
+  report seeds), when the traffic is a known simulator profile (``sim_profile``; the demo
+  passes its ``--profile``);
+- ``real_heldout_utility`` (held out): the estimate of ``trainer.worker.heldout`` on the live
+  transitions held out from the twin fit and the agents (per-slice SSR models on the real
+  arrivals; not the twin);
+- ``twin_utility`` (reported only): mean utility of ``gate_horizon``-step rollouts in the twin
+  from the same held-out live states, same seed, for both policies. Agent 2 trained in this
+  twin, so it flatters the candidate: it never promotes one, alone or otherwise.
 
-A candidate passes when it is not worse than the current policy by more than ``margin`` on every
-figure computed. The twin is the one agent 2 trained in, which flatters the candidate; the
-simulator gate is the independent check where one exists.
+A candidate passes when, on every *deciding* held-out figure, it is not worse than the current
+policy by more than ``margin``: the simulator figure when there is one, else the real-data
+estimate. With no held-out figure (no simulator profile and too few held-out rows) it is refused.
 """
 
 from __future__ import annotations
@@ -22,15 +27,18 @@ from typing import Any
 
 import numpy as np
 
+from slicetwin.core import protocol
 from slicetwin.core.actions import ActionCodec
 from slicetwin.core.transitions import Transitions
 from slicetwin.runtime.onnx_policy import OnnxPolicy
 from slicetwin.sim.config import SimConfig
 from slicetwin.sim.simulator import RanSimulator
 from slicetwin.twin.history import histories
+from trainer.worker.heldout import heldout_real_utility
 from trainer.worker.learn import LIVE_T
 
 PolicyFn = Callable[[np.ndarray], np.ndarray]
+TWIN, SIM, REAL = "twin_utility", "sim_utility", "real_heldout_utility"
 
 
 @dataclass
@@ -42,6 +50,9 @@ class GateResult:
     current_version: str | None = None
     reason: str = ""
     sim_profile: str | None = None  # the simulator profile of the sim figures (None: no sim gate)
+    sim_seeds: list[int] = field(default_factory=list)  # tuning-range seeds of the sim figures
+    decided_on: list[str] = field(default_factory=list)  # the held-out figures that decided
+    real_heldout: dict = field(default_factory=dict)  # rows, extrapolated share per policy
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,48 +77,70 @@ def twin_utility(policy: PolicyFn, twin: Any, data: Transitions, rows: np.ndarra
     return float(np.mean(total))
 
 
-def sim_utility(policy: PolicyFn, cells: int, windows: int, seed: int, utility=None,
+def gate_seeds(cycle: int, n: int) -> list[int]:
+    """``n`` simulator seeds of the protocol's tuning range for trainer cycle ``cycle`` (a fresh
+    slice of the range each cycle, so no seed is selected on over and over)."""
+    lo, hi = protocol.RANGES["tune"]
+    span = hi - lo
+    return protocol.check_seeds("tune", [lo + (cycle * n + i) % span for i in range(n)])
+
+
+def sim_utility(policy: PolicyFn, cells: int, windows: int, seed: int | list[int], utility=None,
                 profile: str = "paper") -> float:
-    """Mean utility of ``policy`` in closed loop with the simulator (same seed and profile = same
-    traffic); ``utility``: the weights (a ``UtilityConfig``; default: the profile's)."""
+    """Mean utility of ``policy`` in closed loop with the simulator (same seeds and profile =
+    same traffic); ``utility``: the weights (a ``UtilityConfig``; default: the profile's)."""
 
     cfg = (SimConfig.from_profile(profile) if utility is None
            else SimConfig.from_profile(profile, utility=utility))
-    sim = RanSimulator(cfg, n_cells=cells, seed=seed)
-    s = sim.reset()
     u = []
-    for _ in range(windows):
-        s, kpis = sim.step_actions(policy(s))
-        u.append(float(kpis.utility.mean()))
+    for sd in np.atleast_1d(seed):
+        sim = RanSimulator(cfg, n_cells=cells, seed=int(sd))
+        s = sim.reset()
+        for _ in range(windows):
+            s, kpis = sim.step_actions(policy(s))
+            u.append(float(kpis.utility.mean()))
     return float(np.mean(u))
 
 
 def gate(candidate: PolicyFn, current: PolicyFn, *, twin: Any, data: Transitions,
          held_rows: np.ndarray, margin: float, horizon: int = 5, rollouts: int = 256,
-         seed: int = 0, sim: dict | None = None, current_version: str | None = None) -> GateResult:
-    """Compare ``candidate`` with ``current``; ``sim``: {"cells", "windows"[, "utility",
-    "profile"]} to add the sim gate."""
+         seed: int = 0, sim: dict | None = None, current_version: str | None = None,
+         codec: ActionCodec | None = None, utility=None) -> GateResult:
+    """Compare ``candidate`` with ``current`` (module docstring). ``sim``: {"cells", "windows",
+    "seeds"[, "utility", "profile"]} for the simulator figure (tuning-range seeds only);
+    ``codec``/``utility``: of the real-data estimate (default: 20 MHz / 100 units, defaults)."""
     rng = np.random.default_rng(seed)
     rows = held_rows if len(held_rows) <= rollouts else np.sort(
         rng.choice(held_rows, rollouts, replace=False))
     res = GateResult(passed=True, margin=margin, current_version=current_version)
-    if len(rows):
-        res.candidate["twin_utility"] = twin_utility(candidate, twin, data, rows, horizon, seed)
-        res.current["twin_utility"] = twin_utility(current, twin, data, rows, horizon, seed)
+    if len(rows) and twin is not None:
+        res.candidate[TWIN] = twin_utility(candidate, twin, data, rows, horizon, seed)
+        res.current[TWIN] = twin_utility(current, twin, data, rows, horizon, seed)
+    real = heldout_real_utility({"candidate": candidate, "current": current}, data,
+                                np.asarray(held_rows, np.int64), codec or ActionCodec(), utility)
+    if real is not None:
+        res.candidate[REAL] = real["candidate"].pop("utility")
+        res.current[REAL] = real["current"].pop("utility")
+        res.real_heldout = real
     if sim:
+        seeds = protocol.check_seeds("tune", sim["seeds"])  # held out: never train or report
         u, p = sim.get("utility"), sim.get("profile", "paper")
-        res.sim_profile = p
-        res.candidate["sim_utility"] = sim_utility(candidate, sim["cells"], sim["windows"], seed,
-                                                   u, p)
-        res.current["sim_utility"] = sim_utility(current, sim["cells"], sim["windows"], seed, u,
-                                                 p)
-    if not res.candidate:
-        return GateResult(False, margin, reason="no held-out data to judge the candidate on",
-                          current_version=current_version)
-    worse = [k for k in res.candidate if res.candidate[k] < res.current[k] - margin]
+        res.sim_profile, res.sim_seeds = p, seeds
+        res.candidate[SIM] = sim_utility(candidate, sim["cells"], sim["windows"], seeds, u, p)
+        res.current[SIM] = sim_utility(current, sim["cells"], sim["windows"], seeds, u, p)
+    res.decided_on = [SIM] if SIM in res.candidate else [REAL] if REAL in res.candidate else []
+    if not res.decided_on:
+        res.passed = False
+        res.reason = ("no held-out evaluation (no simulator profile and fewer held-out rows "
+                      "than the real-data estimate needs): the twin alone never promotes")
+        return res
+    worse = [k for k in res.decided_on if res.candidate[k] < res.current[k] - margin]
     res.passed = not worse
-    res.reason = ("not worse than current within margin" if res.passed else
-                  "worse than current on " + ", ".join(
+    res.reason = ("not worse than current within margin on " + ", ".join(res.decided_on)
+                  if res.passed else "worse than current on " + ", ".join(
                       f"{k} ({res.candidate[k]:.4f} < {res.current[k]:.4f} - {margin})"
                       for k in worse))
+    if TWIN in res.candidate and res.candidate[TWIN] > res.current[TWIN] + margin and not (
+            res.passed):
+        res.reason += " (the twin, reported only, scored it higher)"
     return res

@@ -64,6 +64,7 @@ def new_agent(s: WorkerSettings, seed: int) -> DQNAgent:
     codec = {"n_units": s.n_units} if s.agent == "factored-ddqn" else {}  # its tables index units
     return make_agent(s.agent, 3, n_actions_of(s), seed=seed, hidden=tuple(s.agent_hidden),
                       gamma=s.gamma, batch_size=s.batch_size, learning_starts=s.batch_size,
+                      state_norm=s.state_norm,
                       target_update_every=100, **codec)
 
 

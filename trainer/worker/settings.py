@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from slicetwin.core.cold_start_settings import ColdStartSettings
@@ -56,11 +56,16 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection
     train_window: int = Field(20_000, gt=0, description="newest rows used by a cycle")
     holdout_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="stable split by id hash")
     seed: int = 0
-    agent: str = Field("ddqn", description="dqn | ddqn | dueling-ddqn | factored-ddqn (agent 1 and "
-                       "agent 2)")
+    agent: str = Field("factored-ddqn", description="dqn | ddqn | dueling-ddqn | factored-ddqn "
+                       "(agent 1 and agent 2); factored-ddqn, the one learner that beat the "
+                       "static split on report traffic (docs/training.md, 'Factored Q')")
     agent_hidden: tuple[int, ...] = Field((128, 128), description="Q-network hidden layers; "
                                           "smaller than the paper's for short CPU cycles")
     gamma: float = Field(0.5, ge=0.0, lt=1.0, description="the task is near a contextual bandit")
+    state_norm: Literal["fixed", "data"] = Field(
+        "fixed", description="agents' input: the controller's state as it is (fixed per-slice "
+        "scales) or standardised with the statistics of the first live data (traffic unlike "
+        "the simulator's; folded into the served ONNX graph)")
     utility_alpha: float = Field(_UTILITY.alpha, description="SE weight of the utility the "
                                  "twin computes and the student is trained for (recorded in "
                                  "its ONNX metadata; must match the controller's)")
@@ -94,12 +99,16 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection
                                "current - margin (same held-out starts, same seeds)")
     gate_rollouts: int = Field(256, gt=0, description="held-out start states of the twin gate")
     gate_horizon: int = Field(5, gt=0, description="twin steps per gate rollout")
-    sim_gate: bool = Field(False, description="also gate on the simulator (trainer beside one)")
+    sim_gate: bool | None = Field(None, description="judge candidates on held-out simulator "
+                                  "seeds (tuning range); default: when sim_profile is set")
     sim_gate_cells: int = Field(8, gt=0)
     sim_gate_windows: int = Field(40, gt=0)
-    sim_profile: str = Field("paper", description="simulator profile of the sim gate's traffic "
-                             "(SimConfig.from_profile: paper, diurnal, flash-crowd, hetero, "
-                             "mix=A/B/C or a schedule); the demo sets its --profile here")
+    sim_gate_seeds: int = Field(2, gt=0, le=100, description="tuning-range seeds per cycle")
+    sim_profile: str | None = Field(None, description="simulator profile of the cells' traffic, "
+                                    "when it is one (SimConfig.from_profile: paper, diurnal, "
+                                    "flash-crowd, hetero, mix=A/B/C or a schedule): the sim "
+                                    "gate's traffic; the demo sets its --profile here. Unset "
+                                    "(real gNBs): the gate judges on held-out real transitions")
     init_seed: int = Field(0, description="seed of the controller's fresh student: the "
                            "'current' policy the gate compares with while the registry has none")
     # --- robustness -----------------------------------------------------------------------
@@ -143,11 +152,25 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection
                                                    *parse_public_keys(self.promotion_public_key)]),
                 "previous_hmac_keys": tuple(p for p in prev.split(",") if p)}
 
-    @field_validator("sim_profile")
+    @model_validator(mode="after")
+    def _state_norm_fits_agent(self):
+        if self.state_norm == "data" and self.agent == "gan-ddqn":
+            raise ValueError("state_norm=data is not available for agent gan-ddqn; use "
+                             "ddqn, dqn, dueling-ddqn or factored-ddqn")
+        return self
+
+    @field_validator("sim_profile", mode="before")
     @classmethod
     def _sim_profile(cls, v):
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
         SimConfig.from_profile(v)  # ValueError naming the choices
         return v
+
+    @property
+    def sim_gate_on(self) -> bool:
+        """The simulator gate runs: asked for, or (by default) whenever a profile is known."""
+        return self.sim_profile is not None if self.sim_gate is None else self.sim_gate
 
     @property
     def stream_key(self) -> str:

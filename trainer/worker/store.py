@@ -29,10 +29,13 @@ from slicetwin.core.transitions import Transitions
 INDEX = "index.jsonl"
 
 
-def stream_id_key(sid: str) -> tuple[int, int]:
-    """'1700000000000-3' -> (1700000000000, 3), the order Redis gives stream ids."""
-    ms, _, seq = sid.partition("-")
-    return int(ms), int(seq or 0)
+def stream_id_key(sid: str) -> tuple[int, int, int]:
+    """'1700000000000-3' -> (1700000000000, 3, 0), the order Redis gives stream ids; a sharded
+    stream's '1700000000000-3@2' -> (1700000000000, 3, 2). Ids of different shards come from
+    different servers, so their order across shards is only roughly that of time."""
+    base, _, shard = sid.partition("@")
+    ms, _, seq = base.partition("-")
+    return int(ms), int(seq or 0), int(shard or 0)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -59,6 +62,7 @@ class DatasetStore:
         self._cache: list[Transitions] = []
         self._cache_ids: list[np.ndarray] = []
         self._ids_cache: dict[str, set[str]] = {}
+        self._max: tuple[int, int, int] | None = None  # highest id key persisted
         self._open()
 
     # ------------------------------------------------------------------ open / recover
@@ -106,20 +110,25 @@ class DatasetStore:
 
     def is_persisted(self, sid: str) -> bool:
         """Exact: is stream id ``sid`` in the dataset? Ids after the newest persisted one are
-        not (the common case, no I/O); older ones are looked up in the chunk whose id range
-        covers them (entries re-read after a crash are recent, so that chunk is a late one)."""
-        last = self.last_id
-        if last is None:
+        not (the common case, no I/O); older ones are looked up in the chunks whose id range
+        (lowest, highest) covers them, newest first (entries re-read after a crash are recent).
+        With a sharded stream the ranges of chunks overlap, so every covering chunk is asked."""
+        if not self._chunks:
             return False
         key = stream_id_key(sid)
-        if key > stream_id_key(last):
+        if key > self._max_key:
             return False
         for c in reversed(self._chunks):
-            if stream_id_key(c["first_id"]) <= key <= stream_id_key(c["last_id"]):
-                return sid in self._chunk_ids(c["chunk"])
-            if stream_id_key(c["last_id"]) < key:
-                return False  # between two chunks: never persisted
+            if stream_id_key(c["first_id"]) <= key <= stream_id_key(c["last_id"]) \
+                    and sid in self._chunk_ids(c["chunk"]):
+                return True
         return False
+
+    @property
+    def _max_key(self) -> tuple[int, int, int]:
+        if self._max is None:
+            self._max = max(stream_id_key(c["last_id"]) for c in self._chunks)
+        return self._max
 
     def _chunk_ids(self, name: str) -> set[str]:
         ids = self._ids_cache.get(name)
@@ -148,12 +157,16 @@ class DatasetStore:
                 os.fsync(fh.fileno())
             tmp.replace(path)
             _fsync_dir(self.root)
-            rec = {"chunk": name, "n": len(data), "first_id": ids[0], "last_id": ids[-1]}
+            keys = [stream_id_key(i) for i in ids]  # a chunk's range: its lowest, highest id
+            lo = ids[min(range(len(ids)), key=keys.__getitem__)]
+            hi = ids[max(range(len(ids)), key=keys.__getitem__)]
+            rec = {"chunk": name, "n": len(data), "first_id": lo, "last_id": hi}
             with open(self.root / INDEX, "ab") as fh:
                 fh.write(json.dumps(rec).encode() + b"\n")
                 fh.flush()
                 os.fsync(fh.fileno())
             self._chunks.append(rec)
+            self._max = None
             self._ids_cache[name] = set(ids)
             if len(self._ids_cache) > 8:  # only recent chunks are ever looked up
                 self._ids_cache.pop(next(iter(self._ids_cache)))

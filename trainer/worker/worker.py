@@ -9,9 +9,10 @@ XACK), and every ``min_new_transitions`` new rows run one cycle:
    the trainer's twin, else in-process;
 3. θ1 ← ζθ1 + (1 − ζ)θ2; agent 1 fine-tunes off-policy on the live transitions;
 4. distil agent 1 into the student, export ONNX;
-5. gate: candidate vs the policy in service (same held-out starts / seeds; simulator too with
-   ``sim_gate``); publish the candidate with the gate's figures in its metrics, and promote it
-   only if it passed;
+5. gate: candidate vs the policy in service on held-out evaluation (simulator tuning seeds
+   when the traffic is a known profile, else an estimate on the held-out live transitions; the
+   twin's figure is reported, never decisive); publish the candidate with the gate's figures in
+   its metrics, and promote it only if it passed;
 6. checkpoint.
 
 Redis or twin-service outages are logged and retried with exponential backoff; nothing crashes
@@ -37,9 +38,9 @@ from slicetwin.platform.redis_errors import is_store_failure
 from slicetwin.registry.store import RedisRegistry, new_version
 from slicetwin.runtime.onnx_policy import fresh_policy_onnx
 from slicetwin.twin import Twin
-from trainer.twin_client import HttpTwin
+from trainer.twin_client import HttpTwin, TwinServiceError
 from trainer.worker import checkpoint, learn
-from trainer.worker.gate import gate, onnx_policy_fn
+from trainer.worker.gate import gate, gate_seeds, onnx_policy_fn
 from trainer.worker.learn import new_agent
 from trainer.worker.settings import WorkerSettings
 from trainer.worker.source import RedisStreamSource
@@ -116,7 +117,7 @@ class TrainerWorker:
         if source is None and self.s.redis_url:
 
             source = RedisStreamSource(self.s.redis_url, self.s.stream_key, self.s.consumer_group,
-                                       self.s.consumer_name)
+                                       self.s.consumer_name, shards=self.s.transition_shards)
         self.source = source
         self.cycle = 0
         self.rows_at_last_cycle = 0
@@ -288,9 +289,16 @@ class TrainerWorker:
             return None
         try:
             key = self.s.twin_api_key.get_secret_value() if self.s.twin_api_key else None
-            ht = HttpTwin(self.s.twin_url, seed=self.s.seed + self.cycle, timeout=30.0,
-                          api_key=key)
             deadline = time.monotonic() + 10.0  # the service reloads on the twin event
+            while True:  # before its first twin the service answers 503: wait for it as well
+                try:
+                    ht = HttpTwin(self.s.twin_url, seed=self.s.seed + self.cycle, timeout=30.0,
+                                  api_key=key)
+                    break
+                except TwinServiceError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.1)
             while ht.version != self.best_twin_version and time.monotonic() < deadline:
                 time.sleep(0.1)
                 ht.refresh()
@@ -443,27 +451,30 @@ class TrainerWorker:
         the twin); publish it, with a promotion record only when it passed."""
         s, t0 = self.s, time.perf_counter()
         current, cur_version, promoted = self._current_policy()
+        sim = ({"cells": s.sim_gate_cells, "windows": s.sim_gate_windows,
+                "seeds": gate_seeds(res.cycle, s.sim_gate_seeds), "utility": s.utility,
+                "profile": s.sim_profile or "paper"} if s.sim_gate_on else None)
         g = gate(onnx_policy_fn(blob, s.n_units, s.total_bandwidth_hz),
                  current,
                  twin=self.best_twin, data=cyc.data, held_rows=cyc.held_rows,
                  margin=s.gate_margin, horizon=s.gate_horizon, rollouts=s.gate_rollouts,
-                 seed=cyc.seed,
-                 sim={"cells": s.sim_gate_cells, "windows": s.sim_gate_windows,
-                      "utility": s.utility, "profile": s.sim_profile} if s.sim_gate else None,
-                 current_version=cur_version)
+                 seed=cyc.seed, sim=sim, current_version=cur_version,
+                 codec=ActionCodec(total_bandwidth_hz=s.total_bandwidth_hz, n_units=s.n_units),
+                 utility=s.utility)
         res.gate = g.to_dict()
         res.seconds["gate"] = round(time.perf_counter() - t0, 3)
         metrics = {"gate": res.gate, "twin_version": self.best_twin_version,
                    "twin_error": res.twin_error, "agreement": res.training["distill"]["agreement"],
                    "cycle": res.cycle, "dataset": res.dataset,
-                   "eval_utility": g.candidate.get("sim_utility", g.candidate.get("twin_utility"))}
+                   "eval_utility": next((g.candidate[k] for k in g.decided_on), None)}
         parent = cur_version if promoted else None
         # a refused candidate is stored without a promotion record: no service will serve it
         self.registry.publish("policy", blob, version=version, metrics=metrics, parent=parent,
                               promote=g.passed, gate={
                                   "passed": g.passed, "reason": g.reason, "margin": g.margin,
                                   "candidate": g.candidate, "current": g.current,
-                                  "current_version": g.current_version})
+                                  "current_version": g.current_version,
+                                  "decided_on": g.decided_on, "sim_seeds": g.sim_seeds})
         res.policy_version, res.promoted = version, g.passed
         log.info("cycle %d: policy %s %s (%s)", res.cycle, version,
                  "promoted" if g.passed else "refused", g.reason)

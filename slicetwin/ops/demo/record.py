@@ -34,6 +34,7 @@ class WindowRow:
     failed: int = 0
     fallback: int = 0  # answers of this window flagged fallback
     explored: int = 0  # answers of this window flagged explored
+    baselines: dict = field(default_factory=dict)  # shadow baseline -> its utility, all cells
     latency_ms_p50: float = float("nan")
     latency_ms_max: float = float("nan")
 
@@ -82,12 +83,20 @@ class Recorder:
         self.explored_decisions = 0
         self.answer_versions: Counter[str] = Counter()
         self.serving: str | None = None  # the latest version seen in answers (not fallback)
+        # shadow best fixed split in hindsight, its per-window utility and the served utility of
+        # the same cells (for the plot)
+        self.best_fixed: tuple[list[int], np.ndarray, np.ndarray] | None = None
+        self.shadow_summary: dict | None = None  # summary.json's shadow_baselines (plot caption)
 
     # ------------------------------------------------------------------ feeding
     def note_answer_version(self, version: str, k: int, t: float) -> SwapEvent | None:
         """Track the version answers come from; returns a SwapEvent when it changes."""
         self.answer_versions[version] += 1
-        if version == "fallback" or version == self.serving:
+        if version == self.serving:
+            return None
+        if version == "fallback":  # the heuristic at a cold start, or an inference-error answer
+            if self.serving is None:
+                self.serving = version  # a cold start: its first promotion is a hot-swap too
             return None
         ev = None
         if self.serving is not None:
@@ -197,18 +206,27 @@ class Recorder:
         (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
         return written + [str(out / "summary.json")]
 
+    def baseline_names(self) -> list[str]:
+        return list(self.rows[0].baselines) if self.rows else []
+
     def _csv(self, path: Path) -> str:
+        names = self.baseline_names()
+        best = self.best_fixed[1] if self.best_fixed is not None else None
         with open(path, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["window", "t_s", "utility", "utility_policy",
                         *[f"ssr_{n}" for n in SLICE_NAMES], *[f"share_{n}" for n in SLICE_NAMES],
                         "version", "requests", "failed", "fallback", "explored",
-                        "latency_ms_p50", "latency_ms_max"])
-            for r in self.rows:
+                        "latency_ms_p50", "latency_ms_max",
+                        *[f"shadow_{n}" for n in names],
+                        *(["shadow_best_fixed"] if best is not None else [])])
+            for i, r in enumerate(self.rows):
                 d = asdict(r)
                 w.writerow([r.k, f"{r.t:.3f}", r.utility, r.utility_policy, *r.ssr, *r.share,
                             r.version, d["requests"], d["failed"], d["fallback"], d["explored"],
-                            r.latency_ms_p50, r.latency_ms_max])
+                            r.latency_ms_p50, r.latency_ms_max,
+                            *[r.baselines.get(n, "") for n in names],
+                            *([best[i] if i < len(best) else ""] if best is not None else [])])
         return str(path)
 
 
@@ -218,6 +236,55 @@ def _rolling(x: np.ndarray, n: int) -> np.ndarray:
     for i in range(len(x)):
         out[i] = _nanmean(x[max(0, i - n + 1):i + 1])
     return out
+
+
+BASELINE_STYLE = {"equal": ("tab:gray", ":"), "proportional": ("tab:olive", "--"),
+                  "tuned_proportional": ("tab:cyan", "--"), "best_fixed": ("tab:purple", "-.")}
+
+
+def _plot_baselines(ax, rec: Recorder, k: np.ndarray, util_all: np.ndarray, smooth: int) -> None:
+    """The shadow baselines' utility on the same traffic (all cells, rolling means) and the
+    served loop's margin over each, overall, in the legend."""
+    served = float(np.nanmean(util_all))
+    n = max(smooth, 50)
+
+    def label(name: str, u: np.ndarray, extra: str = "", ref: float = served) -> str:
+        base = float(np.nanmean(u))
+        return f"{name}{extra} (served {100 * (ref / base - 1):+.1f} %)"
+
+    for name in rec.baseline_names():
+        u = np.array([r.baselines.get(name, np.nan) for r in rec.rows], dtype=float)
+        colour, ls = BASELINE_STYLE.get(name, ("tab:brown", "--"))
+        ax.plot(k, _rolling(u, n), color=colour, ls=ls, lw=1.2,
+                label=label(name, u) + f", {n}-window mean")
+    if rec.best_fixed is not None:
+        units, u, same = rec.best_fixed
+        m = min(len(k), len(u))  # an interrupt can land between the shadows' step and the row
+        u, same = u[:m], same[:m]
+        colour, ls = BASELINE_STYLE["best_fixed"]
+        ax.plot(k[:m], _rolling(u, n), color=colour, ls=ls, lw=1.4,
+                label=label("best fixed in hindsight", u, f" {units}, its cells",
+                            float(np.mean(same))))
+    if rec.baseline_names():
+        ax.plot(k, _rolling(util_all, n), color="tab:red", lw=1.2,
+                label=f"served, all cells ({n}-window mean)")
+    caption = _margin_caption(rec.shadow_summary)
+    if caption:
+        ax.text(0.01, 0.02, caption, transform=ax.transAxes, fontsize=7, va="bottom",
+                family="monospace", bbox={"facecolor": "white", "alpha": 0.7, "lw": 0})
+
+
+def _margin_caption(sb: dict | None) -> str:
+    """Margin of the policy's decisions over each baseline, whole run and last 5 minutes."""
+    lines = []
+    for key, title in (("overall", "whole run"), ("last_5min", "last 5 min")):
+        fig = ((sb or {}).get(key) or {}).get("policy_cells") or {}
+        if fig.get("baselines"):
+            parts = ", ".join(f"{name} {100 * b['margin']:+.1f} %"
+                              for name, b in fig["baselines"].items() if b.get("margin") is not None)
+            lines.append(f"policy decisions vs baselines, {title} "
+                         f"({sb[key]['windows']} windows): {parts}")
+    return "\n".join(lines)
 
 
 def plot(rec: Recorder, out: Path, smooth: int = 10) -> list[str]:
@@ -249,9 +316,10 @@ def plot(rec: Recorder, out: Path, smooth: int = 10) -> list[str]:
     a1.plot(k, util_all, color="0.8", lw=0.8, label="utility, all cells")
     a1.plot(k, _rolling(util, smooth), color="black", lw=1.8,
             label=f"utility of policy decisions ({smooth}-window mean)")
+    _plot_baselines(a1, rec, k, util_all, smooth)
     swap_lines(a1, True)
     a1.set_ylabel("utility")
-    a1.legend(loc="lower right", fontsize=8)
+    a1.legend(loc="best", fontsize=7, ncol=2, framealpha=0.6)
     a1.set_title(f"SliceTwin demo: {rec.cells} cells, {len(rows)} windows, "
                  f"{len(rec.swaps)} hot-swap(s)")
     for j, name in enumerate(SLICE_NAMES):

@@ -37,13 +37,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import redis
 from rich.console import Console
 from rich.table import Table
 
 from slicetwin.ops.demo.record import Recorder, SwapEvent, WindowRow
+from slicetwin.ops.demo.shadow import DemoShadow, tune_heuristic
 from slicetwin.ops.demo.trainer import TrainerProcess, TrainerThread
-from slicetwin.ops.demo.view import LiveView, PlainView, twin_line
+from slicetwin.ops.demo.view import LiveView, PlainView, shadow_line, twin_line
 from slicetwin.ops.gnb import units_from_answer
 from slicetwin.ops.procs import (
     ControllerProcess,
@@ -55,6 +55,7 @@ from slicetwin.ops.procs import (
     env_redis_url,
     free_port,
 )
+from slicetwin.platform.redis_client import connect
 from slicetwin.platform.security import DEV_HMAC_KEY
 from slicetwin.registry.store import MemoryRegistry, RedisRegistry
 from slicetwin.sim.config import SimConfig
@@ -99,10 +100,16 @@ class DemoConfig:
     stop_after_swaps: int = 0  # >0: stop once this many hot-swaps were served ...
     after_swap_windows: int = 50  # ... and the last one served this many windows
     explore_epsilon: float = 0.2  # controller ε-exploration (the trainer needs varied actions)
+    cold_start: str = "proportional"  # served until a trained policy passes the gate: the safe
+    #   heuristic of a fresh install (proportional | static) or init (a random student)
     batch: bool = False  # one /v1/reports:batch request per window instead of one per cell
     trainer: bool = True  # False: serve only (no learning, no swaps)
     twin_service: bool = False  # Redis mode: also run `slicetwin twin`; agent 2 trains through it
     trainer_overrides: dict = field(default_factory=dict)  # WorkerSettings fields
+    shadow: bool = True  # shadow baselines (equal, proportional, tuned, best fixed) beside it
+    shadow_tuned: bool = True  # also the tuned heuristic (a ~6 s grid search at start)
+    shadow_cells: int | None = 2  # cells whose best fixed split is tracked (None: all); each
+    #   costs n_units - 2 simulated copies per window (docs/demo.md, "Shadow baselines")
     progress_every_s: float = 5.0  # plain mode: seconds between progress lines
 
 
@@ -165,13 +172,13 @@ def _setup_logging(path: Path) -> logging.Handler:
 
 def _trainer_settings(cfg: DemoConfig, tr: _Transport, data_dir: str,
                       twin_url: str | None = None, twin_api_key: str | None = None):
+    codec = SimConfig.from_profile(cfg.profile).codec
     kw = {**_demo_trainer(cfg), "data_dir": data_dir, "seed": cfg.seed,
           "init_seed": cfg.seed, "redis_url": tr.url, "registry_prefix": tr.prefix,
           "consumer_name": "demo-trainer", "twin_url": twin_url, "env": "dev",
-          "twin_api_key": twin_api_key,
-          # the demo starts from a random student on purpose (learning from scratch is what it
-          # shows); a deployment's cold start is the safe heuristic (docs/demo.md)
-          "cold_start": "init"}
+          "twin_api_key": twin_api_key, "cold_start": cfg.cold_start,
+          # the trainer's codec is the simulated gNB's carrier and units
+          "n_units": codec.n_units, "total_bandwidth_hz": codec.total_bandwidth_hz}
     return WorkerSettings(**kw)
 
 
@@ -200,7 +207,7 @@ def demo_simulator(cfg: DemoConfig):
 
 
 def _ping(url: str) -> None:
-    r = redis.Redis.from_url(url, socket_timeout=3.0, socket_connect_timeout=3.0)
+    r = connect(url, socket_timeout=3.0, socket_connect_timeout=3.0)
     try:
         r.ping()
     except Exception as e:  # noqa: BLE001 - any failure: say which URL and why
@@ -248,6 +255,9 @@ def _validate(cfg: DemoConfig) -> None:
     if cfg.cells < 1:
         raise ValueError("cells must be >= 1")
     SimConfig.from_profile(cfg.profile)  # a bad profile: ValueError naming the choices
+    if cfg.cold_start not in ("proportional", "init"):
+        raise ValueError("cold_start must be 'proportional' (the safe heuristic) or 'init' "
+                         "(a random student)")
     _check_overrides(cfg.trainer_overrides)
     if cfg.twin_service and (cfg.mode == "embedded" or not cfg.trainer):
         raise ValueError("--twin-service needs Redis mode and the trainer (the service loads "
@@ -286,6 +296,8 @@ class _DemoRun:
         self.error: str | None = None
         self.initial_policy = None
         self.t_loop: float | None = None
+        self.shadow: DemoShadow | None = None
+        self._tuning: _Tuning | None = None
         self.tmp = tempfile.TemporaryDirectory(prefix="slicetwin-demo-trainer-")
         self._on_stop("trainer data", self.tmp.cleanup)
 
@@ -296,6 +308,8 @@ class _DemoRun:
     # ------------------------------------------------------------------ the run
     def execute(self) -> None:
         try:
+            if self.cfg.shadow and self.cfg.shadow_tuned:  # its grid search overlaps start-up
+                self._tuning = _Tuning(SimConfig.from_profile(self.cfg.profile))
             self._start_transport()
             self._start_registry()
             self._start_controller()
@@ -376,9 +390,11 @@ class _DemoRun:
     def _start_controller(self) -> None:
         cfg, tr = self.cfg, self.tr
         port = free_port()
+        codec = SimConfig.from_profile(cfg.profile).codec
         env = controller_env(dict(os.environ), port=port, redis_url=tr.url, prefix=tr.prefix,
                              epsilon=cfg.explore_epsilon, explore_budget=10**9, seed=cfg.seed,
-                             api_key=self.api_key)
+                             api_key=self.api_key, cold_start=cfg.cold_start,
+                             n_units=codec.n_units, total_bandwidth_hz=codec.total_bandwidth_hz)
         if tr.mode == "redis":
             self.controller = ControllerProcess(env, port, self.out / "controller.log",
                                                 inherit_env=False, ready_path="/readyz",
@@ -430,6 +446,7 @@ class _DemoRun:
         sim = demo_simulator(cfg)
         sim.reset()
         codec, simcfg = sim.codec, sim.config
+        shadow = self.shadow = self._start_shadow(sim)
         ids = [f"demo-{i}" for i in range(cfg.cells)]
         units = np.tile(codec.from_weights(np.ones(codec.n_slices)), (cfg.cells, 1))
         in_force = [("equal-split", False, True)] * cfg.cells  # (version, explored, fallback)
@@ -451,14 +468,14 @@ class _DemoRun:
 
         def snapshot():
             return _snapshot(cfg, self.tr, self.controller.url, t_loop, k, rec, self.trainer,
-                             self.events, limit, self.twin_svc)
+                             self.events, limit, self.twin_svc, shadow)
 
         with view:
             try:
                 while not self._done(k, time.monotonic() - t_loop):
                     _window(k, rec, sim, units, in_force, ids, w0, client, cfg, codec, simcfg,
                             t_loop, self.events, self.promoted_at, self.trainer,
-                            units_from_answer)
+                            units_from_answer, shadow)
                     k += 1
                     view.update(snapshot())
                     if period:
@@ -468,6 +485,19 @@ class _DemoRun:
             except KeyboardInterrupt:
                 self.stopped_by = "interrupt"
             view.update(snapshot(), force=True)
+
+    def _start_shadow(self, sim: RanSimulator) -> DemoShadow | None:
+        """Shadow copies of the fresh cells (before their first window) under every baseline."""
+        if not self.cfg.shadow:
+            return None
+        tuned, info = self._tuning.result() if self._tuning is not None else (None, None)
+        shadow = DemoShadow(sim, tuned, info, self.cfg.shadow_cells)
+        tuned_s = (f"; tuned heuristic {info['weights']} + {info['offsets']} grid-searched on "
+                   f"training seed 0 in {self._tuning.seconds:.1f} s" if info else "")
+        self.say(f"shadow baselines: {', '.join(shadow.names)} on all {sim.n_cells} cells and "
+                 f"best fixed in hindsight on {shadow.n_bank} ({len(shadow.base.values)} "
+                 f"per-slice unit counts each) replay the cells' own traffic{tuned_s}")
+        return shadow
 
     def _done(self, k: int, elapsed: float) -> bool:
         cfg, swaps = self.cfg, self.rec.swaps
@@ -487,6 +517,9 @@ class _DemoRun:
             ev.promoted_t = self.promoted_at.get(ev.new)
             if trainer is not None and ev.new in trainer.by_version:
                 ev.cycle = trainer.by_version[ev.new]
+        if self.shadow is not None:
+            rec.best_fixed = self.shadow.best_fixed_per_window()
+            rec.shadow_summary = self.shadow.summary()
         return rec.summary({
             "started_at": self.started_at, "stopped_by": self.stopped_by, "error": self.error,
             "mode": tr.mode, "redis": tr.redis, "redis_url": tr.url,
@@ -507,7 +540,34 @@ class _DemoRun:
             "twin_service": ({"url": twin_svc.url, "model_at_end": self.twin_model_at_end}
                              if twin_svc is not None else None),
             "stopped": self.stopped,
+            "shadow_baselines": rec.shadow_summary,
         })
+
+
+class _Tuning:
+    """The tuned heuristic's grid search in a thread (it runs while the parts start)."""
+
+    def __init__(self, config: SimConfig):
+        self.seconds = 0.0
+        self._out: tuple | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(config,), daemon=True,
+                                        name="demo-tune-heuristic")
+        self._thread.start()
+
+    def _run(self, config: SimConfig) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._out = tune_heuristic(config)
+        except BaseException as e:  # noqa: BLE001 - re-raised by result()
+            self._error = e
+        self.seconds = time.perf_counter() - t0
+
+    def result(self) -> tuple:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._out
 
 
 def _stop_trainer(trainer) -> str:
@@ -521,13 +581,20 @@ def _stop_trainer(trainer) -> str:
 
 
 def _window(k, rec: Recorder, sim, units, in_force, ids, w0, client, cfg, codec, simcfg, t_loop,
-            events: _Events, promoted_at, trainer, units_from_answer) -> None:
-    """One window: step the cells under the allocations in force, report, apply the answers."""
+            events: _Events, promoted_at, trainer, units_from_answer,
+            shadow: DemoShadow | None = None) -> None:
+    """One window: step the cells under the allocations in force (and their shadows under the
+    baselines), report, apply the answers."""
 
     applied = units.copy()
     _, kpis = sim.step(applied)
     util = np.asarray(kpis.utility, dtype=np.float64)
-    policy_cells = np.array([not ex and not fb for _, ex, fb in in_force])
+    # decisions of what is served: the policy, or the heuristic while a cold start serves it
+    # (not the initial equal split, not exploration)
+    heuristic_serves = cfg.cold_start != "init"
+    policy_cells = np.array([not ex and (not fb or (heuristic_serves and v == "fallback"))
+                             for v, ex, fb in in_force])
+    baselines = shadow.record(util, policy_cells) if shadow is not None else {}
     version = Counter(v for v, _, _ in in_force).most_common(1)[0][0]
     reports = kpis.to_reports(ids, w0 + k, applied, simcfg)
     bodies = [r.model_dump_json(exclude_none=True) for r in reports]
@@ -595,7 +662,7 @@ def _window(k, rec: Recorder, sim, units, in_force, ids, w0, client, cfg, codec,
         utility_policy=float(util[policy_cells].mean()) if policy_cells.any() else float("nan"),
         ssr=np.asarray(kpis.ssr, dtype=np.float64).mean(0).tolist(),
         share=share.mean(0).tolist(), version=version, requests=len(lat), failed=failed,
-        fallback=n_fb, explored=n_ex,
+        fallback=n_fb, explored=n_ex, baselines=baselines,
         latency_ms_p50=float(np.median(lat)) if lat else float("nan"),
         latency_ms_max=float(max(lat)) if lat else float("nan")))
 
@@ -610,7 +677,7 @@ def _announce_swap(ev: SwapEvent, events: _Events, promoted_at, trainer, rec: Re
 
 
 def _snapshot(cfg, tr, url, t_loop, k, rec: Recorder, trainer, events: _Events, limit,
-              twin_svc=None) -> dict:
+              twin_svc=None, shadow: DemoShadow | None = None) -> dict:
     items, total = events.snapshot()
     return {"mode": tr.mode if tr.mode == "embedded" else f"redis ({tr.redis})",
             "controller": url, "elapsed": time.monotonic() - events.t0, "window": k,
@@ -623,7 +690,8 @@ def _snapshot(cfg, tr, url, t_loop, k, rec: Recorder, trainer, events: _Events, 
             "twin": trainer.twin if trainer is not None else None,
             "twin_service": ({"url": twin_svc.url, "state": twin_svc.state()}
                              if twin_svc is not None else None),
-            "events": items, "events_total": total}
+            "events": items, "events_total": total,
+            "shadow": shadow.live_figures() if shadow is not None else None}
 
 
 def print_summary(s: dict, out: Path, echo=print) -> None:
@@ -661,6 +729,21 @@ def print_summary(s: dict, out: Path, echo=print) -> None:
         c.print("[yellow]no hot-swap happened in this run[/yellow] (the first comes after "
                 f"{s['config']['trainer_settings'].get('min_transitions')} transitions plus one "
                 "trainer cycle; run longer: --duration)")
+    sh = s.get("shadow_baselines")
+    if sh:
+        for key, title in (("overall", "whole run"), ("last_5min", "last 5 minutes")):
+            fig = sh.get(key) or {}
+            c.print(f"shadow baselines, {title} ({fig.get('windows', 0)} windows), utility of "
+                    f"policy decisions {shadow_line(fig)}; all cells {shadow_line(fig, 'all_cells')}",
+                    markup=False, highlight=False)
+        live = sh.get("live_loop") or {}
+        if "worst_margin_vs_proportional" in live:
+            def at(key):
+                return "never" if live.get(key) is None else f"window {live[key]}"
+            c.print(f"live loop ({live['block_windows']}-window blocks): worst margin over "
+                    f"demand-proportional {live['worst_margin_vs_proportional']:+.1%}; reached "
+                    f"99 % of best fixed at {at('windows_to_99pct_best_fixed')}, best fixed at "
+                    f"{at('windows_to_best_fixed')}", markup=False, highlight=False)
     tw = (s.get("trainer") or {}).get("twin_error")
     if tw:
         c.print(f"twin (held-out, last fit): {twin_line(tw)}")

@@ -24,8 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-import redis
-
+from slicetwin.platform.redis_client import connect, is_cluster
+from slicetwin.platform.stream_shards import resolve_shards, shard_keys
 from trainer.worker import TrainerWorker
 
 log = logging.getLogger("slicetwin.cli.demo")
@@ -40,9 +40,12 @@ def cycle_brief(d: dict) -> dict:
             "twin_published": d.get("twin_published"), "twin_error": d.get("twin_error"),
             "twin_backend": d.get("twin_backend"),
             "gate_candidate": g.get("candidate"), "gate_current": g.get("current"),
-            "gate_reason": g.get("reason"),
+            "gate_reason": g.get("reason"), "gate_decided_on": g.get("decided_on") or [],
             "agreement": ((d.get("training") or {}).get("distill") or {}).get("agreement"),
             "seconds": d.get("seconds")}
+
+
+_GATE_NAMES = {"sim_utility": "sim utility", "real_heldout_utility": "real-data estimate"}
 
 
 def _r(x):
@@ -69,13 +72,15 @@ class _Base:
                 self.twin = d["twin_error"]
             if b["policy_version"]:
                 self.by_version[b["policy_version"]] = b
-        cand = (b.get("gate_candidate") or {}).get("twin_utility")
-        cur = (b.get("gate_current") or {}).get("twin_utility")
+        cand, cur = b.get("gate_candidate") or {}, b.get("gate_current") or {}
         verdict = "PROMOTED" if b["promoted"] else "refused by the gate"
         secs = (b.get("seconds") or {}).get("total") or 0
+        held = "; ".join(f"held-out {_GATE_NAMES.get(k, k)} {_r(cand.get(k))} vs {_r(cur.get(k))}"
+                         for k in b.get("gate_decided_on") or []) or "no held-out figure"
         self.events.add(f"trainer cycle {b['cycle']} ({secs:.0f} s, {b['dataset']} transitions):"
-                        f" {b['policy_version']} {verdict} (twin-gate utility {_r(cand)} vs "
-                        f"{_r(cur)} in service; student agreement {_r(b.get('agreement'))}; "
+                        f" {b['policy_version']} {verdict} ({held} in service; twin "
+                        f"{_r(cand.get('twin_utility'))} vs {_r(cur.get('twin_utility'))}, "
+                        f"reported only; student agreement {_r(b.get('agreement'))}; "
                         f"agent 2 trained in the {b.get('twin_backend') or 'local'} twin)")
 
     def _status(self, n: int | None, running_s: float | None) -> str:
@@ -196,7 +201,7 @@ class TrainerProcess(_Base):
         self._stopping = False
 
     def start(self) -> TrainerProcess:
-        self._r = redis.Redis.from_url(self.s.redis_url, socket_timeout=2.0)
+        self._r = connect(self.s.redis_url, socket_timeout=2.0)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "slicetwin.cli.main", "trainer"],
                                      env=self.env, stdout=subprocess.PIPE, stderr=self._log,
@@ -225,11 +230,13 @@ class TrainerProcess(_Base):
 
     @property
     def transitions(self) -> int | None:
-        """Entries in the transitions stream (refreshed at most once a second)."""
+        """Entries in the transitions stream, all shards (refreshed at most once a second)."""
         t, n = self._n_cache
         if time.monotonic() - t > 1.0 and self._r is not None:
             try:
-                n = int(self._r.xlen(self.s.stream_key))
+                keys = shard_keys(self.s.stream_key,
+                                  resolve_shards(self.s.transition_shards, is_cluster(self._r)))
+                n = sum(int(self._r.xlen(k)) for k in keys)
             except Exception:  # noqa: BLE001 - display only
                 n = None
             self._n_cache = (time.monotonic(), n)

@@ -30,6 +30,26 @@ def _short(v: str | None) -> str:
     return "-" if v is None else v
 
 
+SHORT = {"equal": "equal", "proportional": "prop", "tuned_proportional": "tuned",
+         "best_fixed": "best fixed"}
+
+
+def shadow_line(fig: dict | None, side: str = "policy_cells") -> str:
+    """Served utility and its margin over each shadow baseline on the same cell-windows, e.g.
+    ``1.912 vs equal 1.801 (+6.2 %), ..., best fixed [1, 34, 65] 1.95 (-1.9 %)``."""
+    d = (fig or {}).get(side) or {}
+    if not d.get("baselines"):
+        return "-"
+    parts = []
+    for name, b in d["baselines"].items():
+        units = f" {b['units']}" if "units" in b else ""
+        where = (f"; on {b['cells']} cells, served there {_f(b['served_same_cells'])}"
+                 if "units" in b else "")
+        parts.append(f"{SHORT.get(name, name)}{units} {_f(b['utility'])} "
+                     f"({_f(100 * b['margin'], '+.1f')} %{where})")
+    return f"{_f(d['served'])} vs " + ", ".join(parts)
+
+
 def twin_line(tw: dict | None) -> str:
     if not tw:
         return "not fitted yet"
@@ -76,12 +96,15 @@ class PlainView:
         tw = snap.get("twin") or {}
         twin = (f" | twin RMSE state {_f(tw.get('next_state_rmse'), '.3f')} utility "
                 f"{_f(tw.get('utility_rmse'), '.3f')}" if tw else "")
+        sh = snap.get("shadow") or {}
+        margins = (f" | policy vs baselines: {shadow_line(sh.get('overall'))}"
+                   if sh.get("overall") else "")
         self.print(
             f"[{snap['elapsed']:6.1f}s] window {snap['window']:5d} | policy "
             f"{_short(snap.get('serving'))} (swaps {snap.get('swaps', 0)}) | utility "
             f"{_f(r.get('utility_policy'))} | share/SSR {sl} | fallback {snap.get('fallback', 0)}"
             f" failed {snap.get('failed', 0)} | latency p50 {_f(lat.get('p50'), '.2f')} ms p99 "
-            f"{_f(lat.get('p99'), '.2f')} ms{twin} | trainer: {tr.get('status', '-')}")
+            f"{_f(lat.get('p99'), '.2f')} ms{twin} | trainer: {tr.get('status', '-')}{margins}")
 
 
 class LiveView:
@@ -141,6 +164,13 @@ class LiveView:
         k.add_column()
         k.add_row("utility", f"{_f(r.get('utility_policy'))} (policy decisions), "
                   f"{_f(r.get('utility'))} (all cells)")
+        sh = snap.get("shadow")
+        if sh:
+            rec = sh.get("recent") or {}
+            k.add_row("vs baselines, all", shadow_line(sh.get("overall")) + " (policy decisions); "
+                      + shadow_line(sh.get("overall"), "all_cells") + " (all cells)")
+            k.add_row(f"last {rec.get('windows', 0)} windows",
+                      shadow_line(rec) + " (policy decisions)")
         k.add_row("policy in service", Text(f"{_short(snap.get('serving'))}  (hot-swaps: "
                   f"{snap.get('swaps', 0)})", style="bold magenta" if snap.get("swaps") else ""))
         k.add_row("fallback / explored", f"{snap.get('fallback', 0)} / "

@@ -168,3 +168,15 @@ def test_always_busy_traffic_without_regimes_still_validates():
     cfg = SimConfig(traffic=busy, base_load=(1.0, 0.5, 2.0))
     np.testing.assert_allclose(cfg.expected_arrivals(),
                                SimConfig(traffic=busy).expected_arrivals() * [1, 0.5, 2])
+
+
+def test_foreign_profile_is_another_gnb():
+    """10 MHz in 1 MHz units on 180 kHz blocks, 50 users 20/24/6, diurnal, 2 layers."""
+    cfg = SimConfig.from_profile("foreign")
+    assert (cfg.codec.n_actions, cfg.unit_hz, cfg.rb_hz) == (36, 1e6, 180e3)
+    assert cfg.diurnal is not None and cfg.se_multiplier == 2.0
+    sim, arrived, _ = _run(cfg, 4, 30)
+    assert sim.codec.total_bandwidth_hz == 10e6
+    # another traffic scale than the one the fixed state scales were set for
+    paper = _run(SimConfig(), 4, 30)[1]
+    assert not np.allclose(arrived.mean((0, 1)), paper.mean((0, 1)), rtol=0.3)

@@ -1,0 +1,161 @@
+"""Transitions closed in the cell memory's commit (``controller/cells.py``, issue 18): the Lua
+call that stores a cell's memory also appends the transition it closes, so memory and transition
+are stored together or not at all. A replica killed right after answering then loses no
+transition (tests/system/test_scale_haproxy.py kills one under load); here, on a real
+redis-server, the entries must be the very transitions the sink path writes, for every decision
+endpoint, and a refused report or batch must write nothing.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from controller.app import create_app
+from controller.cells import CellMemory, Close, RedisCellStore, WindowConflict
+from controller.settings import ControllerSettings
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.transition_wire import decode
+from slicetwin.platform.stream_shards import shard_keys
+from tests.integration.test_controller import _columnar
+from tests.support.controller import report
+from tests.unit.controller.test_controller_kpm import kpm
+
+
+def _stream(url: str, prefix: str, shards: int = 1) -> list[dict]:
+    r = redis.Redis.from_url(url)
+    try:
+        return [decode(f) for key in shard_keys(prefix + "transitions", shards)
+                for _, f in r.xrange(key)]
+    finally:
+        r.close()
+
+
+def _drive(url: str, prefix: str, in_commit: bool, shards: int) -> tuple[list[dict], str]:
+    """The same reports through every endpoint; the stream's transitions and /metrics."""
+    s = ControllerSettings(redis_url=url, cell_store="redis", transitions_sink="redis",
+                           registry_prefix=prefix, model_source="init", init_seed=3,
+                           transitions_in_commit=in_commit, transition_shards=shards)
+    app = create_app(s)
+    assert app.state.cells.closes_transitions is in_commit
+    alloc = [{"slice": n, "bandwidth_hz": hz, "prb_ratio": hz / 20e6} for n, hz in
+             (("volte", 2e6), ("video", 14e6), ("urllc", 4e6))]
+    with TestClient(app) as c:
+        for w in range(4):
+            rep = report("s", w, arrived=(100 + w, 900, 12), se=1.5)
+            if w == 2:
+                rep["allocation"] = alloc  # the allocation that ran differs: learnt from it
+            assert c.post("/v1/reports", json=rep).status_code == 200
+            assert c.post("/v1/reports:batch", json={"reports": [
+                report(f"b{i}", w, arrived=(50 + i, 700, 5 + w)) for i in range(3)]}
+            ).status_code == 200
+            assert c.post("/v1/reports:columns", json=_columnar(
+                [report(f"q{i}", w) for i in range(2)])).status_code == 200
+            assert c.post("/v1/e2/kpm", json=kpm("k", w, "label")).status_code == 200
+        # refused: a duplicate single report, a batch with one backward window (all or nothing)
+        assert c.post("/v1/reports", json=report("s", 3)).status_code == 409
+        bad = {"reports": [report("b0", 4), report("b1", 2)]}
+        assert c.post("/v1/reports:batch", json=bad).status_code == 422
+        # a gap closes nothing
+        assert c.post("/v1/reports", json=report("s", 6)).status_code == 200
+        assert app.state.sink.flush(10)
+        metrics = c.get("/metrics").text
+    return _stream(url, prefix, shards), metrics
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_entries_written_in_the_commit_equal_the_sink_path(redis_url, shards):
+    """... into the cell's own shard when the stream is sharded (a batch spans shards)."""
+    via_commit, m1 = _drive(redis_url, "a:", True, shards)
+    via_sink, m2 = _drive(redis_url, "b:", False, shards)
+    key = lambda t: (t["cell_id"], t["window"])  # noqa: E731
+    strip = lambda t: {k: v for k, v in t.items() if k != "ts"}  # noqa: E731
+    assert len(via_commit) == 3 * (1 + 3 + 2 + 1) == len(via_sink)
+    assert sorted(map(strip, via_commit), key=key) == sorted(map(strip, via_sink), key=key)
+    learnt = next(t for t in via_commit if key(t) == ("s", 2))  # window 2 reports ``alloc``
+    assert learnt["action"] == ActionCodec().encode([10, 70, 20])
+    for m in (m1, m2):
+        assert "slicetwin_transitions_closed_total 21.0" in m
+        assert "slicetwin_transitions_written_total 21.0" in m
+
+
+def test_reported_allocation_and_previous_memory_form_the_entry(redis_url):
+    """Store level: state, action (or the reported one), version and flags come from the
+    previous memory, the rest from the report, digits intact; a conflict writes nothing."""
+    st = RedisCellStore(redis_url, "c:", streams=("c:transitions",))
+    mem = lambda w, a: CellMemory(w, [w / 3, 0.1 + w, 1e-7], a, 'v"1', w == 0, False)  # noqa: E731
+    close = lambda w, rep=-1: Close(f'["x",{w},', f"0.5,0.25,{[w / 3, 0.1 + w, 1e-7]},"  # noqa: E731
+                                    "[1,2,3],[1,1,1],1.5", "123.5", rep)
+    st.commit("x", mem(0, 11), close(0))
+    st.commit("x", mem(1, 12), close(1))
+    st.commit("x", mem(2, 13), close(2, rep=40))
+    try:
+        st.commit_many([("y", mem(0, 1)), ("x", mem(2, 14))], [close(0), close(2)])
+        raise AssertionError("duplicate accepted")
+    except WindowConflict as e:
+        assert e.kind == "duplicate_window"
+    rows = _stream(redis_url, "c:")
+    assert [(t["window"], t["action"]) for t in rows] == [(1, 11), (2, 40)]
+    first = rows[0]
+    assert first["state"] == [0.0, 0.1, 1e-7] and first["next_state"] == [1 / 3, 1.1, 1e-7]
+    assert first["policy_version"] == 'v"1' and first["fallback"] is True
+    assert first["explored"] is False and first["ts"] == 123.5 and first["reward"] == 0.5
+    assert rows[1]["state"] == [1 / 3, 1.1, 1e-7] and rows[1]["fallback"] is False
+    r = redis.Redis.from_url(redis_url)
+    assert not r.exists("c:cells:y")  # the refused batch stored nothing
+    r.close()
+    st.close()
+
+
+def test_the_controller_acl_user_may_close_in_the_commit(tmp_path):
+    """The compose ACL (``slicetwin keys init``) lets the controller's Redis user run the
+    commit that appends to the stream (both keys are its own)."""
+    from slicetwin.ops.procs import RedisServer
+    from slicetwin.platform.keys import fresh_keys
+    from slicetwin.platform.redis_acl import passwords_from_env, render_acl
+
+    keys = fresh_keys()
+    (tmp_path / "users.acl").write_text(render_acl(passwords_from_env(keys), "p:"))
+    srv = RedisServer(workdir=tmp_path, extra_args=["--aclfile", str(tmp_path / "users.acl")])
+    srv.start()
+    try:
+        url = f"redis://controller:{keys['REDIS_CONTROLLER_PASSWORD']}@127.0.0.1:{srv.port}/0"
+        st = RedisCellStore(url, "p:", streams=("p:transitions",))
+        for w in range(3):
+            st.commit("z", CellMemory(w, [0.1, 0.2, 0.3], 5, "v", False, False),
+                      Close(f'["z",{w},', "1,2,[0.1,0.2,0.3],[1,2,3],[1,1,1],1", "1.0"))
+        st.close()
+        admin = redis.Redis(port=srv.port, username="controller",
+                            password=keys["REDIS_CONTROLLER_PASSWORD"])
+        assert admin.xlen("p:transitions") == 2
+        admin.close()
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("backend, wait, in_commit", [
+    ("single", None, True), ("single", 1, False), ("cluster", None, False)])
+def test_in_commit_only_where_no_replica_must_confirm(request, backend, wait, in_commit):
+    """On a single Redis the commit writes the transition; with SINK_WAIT_REPLICAS > 0 (a
+    replica must confirm each write: the sink's WAIT) and on a Redis Cluster (a cell's key and
+    its stream shard are in different slots) the sink does."""
+    url = request.getfixturevalue("redis_url" if backend == "single" else "cluster_url")
+    s = ControllerSettings(redis_url=url, cell_store="redis", transitions_sink="redis",
+                           registry_prefix="w:", model_source="init", sink_wait_replicas=wait)
+    app = create_app(s)
+    with TestClient(app) as c:
+        for w in range(3):
+            assert c.post("/v1/reports", json=report("w", w)).status_code == 200
+        assert app.state.cells.closes_transitions is in_commit
+        sink = app.state.sink
+        if backend == "single" and wait:  # no replica here: written, held until one confirms
+            deadline = time.monotonic() + 10
+            while sink.unconfirmed < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sink.unconfirmed == 2
+        else:
+            assert sink.flush(10)
+            assert "slicetwin_transitions_written_total 2.0" in c.get("/metrics").text
