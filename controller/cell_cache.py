@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from controller.cells import CellMemory, Close, RedisCellStore, check_order, is_outage
+from controller.cells import CellMemory, Close, RedisCellStore, Stored, check_order, is_outage
 from slicetwin.core.transition_wire import Transition
 
 log = logging.getLogger(__name__)
@@ -248,8 +248,8 @@ class ShadowedCellStore:
         conflicts = 0
         with self._lock:
             for (cid, h, _, mem), v in zip(part, verdicts, strict=True):
-                if v is True:
-                    deliver += self._stored(cid, h, mem)
+                if isinstance(v, Stored):
+                    deliver += self._stored(cid, h, mem, v.own_window)
                 else:
                     conflicts += 1
                     self._conflict(cid, h, v)
@@ -261,13 +261,24 @@ class ShadowedCellStore:
             self._sink.put_many(deliver)
         return True
 
-    def _stored(self, cid: str, h: Held, mem: CellMemory) -> list[Transition]:
-        """``mem`` is in Redis: release the transitions up to its window (lock held)."""
+    def _stored(self, cid: str, h: Held, mem: CellMemory, own: int = -1) -> list[Transition]:
+        """``mem`` is in Redis: release the transitions up to its window (lock held).
+
+        ``own``: the window of this replica's commit that landed although its reply was lost.
+        When commits append the transitions they close, those up to ``own`` are already in the
+        stream (same Lua call as the memory), so they are not sent again: the same window
+        would otherwise be stored twice."""
         self.m.cell_resync.labels("stored").inc()
         h.synced = mem.window
         out = [t for t in h.transitions if t.window <= mem.window]
         h.transitions = [t for t in h.transitions if t.window > mem.window]
         self._n_held -= len(out)
+        if own >= 0 and self.closes_transitions:
+            n = len(out)
+            out = [t for t in out if t.window > own]
+            if n > len(out):
+                self.m.held_transitions.labels("already_stored").inc(n - len(out))
+                self.m.transitions_written.inc(n - len(out))
         if h.mem is mem:  # nothing newer accepted meanwhile
             h.state = STORED
             del self._held[cid]

@@ -60,6 +60,14 @@ class Close(NamedTuple):
     reported: int = -1
 
 
+class Stored(NamedTuple):
+    """A re-sync verdict: the held memory is now in Redis. ``own_window`` is the window of this
+    replica's own earlier write found there (a commit that landed but whose reply was lost), or
+    -1: with transitions closed in the commit, those up to it are already in the stream."""
+
+    own_window: int = -1
+
+
 class WindowConflict(Exception):
     """``kind`` is ``duplicate_window`` or ``window_backwards``; ``index`` the batch position."""
 
@@ -213,7 +221,8 @@ return prevs
 # ``first`` is the lowest window this replica accepted on its own. The memory is stored only if
 # no other replica accepted a window >= first meanwhile (the key's window is below ``first``, or
 # this replica wrote it) and it would not move the window backwards; otherwise the newer memory
-# in Redis stays and is returned: {0, window, data}. Stored: {1}.
+# in Redis stays and is returned: {0, window, data}. Stored: {1, own}, where ``own`` is the window
+# of this replica's own write found there (a commit whose reply was lost), or '' if none.
 _PUSH_LUA = """
 local out = {}
 for i = 1, #KEYS do
@@ -229,7 +238,7 @@ for i = 1, #KEYS do
     else
       redis.call('HSET', KEYS[i], 'window', ARGV[j + 1], 'data', ARGV[j + 2], 'by', ARGV[2])
       redis.call('EXPIRE', KEYS[i], ARGV[1])
-      out[i] = {1}
+      if mine and w then out[i] = {1, cur[1]} else out[i] = {1, ''} end
     end
   end
 end
@@ -331,9 +340,10 @@ class RedisCellStore(_Recording):
         return [self._load(r[1]) for r in res]
 
     def push_if_unmoved(self, items: list[tuple[str, int, CellMemory]]
-                        ) -> list[CellMemory | None | bool]:
-        """Re-sync ``(cell_id, first, mem)`` items (see ``_PUSH_LUA``): per item ``True`` when
-        stored, else the memory Redis holds (newer; ``None`` if unreadable)."""
+                        ) -> list[CellMemory | None | Stored]:
+        """Re-sync ``(cell_id, first, mem)`` items (see ``_PUSH_LUA``): per item
+        :class:`Stored` when stored, else the memory Redis holds (newer; ``None`` if
+        unreadable)."""
         if self.cluster:  # verdicts are per cell anyway: one script per cell's slot
             res = [r[0] for r in eval_each(self._r, self._push, [
                 ([self._key(c)], [self.ttl, self.owner, first, m.window, self._dump(m)])
@@ -343,7 +353,8 @@ class RedisCellStore(_Recording):
             for _, first, m in items:
                 args += [first, m.window, self._dump(m)]
             res = self._push(keys=[self._key(c) for c, _, _ in items], args=args)
-        return [True if int(r[0]) == 1 else self._load(r[2]) for r in res]
+        return [Stored(int(r[1]) if r[1] else -1) if int(r[0]) == 1 else self._load(r[2])
+                for r in res]
 
     def take_exploration(self, cell_id: str, budget: int) -> bool:
         key = self._key(cell_id) + ":explored"

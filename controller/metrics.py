@@ -104,8 +104,10 @@ class ControllerMetrics:
                                    "(conflict)", ["outcome"], registry=r)
         self.held_transitions = Counter("slicetwin_held_transitions_total", "Transitions closed "
                                         "from the local cache (held), and their fate: delivered "
-                                        "to the sink after the re-sync, or dropped (conflict, "
-                                        "overflow, shutdown)", ["outcome"], registry=r)
+                                        "to the sink after the re-sync, already_stored (by a "
+                                        "commit that landed although its reply was lost), or "
+                                        "dropped (conflict, overflow, shutdown)", ["outcome"],
+                                        registry=r)
         self.held_transitions_gauge = Gauge("slicetwin_held_transitions_waiting", "Transitions held "
                                             "until their cell's memory is back in Redis",
                                             registry=r)
@@ -137,7 +139,8 @@ class ControllerMetrics:
         self.cell_store_up.set(1)
         for outcome in ("stored", "conflict"):
             self.cell_resync.labels(outcome)
-        for outcome in ("held", "delivered", "conflict", "overflow", "shutdown"):
+        for outcome in ("held", "delivered", "already_stored", "conflict", "overflow",
+                        "shutdown"):
             self.held_transitions.labels(outcome)
 
     def set_utility(self, utility) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.cells import CellMemory, RedisCellStore, WindowConflict
+from controller.cells import CellMemory, RedisCellStore, Stored, WindowConflict
 from slicetwin.platform.redis_client import connect
 
 PREFIX = "t:"
@@ -48,8 +48,8 @@ def test_resync_compare_and_set(store):
     store.commit("x", _mem(4))
     store.commit("y", _mem(2))
     verdicts = store.push_if_unmoved([("x", 5, _mem(6)), ("y", 3, _mem(9)), ("z", 1, _mem(1))])
-    assert verdicts[1:] == [True, True]
-    assert verdicts[0] is True  # x: window 4 is this store's own write ("by")
+    assert verdicts[1:] == [Stored(2), Stored(-1)]  # y: its own window 2; z: new
+    assert verdicts[0] == Stored(4)  # x: window 4 is this store's own write ("by")
     assert store.peek("y").window == 9 and store.peek("z").window == 1
 
 
@@ -57,7 +57,7 @@ def test_resync_refuses_over_another_replicas_window(any_redis_url):
     a, b = RedisCellStore(any_redis_url, PREFIX), RedisCellStore(any_redis_url, PREFIX)
     b.commit("x", _mem(4))
     verdicts = a.push_if_unmoved([("x", 3, _mem(5)), ("w", 1, _mem(2))])
-    assert verdicts[0].window == 4 and verdicts[1] is True
+    assert verdicts[0].window == 4 and verdicts[1] == Stored(-1)
     assert a.peek("x").window == 4
     a.close()
     b.close()

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from controller.app import create_app
 from controller.cell_cache import ShadowedCellStore
-from controller.cells import CellMemory, RedisCellStore, WindowConflict
+from controller.cells import CellMemory, Close, RedisCellStore, Stored, WindowConflict
 from controller.metrics import ControllerMetrics
 from controller.sinks import MemorySink
 from slicetwin.core.transition_wire import Transition
@@ -171,6 +171,42 @@ def test_resync_recognises_its_own_write_after_a_lost_reply(rdb_redis):
     store.close()
 
 
+def _close(w: int) -> Close:
+    return Close(f'["c",{w},', "1.0,2.0,[0.0,0.0,0.0],[1,2,3],[1,2,3],1.0", "1.5")
+
+
+def test_a_landed_commit_that_closed_its_transition_is_not_stored_twice(rdb_redis):
+    """The CI failure of 2026-12-07 (``windows_accepted_twice: 1`` in ``bench soak``): with
+    transitions closed in the commit, a commit that landed (memory and transition in one Lua
+    call) but whose reply was lost was answered again from the cache, and its held transition
+    went to the sink at the re-sync: the same window twice. The re-sync now sees its own write
+    and releases only what the landed commits did not already store."""
+    m, sink = ControllerMetrics(), MemorySink()
+    rs = RedisCellStore(rdb_redis.url, PREFIX, timeout_s=0.25, streams=(PREFIX + "tr",))
+    store = ShadowedCellStore(rs, sink, m, probe_s=60.0)
+    assert store.closes_transitions
+    for w in (1, 2):
+        assert store.record("c", _mem(w), _close(w)) == (_mem(w - 1) if w > 1 else None, None)
+    rs.commit("c", _mem(3), _close(3))  # lands with its transition; the reply is "lost"
+    rdb_redis.stop()
+    for w in (3, 4):  # window 3 again from the cache (it still had 2), then 4
+        prev, held = store.record("c", _mem(w), _close(w))
+        assert held is not None and prev.window == w - 1
+        store.hold(held, _t("c", w))
+    rdb_redis.start()
+    assert store.try_recover() is True
+    r = redis.Redis.from_url(rdb_redis.url)
+    in_stream = [int(f[b"t"].split(b",")[1]) for _, f in r.xrange(PREFIX + "tr")]
+    r.close()
+    assert in_stream == [2, 3]  # by the commits, window 3 once
+    assert _written(sink) == [("c", 4)]  # only what no commit stored
+    assert _value(m, "slicetwin_held_transitions_total", outcome="already_stored") == 1
+    assert _value(m, "slicetwin_held_transitions_total", outcome="delivered") == 1
+    assert _value(m, "slicetwin_transitions_written_total") == 1
+    assert _redis_window(rdb_redis.url, "c") == 4
+    store.close()
+
+
 def test_probe_thread_resyncs_without_help(rdb_redis):
     """The breaker's own probe (0.1 s here) notices Redis and re-syncs; shutdown while Redis is
     away drops what is held and counts it."""
@@ -288,7 +324,8 @@ def test_the_controller_acl_user_may_resync(tmp_path):
                f"{srv.port}/0")
         rs = RedisCellStore(url, PREFIX)
         rs.commit("c", _mem(1))
-        assert rs.push_if_unmoved([("c", 2, _mem(3)), ("new", 5, _mem(5))]) == [True, True]
+        assert rs.push_if_unmoved([("c", 2, _mem(3)), ("new", 5, _mem(5))]) == [Stored(1),
+                                                                                 Stored(-1)]
         assert rs.peek("c").window == 3
         rs.close()
     finally:
