@@ -14,13 +14,19 @@ judges the artifact, not the torch model it came from. Figures:
   from the same held-out live states, same seed, for both policies. Agent 2 trained in this
   twin, so it flatters the candidate: it never promotes one, alone or otherwise.
 
-A candidate passes when, on every *deciding* held-out figure, it is not worse than the current
-policy by more than ``margin``: the simulator figure when there is one, else the real-data
-estimate. With no held-out figure (no simulator profile and too few held-out rows) it is refused.
+A candidate passes when, on every *deciding* held-out figure, it is *confidently* not worse
+than the current policy by more than ``margin``: the lower end of the 95 % CI of the paired
+difference (candidate - current; per simulator cell and seed, or per held-out real row) is at
+least ``-margin``. The deciding figure is the simulator one when there is one, else the real-data
+estimate. Comparing means alone let a candidate that is worse, but within the noise of two seeds,
+through (the demo's live loop promoted such ones); the paired CI refuses it unless the evidence
+says otherwise, while two identical policies (every difference 0) still pass. With no held-out
+figure (no simulator profile and too few held-out rows) the candidate is refused.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -53,6 +59,8 @@ class GateResult:
     sim_seeds: list[int] = field(default_factory=list)  # tuning-range seeds of the sim figures
     decided_on: list[str] = field(default_factory=list)  # the held-out figures that decided
     real_heldout: dict = field(default_factory=dict)  # rows, extrapolated share per policy
+    # per deciding figure: the paired difference candidate - current (mean, ci95, lower, n)
+    paired: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,21 +93,39 @@ def gate_seeds(cycle: int, n: int) -> list[int]:
     return protocol.check_seeds("tune", [lo + (cycle * n + i) % span for i in range(n)])
 
 
-def sim_utility(policy: PolicyFn, cells: int, windows: int, seed: int | list[int], utility=None,
-                profile: str = "paper") -> float:
-    """Mean utility of ``policy`` in closed loop with the simulator (same seeds and profile =
-    same traffic); ``utility``: the weights (a ``UtilityConfig``; default: the profile's)."""
-
+def sim_cell_utilities(policy: PolicyFn, cells: int, windows: int, seed: int | list[int],
+                       utility=None, profile: str = "paper") -> np.ndarray:
+    """Mean utility of ``policy`` per (seed, cell), in closed loop with the simulator (same
+    seeds and profile = same traffic); ``utility``: the weights (default: the profile's)."""
     cfg = (SimConfig.from_profile(profile) if utility is None
            else SimConfig.from_profile(profile, utility=utility))
-    u = []
+    out = []
     for sd in np.atleast_1d(seed):
         sim = RanSimulator(cfg, n_cells=cells, seed=int(sd))
         s = sim.reset()
+        total = np.zeros(cells)
         for _ in range(windows):
             s, kpis = sim.step_actions(policy(s))
-            u.append(float(kpis.utility.mean()))
-    return float(np.mean(u))
+            total += np.asarray(kpis.utility, np.float64)
+        out.append(total / windows)
+    return np.concatenate(out)
+
+
+def sim_utility(policy: PolicyFn, cells: int, windows: int, seed: int | list[int], utility=None,
+                profile: str = "paper") -> float:
+    """Mean utility of ``policy`` over every cell-window of ``sim_cell_utilities``."""
+    return float(sim_cell_utilities(policy, cells, windows, seed, utility, profile).mean())
+
+
+def paired_lower(candidate: np.ndarray, current: np.ndarray) -> dict:
+    """The paired difference candidate - current: mean, 95 % CI half-width (Student t over the
+    pairs), its lower end, and the number of pairs (one pair: the difference itself)."""
+    d = np.asarray(candidate, np.float64) - np.asarray(current, np.float64)
+    n = len(d)
+    mean = float(d.mean())
+    half = protocol.t95(n) * float(d.std(ddof=1)) / math.sqrt(n) if n >= 2 else 0.0
+    return {"mean_diff": round(mean, 6), "ci95": round(float(half), 6),
+            "lower": round(mean - float(half), 6), "n": n}
 
 
 def gate(candidate: PolicyFn, current: PolicyFn, *, twin: Any, data: Transitions,
@@ -118,27 +144,34 @@ def gate(candidate: PolicyFn, current: PolicyFn, *, twin: Any, data: Transitions
         res.current[TWIN] = twin_utility(current, twin, data, rows, horizon, seed)
     real = heldout_real_utility({"candidate": candidate, "current": current}, data,
                                 np.asarray(held_rows, np.int64), codec or ActionCodec(), utility)
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if real is not None:
         res.candidate[REAL] = real["candidate"].pop("utility")
         res.current[REAL] = real["current"].pop("utility")
+        pairs[REAL] = (real["candidate"].pop("per_row"), real["current"].pop("per_row"))
         res.real_heldout = real
     if sim:
         seeds = protocol.check_seeds("tune", sim["seeds"])  # held out: never train or report
         u, p = sim.get("utility"), sim.get("profile", "paper")
         res.sim_profile, res.sim_seeds = p, seeds
-        res.candidate[SIM] = sim_utility(candidate, sim["cells"], sim["windows"], seeds, u, p)
-        res.current[SIM] = sim_utility(current, sim["cells"], sim["windows"], seeds, u, p)
+        cells, windows = sim["cells"], sim["windows"]
+        pairs[SIM] = (sim_cell_utilities(candidate, cells, windows, seeds, u, p),
+                      sim_cell_utilities(current, cells, windows, seeds, u, p))
+        res.candidate[SIM] = float(pairs[SIM][0].mean())
+        res.current[SIM] = float(pairs[SIM][1].mean())
     res.decided_on = [SIM] if SIM in res.candidate else [REAL] if REAL in res.candidate else []
     if not res.decided_on:
         res.passed = False
         res.reason = ("no held-out evaluation (no simulator profile and fewer held-out rows "
                       "than the real-data estimate needs): the twin alone never promotes")
         return res
-    worse = [k for k in res.decided_on if res.candidate[k] < res.current[k] - margin]
+    res.paired = {k: paired_lower(*pairs[k]) for k in res.decided_on}
+    worse = [k for k in res.decided_on if res.paired[k]["lower"] < -margin]
     res.passed = not worse
-    res.reason = ("not worse than current within margin on " + ", ".join(res.decided_on)
-                  if res.passed else "worse than current on " + ", ".join(
-                      f"{k} ({res.candidate[k]:.4f} < {res.current[k]:.4f} - {margin})"
+    res.reason = ("not worse than current within margin (paired 95 % CI) on "
+                  + ", ".join(res.decided_on) if res.passed else "worse than current on " + ", ".join(
+                      f"{k} (paired difference {res.paired[k]['mean_diff']:+.4f} "
+                      f"± {res.paired[k]['ci95']:.4f}, lower end below -{margin})"
                       for k in worse))
     if TWIN in res.candidate and res.candidate[TWIN] > res.current[TWIN] + margin and not (
             res.passed):

@@ -89,15 +89,15 @@ class HeldoutSSRModel:
         return out
 
     def score(self, policy: Callable[[np.ndarray], np.ndarray]) -> dict:
-        """Estimated mean utility of ``policy`` on the held-out states, and how much of it lies
-        outside the logged units."""
+        """Estimated mean utility of ``policy`` on the held-out states (``per_row``: each row's,
+        for paired comparisons), and how much of it lies outside the logged units."""
         units = self.codec.decode(np.asarray(policy(self.state), np.int64).reshape(-1))
         beta = np.asarray(self.utility.beta, np.float64)
         u = self.utility.alpha * self.se + self.ssr(units) @ beta
         lo, hi = self.logged_range
         outside = ((units < lo) | (units > hi)).any(1)
         return {"utility": float(u.mean()), "extrapolated": float(outside.mean()),
-                "rows": len(self.rows)}
+                "rows": len(self.rows), "per_row": u}
 
 
 def heldout_real_utility(policies: dict[str, Callable], data: Transitions, rows: np.ndarray,

@@ -132,3 +132,40 @@ def test_settings_turn_the_sim_gate_on_with_a_known_profile():
     assert not WorkerSettings(sim_profile="diurnal", sim_gate=False).sim_gate_on
     assert WorkerSettings(sim_gate=True).sim_gate_on
     assert WorkerSettings(sim_profile="").sim_profile is None
+
+
+def _const(units):
+    from slicetwin.core.actions import ActionCodec
+
+    a = int(ActionCodec().encode(np.asarray(units)))
+    return lambda st: np.full(len(st), a)
+
+
+def test_a_candidate_worse_within_the_margin_of_the_means_but_not_of_the_paired_ci_is_refused():
+    """"Not worse than current by more than the margin" is judged on the paired 95 % CI, not on
+    the means: a candidate that loses a little on every simulator cell is refused where its mean
+    alone would pass; identical policies still pass, and a clearly better one too."""
+    sim = {"cells": 4, "windows": 20, "seeds": gate_seeds(1, 2)}
+    none = dict(twin=None, data=None, held_rows=np.array([], np.int64), seed=1, sim=sim)
+    cand, cur = _const((2, 84, 14)), _const((1, 85, 14))
+    probe = gate(cand, cur, margin=0.0, **none).paired[SIM]
+    assert probe["n"] == 8 and probe["mean_diff"] < 0 < probe["ci95"]
+    # a margin the mean difference is inside, but the CI's lower end is not
+    margin = -probe["mean_diff"] + probe["ci95"] / 2
+    g = gate(cand, cur, margin=margin, **none)
+    assert g.candidate[SIM] >= g.current[SIM] - margin  # the old rule (means) would pass it
+    assert not g.passed and "paired difference" in g.reason
+    assert gate(cand, cur, margin=-probe["lower"] + 1e-6, **none).passed
+    same = gate(cur, cur, margin=0.0, **none)
+    assert same.passed and same.paired[SIM] == {"mean_diff": 0.0, "ci95": 0.0, "lower": 0.0,
+                                                "n": 8}
+    assert gate(cur, cand, margin=0.0, **none).passed
+
+
+def test_the_real_data_estimate_decides_on_paired_rows(judged):
+    """Without a simulator the paired CI runs over the held-out rows."""
+    data, held, _, good, bad = judged
+    g = gate(good, bad, **_kw(judged, twin=None))
+    assert g.decided_on == [REAL] and g.paired[REAL]["n"] == len(held) and g.passed
+    assert g.paired[REAL]["lower"] > 0
+    assert not gate(bad, good, **_kw(judged, twin=None)).passed
