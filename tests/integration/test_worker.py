@@ -242,6 +242,7 @@ def test_worker_publishes_refused_candidate_without_promoting(tmp_path, redis_ur
     reg = RedisRegistry(redis_url)
     reg.publish("policy", _constant_policy_onnx(best, "strong"), version="strong", promote=True)
     s = fast_settings(tmp_path, redis_url, sim_gate=True, sim_gate_cells=4, sim_gate_windows=15,
+                      sim_gate_seeds=2,
                       twin_steps=10, finetune_steps=0, distill_rounds=5)
     w = TrainerWorker(s, registry=reg)
     res = w.run_cycle()
