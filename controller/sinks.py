@@ -347,6 +347,9 @@ class RedisStreamSink(TransitionSink):
         self._queue_written(None, nodes, tb, len(tb))
 
     def _queue_written(self, shard: int | None, node, items, n: int) -> None:
+        if not self.confirms_written:  # nothing to confirm: written with the commit
+            self._count_written(n)
+            return
         if len(self) + n > self._cap:  # no room to track them: in the stream, unconfirmed
             self.untracked += n
             self._count_written(n)

@@ -19,8 +19,9 @@ from fastapi.testclient import TestClient
 from controller.app import create_app
 from controller.cells import CellMemory, Close, RedisCellStore, WindowConflict
 from controller.settings import ControllerSettings
+from controller.sinks import RedisStreamSink
 from slicetwin.core.actions import ActionCodec
-from slicetwin.core.transition_wire import decode
+from slicetwin.core.transition_wire import Transition, decode
 from slicetwin.platform.redis_client import connect
 from slicetwin.platform.stream_shards import shard_keys
 from tests.integration.test_controller import _columnar
@@ -260,4 +261,29 @@ def test_cluster_batch_in_one_shard_is_one_atomic_call(cluster_url, monkeypatch)
     assert e.value.kind == "window_backwards" and e.value.index == 2
     assert [st.peek(c).window for c in cells] == [1, 1, 5, 1]
     assert _stream(cluster_url, "o:", 6) == []  # 1 -> 5 is a gap: closes nothing
+    st.close()
+
+
+def test_cluster_sink_resends_only_what_a_moved_master_took(cluster_url):
+    """The sink's part of in-commit on a cluster: an entry the commit appended is confirmed on
+    its master's replica and never written again; if the shard's master changed since the
+    commit (a failover that may have lost it), it is sent again to the new master."""
+    st = RedisCellStore(cluster_url, "m:", streams=shard_keys("m:transitions", 6))
+    sink = RedisStreamSink(cluster_url, "m:transitions", shards=6)
+    assert sink.confirms_written and sink.keys == st.streams
+    for cid in ("x", "y"):
+        st.commit(cid, _mem(1), _close(cid, 1))
+        st.commit(cid, _mem(2), _close(cid, 2))
+    t = lambda cid: Transition(cid, 2, [0.1, 0.2, 0.3], 3, 0.5, 0.25, [0.1, 0.2, 0.3],  # noqa: E731
+                               [1, 2, 3], [1, 1, 1], 1.5, "v", False, False, 1.0)
+    sink.put_written(t("x"))  # its master is the one the commit used
+    real = sink._node_or_none
+    sink._node_or_none = lambda key: "10.0.0.1:1"  # the master at y's commit is gone
+    sink.put_written(t("y"))
+    sink._node_or_none = real
+    assert sink.flush(10) and sink.unconfirmed == 0
+    assert sink.written == 2 and sink.resent == 1
+    stored = sorted((t["cell_id"], t["window"]) for t in _stream(cluster_url, "m:", 6))
+    assert stored == [("x", 2), ("y", 2), ("y", 2)]  # y re-sent (the trainer keeps one)
+    sink.close()
     st.close()
