@@ -262,8 +262,8 @@ class _Unconfirmed:
         self.short = False  # a WAIT came short or a write failed since the last confirmation
 
     def join(self, node: str | None, items: list[Transition]) -> None:
-        """Add ``items``, written to ``node``; a different master makes the node unknown (all
-        are sent again unless a replica of that node confirms them)."""
+        """Add ``items``, written to ``node``. Items written to different masters make the
+        node unknown: the next settle then sends them all again (duplicates are harmless)."""
         if not self.items:
             self.node = node
         elif self.node != node:
