@@ -308,6 +308,8 @@ class RedisStreamSink(TransitionSink):
         self._held = [_Unconfirmed() for _ in self.keys]
         # from commits, until the writer thread takes them: (shard | None, node(s), items, n)
         self._written: deque = deque()
+        self._n_written = 0  # transitions in ``_written`` (O(1) for ``len``; under the lock)
+        self._written_lock = threading.Lock()
         self.resent = 0  # transitions sent again after their shard's master changed
         self.unconfirmed_waits = 0  # WAITs that timed out short of ``wait_replicas``
         self.untracked = 0  # commits' transitions not tracked for confirmation (buffer full)
@@ -319,8 +321,7 @@ class RedisStreamSink(TransitionSink):
         return super().healthy and not any(h.items and h.short for h in self._held)
 
     def _held_elsewhere(self) -> int:
-        return (sum(len(h.items) for h in self._held)
-                + sum(x[3] for x in list(self._written)))
+        return sum(len(h.items) for h in self._held) + self._n_written
 
     @property
     def confirms_written(self) -> bool:
@@ -354,14 +355,16 @@ class RedisStreamSink(TransitionSink):
             self.untracked += n
             self._count_written(n)
             return
-        self._written.append((shard, node, items, n))
+        with self._written_lock:
+            self._written.append((shard, node, items, n))
+            self._n_written += n
         self._idle.clear()
 
     def _take_written(self) -> None:
         """Move the commits' transitions into the per-shard confirmation (writer thread)."""
         n_keys = len(self.keys)
         while self._written:
-            shard, node, items, _ = self._written[0]
+            shard, node, items, n = self._written[0]
             if shard is not None:
                 self._held[shard].join(node, items)
             else:
@@ -370,7 +373,9 @@ class RedisStreamSink(TransitionSink):
                     parts.setdefault(shard_of(t.cell_id, n_keys), []).append(t)
                 for i, part in parts.items():
                     self._held[i].join(node[i], part)
-            self._written.popleft()  # after joining: always counted in ``len(self)``
+            with self._written_lock:  # after joining: always counted in ``len(self)``
+                self._written.popleft()
+                self._n_written -= n
 
     @property
     def unconfirmed(self) -> int:
