@@ -4,22 +4,27 @@ Each report closes the previous transition of its cell. ``commit`` checks the wi
 stores the new memory in one step (atomically across cells of a batch); it raises
 :class:`WindowConflict` for a duplicate or backward window, so such a report never becomes a
 transition and never overwrites newer memory. ``local`` keeps memory in-process; ``redis`` keeps it
-under ``{prefix}cells:{<cell_id>}`` (the cell id is the key's hash tag, so cells spread over a
-Redis Cluster's slots; one Lua call per request or per batch on a single Redis, one per cell on a
-cluster), so several controller replicas behind a load balancer share it; ``controller.cell_cache.ShadowedCellStore`` wraps the
-Redis store with a local cache that answers while Redis is unreachable and re-syncs afterwards.
+under the key ``slicetwin.platform.cell_keys`` names (on a single Redis ``{prefix}cells:{<id>}``;
+on a Redis Cluster in the slot of the cell's transitions stream shard, so cells spread over the
+masters as the shards do: one Lua call per request or batch on a single Redis, one per stream
+shard of a batch on a cluster), so several controller replicas behind a load balancer share it;
+``controller.cell_cache.ShadowedCellStore`` wraps the Redis store with a local cache that
+answers while Redis is unreachable and re-syncs afterwards.
 
 ``record`` / ``record_many`` are ``commit`` / ``commit_many`` plus a hold handle (``None`` here:
 the decision's transition goes straight to the sink); the shadowed store returns a handle while
 it serves from its cache, and the transition is held until the cell's memory is back in Redis.
 
-**Transitions closed in the commit.** Given the stream's shard keys (``streams``; a single Redis
-only), the Redis store also appends the transition a report closes to its cell's shard *in the
-same Lua call* that commits the cell's memory (``closes``: :class:`Close`, the report's half of the entry). Memory and transition
-are then stored together or not at all, so a replica killed right after answering loses no
-transition (through the sink's in-process buffer it lost the last ~20 ms of them), and a window
-accepted twice is impossible by construction. The store's ``closes_transitions`` tells the
-engine which path its transitions take.
+**Transitions closed in the commit.** Given the stream's shard keys (``streams``), the Redis
+store also appends the transition a report closes to its cell's shard *in the same Lua call*
+that commits the cell's memory (``closes``: :class:`Close`, the report's half of the entry).
+Memory and transition are then stored together or not at all, so a replica killed right after
+answering loses no transition (through the sink's in-process buffer it lost the last ~20 ms of
+them), and a window accepted twice is impossible by construction. On a cluster this works
+because the cell's key carries its shard's hash tag (same slot). The store's
+``closes_transitions`` tells the engine which path its transitions take; where a replica must
+confirm each stream write (``SLICETWIN_SINK_WAIT_REPLICAS`` > 0, the cluster default) the
+engine also hands them to the sink, which only confirms them (``RedisStreamSink.put_written``).
 """
 
 from __future__ import annotations
@@ -29,9 +34,9 @@ import os
 import threading
 from typing import NamedTuple
 
+from slicetwin.platform.cell_keys import CellKeys, cell_keys
 from slicetwin.platform.redis_client import connect, eval_each, is_cluster
 from slicetwin.platform.redis_errors import is_store_failure
-from slicetwin.platform.stream_shards import shard_of
 
 
 class CellMemory(NamedTuple):
@@ -41,11 +46,6 @@ class CellMemory(NamedTuple):
     policy_version: str
     fallback: bool
     explored: bool
-
-
-def cell_key(prefix: str, cell_id: str) -> str:
-    """The Redis key of a cell's memory; the cell id is its hash tag (one slot per cell)."""
-    return f"{prefix}cells:{{{cell_id}}}"
 
 
 class Close(NamedTuple):
@@ -250,34 +250,39 @@ class RedisCellStore(_Recording):
     """``timeout_s`` bounds every call (connect and reply): a decision waits at most that long
     for an unreachable Redis (the shadowed store then stops asking until Redis is back).
 
-    On a Redis Cluster each cell's keys sit in the cell's own slot, so a batch is checked and
-    committed per cell: the windows of the whole batch are read first (a conflict refuses the
-    batch with nothing written), then every cell's script re-checks its own window atomically.
-    Only a race with another replica between the two steps can leave the cells before the
-    conflicting one committed (docs/deployment.md, "Redis Cluster").
+    Keys: ``slicetwin.platform.cell_keys`` (the stream layout, ``stream`` / ``shards``, places
+    a cell's memory in its stream shard's slot on a Redis Cluster). On a cluster a batch is
+    committed per shard: the windows of the whole batch are read first (a conflict refuses the
+    batch with nothing written), then one atomic script per shard re-checks and stores that
+    shard's cells. A batch within one shard is all or nothing like on a single Redis; only a
+    race with another replica between the two steps can leave other shards' cells of a batch
+    committed (docs/deployment.md, "Redis Cluster").
 
-    ``streams``: the transitions stream's shard keys (``slicetwin.platform.stream_shards``);
-    commits given ``closes`` then append the transitions they close to the cell's shard in the
-    same script (module doc). Only on a single Redis: on a cluster a cell's key and its shard
-    live in different slots, so the transitions go through the sink there."""
+    ``streams``: the transitions stream's shard keys (``slicetwin.platform.stream_shards``, the
+    sink's); commits given ``closes`` then append the transitions they close to the cell's
+    shard in the same script (module doc), on a single Redis and on a cluster alike."""
 
     name = "redis"
 
     def __init__(self, url: str, prefix: str = "slicetwin:", ttl_s: int = 3600,
                  timeout_s: float = 1.0, streams: tuple[str, ...] | None = None,
-                 maxlen: int = 1_000_000):
+                 maxlen: int = 1_000_000, shards: int = 0, stream: str | None = None):
         self.prefix, self.ttl = prefix, ttl_s
         self.owner = os.urandom(6).hex()  # this replica, in each memory it writes ('by')
         self._r = connect(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self.cluster = is_cluster(self._r)
+        if streams:
+            self.keys = CellKeys(prefix, tuple(streams), self.cluster)
+        else:  # no transitions in the commit: the same layout all the same
+            self.keys = cell_keys(prefix, self.cluster, shards, stream)
         self.streams, self.maxlen = streams or (), maxlen  # maxlen: per shard
-        self.closes_transitions = bool(self.streams) and not self.cluster
+        self.closes_transitions = bool(self.streams)
         self._script = self._r.register_script(_COMMIT_LUA)
         self._close_script = self._r.register_script(_COMMIT_CLOSE_LUA)
         self._push = self._r.register_script(_PUSH_LUA)
 
     def _key(self, cell_id: str) -> str:
-        return cell_key(self.prefix, cell_id)
+        return self.keys.of(cell_id)
 
     @staticmethod
     def _dump(m: CellMemory) -> str:
@@ -299,60 +304,101 @@ class RedisCellStore(_Recording):
 
     def commit_many(self, items: list[tuple[str, CellMemory]],
                     closes: list[Close] | None = None) -> list[CellMemory | None]:
-        """Check every window and store every memory, all or nothing; with ``closes`` (and
-        ``streams``) also append the transitions they close. Returns the previous memories."""
-        if self.cluster and len(items) > 1:
-            return self._commit_per_cell(items)
-        keys = [self._key(c) for c, _ in items]
-        if closes is not None and self.closes_transitions:
-            args: list = [self.ttl, self.owner, self.maxlen]
-            for (_, m), c in zip(items, closes, strict=True):
-                args += [m.window, self._dump(m), c.head, c.middle, c.ts, c.reported]
-            n = len(self.streams)
-            shards = [self.streams[shard_of(c, n)] for c, _ in items]
-            res = self._close_script(keys=[*keys, *shards], args=args)
-        else:
-            args = [self.ttl, self.owner]
-            for _, m in items:
-                args += [m.window, self._dump(m)]
-            res = self._script(keys=keys, args=args)
-        if res[0] == b"CONFLICT":
-            i = int(res[1]) - 1
-            cid, m = items[i]
-            check_order(cid, m.window, int(res[2]), i)
+        """Check every window and store every memory, all or nothing (per shard on a cluster:
+        class doc); with ``closes`` (and ``streams``) also append the transitions they close.
+        Returns the previous memories."""
+        if not self.closes_transitions:
+            closes = None
+        if self.cluster:
+            groups = self._by_shard([cid for cid, _ in items])
+            if len(groups) > 1:
+                return self._commit_per_shard(items, closes, groups)
+        res = self._call(items, closes, range(len(items)))
+        self._raise_conflict(items, res, range(len(items)))
         return [self._load(r) for r in res[1:]]
 
-    def _commit_per_cell(self, items: list[tuple[str, CellMemory]]) -> list[CellMemory | None]:
-        """Cluster: read every window (refuse the batch on a conflict), then one atomic script
-        per cell, all in one pipeline round trip per master."""
+    def _read_windows(self, items: list[tuple[str, CellMemory]]) -> list:
+        """The cells' current windows (bytes or None), one pipelined round trip per master."""
         pipe = self._r.pipeline(transaction=False)
         for cid, _ in items:
             pipe.hget(self._key(cid), "window")
-        for i, ((cid, m), w) in enumerate(zip(items, pipe.execute(), strict=True)):
+        return pipe.execute()
+
+    def _by_shard(self, cell_ids: list[str]) -> list[list[int]]:
+        """Positions of ``cell_ids`` grouped by stream shard (one cluster slot per group)."""
+        groups: dict[int, list[int]] = {}
+        shard = self.keys.shard
+        for i, cid in enumerate(cell_ids):
+            groups.setdefault(shard(cid), []).append(i)
+        return list(groups.values())
+
+    def _call_args(self, items: list[tuple[str, CellMemory]], closes: list[Close] | None,
+                   idx) -> tuple:
+        """(script, keys, args) committing ``items[i] for i in idx`` in one Lua call."""
+        keys = [self._key(items[i][0]) for i in idx]
+        if closes is None:
+            args: list = [self.ttl, self.owner]
+            for i in idx:
+                args += [items[i][1].window, self._dump(items[i][1])]
+            return self._script, keys, args
+        args = [self.ttl, self.owner, self.maxlen]
+        for i in idx:
+            m, c = items[i][1], closes[i]
+            args += [m.window, self._dump(m), c.head, c.middle, c.ts, c.reported]
+        shards = [self.streams[self.keys.shard(items[i][0])] for i in idx]
+        return self._close_script, [*keys, *shards], args
+
+    def _call(self, items, closes, idx) -> list:
+        script, keys, args = self._call_args(items, closes, idx)
+        return script(keys=keys, args=args)
+
+    @staticmethod
+    def _raise_conflict(items, res: list, idx) -> None:
+        if res[0] == b"CONFLICT":
+            i = list(idx)[int(res[1]) - 1]
+            cid, m = items[i]
+            check_order(cid, m.window, int(res[2]), i)
+
+    def _commit_per_shard(self, items: list[tuple[str, CellMemory]],
+                          closes: list[Close] | None, groups: list[list[int]]
+                          ) -> list[CellMemory | None]:
+        """Cluster, a batch over several shards: read every window (refuse the batch on a
+        conflict, nothing written), then one atomic script per shard, all in one pipeline
+        round trip per master."""
+        for i, ((cid, m), w) in enumerate(zip(items, self._read_windows(items), strict=True)):
             check_order(cid, m.window, None if w is None else int(w), i)
-        res = eval_each(self._r, self._script, [
-            ([self._key(cid)], [self.ttl, self.owner, m.window, self._dump(m)])
-            for cid, m in items])
-        for i, r in enumerate(res):
-            if r[0] == b"CONFLICT":  # another replica won this cell since the read
-                cid, m = items[i]
-                check_order(cid, m.window, int(r[2]), i)
-        return [self._load(r[1]) for r in res]
+        calls = [self._call_args(items, closes, idx) for idx in groups]
+        script = calls[0][0]
+        res = eval_each(self._r, script, [(keys, args) for _, keys, args in calls])
+        prevs: list[CellMemory | None] = [None] * len(items)
+        for idx, r in zip(groups, res, strict=True):
+            self._raise_conflict(items, r, idx)  # another replica won a cell since the read
+            for i, raw in zip(idx, r[1:], strict=True):
+                prevs[i] = self._load(raw)
+        return prevs
 
     def push_if_unmoved(self, items: list[tuple[str, int, CellMemory]]
                         ) -> list[CellMemory | None | Stored]:
         """Re-sync ``(cell_id, first, mem)`` items (see ``_PUSH_LUA``): per item
         :class:`Stored` when stored, else the memory Redis holds (newer; ``None`` if
         unreadable)."""
-        if self.cluster:  # verdicts are per cell anyway: one script per cell's slot
-            res = [r[0] for r in eval_each(self._r, self._push, [
-                ([self._key(c)], [self.ttl, self.owner, first, m.window, self._dump(m)])
-                for c, first, m in items])]
-        else:
+        def call(part: list[tuple[str, int, CellMemory]]) -> tuple[list, list]:
             args: list = [self.ttl, self.owner]
-            for _, first, m in items:
+            for _, first, m in part:
                 args += [first, m.window, self._dump(m)]
-            res = self._push(keys=[self._key(c) for c, _, _ in items], args=args)
+            return [self._key(c) for c, _, _ in part], args
+
+        if self.cluster:  # verdicts are per cell anyway: one script per shard's slot
+            order = self._by_shard([c for c, _, _ in items])
+            out = eval_each(self._r, self._push, [call([items[i] for i in idx])
+                                                  for idx in order])
+            res: list = [None] * len(items)
+            for idx, verdicts in zip(order, out, strict=True):
+                for i, v in zip(idx, verdicts, strict=True):
+                    res[i] = v
+        else:
+            keys, args = call(items)
+            res = self._push(keys=keys, args=args)
         return [Stored(int(r[1]) if r[1] else -1) if int(r[0]) == 1 else self._load(r[2])
                 for r in res]
 

@@ -97,6 +97,9 @@ class DecisionEngine:
         ``explore_radius``: an explored decision moves at most that many units between two
         slices of the served split (0: any action, uniformly)."""
         self.codec, self.holder, self.cells, self.sink, self.m = codec, holder, cells, sink, metrics
+        # transitions the commit appended still need a replica's confirmation from the sink
+        # (SINK_WAIT_REPLICAS > 0, e.g. a Redis Cluster): handed over, counted there
+        self._confirm_written = bool(getattr(sink, "confirms_written", False))
         self.fallback = fallback if fallback is not None else DemandProportional(codec)
         # the one definition (slicetwin.core.utility): numpy forms for batches, pure-Python closures
         # with the constants bound for single reports (the same operations, the same bits)
@@ -218,7 +221,8 @@ class DecisionEngine:
                sla: list, se: float, now: float, held, stored: bool = False) -> None:
         """Record the transition that this report closes, if the windows are consecutive
         (to the sink, or held by the cell store while its memory is not in Redis; ``stored``:
-        the cell store already wrote it with the memory)."""
+        the cell store already wrote it with the memory, and the sink only has it confirmed
+        on a replica where one must confirm it)."""
         if prev is None:
             return
         if rep_window != prev.window + 1:
@@ -230,12 +234,14 @@ class DecisionEngine:
             action = reported  # learn from what actually ran
         self._pending_closed += 1
         self._pending_reward += reward
-        if stored:
+        if stored and not self._confirm_written:
             self._pending_written += 1
             return
         t = Transition(cell_id, rep_window, prev.state, action, reward, utility, state, arrived,
                        sla, se, prev.policy_version, prev.fallback, prev.explored, now)
-        if held is None:
+        if stored:
+            self.sink.put_written(t)
+        elif held is None:
             self.sink.put(t)
         else:
             self.cells.hold(held, t)
@@ -438,8 +444,8 @@ class DecisionEngine:
                      now: float, stored: bool = False) -> None:
         """Close the transitions of consecutive windows. The request path only selects rows;
         the sink's writer thread turns the arrays into per-transition entries (held instead
-        while the cell memory is away; counted only when ``stored``: the cell store wrote
-        them with the memory)."""
+        while the cell memory is away; when ``stored`` the cell store wrote them with the
+        memory: only counted, or handed to the sink for a replica's confirmation)."""
         ids, wins = cols.ids, cols.windows
         idx, prev_states, acts, pvers, pfb, pex = [], [], [], [], [], []
         gaps = mism = 0
@@ -459,7 +465,7 @@ class DecisionEngine:
             pvers.append(p.policy_version)
             pfb.append(p.fallback)
             pex.append(p.explored)
-        if idx and stored:
+        if idx and stored and not self._confirm_written:
             self._pending_closed += len(idx)
             self._pending_written += len(idx)
             self._pending_reward += float(k.reward[np.asarray(idx)].sum())
@@ -470,7 +476,9 @@ class DecisionEngine:
                 [ids[i] for i in idx], [wins[i] for i in idx], prev_states, acts, r_sel,
                 k.utility[sel], k.states64[sel], cols.arrived[sel], cols.sla[sel],
                 cols.se[sel], pvers, pfb, pex, now)
-            if helds is None:
+            if stored:
+                self.sink.put_written_batch(tb)
+            elif helds is None:
                 self.sink.put_batch(tb)
             else:
                 for i, t in zip(idx, tb.expand(), strict=True):

@@ -151,14 +151,16 @@ def make_cells(s: ControllerSettings, sink, m: ControllerMetrics):
         return LocalCellStore()
     if not s.redis_url:
         raise ValueError("cell_store=redis needs SLICETWIN_REDIS_URL")
-    # transitions closed in the commit: only when they go to a Redis stream anyway, and no
-    # replica must confirm them first (WAIT is the sink's job: on a cluster by default, where
-    # the cell's key and its shard are in different slots anyway)
+    # transitions closed in the commit whenever they go to a Redis stream anyway: on a single
+    # Redis and on a cluster (a cell's key shares its stream shard's slot); where a replica
+    # must confirm each write (SINK_WAIT_REPLICAS > 0) the sink still confirms them
     streams = (sink.keys if s.transitions_in_commit and isinstance(sink, RedisStreamSink)
-               and sink.wait_replicas == 0 else None)
+               else None)
     return ShadowedCellStore(RedisCellStore(s.redis_url, s.registry_prefix, s.cell_ttl_s,
                                             timeout_s=s.cell_store_timeout_s, streams=streams,
-                                            maxlen=sink.maxlen if streams else 1),
+                                            maxlen=sink.maxlen if streams else 1,
+                                            shards=s.transition_shards,
+                                            stream=s.registry_prefix + s.transitions_stream),
                              sink, m, probe_s=s.cell_store_probe_s,
                              hold_buffer=s.cell_hold_buffer)
 

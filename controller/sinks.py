@@ -20,6 +20,7 @@ import time
 from collections import deque
 
 from slicetwin.core.transition_wire import Transition, TransitionBatch, cell_number, compact_json
+from slicetwin.platform.cell_keys import slot_tag
 from slicetwin.platform.redis_client import connect, is_cluster, write_and_wait
 from slicetwin.platform.stream_shards import resolve_shards, shard_keys, shard_of
 
@@ -251,13 +252,23 @@ return #ARGV - 1
 class _Unconfirmed:
     """Transitions of one shard written to its master but not yet confirmed on a replica."""
 
-    __slots__ = ("node", "items", "next_try", "delay")
+    __slots__ = ("node", "items", "next_try", "delay", "short")
 
     def __init__(self) -> None:
         self.node: str | None = None  # the master they were written to (None: unknown)
         self.items: list[Transition] = []
         self.next_try = 0.0
         self.delay = 0.0
+        self.short = False  # a WAIT came short or a write failed since the last confirmation
+
+    def join(self, node: str | None, items: list[Transition]) -> None:
+        """Add ``items``, written to ``node``. Items written to different masters make the
+        node unknown: the next settle then sends them all again (duplicates are harmless)."""
+        if not self.items:
+            self.node = node
+        elif self.node != node:
+            self.node = None
+        self.items.extend(items)
 
 
 class RedisStreamSink(TransitionSink):
@@ -271,7 +282,13 @@ class RedisStreamSink(TransitionSink):
     a tiny write that moves the connection's offset) confirms it; if the shard moved to another
     master (a failover lost the write, or might have), the transitions are sent again. So no
     transition is lost across a failover; a re-sent one may appear twice in the stream, and the
-    trainer keeps one per (cell, window)."""
+    trainer keeps one per (cell, window).
+
+    Transitions the cell memory's commit already appended (``controller/cells.py``) come in
+    through :meth:`put_written` / :meth:`put_written_batch` with the master their shard had at
+    the commit: they join the same confirmation (a tiny write plus ``WAIT`` on that master,
+    from the writer thread, never on the request path) and are sent again only if the shard
+    moved to another master before a replica confirmed them."""
 
     name = "redis"
 
@@ -289,15 +306,76 @@ class RedisStreamSink(TransitionSink):
         self.wait_ms = wait_ms
         self._script = self._r.register_script(_XADD_MANY_LUA)
         self._held = [_Unconfirmed() for _ in self.keys]
+        # from commits, until the writer thread takes them: (shard | None, node(s), items, n)
+        self._written: deque = deque()
+        self._n_written = 0  # transitions in ``_written`` (O(1) for ``len``; under the lock)
+        self._written_lock = threading.Lock()
         self.resent = 0  # transitions sent again after their shard's master changed
         self.unconfirmed_waits = 0  # WAITs that timed out short of ``wait_replicas``
+        self.untracked = 0  # commits' transitions not tracked for confirmation (buffer full)
 
     @property
     def healthy(self) -> bool:
-        return super().healthy and not any(h.items for h in self._held)
+        """False while writes fail or a replica did not confirm some (transitions appended by
+        commits and waiting for their first confirmation are not a failure)."""
+        return super().healthy and not any(h.items and h.short for h in self._held)
 
     def _held_elsewhere(self) -> int:
-        return sum(len(h.items) for h in self._held)
+        return sum(len(h.items) for h in self._held) + self._n_written
+
+    @property
+    def confirms_written(self) -> bool:
+        """True when transitions written by the cell memory's commit must still be confirmed
+        by a replica here (``put_written``)."""
+        return self.wait_replicas > 0
+
+    def _node_or_none(self, key: str) -> str | None:
+        try:
+            return self._node(key)
+        except Exception:  # noqa: BLE001 - no master for the slot right now: sent again
+            return None
+
+    def put_written(self, t: Transition) -> None:
+        """``t`` is already in its shard (appended by the commit): confirm it on a replica,
+        sent again only if the shard's master changes first (request path: one slot-map
+        lookup)."""
+        shard = shard_of(t.cell_id, len(self.keys))
+        self._queue_written(shard, self._node_or_none(self.keys[shard]), [t], 1)
+
+    def put_written_batch(self, tb: TransitionBatch) -> None:
+        """``put_written`` for a column batch (expanded by the writer thread)."""
+        nodes = tuple(self._node_or_none(k) for k in self.keys)
+        self._queue_written(None, nodes, tb, len(tb))
+
+    def _queue_written(self, shard: int | None, node, items, n: int) -> None:
+        if not self.confirms_written:  # nothing to confirm: written with the commit
+            self._count_written(n)
+            return
+        if len(self) + n > self._cap:  # no room to track them: in the stream, unconfirmed
+            self.untracked += n
+            self._count_written(n)
+            return
+        with self._written_lock:
+            self._written.append((shard, node, items, n))
+            self._n_written += n
+        self._idle.clear()
+
+    def _take_written(self) -> None:
+        """Move the commits' transitions into the per-shard confirmation (writer thread)."""
+        n_keys = len(self.keys)
+        while self._written:
+            shard, node, items, n = self._written[0]
+            if shard is not None:
+                self._held[shard].join(node, items)
+            else:
+                parts: dict[int, list[Transition]] = {}
+                for t in items.expand():
+                    parts.setdefault(shard_of(t.cell_id, n_keys), []).append(t)
+                for i, part in parts.items():
+                    self._held[i].join(node[i], part)
+            with self._written_lock:  # after joining: always counted in ``len(self)``
+                self._written.popleft()
+                self._n_written -= n
 
     @property
     def unconfirmed(self) -> int:
@@ -315,8 +393,8 @@ class RedisStreamSink(TransitionSink):
             node = self._node(key)
         except Exception:  # noqa: BLE001 - no master for the slot right now (failing over)
             node = None
-        if confirm_only:
-            mark = f"{key}:confirm"
+        if confirm_only:  # in the shard's slot (an unsharded stream: its whole name is the tag)
+            mark = f"{key}:confirm" if slot_tag(key) != key else f"{key}:{{{key}}}:confirm"
 
             def write(p):
                 p.set(mark, "1", px=60_000)
@@ -334,7 +412,7 @@ class RedisStreamSink(TransitionSink):
                 return False
             if acked is None or acked >= want:
                 return True
-            h.node, h.items = node, list(items)
+            h.node, h.items, h.short = node, list(items), True
         elif acked is not None and acked >= want:
             return True
         self.unconfirmed_waits += 1
@@ -342,6 +420,7 @@ class RedisStreamSink(TransitionSink):
 
     def _settle(self) -> None:
         """Retry every shard still holding transitions (backoff per shard)."""
+        self._take_written()
         now = time.monotonic()
         for i, h in enumerate(self._held):
             if not h.items or now < h.next_try:
@@ -366,9 +445,10 @@ class RedisStreamSink(TransitionSink):
                     h.items, h.node = items + h.items, None
                 ok = False
             if ok:
-                h.items, h.node, h.delay = [], None, 0.0
+                h.items, h.node, h.delay, h.short = [], None, 0.0, False
                 self._count_written(len(items))
             else:
+                h.short = True
                 h.delay = min(1.0, max(0.05, 2 * h.delay))
                 h.next_try = time.monotonic() + h.delay
 
@@ -394,7 +474,7 @@ class RedisStreamSink(TransitionSink):
         for shard, items in failed:
             h = self._held[shard]
             h.items.extend(items)
-            h.node = None  # unknown whether the write ran: sent again
+            h.node, h.short = None, True  # unknown whether the write ran: sent again
         return done
 
     def close(self) -> None:

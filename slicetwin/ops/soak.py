@@ -36,6 +36,7 @@ from tqdm import tqdm
 from slicetwin.core.transition_wire import decode
 from slicetwin.ops.loadgen import LoadConfig, drive
 from slicetwin.ops.procs import ControllerProcess, RedisServer
+from slicetwin.platform.cell_keys import cell_key
 from slicetwin.platform.keys import fresh_keys
 
 
@@ -224,7 +225,7 @@ class _Outage:
         if self.cfg.cell_store == "redis":
             p = r.pipeline()
             for c in sorted(last):
-                p.hget(f"slicetwin:cells:{{{prefix}{c}}}", "window")
+                p.hget(cell_key("slicetwin:", f"{prefix}{c}"), "window")  # a single Redis
             got = p.execute()
             mismatched = sum(int(g or -1) != last[c] for c, g in zip(sorted(last), got,
                                                                      strict=True))

@@ -1,12 +1,14 @@
 """The Redis cell store behaves the same on a single Redis and on a Redis Cluster: window order,
 all-or-nothing batches, the re-sync's compare-and-set and the exploration budget; on a cluster
-each cell's keys share the cell's own slot, so cells spread over the masters."""
+each cell's keys share the slot of the cell's stream shard, so cells spread over the masters as
+the shards do."""
 
 from __future__ import annotations
 
 import pytest
 
 from controller.cells import CellMemory, RedisCellStore, Stored, WindowConflict
+from slicetwin.platform.cell_keys import cell_keys, slot_tag
 from slicetwin.platform.redis_client import connect
 
 PREFIX = "t:"
@@ -73,9 +75,15 @@ def test_cells_spread_over_slots(any_redis_url, store):
     store.take_exploration("cell-1", 5)
     r = connect(any_redis_url)
     keys = sorted(k.decode() for k in r.scan_iter(match=PREFIX + "cells:*", count=1000))
-    assert keys[0] == "t:cells:{cell-0}" and "t:cells:{cell-1}:explored" in keys
-    if store.cluster:  # each cell in its own slot: all three masters hold some
-        masters = {r.get_node_from_key(k).name for k in keys}
-        assert len(masters) == 3
-        assert r.keyslot("t:cells:{cell-1}") == r.keyslot("t:cells:{cell-1}:explored")
+    layout = cell_keys(PREFIX, store.cluster)  # the one place that names a cell's key
+    assert keys == sorted([layout.of(c) for c in cells] + [layout.of("cell-1") + ":explored"])
+    if not store.cluster:
+        assert layout.of("cell-0") == "t:cells:{cell-0}"
+    else:  # in its stream shard's slot: the six shards' slots, on all three masters
+        assert layout.of("cell-0") == f"t:cells:{{{slot_tag(layout.streams[layout.shard('cell-0')])}}}:cell-0"
+        assert {r.keyslot(k) for k in keys} == {r.keyslot(s) for s in layout.streams}
+        assert len({r.get_node_from_key(k).name for k in keys}) == 3
+        for c in cells:
+            assert r.keyslot(layout.of(c)) == r.keyslot(layout.streams[layout.shard(c)])
+        assert r.keyslot(layout.of("cell-1")) == r.keyslot(layout.of("cell-1") + ":explored")
     r.close()

@@ -20,6 +20,9 @@ from controller.metrics import ControllerMetrics
 from controller.sinks import MemorySink
 from slicetwin.core.transition_wire import Transition
 from slicetwin.ops.procs import RedisServer, free_port
+from slicetwin.platform.cell_keys import cell_key
+from slicetwin.platform.redis_client import connect
+from slicetwin.platform.stream_shards import shard_keys
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server binary not installed")
@@ -74,7 +77,7 @@ def _value(m: ControllerMetrics, name: str, **labels) -> float:
 
 def _redis_window(url: str, cell: str) -> int | None:
     r = redis.Redis.from_url(url)
-    w = r.hget(f"{PREFIX}cells:{{{cell}}}", "window")
+    w = r.hget(cell_key(PREFIX, cell), "window")
     r.close()
     return None if w is None else int(w)
 
@@ -207,6 +210,37 @@ def test_a_landed_commit_that_closed_its_transition_is_not_stored_twice(rdb_redi
     store.close()
 
 
+def test_a_landed_commit_is_not_stored_twice_on_a_cluster(cluster_url):
+    """The same on a Redis Cluster, where the commit appends the transition to the cell's shard
+    (the cell's key is in that shard's slot) and the re-sync pushes per shard: the breaker is
+    opened by hand here (the shared cluster is not stopped), as a lost reply would open it."""
+    m, sink = ControllerMetrics(), MemorySink()
+    streams = shard_keys(PREFIX + "tr", 6)
+    rs = RedisCellStore(cluster_url, PREFIX, timeout_s=0.25, streams=streams)
+    store = ShadowedCellStore(rs, sink, m, probe_s=60.0)
+    assert store.closes_transitions and rs.cluster
+    other = next(f"d{i}" for i in range(100) if rs.keys.shard(f"d{i}") != rs.keys.shard("c"))
+    for w in (1, 2):
+        assert store.record("c", _mem(w), _close(w)) == (_mem(w - 1) if w > 1 else None, None)
+    rs.commit("c", _mem(3), _close(3))  # lands with its transition; the reply is "lost"
+    store._trip(redis.ConnectionError("reply lost"))
+    for w in (3, 4):
+        prev, held = store.record("c", _mem(w), _close(w))
+        assert held is not None and prev.window == w - 1
+        store.hold(held, _t("c", w))
+    assert store.record(other, _mem(1))[1] is not None  # a second shard in the same re-sync
+    assert store.try_recover() is True
+    r = connect(cluster_url)
+    in_stream = [int(f[b"t"].split(b",")[1]) for _, f in r.xrange(streams[rs.keys.shard("c")])]
+    assert in_stream == [2, 3]  # by the commits, window 3 once
+    assert int(r.hget(rs.keys.of(other), "window")) == 1
+    r.close()
+    assert _written(sink) == [("c", 4)]
+    assert _value(m, "slicetwin_held_transitions_total", outcome="already_stored") == 1
+    assert rs.peek("c").window == 4
+    store.close()
+
+
 def test_probe_thread_resyncs_without_help(rdb_redis):
     """The breaker's own probe (0.1 s here) notices Redis and re-syncs; shutdown while Redis is
     away drops what is held and counts it."""
@@ -239,8 +273,8 @@ def test_a_key_of_another_type_never_blocks_the_resync(rdb_redis):
         assert _decide(store, c, 2) is True
     rdb_redis.start()
     r = redis.Redis.from_url(rdb_redis.url)
-    r.delete(f"{PREFIX}cells:{{odd}}")
-    r.set(f"{PREFIX}cells:{{odd}}", "not a hash")
+    r.delete(cell_key(PREFIX, "odd"))
+    r.set(cell_key(PREFIX, "odd"), "not a hash")
     r.close()
     assert store.try_recover() is True
     assert _written(sink) == [("ok", 2)]

@@ -13,9 +13,11 @@ import time
 
 import pytest
 
+from controller.cells import CellMemory, Close, RedisCellStore
 from controller.sinks import RedisStreamSink
-from slicetwin.core.transition_wire import cell_number
+from slicetwin.core.transition_wire import Transition, cell_number, decode
 from slicetwin.ops.simfeed import sim_transitions
+from slicetwin.platform.redis_client import connect
 from slicetwin.registry.store import MemoryRegistry, RedisRegistry
 from tests.support.redis import drain_until, private_cluster
 from tests.support.worker import STREAM, fast_settings
@@ -116,3 +118,64 @@ def test_no_transition_lost_across_a_shard_failover(own_cluster, tmp_path):
     print(f"\nshard failover: {len(want)} transitions, {sink.resent} re-sent, "
           f"{len(w.store) - len(want)} duplicate rows on disk (dropped when loading), "
           f"{sink.unconfirmed_waits} unconfirmed WAITs")
+
+
+@pytest.mark.slow  # ~20 s: a cluster, a failover, a restart
+def test_transitions_closed_in_the_commit_survive_a_shard_failover(own_cluster):
+    """The controller's default on a cluster: each commit appends its transition to the cell's
+    shard (same slot as the cell's memory) and hands it to the sink, which only confirms it on
+    a replica (SINK_WAIT_REPLICAS 1). The master of shard 0 is SIGKILLed under load: what the
+    old master acknowledged but had not replicated is sent again by the sink to the new master,
+    so every transition a commit closed is in the stream afterwards (duplicates are allowed:
+    the trainer keeps one per (cell, window))."""
+    sink = RedisStreamSink(own_cluster.url, "f:transitions", shards=6, flush_interval_s=0.01)
+    sink.start()
+    store = RedisCellStore(own_cluster.url, "f:", timeout_s=0.5, streams=sink.keys)
+    assert sink.confirms_written and store.closes_transitions
+    cells = [f"f{i}" for i in range(30)]
+    closed: list[tuple[str, int]] = []
+    stop = threading.Event()
+
+    def produce() -> None:  # one window of 30 cells every 10 ms, each cell its own commit
+        w = 0
+        while not stop.is_set():
+            for cid in cells:
+                close = Close(f'["{cid}",{w},', "0.5,0.25,[0.1,0.2,0.3],[1,2,3],[1,1,1],1.5",
+                              "1.0")
+                try:
+                    prev = store.commit(cid, CellMemory(w, [0.1, 0.2, 0.3], 3, "v", False,
+                                                        False), close)
+                except Exception:  # noqa: BLE001 - failing over: the real store holds it
+                    continue
+                if prev is not None and prev.window == w - 1:
+                    closed.append((cid, w))
+                    sink.put_written(Transition(cid, w, prev.state, 3, 0.5, 0.25,
+                                                [0.1, 0.2, 0.3], [1, 2, 3], [1, 1, 1], 1.5,
+                                                "v", False, False, 1.0))
+            w += 1
+            time.sleep(0.01)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    try:
+        time.sleep(1.0)
+        victim = own_cluster.master_for_key(sink.keys[0])
+        own_cluster.kill_master(victim)
+        time.sleep(1.0)
+        own_cluster.restart(victim)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        producer.join(5)
+    assert sink.flush(30), f"sink still holds {len(sink)} ({sink.last_error})"
+    assert sink.unconfirmed == 0 and sink.written == len(closed)
+    r = connect(own_cluster.url)
+    stored = [(t["cell_id"], t["window"]) for key in sink.keys
+              for _, f in r.xrange(key) for t in [decode(f)]]
+    r.close()
+    missing = set(closed) - set(stored)
+    assert not missing, f"{len(missing)} of {len(closed)} closed transitions lost"
+    print(f"\nin-commit shard failover: {len(closed)} closed, {sink.resent} re-sent, "
+          f"{len(stored) - len(set(stored))} duplicate entries")
+    store.close()
+    sink.close()

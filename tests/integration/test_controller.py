@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.app import create_app
 from controller.settings import ControllerSettings
+from slicetwin.platform.cell_keys import cell_keys
 from slicetwin.platform.redis_client import connect, is_cluster
 from slicetwin.platform.stream_shards import resolve_shards, shard_keys
 from slicetwin.registry.store import MemoryRegistry, RedisRegistry
@@ -167,7 +168,7 @@ def test_bad_inputs_get_4xx_and_the_next_good_report_is_served():
 
 def test_stream_gets_exactly_one_transition_per_consecutive_window_pair(any_redis_url):
     """A real controller process, with its cell memory and stream on a single Redis or on a
-    Redis Cluster (cells in their own slots, the stream in 6 shards)."""
+    Redis Cluster (the stream in 6 shards, each cell's memory in its shard's slot)."""
     redis_url = any_redis_url
     with controller_process(redis_url=redis_url, hmac_key=KEY) as url:
         answers: dict[tuple[str, int], dict] = {}
@@ -210,7 +211,8 @@ def test_stream_gets_exactly_one_transition_per_consecutive_window_pair(any_redi
         assert a2["arrived"] == [30, 100, 1] and a2["sla_met"] == [15, 50, 0]
         assert np.isclose(a2["utility"], 0.01 * 1.0 + 0.5 + 0.5 + 0.0)
         # cell memory lives in Redis (stateless replicas)
-        assert rc.exists("slicetwin:cells:{a}") and rc.exists("slicetwin:cells:{b}")
+        layout = cell_keys("slicetwin:", is_cluster(rc))
+        assert rc.exists(layout.of("a")) and rc.exists(layout.of("b"))
         rc.close()
 
 

@@ -30,6 +30,7 @@ from slicetwin.core.transition_wire import decode
 from slicetwin.ops.loadgen import LoadConfig, drive
 from slicetwin.ops.procs import ControllerProcess, RedisServer, http_get
 from slicetwin.ops.soak import SoakConfig, run_soak, wait_drained
+from slicetwin.platform.cell_keys import cell_key
 from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
@@ -130,8 +131,8 @@ def test_redis_outage_with_redis_cell_store_answers_everything(compose_like):
     for c, w in res.answered:
         last[c] = max(w, last.get(c, -1))
     for c, w in last.items():
-        assert int(r.hget(f"slicetwin:cells:{{ld-{c}}}", "window")) == w, c
-    assert int(r.hget("slicetwin:cells:{dup}", "window")) == 3
+        assert int(r.hget(cell_key("slicetwin:", f"ld-{c}"), "window")) == w, c
+    assert int(r.hget(cell_key("slicetwin:", "dup"), "window")) == 3
     r.close()
     expected = {(f"ld-{c}", w) for c, w in res.expected_transitions()} | {("dup", 2), ("dup", 3)}
     assert set(keys) == expected

@@ -131,10 +131,10 @@ def test_floor_two_replicas_keep_decisions_per_cpu_second():
 
 @pytest.mark.slow
 def test_killed_replica_on_a_redis_cluster_keeps_the_order():
-    """The same kill on a local Redis Cluster (3 masters, a replica each): the order holds and
-    no request fails after the kill. Lost transitions are measured, not asserted: on a cluster
-    they go through the sink's in-process buffer, which dies with the replica (the cell's key
-    and its stream shard are in different slots; docs/reliability.md 4b)."""
+    """The same kill on a local Redis Cluster (3 masters, a replica each): the order holds, no
+    request fails after the kill, and no transition is lost or stored twice: the commit appends
+    it in the cell's slot, which is its stream shard's (docs/reliability.md 4b; through the
+    sink's in-process buffer the kill lost 3 at 1,000 reports/s)."""
     if shutil.which("redis-cli") is None:
         pytest.skip("redis-cli not installed (a local Redis Cluster needs it)")
     cfg = ScaleConfig(replicas=(2,), redis="cluster", rate=500, duration_s=10, cells=256,
@@ -145,4 +145,4 @@ def test_killed_replica_on_a_redis_cluster_keeps_the_order():
     assert res["cell_memory_mismatches"] == 0 and res["windows_accepted_twice"] == 0, res
     assert res["kill"]["failed_after"] == {}, res
     assert res["failed"] == sum(res["kill"]["failed_in_flight"].values()), res
-    assert res["lost_transitions"] <= 0.01 * res["transitions_expected"], res
+    assert res["lost_transitions"] == 0 and res["duplicate_transitions"] == 0, res

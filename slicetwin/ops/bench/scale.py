@@ -41,9 +41,9 @@ from slicetwin.ops.loadgen import LoadConfig, drive
 from slicetwin.ops.procs import ControllerProcess, RedisServer
 from slicetwin.ops.redis_cluster import RedisCluster
 from slicetwin.ops.soak import wait_drained
+from slicetwin.platform.cell_keys import cell_keys
 from slicetwin.platform.keys import fresh_keys
 from slicetwin.platform.redis_client import connect, is_cluster
-from slicetwin.platform.stream_shards import resolve_shards, shard_keys
 
 REDIS_KINDS = ("single", "cluster")
 KEY_PREFIX = "slicetwin:"
@@ -288,22 +288,23 @@ def _drive(cfg: ScaleConfig, replicas: int, ctls: list[ControllerProcess], lb: H
     failed_by_kind = {k: v for k, v in status.items() if k != "200"}
     cpu_ctl = ledger.used.get("controllers", 0.0)
     cpu_lb = ledger.used.get("haproxy", 0.0)
+    # the controllers' own key layout: 1 stream shard on a single Redis, 6 on a cluster
+    layout = cell_keys(KEY_PREFIX, is_cluster(r), 0, STREAM)
+    streams = layout.streams
     out = {"requests": requests, "decisions": ok, "achieved_rps": round(requests / wall, 1),
            "decisions_per_s": round(ok / wall, 1), "p50_ms": _pct(lat, 0.50),
            "p99_ms": _pct(lat, 0.99), "failed": requests - ok // cfg.batch,
            "failed_by_kind": failed_by_kind,
            "order_violations": sum(res["order_violations"] for res in results),
            "answer_mismatches": sum(res["answer_mismatches"] for res in results),
-           "cell_memory_mismatches": audit_memory(r, KEY_PREFIX, answered)}
-    # the controllers' own shard layout: 1 shard on a single Redis, 6 on a cluster
-    streams = shard_keys(STREAM, resolve_shards(0, is_cluster(r)))
+           "cell_memory_mismatches": audit_memory(r, layout, answered)}
     out.update(audit_transitions(r, streams, answered))
     out.update({"server_cpu_s": {"controllers": round(cpu_ctl, 2), "haproxy": round(cpu_lb, 2)},
                 "decisions_per_cpu_s": round(ok / (cpu_ctl + cpu_lb), 1)
                 if cpu_ctl + cpu_lb > 0 else None,
                 "decisions_per_controller_cpu_s": round(ok / cpu_ctl, 1) if cpu_ctl > 0 else None})
     cell_ids = [f"scale0-{i}" for i in range(cfg.cells // g)]
-    out.update(redis_figures(r, rs0, rs1, ok, streams, KEY_PREFIX, cell_ids))
+    out.update(redis_figures(r, rs0, rs1, ok, layout, cell_ids))
     stats = lb.stats().get("BACKEND", {})
     out["haproxy"] = {k: int(stats.get(k) or 0) for k in
                       ("wretr", "wredis", "econ", "eresp", "hrsp_5xx", "connect", "reuse")}

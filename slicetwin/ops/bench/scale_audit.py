@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from redis.cluster import RedisCluster as ClusterClient
 
-from controller.cells import cell_key
 from slicetwin.core.transition_wire import decode
+from slicetwin.platform.cell_keys import CellKeys
 from slicetwin.platform.redis_client import is_cluster
 
 
@@ -61,7 +61,7 @@ def audit_transitions(r, streams: tuple[str, ...], answered: dict[str, set]) -> 
             "unexpected_transitions": len(stored - expected)}
 
 
-def audit_memory(r, key_prefix: str, answered: dict[str, set]) -> int:
+def audit_memory(r, keys: CellKeys, answered: dict[str, set]) -> int:
     """Cells whose memory in Redis is not at their last answered window."""
     last: dict[str, int] = {}
     for prefix, pairs in answered.items():
@@ -71,7 +71,7 @@ def audit_memory(r, key_prefix: str, answered: dict[str, set]) -> int:
     cells = sorted(last)
     p = r.pipeline(transaction=False)
     for cid in cells:
-        p.hget(cell_key(key_prefix, cid), "window")
+        p.hget(keys.of(cid), "window")
     got = p.execute()
     return sum(int(g if g is not None else -1) != last[c] for c, g in zip(cells, got, strict=True))
 
@@ -87,13 +87,14 @@ def redis_sample(r) -> dict:
             "used_memory": sum(i["used_memory"] for i in infos)}
 
 
-def redis_figures(r, before: dict, after: dict, decisions: int, streams: tuple[str, ...],
-                  key_prefix: str, cell_ids: list[str]) -> dict:
+def redis_figures(r, before: dict, after: dict, decisions: int, keys: CellKeys,
+                  cell_ids: list[str]) -> dict:
     """Per-decision Redis cost (a cluster's masters together) and per-cell / per-entry
-    memory."""
+    memory (``keys``: the controllers' layout, cell keys and stream shards)."""
+    streams = keys.streams
     cpu = after["cpu_s"] - before["cpu_s"]
     sample = cell_ids[:200]
-    sizes = [r.memory_usage(cell_key(key_prefix, c), samples=0) or 0 for c in sample]
+    sizes = [r.memory_usage(keys.of(c), samples=0) or 0 for c in sample]
     xlen = sum(r.xlen(s) for s in streams)
     sbytes = sum(r.memory_usage(s, samples=0) or 0 for s in streams)
     return {"redis_cmds_per_decision": round((after["cmds"] - before["cmds"]) / decisions, 2)
