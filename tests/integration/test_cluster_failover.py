@@ -86,18 +86,7 @@ def test_no_transition_lost_across_a_shard_failover(own_cluster, tmp_path):
             sent.extend((t.cell_id, t.window) for t in ts)
             time.sleep(0.01)
 
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
-    try:
-        time.sleep(1.0)
-        victim = own_cluster.master_for_key(sink.keys[0])
-        own_cluster.kill_master(victim)  # returns once the replica took over
-        time.sleep(1.0)
-        own_cluster.restart(victim)  # back as the new master's replica
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        producer.join(5)
+    _fail_over_shard_zero_while(produce, stop, own_cluster, sink)
     assert sink.flush(30), f"sink still holds {len(sink)} ({sink.last_error})"
     assert sink.dropped == 0 and sink.written == len(sent) and sink.unconfirmed == 0
     assert sum(resent) == sink.resent  # what slicetwin_transitions_resent_total counts
@@ -155,18 +144,7 @@ def test_transitions_closed_in_the_commit_survive_a_shard_failover(own_cluster):
             w += 1
             time.sleep(0.01)
 
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
-    try:
-        time.sleep(1.0)
-        victim = own_cluster.master_for_key(sink.keys[0])
-        own_cluster.kill_master(victim)
-        time.sleep(1.0)
-        own_cluster.restart(victim)
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        producer.join(5)
+    _fail_over_shard_zero_while(produce, stop, own_cluster, sink)
     assert sink.flush(30), f"sink still holds {len(sink)} ({sink.last_error})"
     assert sink.unconfirmed == 0 and sink.written == len(closed)
     r = connect(own_cluster.url)
@@ -179,3 +157,20 @@ def test_transitions_closed_in_the_commit_survive_a_shard_failover(own_cluster):
           f"{len(stored) - len(set(stored))} duplicate entries")
     store.close()
     sink.close()
+
+
+def _fail_over_shard_zero_while(produce, stop: threading.Event, cluster, sink) -> None:
+    """Run ``produce`` in a thread while the master of the sink's shard 0 is SIGKILLed (the call
+    returns once its replica took over) and restarted (back as the new master's replica)."""
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    try:
+        time.sleep(1.0)
+        victim = cluster.master_for_key(sink.keys[0])
+        cluster.kill_master(victim)
+        time.sleep(1.0)
+        cluster.restart(victim)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        producer.join(5)
