@@ -26,7 +26,6 @@ figure (no simulator profile and too few held-out rows) the candidate is refused
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -118,14 +117,12 @@ def sim_utility(policy: PolicyFn, cells: int, windows: int, seed: int | list[int
 
 
 def paired_lower(candidate: np.ndarray, current: np.ndarray) -> dict:
-    """The paired difference candidate - current: mean, 95 % CI half-width (Student t over the
-    pairs), its lower end, and the number of pairs (one pair: the difference itself)."""
-    d = np.asarray(candidate, np.float64) - np.asarray(current, np.float64)
-    n = len(d)
-    mean = float(d.mean())
-    half = protocol.t95(n) * float(d.std(ddof=1)) / math.sqrt(n) if n >= 2 else 0.0
-    return {"mean_diff": round(mean, 6), "ci95": round(float(half), 6),
-            "lower": round(mean - float(half), 6), "n": n}
+    """The paired difference candidate - current (``protocol.paired``): mean, 95 % CI
+    half-width over the pairs, its lower end, and the number of pairs (one pair: no CI)."""
+    p = protocol.paired(candidate, current)
+    half = p["ci95"] or 0.0
+    return {"mean_diff": p["mean"], "ci95": half, "lower": round(p["mean"] - half, 5),
+            "n": p["n"]}
 
 
 def gate(candidate: PolicyFn, current: PolicyFn, *, twin: Any, data: Transitions,
