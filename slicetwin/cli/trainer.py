@@ -138,6 +138,16 @@ def bench_policy_cmd(
     typer.echo(main_json(model=model, hidden=hidden, n_single=n_single, n_batches=n_batches))
 
 
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    """'256,256,128,128' -> (256, 256, 128, 128); None stays None."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
 def _override(cfg, **kw):
 
     return replace(cfg, **{k: v for k, v in kw.items() if v is not None})
@@ -269,6 +279,10 @@ def experiment_distill(
     rounds: int = typer.Option(None, min=1, help="distillation rounds (default 10,000)"),
     mode: str = typer.Option("hard", help="hard (eq. 12, argmax labels) | soft (KL, temperature)"),
     teacher_interactions: int = typer.Option(None, min=200, help="real interactions per teacher"),
+    teacher_hidden: str = typer.Option(None, help="teacher hidden layers, e.g. 256,256,128,128 "
+                                       "(the default, the paper's; quick 64,64)"),
+    eval_windows: int = typer.Option(None, min=1, help="report windows per seed (default 150, "
+                                     "the yardstick's; quick 40)"),
     first_seed: int = typer.Option(0, min=0, help="first training seed (0-999; 1000-1999 for "
                                    "probes); pair i is measured on report seed 10000 + i"),
     allow_any_seeds: bool = typer.Option(False, "--allow-any-seeds",
@@ -289,6 +303,7 @@ def experiment_distill(
         cfg = exp.DistillExperimentConfig(**(exp.QUICK if quick else {}))
         cfg = _override(cfg, seeds=seeds, rounds=rounds, mode=mode,
                         teacher_interactions=teacher_interactions, first_seed=first_seed,
+                        eval_steps=eval_windows, teacher_hidden=_ints(teacher_hidden),
                         allow_any_seeds=allow_any_seeds,
                         baselines=str(baselines) if baselines else None)
     except ValueError as e:
@@ -317,6 +332,8 @@ def experiment_offline(
         None, min=0, help="K random actions tried in the twin at every state theta_2 visits "
                           "(default 32; 0 = off)"),
     twin_interactions: int = typer.Option(None, min=1, help="visited twin states for theta_2"),
+    eval_windows: int = typer.Option(None, min=1, help="report windows per seed (default 150, "
+                                     "the yardstick's; quick 40)"),
     distill_rounds: int = typer.Option(None, min=0, help="distillation steps of each final "
                                        "network's served ONNX student (default 2,000; 0 = none)"),
     first_seed: int = typer.Option(0, min=0, help="first training seed (0-999; 1000-1999 for "
@@ -341,6 +358,7 @@ def experiment_offline(
                         prox_weight=prox_weight, init_from_reference=init_from_reference,
                         twin_counterfactual_actions=twin_counterfactual_actions,
                         twin_interactions=twin_interactions, distill_rounds=distill_rounds,
+                        eval_steps=eval_windows,
                         first_seed=first_seed, allow_any_seeds=allow_any_seeds,
                         baselines=str(baselines) if baselines else None)
     except ValueError as e:
