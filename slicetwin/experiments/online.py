@@ -11,6 +11,11 @@ For each algorithm and seed this runs, on the same simulated traffic (same seed)
 A round is 200 real interactions. Every run writes ``runs/<algo>_<variant>_seed<k>.csv`` (round,
 real_interactions, mean_reward, mean_utility, wall_time_s); the experiment writes one PNG per
 algorithm (mean and 95 % band across seeds) and ``summary.json``.
+
+Evaluation protocol (docs/training.md): training seeds lie in 0-999 (1000-1999 for probes; report
+seeds are refused), and run k's greedy policy, its served ONNX student (``serve``) and the oracle
+are measured on report seed 10000 + k; the summary gives mean, 95 % CI and per-seed values, and
+names the reference of every ratio.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ import numpy as np
 from tqdm import tqdm
 
 from slicetwin.core import protocol
-from slicetwin.core.protocol import RANGES
 from slicetwin.core.state import STATE_DIM
 from slicetwin.core.utility import RewardShaper
 from slicetwin.runtime.onnx_policy import OnnxPolicy
@@ -320,7 +324,7 @@ class GreedyCurve:
 def report_seed(train_seed: int) -> int:
     """The report seed paired with a training seed (protocol: report seeds are 10000+)."""
 
-    return RANGES["report"][0] + int(train_seed)
+    return protocol.RANGES["report"][0] + int(train_seed)
 
 
 def greedy_utility(agent, cfg: OnlineExperimentConfig, seed: int) -> float:
