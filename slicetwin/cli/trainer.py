@@ -33,9 +33,15 @@ def experiment_online(
     mode: str = typer.Option("paper", help="twin variant: paper (Algorithm 1 as published) | "
                              "branched (short model rollouts from real states, MBPO-like)"),
     seeds: int = typer.Option(5, min=1, help="seeds per configuration"),
-    first_seed: int = typer.Option(0, min=0, help="first seed (e.g. 5 for seeds 5-9, held out "
-                                   "from the probes that chose the defaults)"),
+    first_seed: int = typer.Option(0, min=0, help="first training seed (0-999; 1000-1999 for "
+                                   "probes); each run is evaluated on report seed 10000 + its "
+                                   "training seed"),
+    allow_any_seeds: bool = typer.Option(False, "--allow-any-seeds",
+                                         help="accept training seeds outside 0-1999"),
     rounds: int = typer.Option(30, min=1, help="rounds of 200 real interactions per run"),
+    distill_rounds: int = typer.Option(None, min=0, help="distillation steps of each run's "
+                                       "served ONNX student (default 2,000; quick 100; 0 = "
+                                       "no student)"),
     out: Path = typer.Option(Path("runs/online"), help="output directory"),
     quick: bool = typer.Option(False, help="smoke run: 2 seeds x 3 rounds, small nets"),
     workers: int = typer.Option(2, min=1, help="parallel worker processes (1 torch thread each)"),
@@ -64,7 +70,10 @@ def experiment_online(
         except ValueError:
             raise typer.BadParameter(f"--a1 {key}: {raw!r} is not a JSON value") from None
     kw = dict(algos=tuple(algo), twin=twin, mode=mode, workers=workers, n_cells=n_cells,
-              first_seed=first_seed, sim_profile=None if profile == "paper" else profile)
+              first_seed=first_seed, allow_any_seeds=allow_any_seeds,
+              sim_profile=None if profile == "paper" else profile)
+    if distill_rounds is not None:
+        kw["distill_rounds"] = distill_rounds
     try:
         from slicetwin.sim import SimConfig
 
@@ -84,13 +93,15 @@ def experiment_online(
     summary = run_experiment(cfg, out, progress=progress)
     brief = [{k: c[k] for k in ("algo", "variant", "seeds")}
              | {"to_0.8": c["interactions_to_reward_0.8"]["mean"],
-                "to_0.8_ratio": c.get("interactions_to_reward_0.8_ratio_to_baseline"),
+                "to_0.8_ci95": c["interactions_to_reward_0.8"]["ci95"],
+                "to_0.8_ratio_to_baseline": c.get("interactions_to_reward_0.8_ratio_to_baseline"),
                 "final_reward": round(c["final_reward"]["mean"], 4),
                 "final_utility": round(c["final_utility"]["mean"], 4),
-                "greedy_vs_oracle": c.get("greedy_utility_vs_oracle", {}).get("mean")}
+                "greedy_vs_oracle": c.get("greedy_utility_vs_oracle", {}).get("mean"),
+                "served_vs_oracle": c.get("served_utility_vs_oracle", {}).get("mean")}
              for c in summary["configs"]]
     typer.echo(_json.dumps({"out": str(out), "oracle_utility": summary["oracle_utility"],
-                            "configs": brief}))
+                            "paper_fig5b": summary["paper_fig5b"], "configs": brief}))
 
 
 @bench_app.command("train")
@@ -125,6 +136,16 @@ def bench_policy_cmd(
     from slicetwin.ops.bench.policy import main_json  # lazy: torch
 
     typer.echo(main_json(model=model, hidden=hidden, n_single=n_single, n_batches=n_batches))
+
+
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    """'256,256,128,128' -> (256, 256, 128, 128); None stays None."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
 def _override(cfg, **kw):
@@ -258,6 +279,17 @@ def experiment_distill(
     rounds: int = typer.Option(None, min=1, help="distillation rounds (default 10,000)"),
     mode: str = typer.Option("hard", help="hard (eq. 12, argmax labels) | soft (KL, temperature)"),
     teacher_interactions: int = typer.Option(None, min=200, help="real interactions per teacher"),
+    teacher_hidden: str = typer.Option(None, help="teacher hidden layers, e.g. 256,256,128,128 "
+                                       "(the default, the paper's; quick 64,64)"),
+    eval_windows: int = typer.Option(None, min=1, help="report windows per seed (default 150, "
+                                     "the yardstick's; quick 40)"),
+    first_seed: int = typer.Option(0, min=0, help="first training seed (0-999; 1000-1999 for "
+                                   "probes); pair i is measured on report seed 10000 + i"),
+    allow_any_seeds: bool = typer.Option(False, "--allow-any-seeds",
+                                         help="accept seeds outside the protocol's ranges"),
+    baselines: Path = typer.Option(None, help="a `slicetwin baselines` summary.json (or its "
+                                   "--out folder) of the same report traffic: ratios to best "
+                                   "fixed (hindsight), planner and oracle"),
     progress: bool = typer.Option(True, help="progress bars"),
 ) -> None:
     """Fig. 8: distil DT / non-DT teachers into 4- and 16-unit ONNX students (CSV, PNG, JSON)."""
@@ -267,13 +299,23 @@ def experiment_distill(
     from slicetwin.experiments import distill as exp  # lazy: torch
 
     torch.set_num_threads(1)
-    cfg = exp.DistillExperimentConfig(**(exp.QUICK if quick else {}))
-    cfg = _override(cfg, seeds=seeds, rounds=rounds, mode=mode,
-                    teacher_interactions=teacher_interactions)
+    try:
+        cfg = exp.DistillExperimentConfig(**(exp.QUICK if quick else {}))
+        cfg = _override(cfg, seeds=seeds, rounds=rounds, mode=mode,
+                        teacher_interactions=teacher_interactions, first_seed=first_seed,
+                        eval_steps=eval_windows, teacher_hidden=_ints(teacher_hidden),
+                        allow_any_seeds=allow_any_seeds,
+                        baselines=str(baselines) if baselines else None)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
     summary = exp.run(out, cfg, progress=progress)
     typer.echo(_json.dumps({"out": str(out), "seconds": summary["seconds"],
-                            "groups": {k: {m: round(v[m]["mean"], 4) for m in v}
-                                       for k, v in summary["groups"].items()}}))
+                            "groups": {k: {m: round(v[m]["mean"], 4) for m in v if "mean" in v[m]}
+                                       for k, v in summary["groups"].items()},
+                            "dt_minus_no_dt": {w: {k: (round(d["mean"], 4), d["ci95"])
+                                                   for k, d in v.items()}
+                                               for w, v in summary.get("dt_minus_no_dt",
+                                                                       {}).items()}}))
 
 
 @experiment_app.command("offline")
@@ -290,6 +332,17 @@ def experiment_offline(
         None, min=0, help="K random actions tried in the twin at every state theta_2 visits "
                           "(default 32; 0 = off)"),
     twin_interactions: int = typer.Option(None, min=1, help="visited twin states for theta_2"),
+    eval_windows: int = typer.Option(None, min=1, help="report windows per seed (default 150, "
+                                     "the yardstick's; quick 40)"),
+    distill_rounds: int = typer.Option(None, min=0, help="distillation steps of each final "
+                                       "network's served ONNX student (default 2,000; 0 = none)"),
+    first_seed: int = typer.Option(0, min=0, help="first training seed (0-999; 1000-1999 for "
+                                   "probes); pair i is measured on report seed 10000 + i"),
+    allow_any_seeds: bool = typer.Option(False, "--allow-any-seeds",
+                                         help="accept seeds outside the protocol's ranges"),
+    baselines: Path = typer.Option(None, help="a `slicetwin baselines` summary.json (or its "
+                                   "--out folder) of the same report traffic: ratios to best "
+                                   "fixed (hindsight), planner and oracle"),
     progress: bool = typer.Option(True, help="progress bars"),
 ) -> None:
     """Fig. 9: offline DRL with / without the twin (Algorithm 2) and discrete CQL."""
@@ -299,16 +352,24 @@ def experiment_offline(
     from slicetwin.experiments import offline as exp  # lazy: torch
 
     torch.set_num_threads(1)
-    cfg = exp.OfflineExperimentConfig(**(exp.QUICK if quick else {}))
-    cfg = _override(cfg, seeds=seeds, epochs=epochs, dataset_rounds=dataset_rounds,
-                    prox_weight=prox_weight, init_from_reference=init_from_reference,
-                    twin_counterfactual_actions=twin_counterfactual_actions,
-                    twin_interactions=twin_interactions)
+    try:
+        cfg = exp.OfflineExperimentConfig(**(exp.QUICK if quick else {}))
+        cfg = _override(cfg, seeds=seeds, epochs=epochs, dataset_rounds=dataset_rounds,
+                        prox_weight=prox_weight, init_from_reference=init_from_reference,
+                        twin_counterfactual_actions=twin_counterfactual_actions,
+                        twin_interactions=twin_interactions, distill_rounds=distill_rounds,
+                        eval_steps=eval_windows,
+                        first_seed=first_seed, allow_any_seeds=allow_any_seeds,
+                        baselines=str(baselines) if baselines else None)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
     summary = exp.run(out, cfg, progress=progress)
-    typer.echo(_json.dumps({"out": str(out), "seconds": summary["seconds"],
-                            "utility": {k: round(v["mean"], 4)
-                                        for k, v in summary["utility"].items()},
-                            "twin_minus_no_twin": summary.get("twin_minus_no_twin")}))
+    brief = {k: {v: (round(d["mean"], 4), d["ci95"]) for v, d in summary[k].items()}
+             for k in ("utility", "served_utility")}
+    typer.echo(_json.dumps({"out": str(out), "seconds": summary["seconds"], **brief,
+                            "twin_minus_no_twin": summary.get("twin_minus_no_twin"),
+                            "served_twin_minus_no_twin":
+                                summary.get("served_twin_minus_no_twin")}))
 
 
 @experiment_app.command("landscape")

@@ -30,8 +30,14 @@ from tqdm import tqdm
 
 from slicetwin.core import protocol
 from slicetwin.experiments.distill import write_csv
-from slicetwin.experiments.online import OnlineExperimentConfig, _train, make_env, specs
-from slicetwin.runtime.onnx_policy import OnnxPolicy
+from slicetwin.experiments.online import (
+    OnlineExperimentConfig,
+    ServedPolicy,
+    _train,
+    make_env,
+    serve,
+    specs,
+)
 from slicetwin.sim.baselines import run_policy
 from slicetwin.sim.config import SimConfig
 from slicetwin.sim.report import write_report
@@ -41,8 +47,7 @@ from slicetwin.sim.yardstick import (
     evaluate_baselines,
     summarise,
 )
-from trainer.distill import DistillConfig, distill, pool_states
-from trainer.export_onnx import export_policy
+from trainer.distill import pool_states
 
 ALGOS = ("dqn", "ddqn", "gan-ddqn")  # the default grid
 KNOWN_ALGOS = (*ALGOS, "factored-ddqn")
@@ -129,16 +134,6 @@ class GreedyPolicy:
         return np.asarray(self.agent.greedy(np.asarray(state, np.float32)), np.int64)
 
 
-class ServedPolicy:
-    """``act(sim, state)`` of an ONNX student through the controller's runner (as served)."""
-
-    def __init__(self, onnx_policy):
-        self.policy = onnx_policy
-
-    def act(self, sim, state: np.ndarray) -> np.ndarray:
-        return np.asarray(self.policy.act_batch(np.asarray(state, np.float32)), np.int64)
-
-
 def online_config(run: LearnedRun):
     over = dict(run.cfg.online)
     quick = over.pop("quick", False)
@@ -165,20 +160,16 @@ def learned_run(run: LearnedRun, out_dir: str) -> dict:
     yc = run.cfg.yardstick_config()
     ev = dict(config=sim_cfg, windows=yc.windows, cells=yc.cells, seed=run.report_seed)
     teacher_u = run_policy(GreedyPolicy(agent), **ev).mean_utility
-    res = distill(agent.q, pool_states(real.transitions()),
-                  DistillConfig(hidden=run.cfg.student_hidden, rounds=run.cfg.distill_rounds,
-                                seed=run.train_seed, eval_every=run.cfg.distill_rounds))
     path = Path(out_dir) / "models" / f"{run.name.replace('/', '_')}.onnx"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    export_policy(res.student, path, n_units=sim_cfg.n_units, version=run.name.replace("/", "_"),
-                  metrics={"agreement": res.agreement, "profile": run.profile},
-                  utility=sim_cfg.utility)
-    student_u = run_policy(ServedPolicy(OnnxPolicy(path.read_bytes())), **ev).mean_utility
+    student, agreement = serve(agent.q, pool_states(real.transitions()), path, sim_cfg.n_units,
+                               run.cfg.student_hidden, run.cfg.distill_rounds, run.train_seed,
+                               sim_cfg.utility, {"profile": run.profile})
+    student_u = run_policy(ServedPolicy(student), **ev).mean_utility
     info = trained["info"]
     return {"profile": run.profile, "algo": run.algo, "variant": run.variant,
             "index": run.index, "train_seed": run.train_seed, "report_seed": run.report_seed,
             "teacher_utility": teacher_u, "student_utility": student_u,
-            "agreement": round(res.agreement, 4),
+            "agreement": round(agreement, 4),
             "grad_steps_per_real": round(info["grad_steps"] / max(real.interactions, 1), 4),
             "real_interactions": real.interactions, "onnx": path.name,
             "wall_time_s": round(time.perf_counter() - t0, 1)}

@@ -6,6 +6,13 @@ student per width (hard labels, paper eq. 12), export it to ONNX, and measure on
 the mean utility of teacher, students (run from the ONNX file through the controller's runner,
 i.e. exactly what would serve) and a random policy, all on the same evaluation seeds.
 
+Evaluation protocol (docs/training.md): pair i trains its teachers on training seed
+``first_seed + i`` and measures every policy on report seed ``first_report_seed + i`` (10000+),
+``eval_cells`` x ``eval_steps`` windows, the traffic ``slicetwin baselines`` measures on; the
+summary gives mean, 95 % CI and per-seed values, the paired DT-minus-no-DT difference, and, with
+a ``slicetwin baselines`` summary of the same traffic (``baselines``), ratios to best fixed
+(hindsight) and the oracle.
+
 Outputs in ``--out``: ``distill.csv`` (one row per student), ``distill_curves.csv`` (agreement and
 utility over distillation rounds), ``distill.png`` (Fig. 8 curves), ``summary.json``, and the
 ONNX files under ``models/``.
@@ -27,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from slicetwin.core import protocol
 from slicetwin.core.actions import ActionCodec
 from slicetwin.experiments.online import train_for_experiment
 from slicetwin.runtime.onnx_policy import OnnxPolicy
@@ -163,17 +171,57 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def mean_std(x) -> dict[str, float]:
+def mean_std(x) -> dict:
+    """Mean, 95 % CI over seeds (``protocol.mean_ci``: ci95, n, per_seed) and the sd."""
     x = np.asarray(x, float)
-    return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
-            "n": int(len(x))}
+    return {**protocol.mean_ci(x), "mean": float(x.mean()),
+            "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0}
+
+
+def yardstick_references(path: str | Path | None, profile: str, report_seeds: list[int],
+                         windows: int, cells: int) -> dict[str, list[float]] | None:
+    """Per-report-seed utilities of every policy in a ``slicetwin baselines`` summary (a file, or
+    the ``--out`` folder holding one) measured on exactly this traffic: the same profile,
+    windows, cells and report seeds (a subset of its seeds). None when there is no such summary.
+    """
+    if path is None:
+        return None
+    f = Path(path)
+    f = f / "summary.json" if f.is_dir() else f
+    if not f.exists():
+        raise FileNotFoundError(f"no baselines summary at {f}")
+    block = json.loads(f.read_text()).get("profiles", {}).get(profile)
+    if block is None:
+        return None
+    yc = block["config"]
+    first, n = yc["first_report_seed"], yc["report_seeds"]
+    if (yc["windows"], yc["cells"]) != (windows, cells) or \
+            any(not first <= s < first + n for s in report_seeds):
+        return None
+    return {k: [v["per_seed"][s - first] for s in report_seeds]
+            for k, v in block["policies"].items()}
+
+
+def against_references(per_seed: list[float], refs: dict[str, list[float]] | None) -> dict:
+    """A policy's per-seed utilities against the yardstick on the same traffic: ratios of means
+    to best fixed (hindsight), the planner and the oracle, and the paired difference against
+    best fixed (hindsight)."""
+    if not refs:
+        return {}
+    m = float(np.mean(per_seed))
+    out = {f"ratio_to_{k}": protocol.ratio(m, float(np.mean(refs[k])))
+           for k in ("best_fixed_hindsight", "planner", "oracle") if k in refs}
+    if "best_fixed_hindsight" in refs:
+        out["paired_diff_vs_best_fixed_hindsight"] = protocol.paired(
+            per_seed, refs["best_fixed_hindsight"])
+    return out
 
 
 # ------------------------------------------------------------------------------- the experiment
 
 @dataclass
 class DistillExperimentConfig:
-    seeds: int = 3
+    seeds: int = 5  # pairs (training seed first_seed + i, report seed first_report_seed + i)
     kinds: tuple[str, ...] = ("dt", "no-dt")
     widths: tuple[int, ...] = (4, 16)  # paper: students with 2 hidden layers of 4 or 16 units
     rounds: int = 10_000  # paper's distillation budget
@@ -182,14 +230,33 @@ class DistillExperimentConfig:
     teacher_agent: str = "ddqn"
     teacher_hidden: tuple[int, ...] = (256, 256, 128, 128)
     n_units: int = 100
-    eval_cells: int = 8
-    eval_steps: int = 100  # windows per evaluation seed
-    eval_seeds: tuple[int, ...] = (10_001, 10_002)
+    train_cells: int = 8  # cells the teachers train on
+    eval_cells: int = 4  # report traffic: the yardstick's cells and windows (slicetwin baselines)
+    eval_steps: int = 150  # windows per report seed
+    first_seed: int = 0  # training seeds: 0-999 (1000-1999 for probes)
+    first_report_seed: int = protocol.RANGES["report"][0]
+    allow_any_seeds: bool = False
+    baselines: str | None = None  # `slicetwin baselines` summary of the same report traffic
     curve_points: int = 5  # utility checkpoints along the distillation
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ValueError("seeds must be >= 1")
+        role = "tune" if protocol.in_range("tune", self.first_seed) else "train"
+        protocol.check_seeds(role, self.train_seeds, self.allow_any_seeds)
+        protocol.check_seeds("report", self.report_seeds, self.allow_any_seeds)
+
+    @property
+    def train_seeds(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    @property
+    def report_seeds(self) -> list[int]:
+        return list(range(self.first_report_seed, self.first_report_seed + self.seeds))
 
 
 QUICK = dict(seeds=2, rounds=2000, teacher_interactions=4000, teacher_hidden=(64, 64),
-             eval_steps=40, eval_seeds=(10_001,), curve_points=4)
+             eval_steps=40, curve_points=4)
 
 
 def run(out: Path, cfg: DistillExperimentConfig,
@@ -200,31 +267,33 @@ def run(out: Path, cfg: DistillExperimentConfig,
 
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
-    env_factory = env_factory or sim_env_factory(cfg.eval_cells, cfg.n_units)
+    train_factory = env_factory or sim_env_factory(cfg.train_cells, cfg.n_units)
+    eval_factory = env_factory or sim_env_factory(cfg.eval_cells, cfg.n_units)
     if teacher_fn is None:
         def teacher_fn(kind: str, seed: int) -> TrainedAgent:
-            return train_agent(kind, seed, env_factory, cfg.teacher_interactions,
+            return train_agent(kind, seed, train_factory, cfg.teacher_interactions,
                                cfg.teacher_agent, cfg.teacher_hidden, cfg.n_units, progress)
 
-    def ev(act: Act) -> float:
-        return evaluate_policy(act, env_factory, cfg.eval_steps, cfg.eval_seeds)
+    def ev(act: Act, report_seed: int) -> float:
+        return evaluate_policy(act, eval_factory, cfg.eval_steps, (report_seed,), warmup=0)
 
     rows, curves = [], []
     t_start = time.time()
     for kind in cfg.kinds:
-        for seed in range(cfg.seeds):
+        for seed, report in zip(cfg.train_seeds, cfg.report_seeds, strict=True):
             t0 = time.time()
             teacher = teacher_fn(kind, seed)
             n_actions = int(teacher.q(torch.zeros(1, 3)).shape[1])
-            u_teacher = ev(greedy(teacher.q))
-            u_random = ev(random_act(n_actions, seed))
+            u_teacher = ev(greedy(teacher.q), report)
+            u_random = ev(random_act(n_actions, seed), report)
             for width in cfg.widths:
                 dcfg = DistillConfig(hidden=width, rounds=cfg.rounds, mode=cfg.mode, seed=seed,
                                      eval_every=max(1, cfg.rounds // cfg.curve_points),
                                      progress=progress)
 
-                def on_eval(rec, student, kind=kind, seed=seed, width=width, u_t=u_teacher):
-                    u = ev(greedy(student))
+                def on_eval(rec, student, kind=kind, seed=seed, width=width, u_t=u_teacher,
+                            report=report):
+                    u = ev(greedy(student), report)
                     curves.append({"teacher": kind, "seed": seed, "width": width, **rec,
                                    "utility": u, "utility_ratio": u / u_t})
                     return {"utility": u}
@@ -236,8 +305,10 @@ def run(out: Path, cfg: DistillExperimentConfig,
                                      n_units=cfg.n_units, version=f"{kind}-s{seed}-w{width}",
                                      metrics=metrics)
                 policy = OnnxPolicy(path.read_bytes())
-                u_student = ev(policy.act_batch)  # the exported artefact, not the torch module
-                rows.append({"teacher": kind, "seed": seed, "width": width,
+                # the exported artefact through the controller's runner, not the torch module
+                u_student = ev(policy.act_batch, report)
+                rows.append({"teacher": kind, "seed": seed, "report_seed": report,
+                             "width": width,
                              "agreement": res.agreement, "q_regret": res.q_regret,
                              "teacher_utility": u_teacher, "student_utility": u_student,
                              "utility_ratio": u_student / u_teacher, "random_utility": u_random,
@@ -246,15 +317,43 @@ def run(out: Path, cfg: DistillExperimentConfig,
     write_csv(out / "distill.csv", rows)
     write_csv(out / "distill_curves.csv", curves)
     _plot(out / "distill.png", rows, curves, cfg)
+    refs = None if env_factory else yardstick_references(
+        cfg.baselines, "paper", cfg.report_seeds, cfg.eval_steps, cfg.eval_cells)
     summary: dict = {"experiment": "distill", "config": asdict(cfg),
-                     "seconds": round(time.time() - t_start, 1), "groups": {}}
+                     "seconds": round(time.time() - t_start, 1), "groups": {},
+                     "protocol": {
+                         "train_seeds": cfg.train_seeds, "report_seeds": cfg.report_seeds,
+                         "seed_override": cfg.allow_any_seeds,
+                         "evaluation": f"{cfg.eval_steps} windows x {cfg.eval_cells} cells of "
+                                       f"report seed {cfg.first_report_seed} + i for pair i",
+                         "served": "every student from its ONNX file through the controller's "
+                                   "runner",
+                         "utility_ratio": "student / its own teacher, same report seed",
+                         "references": cfg.baselines if refs else None,
+                         "oracle": "full-search clairvoyant (one-step)" if refs else None,
+                         "statistics": "mean, 95 % CI (Student t over seed pairs), per seed"}}
+    if refs:
+        summary["references"] = {k: protocol.mean_ci(v) for k, v in refs.items()}
     for kind in cfg.kinds:
         for width in cfg.widths:
-            sel = [r for r in rows if r["teacher"] == kind and r["width"] == width]
-            summary["groups"][f"{kind}/w{width}"] = {
-                k: mean_std([r[k] for r in sel])
-                for k in ("agreement", "utility_ratio", "student_utility", "teacher_utility",
-                          "random_utility")}
+            sel = sorted((r for r in rows if r["teacher"] == kind and r["width"] == width),
+                         key=lambda r: r["seed"])
+            g = {k: mean_std([r[k] for r in sel])
+                 for k in ("agreement", "utility_ratio", "student_utility", "teacher_utility",
+                           "random_utility")}
+            g["student_vs_yardstick"] = against_references([r["student_utility"] for r in sel],
+                                                           refs)
+            summary["groups"][f"{kind}/w{width}"] = g
+    if {"dt", "no-dt"} <= set(cfg.kinds):  # the paper's claim: DT teachers distil better
+        summary["dt_minus_no_dt"] = {}
+        for width in cfg.widths:
+            dt, no = (sorted((r for r in rows if r["teacher"] == k and r["width"] == width),
+                             key=lambda r: r["seed"]) for k in ("dt", "no-dt"))
+            summary["dt_minus_no_dt"][f"w{width}"] = {
+                "student_utility": protocol.paired([r["student_utility"] for r in dt],
+                                                   [r["student_utility"] for r in no]),
+                "teacher_utility": protocol.paired([r["teacher_utility"] for r in dt],
+                                                   [r["teacher_utility"] for r in no])}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -19,8 +19,8 @@ import numpy as np
 from tqdm import tqdm
 
 from slicetwin.core import protocol
-from slicetwin.experiments.compare import ServedPolicy
 from slicetwin.experiments.distill import write_csv
+from slicetwin.experiments.online import ServedPolicy
 from slicetwin.runtime.onnx_policy import OnnxPolicy
 from slicetwin.sim.baselines import DemandProportionalPolicy, run_policy, tune_proportional
 from slicetwin.sim.config import SimConfig

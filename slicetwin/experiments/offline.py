@@ -10,8 +10,17 @@ Per seed, with no interaction beyond the fixed dataset:
 Every variant's greedy policy is evaluated on the simulator every few epochs (the Fig. 9 curve),
 together with theta_2 itself and the behaviour policy.
 
+Evaluation protocol (docs/training.md): pair i collects D on training seed ``first_seed + i`` and
+measures every policy on report seed ``first_report_seed + i`` (10000+), ``eval_cells`` x
+``eval_steps`` windows, the traffic ``slicetwin baselines`` measures on. Each final network is
+also measured as served: distilled into a ``student_hidden``-unit student on D's states,
+exported to ONNX and run through the controller's runner (``online.serve``).
+
 Outputs: ``offline.csv`` (one row per variant and seed, final figures), ``offline_curves.csv``,
-``offline.png``, ``summary.json`` (means, and the paired twin-minus-no-twin difference).
+``offline.png``, ``summary.json`` (mean, 95 % CI and per-seed values of the networks and their
+served students; paired differences twin minus no twin and twin minus CQL; with a
+``slicetwin baselines`` summary of the same traffic, ratios to best fixed (hindsight) and the
+oracle).
 """
 
 from __future__ import annotations
@@ -25,21 +34,26 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from slicetwin.core import protocol
 from slicetwin.core.state import STATE_DIM
 from slicetwin.core.transitions import Transitions
 from slicetwin.experiments.distill import (
     EnvFactory,
+    against_references,
     evaluate_policy,
     greedy,
     mean_std,
     random_act,
     sim_env_factory,
     write_csv,
+    yardstick_references,
 )
+from slicetwin.experiments.online import serve
 from slicetwin.twin import Twin, TwinConfig
 from trainer.agents import make_agent
 from trainer.agents.envs import RealEnv, TwinEnv
 from trainer.agents.loop import Learner
+from trainer.distill import pool_states
 from trainer.offline import OfflineConfig, train_offline
 from trainer.replay import ReplayBuffer, sample_mixed
 
@@ -66,16 +80,37 @@ class OfflineExperimentConfig:
                                                        "max_fit_seconds": 60.0})
     variants: tuple[str, ...] = ("offline", "offline+twin", "cql")
     n_units: int = 100
-    n_cells: int = 8
-    eval_steps: int = 60
-    eval_seeds: tuple[int, ...] = (20_001,)
+    n_cells: int = 8  # cells D is collected on
+    eval_cells: int = 4  # report traffic: the yardstick's cells and windows (slicetwin baselines)
+    eval_steps: int = 150  # windows per report seed
+    first_seed: int = 0  # training seeds (D): 0-999 (1000-1999 for probes)
+    first_report_seed: int = protocol.RANGES["report"][0]
+    allow_any_seeds: bool = False
+    baselines: str | None = None  # `slicetwin baselines` summary of the same report traffic
+    student_hidden: int = 16  # the served student of each final network
+    distill_rounds: int = 2000  # 0: no students
     curve_points: int = 5
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ValueError("seeds must be >= 1")
+        role = "tune" if protocol.in_range("tune", self.first_seed) else "train"
+        protocol.check_seeds(role, self.train_seeds, self.allow_any_seeds)
+        protocol.check_seeds("report", self.report_seeds, self.allow_any_seeds)
+
+    @property
+    def train_seeds(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    @property
+    def report_seeds(self) -> list[int]:
+        return list(range(self.first_report_seed, self.first_report_seed + self.seeds))
 
 
 QUICK = dict(seeds=2, dataset_rounds=10, epochs=30, hidden=(64, 64), twin_interactions=4000,
              twin_config={"epochs": 40, "patience": 5, "max_fit_seconds": 30.0, "ensemble": 2,
                           "lstm_hidden": 16, "head_hidden": 16, "reward_hidden": (32, 32)},
-             eval_steps=30, curve_points=3)
+             eval_steps=40, curve_points=3, distill_rounds=300)
 
 
 def collect_random(env_factory: EnvFactory, seed: int, n_transitions: int) -> Transitions:
@@ -161,24 +196,38 @@ def run(out: Path, cfg: OfflineExperimentConfig, env_factory: EnvFactory | None 
     ``twin_trained_agent`` (tests pass a cheaper one)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    env_factory = env_factory or sim_env_factory(cfg.n_cells, cfg.n_units)
+    data_factory = env_factory or sim_env_factory(cfg.n_cells, cfg.n_units)
+    eval_factory = env_factory or sim_env_factory(cfg.eval_cells, cfg.n_units)
     reference_fn = reference_fn or (lambda d, n, s: twin_trained_agent(d, n, cfg, s))
     every = max(1, cfg.epochs // cfg.curve_points)
-
-    def ev(act) -> float:
-        return evaluate_policy(act, env_factory, cfg.eval_steps, cfg.eval_seeds)
-
     rows, curves = [], []
     t_start = time.time()
-    for seed in range(cfg.seeds):
-        data = collect_random(env_factory, seed, cfg.dataset_rounds * 200)
-        n_actions = int(env_factory(0).n_actions)
+    for seed, report in zip(cfg.train_seeds, cfg.report_seeds, strict=True):
+
+        def ev(act, report=report) -> float:
+            return evaluate_policy(act, eval_factory, cfg.eval_steps, (report,), warmup=0)
+
+        data = collect_random(data_factory, seed, cfg.dataset_rounds * 200)
+        n_actions = int(data_factory(0).n_actions)
+        states = pool_states(data)
+
+        def served(q, variant: str, seed=seed, ev=ev, states=states) -> dict:
+            """The network as served: its ONNX student through the controller's runner."""
+            if cfg.distill_rounds <= 0:
+                return {}
+            name = f"{variant.split(' ')[0].replace('+', '_')}-s{seed}"
+            policy, agree = serve(q, states, out / "models" / f"{name}.onnx", cfg.n_units,
+                                  cfg.student_hidden, cfg.distill_rounds, seed,
+                                  metrics={"variant": variant})
+            return {"served_utility": ev(policy.act_batch), "served_agreement": agree}
+
         theta2, ref_info = reference_fn(data, n_actions, seed)
         u_ref, u_beh = ev(greedy(theta2)), ev(random_act(n_actions, seed))
-        rows.append({"variant": "twin-agent (theta_2)", "seed": seed, "utility": u_ref,
+        rows.append({"variant": "twin-agent (theta_2)", "seed": seed, "report_seed": report,
+                     "utility": u_ref, **served(theta2, "twin-agent (theta_2)"),
                      "dataset": len(data), "info": json.dumps(ref_info)})
-        rows.append({"variant": "behaviour (random)", "seed": seed, "utility": u_beh,
-                     "dataset": len(data)})
+        rows.append({"variant": "behaviour (random)", "seed": seed, "report_seed": report,
+                     "utility": u_beh, "dataset": len(data)})
         for variant in cfg.variants:
             t0 = time.time()
             ocfg = OfflineConfig(algo="cql" if variant == "cql" else "ddqn",
@@ -199,21 +248,49 @@ def run(out: Path, cfg: OfflineExperimentConfig, env_factory: EnvFactory | None 
 
             res = train_offline(data, n_actions, ocfg, reference=ref, on_epoch=on_epoch)
             last = res.history[-1]
-            rows.append({"variant": variant, "seed": seed, "utility": last["utility"],
+            rows.append({"variant": variant, "seed": seed, "report_seed": report,
+                         "utility": last["utility"], **served(res.q, variant),
                          "td": last["td"], "prox": last["prox"], "cql": last["cql"],
                          "dataset": len(data), "seconds": round(time.time() - t0, 1)})
     write_csv(out / "offline.csv", rows)
     write_csv(out / "offline_curves.csv", curves)
     _plot(out / "offline.png", rows, curves, cfg)
-    summary: dict = {"experiment": "offline", "config": asdict(cfg),
-                     "seconds": round(time.time() - t_start, 1), "utility": {}}
+    refs = None if env_factory else yardstick_references(
+        cfg.baselines, "paper", cfg.report_seeds, cfg.eval_steps, cfg.eval_cells)
+    summary: dict = {
+        "experiment": "offline", "config": asdict(cfg),
+        "seconds": round(time.time() - t_start, 1), "utility": {}, "served_utility": {},
+        "protocol": {
+            "train_seeds": cfg.train_seeds, "report_seeds": cfg.report_seeds,
+            "seed_override": cfg.allow_any_seeds,
+            "evaluation": f"{cfg.eval_steps} windows x {cfg.eval_cells} cells of report seed "
+                          f"{cfg.first_report_seed} + i for pair i",
+            "utility": "the final network's greedy policy (the paper's Fig. 9)",
+            "served_utility": f"its {cfg.student_hidden}-unit student ({cfg.distill_rounds} "
+                              f"distillation rounds on D's states), ONNX through the "
+                              f"controller's runner" if cfg.distill_rounds > 0 else None,
+            "references": cfg.baselines if refs else None,
+            "oracle": "full-search clairvoyant (one-step)" if refs else None,
+            "statistics": "mean, 95 % CI (Student t over seed pairs), per seed"}}
+    if refs:
+        summary["references"] = {k: protocol.mean_ci(v) for k, v in refs.items()}
+
+    def per_seed(variant: str, key: str) -> list[float]:
+        return [r[key] for r in sorted(rows, key=lambda r: r["seed"])
+                if r["variant"] == variant and key in r]
+
     for v in sorted({r["variant"] for r in rows}):
-        summary["utility"][v] = mean_std([r["utility"] for r in rows if r["variant"] == v])
-    if {"offline", "offline+twin"} <= set(cfg.variants):
-        a = np.array([r["utility"] for r in rows if r["variant"] == "offline+twin"])
-        b = np.array([r["utility"] for r in rows if r["variant"] == "offline"])
-        summary["twin_minus_no_twin"] = {**mean_std(a - b), "wins": int((a > b).sum()),
-                                         "seeds": int(len(a))}
+        for key in ("utility", "served_utility"):
+            if per_seed(v, key):
+                summary[key][v] = {**mean_std(per_seed(v, key)),
+                                   **against_references(per_seed(v, key), refs)}
+    for key in ("utility", "served_utility"):
+        for other, name in (("offline", "twin_minus_no_twin"), ("cql", "twin_minus_cql")):
+            a, b = per_seed("offline+twin", key), per_seed(other, key)
+            if a and len(a) == len(b):
+                d = protocol.paired(a, b)
+                summary[name if key == "utility" else f"served_{name}"] = {
+                    **d, **mean_std(np.subtract(a, b)), "seeds": d["n"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -11,6 +11,11 @@ For each algorithm and seed this runs, on the same simulated traffic (same seed)
 A round is 200 real interactions. Every run writes ``runs/<algo>_<variant>_seed<k>.csv`` (round,
 real_interactions, mean_reward, mean_utility, wall_time_s); the experiment writes one PNG per
 algorithm (mean and 95 % band across seeds) and ``summary.json``.
+
+Evaluation protocol (docs/training.md): training seeds lie in 0-999 (1000-1999 for probes; report
+seeds are refused), and run k's greedy policy, its served ONNX student (``serve``) and the oracle
+are measured on report seed 10000 + k; the summary gives mean, 95 % CI and per-seed values, and
+names the reference of every ratio.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from slicetwin.core.protocol import RANGES
+from slicetwin.core import protocol
 from slicetwin.core.state import STATE_DIM
 from slicetwin.core.utility import RewardShaper
+from slicetwin.runtime.onnx_policy import OnnxPolicy
 from slicetwin.sim import RanSimulator, SimConfig
 from slicetwin.sim.baselines import OraclePolicy, run_policy
 from slicetwin.twin import Twin, TwinConfig
@@ -39,6 +45,8 @@ from trainer.agents import AGENTS, make_agent
 from trainer.agents.envs import RealEnv, SimEnv
 from trainer.agents.loop import Learner, run
 from trainer.algorithm1 import Algorithm1Config, algorithm1, real_epsilon
+from trainer.distill import DistillConfig, distill, pool_states
+from trainer.export_onnx import export_policy
 
 ALGOS = ("dqn", "ddqn", "dueling-ddqn", "gan-ddqn", "factored-ddqn", "random")
 THRESHOLDS = (0.8, 0.9)
@@ -97,6 +105,13 @@ class OnlineExperimentConfig:
     twin_config: dict = field(default_factory=lambda: {"epochs": 40, "patience": 8,
                                                        "max_fit_seconds": 15.0})
     sim_profile: str | None = None  # SimConfig profile (None: the simulator default)
+    # the evaluation protocol (docs/training.md): training seeds lie in 0-999 (1000-1999 for
+    # probes), every evaluation runs on report seed 10000 + training seed, and each trained
+    # agent is also measured as served: distilled into a ``student_hidden``-unit student,
+    # exported to ONNX and run through the controller's runner (``serve``; 0 rounds = off)
+    allow_any_seeds: bool = False
+    student_hidden: int = 16
+    distill_rounds: int = 2000
 
     def __post_init__(self) -> None:
         bad = [a for a in self.algos if a not in ALGOS]
@@ -110,6 +125,12 @@ class OnlineExperimentConfig:
             raise ValueError(f"first_seed must be >= 0, got {self.first_seed}")
         if self.round_size % self.n_cells:
             raise ValueError(f"n_cells={self.n_cells} must divide the round size {self.round_size}")
+        protocol.check_seeds(self.seed_role, self.seed_list, self.allow_any_seeds)
+
+    @property
+    def seed_role(self) -> str:
+        """``tune`` for probes (seeds 1000-1999), else ``train``: the runs learn on their traffic."""
+        return "tune" if protocol.in_range("tune", self.first_seed) else "train"
 
     @property
     def seed_list(self) -> list[int]:
@@ -128,7 +149,8 @@ class OnlineExperimentConfig:
                     algorithm1_branched={}, curve_every=40, curve_windows=5,
                     twin_config={"epochs": 3, "patience": 2, "max_fit_seconds": 5.0,
                                  "ensemble": 2, "lstm_hidden": 16, "head_hidden": 16,
-                                 "reward_hidden": (32, 32)})
+                                 "reward_hidden": (32, 32)},
+                    distill_rounds=100)
         base.update(kw)
         return cls(**base)
 
@@ -302,7 +324,7 @@ class GreedyCurve:
 def report_seed(train_seed: int) -> int:
     """The report seed paired with a training seed (protocol: report seeds are 10000+)."""
 
-    return RANGES["report"][0] + int(train_seed)
+    return protocol.RANGES["report"][0] + int(train_seed)
 
 
 def greedy_utility(agent, cfg: OnlineExperimentConfig, seed: int) -> float:
@@ -321,6 +343,44 @@ def greedy_rollout(agent, sim, s: np.ndarray, windows: int) -> np.ndarray:
         s, k = sim.step_actions(agent.greedy(s))
         utils.append(np.asarray(k.utility, np.float64))
     return np.stack(utils)
+
+
+class ServedPolicy:
+    """``act(sim, state)`` of an ONNX student through the controller's runner (as served)."""
+
+    def __init__(self, onnx_policy: OnnxPolicy):
+        self.policy = onnx_policy
+
+    def act(self, sim, state: np.ndarray) -> np.ndarray:
+        return np.asarray(self.policy.act_batch(np.asarray(state, np.float32)), np.int64)
+
+
+def serve(q, states: np.ndarray, path: Path, n_units: int, hidden: int = 16,
+          rounds: int = 2000, seed: int = 0, utility=None,
+          metrics: dict | None = None) -> tuple[OnnxPolicy, float]:
+    """A trained Q-network as it would serve: distilled on ``states`` into a ``hidden``-unit
+    student (hard labels), exported to ``path`` and loaded with the controller's runner.
+    Returns the runner and the student's top-1 agreement with ``q`` on held-out states."""
+    res = distill(q, states, DistillConfig(hidden=hidden, rounds=rounds, seed=seed,
+                                           eval_every=rounds))
+    path = Path(path)
+    export_policy(res.student, path, n_units=n_units, version=path.stem,
+                  metrics={"agreement": res.agreement, **(metrics or {})}, utility=utility)
+    return OnnxPolicy(path.read_bytes()), float(res.agreement)
+
+
+def served_utility(agent, real, cfg: OnlineExperimentConfig, name: str, out_dir: str,
+                   seed: int) -> dict:
+    """The agent trained on ``seed``'s traffic as served (``serve``, distilled on its real
+    states) on report seed 10000 + ``seed``: the traffic, cells and windows of
+    ``greedy_utility`` and the oracle."""
+    sim_cfg = _sim_config(cfg) or SimConfig()
+    policy, agree = serve(agent.q, pool_states(real.transitions()),
+                          Path(out_dir) / "models" / f"{name}.onnx", sim_cfg.n_units,
+                          cfg.student_hidden, cfg.distill_rounds, seed, sim_cfg.utility)
+    u = run_policy(ServedPolicy(policy), sim_cfg, cfg.eval_windows, cfg.n_cells,
+                   report_seed(seed))
+    return {"served_utility": u.mean_utility, "served_agreement": round(agree, 4)}
 
 
 def run_one(spec: RunSpec, out_dir: str, progress: bool = False) -> dict:
@@ -369,6 +429,9 @@ def run_one(spec: RunSpec, out_dir: str, progress: bool = False) -> dict:
     if trained["agent"] is not None and spec.cfg.eval_windows > 0:
         info["greedy_utility"] = greedy_utility(trained["agent"], spec.cfg,
                                                 report_seed(spec.seed))
+        if spec.cfg.distill_rounds > 0:
+            info.update(served_utility(trained["agent"], real, spec.cfg, spec.name, out_dir,
+                                       spec.seed))
     return {"algo": spec.algo, "variant": spec.variant, "seed": spec.seed, "rows": rows,
             "info": info, "csv": str(path)}
 
@@ -428,13 +491,19 @@ def crossings_summary(values: list[int | None], total: list[int]) -> dict:
     per_seed = [int(v) if v is not None else int(t) for v, t in zip(values, total, strict=True)]
     reached = [v is not None for v in values]
     return {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)),
-            "per_seed": per_seed, "reached": reached,
-            "never_reached": int(sum(not x for x in reached))}
+            "ci95": protocol.mean_ci(per_seed)["ci95"], "per_seed": per_seed,
+            "reached": reached, "never_reached": int(sum(not x for x in reached))}
 
 
 def _mean_std(x) -> dict:
+    """Mean, sd, 95 % CI over seeds (``protocol.mean_ci``) and the per-seed values."""
     x = np.asarray(x, float)
-    return {"mean": float(x.mean()), "std": float(x.std()), "per_seed": [round(v, 5) for v in x]}
+    return {**protocol.mean_ci(x), "mean": float(x.mean()), "std": float(x.std())}
+
+
+# the paper's Fig. 5(b): DDQN reaches reward 0.8 after ~1500 rounds, DDQN-DT after ~1000
+PAPER_FIG5B = {"threshold": 0.8, "baseline_rounds": 1500, "twin_rounds": 1000,
+               "baseline_over_twin": 1.5}
 
 
 def summarise(results: list[dict], cfg: OnlineExperimentConfig,
@@ -467,11 +536,15 @@ def summarise(results: list[dict], cfg: OnlineExperimentConfig,
                     [r["info"]["greedy_crossing"][str(thr)] for r in rs], total)
         c["final_reward"] = _mean_std([np.mean([x["mean_reward"] for x in rw[-k:]]) for rw in rows])
         c["final_utility"] = _mean_std([np.mean([x["mean_utility"] for x in rw[-k:]]) for rw in rows])
-        if all("greedy_utility" in r["info"] for r in rs):
-            c["greedy_utility"] = _mean_std([r["info"]["greedy_utility"] for r in rs])
+        for kind in ("greedy", "served"):  # the greedy Q-network, and its ONNX student
+            if not all(f"{kind}_utility" in r["info"] for r in rs):
+                continue
+            c[f"{kind}_utility"] = _mean_std([r["info"][f"{kind}_utility"] for r in rs])
             if all(r["seed"] in oracle_per_seed for r in rs):
-                c["greedy_utility_vs_oracle"] = _mean_std(
-                    [r["info"]["greedy_utility"] / oracle_per_seed[r["seed"]] for r in rs])
+                c[f"{kind}_utility_vs_oracle"] = _mean_std(
+                    [r["info"][f"{kind}_utility"] / oracle_per_seed[r["seed"]] for r in rs])
+        if all("served_agreement" in r["info"] for r in rs):
+            c["served_agreement"] = _mean_std([r["info"]["served_agreement"] for r in rs])
         c["grad_steps_per_real"] = float(np.mean([r["info"]["grad_steps_per_real"] for r in rs]))
         c["wall_time_s"] = _mean_std([r["info"]["wall_time_s"] for r in rs])
         c["runs"] = [{"seed": r["seed"], "csv": os.path.relpath(r["csv"], start=os.getcwd()),
@@ -484,11 +557,14 @@ def summarise(results: list[dict], cfg: OnlineExperimentConfig,
     for c in configs:
         if oracle:
             c["final_utility_vs_oracle"] = round(c["final_utility"]["mean"] / oracle, 4)
-    for ref in ("baseline", "baseline-twin-eps"):
+    # every ratio names its reference: KEY_ratio_to_REF = mean(variant) / mean(REF) over the
+    # same training seeds, KEY_ratio_to_REF_per_seed the per-seed ratios with their CI;
+    # served utility: the paired difference against REF's served student on each report seed
+    for ref in ("baseline", "baseline-matched", "baseline-twin-eps"):
         base = {c["algo"]: c for c in configs if c["variant"] == ref}
         for c in configs:
             b = base.get(c["algo"])
-            if b is None or c is b:
+            if b is None or c is b or c["seeds"] != b["seeds"]:
                 continue
             for thr in THRESHOLDS:
                 for key in (f"interactions_to_reward_{thr}", f"interactions_to_reward_{thr}_rounds",
@@ -496,7 +572,43 @@ def summarise(results: list[dict], cfg: OnlineExperimentConfig,
                     if key in c and key in b:
                         c[f"{key}_ratio_to_{ref}"] = round(
                             c[key]["mean"] / max(b[key]["mean"], 1), 4)
+                        c[f"{key}_ratio_to_{ref}_per_seed"] = protocol.mean_ci(
+                            [x / max(y, 1) for x, y in zip(c[key]["per_seed"],
+                                                           b[key]["per_seed"], strict=True)])
+            if "served_utility" in c and "served_utility" in b:
+                c[f"served_utility_diff_vs_{ref}"] = protocol.paired(
+                    c["served_utility"]["per_seed"], b["served_utility"]["per_seed"])
+    out["paper_fig5b"] = paper_comparison(configs)
+    out["protocol"] = {
+        "seed_role": cfg.seed_role, "train_seeds": cfg.seed_list,
+        "report_seeds": [report_seed(s) for s in cfg.seed_list],
+        "seed_override": cfg.allow_any_seeds,
+        "evaluation": f"{cfg.eval_windows} windows x {cfg.n_cells} cells of report seed 10000 "
+                      f"+ training seed (greedy and served policies, oracle)",
+        "oracle": "full-search clairvoyant (one-step)",
+        "served": f"{cfg.student_hidden}-unit student, {cfg.distill_rounds} distillation "
+                  f"rounds, ONNX through the controller's runner" if cfg.distill_rounds else None,
+        "statistics": "mean, 95 % CI (Student t over seeds), per seed"}
     out["setup"] = {k: v for k, v in asdict(cfg).items()}
+    return out
+
+
+def paper_comparison(configs: list[dict]) -> dict:
+    """Beside the paper's Fig. 5(b) figure (baseline / twin = 1.5 in rounds to reward 0.8): our
+    baselines' real interactions to reward 0.8 over the twin variant's, per algorithm (mean of
+    the means, and the per-seed ratios with their CI)."""
+    key = f"interactions_to_reward_{PAPER_FIG5B['threshold']}"
+    out: dict = {"paper": PAPER_FIG5B, "measure": key}
+    twins = {c["algo"]: c for c in configs if c["variant"] == "twin" and key in c}
+    for c in configs:
+        t = twins.get(c["algo"])
+        if t is None or c is t or c["variant"] not in ("baseline", "baseline-matched") \
+                or c["seeds"] != t["seeds"]:
+            continue
+        out.setdefault(c["algo"], {})[f"{c['variant']}_over_twin"] = {
+            "of_means": round(c[key]["mean"] / max(t[key]["mean"], 1), 4),
+            "per_seed": protocol.mean_ci([x / max(y, 1) for x, y in zip(
+                c[key]["per_seed"], t[key]["per_seed"], strict=True)])}
     return out
 
 

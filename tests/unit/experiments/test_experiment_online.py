@@ -70,6 +70,27 @@ def test_experiment_online_quick_writes_csv_png_summary(tmp_path):
     assert by[("ddqn", "baseline-matched")]["grad_steps_per_real"] > by[("ddqn", "baseline")][
         "grad_steps_per_real"]
     assert by[("random", "random")]["grad_steps_per_real"] == 0
+    # the evaluation protocol: report seed 10000 + training seed, mean with 95 % CI and per-seed
+    # values, every ratio named after its reference, the served ONNX student beside the greedy
+    # Q-network, both against the oracle on the same traffic
+    p = s["protocol"]
+    assert p["train_seeds"] == [0, 1] and p["report_seeds"] == [10_000, 10_001]
+    assert "clairvoyant" in p["oracle"] and "ONNX" in p["served"]
+    for k2 in ("interactions_to_reward_0.8", "greedy_utility", "served_utility",
+               "served_utility_vs_oracle", "greedy_utility_vs_oracle"):
+        assert "ci95" in twin[k2] and len(twin[k2]["per_seed"]) == 2
+    assert 0.0 < twin["served_utility_vs_oracle"]["mean"] < 1.2
+    for ref in ("baseline", "baseline-matched", "baseline-twin-eps"):
+        r = twin[f"interactions_to_reward_0.8_ratio_to_{ref}_per_seed"]
+        assert r["n"] == 2 and "ci95" in r
+        assert twin[f"served_utility_diff_vs_{ref}"]["n"] == 2
+    assert len(list((out / "models").glob("ddqn_*_seed*.onnx"))) == 4 * 2
+    fig5b = s["paper_fig5b"]
+    assert fig5b["paper"]["baseline_over_twin"] == 1.5
+    assert set(fig5b["ddqn"]) == {"baseline_over_twin", "baseline-matched_over_twin"}
+    b_over_t = fig5b["ddqn"]["baseline_over_twin"]
+    assert b_over_t["of_means"] == round(by[("ddqn", "baseline")]["interactions_to_reward_0.8"][
+        "mean"] / twin["interactions_to_reward_0.8"]["mean"], 4)
 
 
 def test_interactions_to_flags_seeds_that_never_reach():
@@ -139,6 +160,26 @@ def test_first_seed_moves_every_run_and_the_oracle_to_held_out_seeds():
     assert {s.seed for s in specs(OnlineExperimentConfig(seeds=2))} == {0, 1}
     with pytest.raises(ValueError, match="first_seed"):
         OnlineExperimentConfig(first_seed=-1)
+
+
+def test_report_seeds_are_refused_as_training_seeds():
+    import subprocess
+    import sys
+
+    import pytest
+
+    from slicetwin.core.protocol import SeedRangeError
+    from slicetwin.experiments.online import OnlineExperimentConfig, report_seed
+
+    with pytest.raises(SeedRangeError, match="train seeds"):
+        OnlineExperimentConfig(first_seed=9_998, seeds=5)
+    assert OnlineExperimentConfig(first_seed=1000).seed_role == "tune"  # probes
+    assert OnlineExperimentConfig(first_seed=10_000, allow_any_seeds=True).seed_list[0] == 10_000
+    assert report_seed(3) == 10_003
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "experiment", "online",
+                        "--quick", "--first-seed", "10000"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "train seeds must lie in 0-999" in r.stderr
 
 
 def test_profile_reaches_the_training_env_and_bad_profiles_are_refused():

@@ -47,7 +47,7 @@ def good_reference(hidden):
 
 def test_offline_experiment_twin_helps_on_small_dataset(tmp_path):
     cfg = OfflineExperimentConfig(seeds=2, dataset_rounds=2, epochs=20, hidden=(32, 32),
-                                  prox_weight=0.05, n_units=20, eval_steps=30, eval_seeds=(7,),
+                                  prox_weight=0.05, n_units=20, eval_steps=30, distill_rounds=300,
                                   curve_points=2)
     summary = run(tmp_path, cfg, env_factory=make, reference_fn=good_reference((32, 32)),
                   progress=False)
@@ -59,6 +59,31 @@ def test_offline_experiment_twin_helps_on_small_dataset(tmp_path):
     assert u["offline+twin"]["mean"] > u["offline"]["mean"]
     assert u["offline+twin"]["mean"] > u["behaviour (random)"]["mean"] + 1.0
     assert summary["twin_minus_no_twin"]["wins"] == 2
+    # the protocol: pair i is measured on report seed 10000 + i; mean, CI and per-seed values;
+    # every final network also as served (its ONNX student through the controller's runner)
+    assert {int(r["report_seed"]) for r in rows} == {10_000, 10_001}
+    assert summary["protocol"]["train_seeds"] == [0, 1]
+    assert summary["protocol"]["report_seeds"] == [10_000, 10_001]
+    for v in ("offline", "offline+twin", "cql", "twin-agent (theta_2)"):
+        assert u[v]["ci95"] is not None and len(u[v]["per_seed"]) == 2
+        assert len(summary["served_utility"][v]["per_seed"]) == 2
+    assert "behaviour (random)" not in summary["served_utility"]
+    assert summary["served_utility"]["offline+twin"]["mean"] > u["behaviour (random)"]["mean"]
+    assert summary["twin_minus_cql"]["n"] == 2 and "ci95" in summary["twin_minus_no_twin"]
+    assert "served_twin_minus_no_twin" in summary
+    assert len(list((tmp_path / "models").glob("*.onnx"))) == 2 * 4
+
+
+def test_offline_experiment_refuses_report_seeds_for_training():
+    from slicetwin.core.protocol import SeedRangeError
+
+    with pytest.raises(SeedRangeError, match="train seeds"):
+        OfflineExperimentConfig(first_seed=10_000)
+    with pytest.raises(SeedRangeError, match="report seeds"):
+        OfflineExperimentConfig(first_report_seed=500)
+    cfg = OfflineExperimentConfig(first_seed=10_000, allow_any_seeds=True)
+    assert cfg.train_seeds[0] == 10_000
+    assert OfflineExperimentConfig(seeds=3).report_seeds == [10_000, 10_001, 10_002]
 
 
 def test_twin_trained_reference_runs_through_a_real_twin():
