@@ -232,6 +232,9 @@ def experiment_adapt(
     refresh_every: int = typer.Option(25, min=1, help="real windows between served-student "
                                       "refreshes (distil, export, load)"),
     smooth: int = typer.Option(25, min=1, help="trailing windows of the smoothed utility"),
+    target: float = typer.Option(0.95, help="share of the new regime's best fixed split the "
+                                 "served student must reach (0 < target <= 1.5); 1.0: level "
+                                 "with it, which standing still rarely reaches"),
     distill_rounds: int = typer.Option(500, min=1, help="distillation steps of the "
                                        "pre-change student"),
     refresh_rounds: int = typer.Option(100, min=1, help="distillation steps per refresh "
@@ -244,8 +247,8 @@ def experiment_adapt(
                                "cells, tiny networks"),
     progress: bool = typer.Option(True, help="progress bars"),
 ) -> None:
-    """Regime change mid-run: real windows until the served student reaches 95 % of the new
-    best fixed split, twin-enhanced against no-twin with matched updates and exploration
+    """Regime change mid-run: real windows until the served student reaches ``--target`` (95 %)
+    of the new best fixed split, twin-enhanced against no-twin with matched updates and exploration
     (summary.json, adapt.csv, adapt.md, adapt.png)."""
 
     from slicetwin.core.protocol import SeedRangeError  # lazy: fast start
@@ -253,12 +256,13 @@ def experiment_adapt(
 
     try:
         if quick:
-            cfg = AdaptConfig.quick(first_seed=first_seed, allow_any_seeds=allow_any_seeds)
+            cfg = AdaptConfig.quick(first_seed=first_seed, allow_any_seeds=allow_any_seeds,
+                                    target=target)
         else:
             cfg = AdaptConfig(schedule=schedule, seeds=seeds, first_seed=first_seed,
                               allow_any_seeds=allow_any_seeds, algo=algo,
                               variants=tuple(variant), cells=cells, refresh_every=refresh_every,
-                              smooth=smooth, distill_rounds=distill_rounds,
+                              smooth=smooth, target=target, distill_rounds=distill_rounds,
                               refresh_rounds=refresh_rounds, workers=workers)
     except SeedRangeError as e:
         raise typer.BadParameter(str(e), param_hint="--first-seed") from e

@@ -117,6 +117,10 @@ def test_adapt_refuses_bad_settings():
                         "--schedule", "paper", "--out", "/nonexistent/never"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "exactly two phases" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "experiment", "adapt",
+                        "--target", "1.6", "--out", "/nonexistent/never"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "target must be in (0, 1.5]" in r.stderr
 
 
 @pytest.mark.slow
