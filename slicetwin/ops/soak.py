@@ -233,7 +233,8 @@ class _Outage:
         expected = {(f"{prefix}{c}", w) for c, w in res.expected_transitions()}
         stored = set(keys)
         held = {k: m.get(f'slicetwin_held_transitions_total{{outcome="{k}"}}', 0.0)
-                for k in ("held", "delivered", "conflict", "overflow", "shutdown")}
+                for k in ("held", "delivered", "already_stored", "conflict", "overflow",
+                          "shutdown")}
         # every lost transition must be counted: dropped (held and refused at the re-sync, held
         # buffer or sink buffer full) or never closed (a cell the cache had no memory of)
         counted = (m.get("slicetwin_transitions_dropped_total", 0.0)
