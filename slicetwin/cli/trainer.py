@@ -20,6 +20,17 @@ app = typer.Typer()
 experiment_app = typer.Typer()
 bench_app = typer.Typer()
 
+# options shared by the paper-figure experiments measured on seed pairs (Fig. 8, Fig. 9)
+_PAIR_FIRST_SEED = typer.Option(0, min=0, help="first training seed (0-999; 1000-1999 for "
+                                "probes); pair i is measured on report seed 10000 + i")
+_PAIR_ANY_SEEDS = typer.Option(False, "--allow-any-seeds",
+                               help="accept seeds outside the protocol's ranges")
+_PAIR_BASELINES = typer.Option(None, help="a `slicetwin baselines` summary.json (or its --out "
+                               "folder) of the same report traffic: ratios to best fixed "
+                               "(hindsight), planner and oracle")
+_EVAL_WINDOWS = typer.Option(None, min=1, help="report windows per seed (default 150, the "
+                             "yardstick's; quick 40)")
+
 
 # ---------------------------------------------------------------- online experiment / bench train
 # (owned by the agents part, docs/training.md)
@@ -285,15 +296,10 @@ def experiment_distill(
     teacher_interactions: int = typer.Option(None, min=200, help="real interactions per teacher"),
     teacher_hidden: str = typer.Option(None, help="teacher hidden layers, e.g. 256,256,128,128 "
                                        "(the default, the paper's; quick 64,64)"),
-    eval_windows: int = typer.Option(None, min=1, help="report windows per seed (default 150, "
-                                     "the yardstick's; quick 40)"),
-    first_seed: int = typer.Option(0, min=0, help="first training seed (0-999; 1000-1999 for "
-                                   "probes); pair i is measured on report seed 10000 + i"),
-    allow_any_seeds: bool = typer.Option(False, "--allow-any-seeds",
-                                         help="accept seeds outside the protocol's ranges"),
-    baselines: Path = typer.Option(None, help="a `slicetwin baselines` summary.json (or its "
-                                   "--out folder) of the same report traffic: ratios to best "
-                                   "fixed (hindsight), planner and oracle"),
+    eval_windows: int = _EVAL_WINDOWS,
+    first_seed: int = _PAIR_FIRST_SEED,
+    allow_any_seeds: bool = _PAIR_ANY_SEEDS,
+    baselines: Path = _PAIR_BASELINES,
     progress: bool = typer.Option(True, help="progress bars"),
 ) -> None:
     """Fig. 8: distil DT / non-DT teachers into 4- and 16-unit ONNX students (CSV, PNG, JSON)."""
@@ -336,17 +342,12 @@ def experiment_offline(
         None, min=0, help="K random actions tried in the twin at every state theta_2 visits "
                           "(default 32; 0 = off)"),
     twin_interactions: int = typer.Option(None, min=1, help="visited twin states for theta_2"),
-    eval_windows: int = typer.Option(None, min=1, help="report windows per seed (default 150, "
-                                     "the yardstick's; quick 40)"),
+    eval_windows: int = _EVAL_WINDOWS,
     distill_rounds: int = typer.Option(None, min=0, help="distillation steps of each final "
                                        "network's served ONNX student (default 2,000; 0 = none)"),
-    first_seed: int = typer.Option(0, min=0, help="first training seed (0-999; 1000-1999 for "
-                                   "probes); pair i is measured on report seed 10000 + i"),
-    allow_any_seeds: bool = typer.Option(False, "--allow-any-seeds",
-                                         help="accept seeds outside the protocol's ranges"),
-    baselines: Path = typer.Option(None, help="a `slicetwin baselines` summary.json (or its "
-                                   "--out folder) of the same report traffic: ratios to best "
-                                   "fixed (hindsight), planner and oracle"),
+    first_seed: int = _PAIR_FIRST_SEED,
+    allow_any_seeds: bool = _PAIR_ANY_SEEDS,
+    baselines: Path = _PAIR_BASELINES,
     progress: bool = typer.Option(True, help="progress bars"),
 ) -> None:
     """Fig. 9: offline DRL with / without the twin (Algorithm 2) and discrete CQL."""

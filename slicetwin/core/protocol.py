@@ -74,6 +74,33 @@ def check_seeds(role: str, seeds: Iterable[int], allow_any: bool = False) -> lis
     return seeds
 
 
+class SeedPairs:
+    """Mixin of an experiment's config with ``seeds``, ``first_seed``, ``first_report_seed`` and
+    ``allow_any_seeds``: pair i trains on ``first_seed + i`` (the training range, or the tuning
+    range for probes) and is measured on report seed ``first_report_seed + i``."""
+
+    seeds: int
+    first_seed: int
+    first_report_seed: int
+    allow_any_seeds: bool
+
+    def check_seed_pairs(self) -> None:
+        """Raise ValueError / SeedRangeError unless both seed lists lie in their ranges."""
+        if self.seeds < 1:
+            raise ValueError("seeds must be >= 1")
+        role = "tune" if in_range("tune", self.first_seed) else "train"
+        check_seeds(role, self.train_seeds, self.allow_any_seeds)
+        check_seeds("report", self.report_seeds, self.allow_any_seeds)
+
+    @property
+    def train_seeds(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    @property
+    def report_seeds(self) -> list[int]:
+        return list(range(self.first_report_seed, self.first_report_seed + self.seeds))
+
+
 def t95(n: int) -> float:
     """Two-sided 95 % Student-t quantile for a mean of ``n`` values."""
     if n < 2:

@@ -220,7 +220,7 @@ def against_references(per_seed: list[float], refs: dict[str, list[float]] | Non
 # ------------------------------------------------------------------------------- the experiment
 
 @dataclass
-class DistillExperimentConfig:
+class DistillExperimentConfig(protocol.SeedPairs):
     seeds: int = 5  # pairs (training seed first_seed + i, report seed first_report_seed + i)
     kinds: tuple[str, ...] = ("dt", "no-dt")
     widths: tuple[int, ...] = (4, 16)  # paper: students with 2 hidden layers of 4 or 16 units
@@ -240,19 +240,7 @@ class DistillExperimentConfig:
     curve_points: int = 5  # utility checkpoints along the distillation
 
     def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise ValueError("seeds must be >= 1")
-        role = "tune" if protocol.in_range("tune", self.first_seed) else "train"
-        protocol.check_seeds(role, self.train_seeds, self.allow_any_seeds)
-        protocol.check_seeds("report", self.report_seeds, self.allow_any_seeds)
-
-    @property
-    def train_seeds(self) -> list[int]:
-        return list(range(self.first_seed, self.first_seed + self.seeds))
-
-    @property
-    def report_seeds(self) -> list[int]:
-        return list(range(self.first_report_seed, self.first_report_seed + self.seeds))
+        self.check_seed_pairs()
 
 
 QUICK = dict(seeds=2, rounds=2000, teacher_interactions=4000, teacher_hidden=(64, 64),

@@ -59,7 +59,7 @@ from trainer.replay import ReplayBuffer, sample_mixed
 
 
 @dataclass
-class OfflineExperimentConfig:
+class OfflineExperimentConfig(protocol.SeedPairs):
     seeds: int = 5
     dataset_rounds: int = 50  # D: rounds of 200 random-policy interactions (10,000 transitions)
     epochs: int = 200  # paper: 200 epochs
@@ -92,19 +92,7 @@ class OfflineExperimentConfig:
     curve_points: int = 5
 
     def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise ValueError("seeds must be >= 1")
-        role = "tune" if protocol.in_range("tune", self.first_seed) else "train"
-        protocol.check_seeds(role, self.train_seeds, self.allow_any_seeds)
-        protocol.check_seeds("report", self.report_seeds, self.allow_any_seeds)
-
-    @property
-    def train_seeds(self) -> list[int]:
-        return list(range(self.first_seed, self.first_seed + self.seeds))
-
-    @property
-    def report_seeds(self) -> list[int]:
-        return list(range(self.first_report_seed, self.first_report_seed + self.seeds))
+        self.check_seed_pairs()
 
 
 QUICK = dict(seeds=2, dataset_rounds=10, epochs=30, hidden=(64, 64), twin_interactions=4000,
