@@ -226,6 +226,61 @@ def experiment_compare(
                             "margins": {p: s["margins"] for p, s in res["profiles"].items()}}))
 
 
+@experiment_app.command("plan-distill")
+def experiment_plan_distill(
+    profile: list[str] = typer.Option(["diurnal", "flash-crowd", "hetero"],
+                                      help="simulator profile (repeat for several)"),
+    seeds: int = typer.Option(5, min=1, help="seed pairs (training seed i, report seed 10000+i)"),
+    first_seed: int = _PAIR_FIRST_SEED,
+    first_report_seed: int = typer.Option(10_000, help="first report seed"),
+    allow_any_seeds: bool = _PAIR_ANY_SEEDS,
+    label_cells: int = typer.Option(16, min=1, help="cells collecting the planner's tables"),
+    label_windows: int = typer.Option(500, min=1, help="windows collected per cell"),
+    label_futures: int = typer.Option(1, min=1, help="sampled futures per label"),
+    steps: int = typer.Option(4000, min=1, help="gradient steps of the student's regression"),
+    hidden: int = typer.Option(16, min=1, help="units per hidden layer of the served student"),
+    windows: int = typer.Option(150, min=1, help="report windows per seed and cell"),
+    cells: int = typer.Option(4, min=1, help="report cells per seed"),
+    futures: int = typer.Option(8, min=1, help="the yardstick planner's futures per decision"),
+    baselines: list[Path] = typer.Option([], help="reuse baselines measured under the same "
+                                         "protocol: a `slicetwin baselines --out` folder or an "
+                                         "`experiment compare` summary.json; repeat for several"),
+    workers: int = typer.Option(2, min=1, help="parallel worker processes"),
+    out: Path = typer.Option(Path("runs/plan_distill"), help="output directory"),
+    quick: bool = typer.Option(False, help="smoke run: diurnal, 2 seeds, a few hundred labels"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """The model-known planner distilled into the 16-unit student, measured as served (ONNX) on
+    report traffic against every baseline: summary.json, plan_distill.md, runs.csv, plots."""
+
+    from slicetwin.core.protocol import SeedRangeError  # lazy: fast start
+    from slicetwin.experiments.plan_distill import (  # lazy: torch
+        PlanDistillExperimentConfig,
+        run_plan_distill,
+    )
+
+    common = dict(first_seed=first_seed, first_report_seed=first_report_seed,
+                  allow_any_seeds=allow_any_seeds, baselines_from=tuple(str(b) for b in baselines))
+    try:
+        if quick:
+            cfg = PlanDistillExperimentConfig.quick(**common)
+        else:
+            cfg = PlanDistillExperimentConfig(
+                profiles=tuple(profile), seeds=seeds, windows=windows, cells=cells,
+                planner_futures=futures, workers=workers,
+                plan={"cells": label_cells, "windows": label_windows, "futures": label_futures,
+                      "steps": steps, "hidden": hidden}, **common)
+    except SeedRangeError as e:
+        raise typer.BadParameter(str(e), param_hint="--first-seed") from e
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    res = run_plan_distill(cfg, out, progress=progress)
+    typer.echo(_json.dumps({"out": str(out), "seconds": res["total_wall_time_s"],
+                            "best_served": {p: s["best_served"] for p, s in
+                                            res["profiles"].items()},
+                            "floors": {p: s["floors"] for p, s in res["profiles"].items()}}))
+
+
 @experiment_app.command("adapt")
 def experiment_adapt(
     schedule: str = typer.Option("paper:500,flash-crowd:300",

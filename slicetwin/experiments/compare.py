@@ -175,18 +175,20 @@ def learned_run(run: LearnedRun, out_dir: str) -> dict:
             "wall_time_s": round(time.perf_counter() - t0, 1)}
 
 
-def baselines_job(profile: str, cfg: CompareConfig) -> tuple[str, dict[str, PolicyEval]]:
-    return profile, evaluate_baselines(SimConfig.from_profile(profile), cfg.yardstick_config())
+def baselines_job(profile: str, yc: YardstickConfig) -> tuple[str, dict[str, PolicyEval]]:
+    return profile, evaluate_baselines(SimConfig.from_profile(profile), yc)
 
 
-def reuse_baselines(path: Path, profile: str, cfg: CompareConfig) -> dict[str, PolicyEval] | None:
-    """The baselines of ``profile`` from a ``slicetwin baselines --out`` summary, if it was
-    measured under the same protocol (seeds, windows, cells, fits, planner); else None."""
-    f = Path(path) / "summary.json"
+def reuse_baselines(path: Path, profile: str, yc: YardstickConfig
+                    ) -> dict[str, PolicyEval] | None:
+    """The baselines of ``profile`` from a ``slicetwin baselines --out`` summary (the folder or
+    its summary.json; an ``experiment compare`` summary too), if it was measured under the same
+    protocol (seeds, windows, cells, fits, planner); else None."""
+    f = Path(path)
+    f = f if f.is_file() else f / "summary.json"
     if not f.exists():
         return None
     s = json.loads(f.read_text()).get("profiles", {}).get(profile)
-    yc = cfg.yardstick_config()
     if s is None or s.get("config") != asdict(yc):
         return None
     keep = ("units", "weights", "offsets", "futures", "ms_per_decision", "copies_per_decision",
@@ -280,10 +282,11 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True,
     base: dict[str, dict[str, PolicyEval]] = {}
     reused = []
     for p in cfg.profiles:
-        found = [x for x in (reuse_baselines(Path(d), p, cfg) for d in cfg.baselines_from) if x]
+        found = [x for x in (reuse_baselines(Path(d), p, cfg.yardstick_config())
+                 for d in cfg.baselines_from) if x]
         if found:
             reused.append(p)
-        base[p] = found[0] if found else baselines_job(p, cfg)[1]
+        base[p] = found[0] if found else baselines_job(p, cfg.yardstick_config())[1]
     write_csv(out / "runs.csv", sorted(rows, key=lambda r: (r["profile"], r["algo"],
                                                             r["variant"], r["index"])))
     yc = cfg.yardstick_config()

@@ -84,11 +84,11 @@ def test_baselines_measured_under_another_protocol_are_not_reused(tmp_path):
     from slicetwin.experiments.compare import reuse_baselines
 
     base = quick_baselines(tmp_path / "base")
-    assert reuse_baselines(base, "diurnal", CompareConfig.quick()) is not None
+    assert reuse_baselines(base, "diurnal", CompareConfig.quick().yardstick_config()) is not None
     other = CompareConfig.quick(yardstick={"windows": 13, "cells": 2, "train_seeds": 1,
                                            "train_windows": 12, "planner_futures": 2})
-    assert reuse_baselines(base, "diurnal", other) is None
-    assert reuse_baselines(base, "hetero", CompareConfig.quick()) is None
+    assert reuse_baselines(base, "diurnal", other.yardstick_config()) is None
+    assert reuse_baselines(base, "hetero", CompareConfig.quick().yardstick_config()) is None
 
 
 def test_resume_skips_finished_runs(tmp_path):
