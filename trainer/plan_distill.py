@@ -37,6 +37,8 @@ class PlanDistillConfig:
     cells: int = 16  # simulated cells stepped together while collecting
     windows: int = 500  # windows collected per cell: cells x windows labelled states
     futures: int = 1  # sampled next windows per label; 1 is unbiased, the regression averages
+    horizon: int = 1  # windows per label with the split held (1: the planner's one step)
+    discount: float = 0.5  # weight of window h of the horizon: discount ** h
     hidden: int = 16  # the served student's width (paper: 4 or 16)
     steps: int = 4000  # gradient steps of the regression
     batch_size: int = 256
@@ -47,9 +49,11 @@ class PlanDistillConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        for k in ("cells", "windows", "futures", "hidden", "steps", "batch_size"):
+        for k in ("cells", "windows", "futures", "horizon", "hidden", "steps", "batch_size"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if not 0 <= self.discount <= 1:
+            raise ValueError(f"discount must be in [0, 1], got {self.discount}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
 
@@ -75,7 +79,7 @@ def collect_planner_tables(sim_cfg: SimConfig, cfg: PlanDistillConfig, seed: int
     state = state_from_arrivals(sim.state.last_arrived)
     states, tables = [], []
     for _ in trange(cfg.windows, desc="planner tables", leave=False, disable=not cfg.progress):
-        tab = window_tables(sim, rng, cfg.futures)
+        tab = window_tables(sim, rng, cfg.futures, cfg.horizon, cfg.discount)
         states.append(np.asarray(state, np.float32))
         tables.append(tab.astype(np.float32))
         state, _ = sim.step_actions(best_split(tab, sim.codec)[0])

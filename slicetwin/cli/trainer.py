@@ -237,6 +237,9 @@ def experiment_plan_distill(
     label_cells: int = typer.Option(16, min=1, help="cells collecting the planner's tables"),
     label_windows: int = typer.Option(500, min=1, help="windows collected per cell"),
     label_futures: int = typer.Option(1, min=1, help="sampled futures per label"),
+    label_horizon: int = typer.Option(1, min=1, help="windows per label with the split held"),
+    label_discount: float = typer.Option(0.5, min=0.0, max=1.0,
+                                         help="weight of window h of the horizon: discount ** h"),
     steps: int = typer.Option(4000, min=1, help="gradient steps of the student's regression"),
     hidden: int = typer.Option(16, min=1, help="units per hidden layer of the served student"),
     windows: int = typer.Option(150, min=1, help="report windows per seed and cell"),
@@ -269,7 +272,8 @@ def experiment_plan_distill(
                 profiles=tuple(profile), seeds=seeds, windows=windows, cells=cells,
                 planner_futures=futures, workers=workers,
                 plan={"cells": label_cells, "windows": label_windows, "futures": label_futures,
-                      "steps": steps, "hidden": hidden}, **common)
+                      "horizon": label_horizon, "discount": label_discount, "steps": steps,
+                      "hidden": hidden}, **common)
     except SeedRangeError as e:
         raise typer.BadParameter(str(e), param_hint="--first-seed") from e
     except ValueError as e:

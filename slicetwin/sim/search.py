@@ -74,12 +74,14 @@ def best_split(tables: np.ndarray, codec: ActionCodec) -> tuple[np.ndarray, np.n
 
 
 def window_tables(sim: RanSimulator, fresh: np.random.Generator | None = None,
-                  futures: int = 1) -> np.ndarray:
+                  futures: int = 1, horizon: int = 1, discount: float = 1.0) -> np.ndarray:
     """f_n(v) of the coming window for every cell: (cells, n_values, 3).
 
     ``fresh`` None: the true future (copies share the real cell's random numbers: the
     clairvoyant oracle). Otherwise ``futures`` sampled futures from the same true state with new
     traffic and channel seeds (shared by all v of one future), averaged: the model-known planner.
+    ``horizon`` > 1: sum over that many windows, window h weighted ``discount ** h``, with the
+    split held (the backlog a split leaves weighs on the windows after it).
     """
     C = sim.n_cells
     nv = len(unit_values(sim.codec))
@@ -89,8 +91,10 @@ def window_tables(sim: RanSimulator, fresh: np.random.Generator | None = None,
         keys = fresh.integers(0, 2**63, size=(2, C * reps), dtype=np.uint64)
         clone.state.rng[:] = np.repeat(keys[0], nv)
         clone.state.chan_key[:] = np.repeat(keys[1], nv)
-    k = step_diagonal(clone, units)
-    return contributions(clone, k).reshape(C, reps, nv, N_SLICES).mean(1)
+    total = 0.0
+    for h in range(int(horizon)):
+        total = total + discount ** h * contributions(clone, step_diagonal(clone, units))
+    return total.reshape(C, reps, nv, N_SLICES).mean(1)
 
 
 def fixed_tables(sim: RanSimulator, windows: int, progress: bool = False) -> np.ndarray:

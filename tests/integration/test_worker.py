@@ -396,6 +396,43 @@ def test_worker_sim_gate_runs_on_the_settings_profile(tmp_path):
     w.close()
 
 
+def test_planner_teacher_grows_its_labels_and_its_candidate_beats_the_heuristic(tmp_path):
+    """``teacher=planner``: each cycle labels one more training seed with the simulator's
+    planner and fits the student to all of them; the gate judges the candidate as usual, and on
+    the profile it plans with it beats the demand-proportional cold start."""
+    from pydantic import ValidationError
+
+    from controller.sinks import MemorySink
+    from slicetwin.registry.store import MemoryRegistry
+    from trainer.worker import TrainerWorker
+    from trainer.worker.source import MemorySinkSource
+
+    with pytest.raises(ValidationError, match="teacher=planner needs sim_profile"):
+        fast_settings(tmp_path, teacher="planner")
+    sink = MemorySink()
+    for t in sim_transitions(cells=4, windows=30, seed=19, profile="diurnal"):
+        sink.put(t)
+    sink.flush()
+    reg = MemoryRegistry()
+    s = fast_settings(tmp_path, sim_profile="diurnal", teacher="planner", plan_cells=8, plan_windows=60,
+                      plan_steps=1500, gate_margin=0.0, checkpoint=False,
+                      cold_start="proportional")
+    w = TrainerWorker(s, registry=reg, source=MemorySinkSource(sink))
+    first = w.run_cycle()
+    assert first.training["distill"]["teacher"] == "planner"
+    assert first.training["distill"]["labels"] == 8 * 60
+    assert "agent2" not in first.training  # no agent trained for this candidate
+    cand, cur = first.gate["candidate"]["sim_utility"], first.gate["current"]["sim_utility"]
+    assert first.gate["current_version"].startswith("heuristic-proportional")
+    assert first.promoted and cand > cur + 0.02, (first.gate["reason"], first.gate.get("paired"))
+    for t in sim_transitions(cells=4, windows=2, seed=20, profile="diurnal"):
+        sink.put(t)
+    sink.flush()
+    second = w.run_cycle()
+    assert second.training["distill"]["labels"] == 2 * 8 * 60
+    w.close()
+
+
 def test_undecodable_entry_is_acknowledged_and_counted(tmp_path, redis_url):
     r = redis.Redis.from_url(redis_url)
     xadd_all(redis_url, STREAM, sim_transitions(cells=2, windows=5, seed=13))

@@ -15,6 +15,7 @@ import numpy as np
 
 from slicetwin.core.actions import ActionCodec
 from slicetwin.core.transitions import Transitions
+from slicetwin.sim.config import SimConfig
 from slicetwin.twin import Twin, TwinConfig
 from trainer.agents import DQNAgent, make_agent
 from trainer.agents.envs import TwinEnv
@@ -22,6 +23,7 @@ from trainer.agents.loop import EnvStep, Learner
 from trainer.algorithm1 import twin_rollouts
 from trainer.distill import DistillConfig, distill, pool_states
 from trainer.export_onnx import to_onnx
+from trainer.plan_distill import PlanDistillConfig, collect_planner_tables, fit_student
 from trainer.replay import ReplayBuffer
 from trainer.worker.settings import WorkerSettings
 
@@ -148,3 +150,48 @@ def distil_and_export(agent1: DQNAgent, train: Transitions, s: WorkerSettings, v
                     version=version, metrics={**(metrics or {}), "agreement": figures["agreement"]},
                     utility=s.utility)
     return model.SerializeToString(), figures
+
+
+# ------------------------------------------------------------------------- planner teacher
+class PlannerLabels:
+    """The planner's labels of every cycle so far (``teacher=planner``): each cycle adds
+    ``plan_cells`` x ``plan_windows`` from a new training-range seed, so later candidates fit
+    more of them."""
+
+    def __init__(self, s: WorkerSettings):
+        self.sim = SimConfig.from_profile(s.sim_profile, utility=s.utility)
+        codec = self.sim.codec
+        if (codec.n_units, codec.total_bandwidth_hz) != (s.n_units, s.total_bandwidth_hz):
+            raise ValueError(f"sim_profile {s.sim_profile!r} has {codec.n_units} units over "
+                             f"{codec.total_bandwidth_hz:g} Hz, the trainer {s.n_units} over "
+                             f"{s.total_bandwidth_hz:g} Hz")
+        self.states: list[np.ndarray] = []
+        self.tables: list[np.ndarray] = []
+
+    def add(self, s: WorkerSettings, seed: int) -> float:
+        t0 = time.perf_counter()
+        cfg = PlanDistillConfig(cells=s.plan_cells, windows=s.plan_windows, seed=seed)
+        st, tab = collect_planner_tables(self.sim, cfg, seed)
+        self.states.append(st)
+        self.tables.append(tab)
+        return time.perf_counter() - t0
+
+    def __len__(self) -> int:
+        return sum(len(x) for x in self.states)
+
+
+def plan_and_export(labels: PlannerLabels, s: WorkerSettings, version: str, seed: int
+                    ) -> tuple[bytes, dict]:
+    """Fit the student to the planner's labels (``trainer.plan_distill``) and export it."""
+    t0 = time.perf_counter()
+    cfg = PlanDistillConfig(hidden=s.student_hidden, steps=s.plan_steps, seed=seed)
+    model, train_mse, hold_mse = fit_student(np.concatenate(labels.states),
+                                             np.concatenate(labels.tables), labels.sim.codec, cfg)
+    figures = {"teacher": "planner", "labels": len(labels), "train_mse": round(train_mse, 6),
+               "holdout_mse": round(hold_mse, 6), "agreement": None,
+               "seconds": round(time.perf_counter() - t0, 3)}
+    onnx_model = to_onnx(model.to_student(), n_units=s.n_units,
+                         total_bandwidth_hz=s.total_bandwidth_hz, version=version,
+                         metrics={"teacher": "planner", "labels": len(labels)},
+                         utility=s.utility)
+    return onnx_model.SerializeToString(), figures

@@ -91,6 +91,16 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection
                                 "the largest share of a cycle on CPU")
     distill_states: int = Field(4000, gt=0, description="max states the teacher labels")
     student_hidden: int = Field(16, gt=0)
+    teacher: Literal["agent", "planner"] = Field(
+        "agent", description="what the candidate student learns from: agent = agent 1 "
+        "(Algorithm 1 on live data and the learned twin); planner = the model-known planner "
+        "of sim_profile, a calibrated simulator used as the twin (trainer.plan_distill), its "
+        "labels growing every cycle; needs sim_profile")
+    plan_cells: int = Field(16, gt=0, description="teacher=planner: simulator cells labelled "
+                            "per cycle")
+    plan_windows: int = Field(100, gt=0, description="teacher=planner: windows per cell and "
+                              "cycle (16 x 100 labels: about 8 s on this machine)")
+    plan_steps: int = Field(2000, gt=0, description="teacher=planner: regression steps")
     n_units: int = Field(100, gt=0, description="action codec resolution (must match the "
                          "controller: 100 -> 4851 actions)")
     total_bandwidth_hz: float = Field(20e6, gt=0)
@@ -117,6 +127,13 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(10.0, gt=0)
     checkpoint: bool = True
+
+    @model_validator(mode="after")
+    def _planner_needs_a_profile(self):
+        if self.teacher == "planner" and self.sim_profile is None:
+            raise ValueError("teacher=planner needs sim_profile: the planner plans with that "
+                             "simulator profile (a real gNB without one: teacher=agent)")
+        return self
 
     @field_validator("twin_url", "metrics_port", "twin_api_key", mode="before")
     @classmethod

@@ -131,6 +131,7 @@ class TrainerWorker:
         self._ingest_lock = threading.Lock()
         self._backoff = Backoff(self.s.backoff_initial_s, self.s.backoff_max_s)
         self.agent1 = None  # built by prepare(): torch loads after ingestion has started
+        self.planner_labels = None  # teacher=planner: learn.PlannerLabels, built at first use
         self.last_ingest_ok: float | None = None  # time.monotonic() of the last good poll
         self.ingest_failures = 0  # consecutive failed polls
         self._lag_at = 0.0
@@ -342,9 +343,12 @@ class TrainerWorker:
         if self.stop_event.is_set():
             res.skipped = "stopped"
             return res
-        if not self._train_agents(res, cyc):
-            return res
-        blob, version = self._distil(res, cyc)
+        if self.s.teacher == "planner":
+            blob, version = self._plan(res, cyc)
+        else:
+            if not self._train_agents(res, cyc):
+                return res
+            blob, version = self._distil(res, cyc)
         self._gate_and_publish(res, cyc, blob, version)
         return self._finish(res, t_all)
 
@@ -443,6 +447,19 @@ class TrainerWorker:
         blob, dist = learn.distil_and_export(self.agent1, cyc.train, self.s, version, cyc.seed)
         res.training["distill"] = dist
         res.seconds["distill"] = round(time.perf_counter() - t0, 3)
+        return blob, version
+
+    def _plan(self, res: CycleResult, cyc: _CycleData) -> tuple[bytes, str]:
+        """2-4 with ``teacher=planner``: label one more training seed with the simulator's
+        planner, fit the student to every label so far, export it to ONNX."""
+        t0 = time.perf_counter()
+        if self.planner_labels is None:
+            self.planner_labels = learn.PlannerLabels(self.s)
+        labels_s = self.planner_labels.add(self.s, (self.s.seed + res.cycle) % 1000)
+        version = new_version("policy")
+        blob, fit = learn.plan_and_export(self.planner_labels, self.s, version, cyc.seed)
+        res.training["distill"] = {**fit, "label_seconds": round(labels_s, 3)}
+        res.seconds["planner"] = round(time.perf_counter() - t0, 3)
         return blob, version
 
     def _gate_and_publish(self, res: CycleResult, cyc: _CycleData, blob: bytes,

@@ -132,3 +132,20 @@ def test_mean_ci_and_paired_differences():
     d = protocol.paired([2.0, 3.0, 1.0], [1.0, 1.0, 2.0])
     assert d["mean"] == pytest.approx(2 / 3, abs=1e-4) and d["wins"] == 2
     assert protocol.ratio(2.0, 4.0) == 0.5 and protocol.ratio(1.0, 0.0) is None
+
+
+def test_window_tables_over_a_horizon_hold_the_split_and_discount_later_windows():
+    from slicetwin.sim.search import fixed_tables, window_tables
+
+    sim = RanSimulator(SimConfig.from_profile("diurnal"), n_cells=2, seed=5)
+    sim.reset()
+    for _ in range(3):
+        sim.step_actions(np.zeros(2, np.int64))
+    # the true future, undiscounted: H windows of the held split = H x the fixed-split mean
+    np.testing.assert_allclose(window_tables(sim, horizon=3), 3 * fixed_tables(sim, 3),
+                               rtol=1e-9, atol=1e-9)
+    one = window_tables(sim, np.random.default_rng(1), futures=2)
+    assert np.array_equal(one, window_tables(sim, np.random.default_rng(1), futures=2,
+                                             horizon=4, discount=0.0))
+    two = window_tables(sim, np.random.default_rng(1), futures=2, horizon=2, discount=0.5)
+    assert np.all(two >= one - 1e-12) and not np.allclose(two, one)
