@@ -35,7 +35,7 @@ from trainer.nets import StateNorm, StudentMLP, mlp
 @dataclass
 class PlanDistillConfig:
     cells: int = 16  # simulated cells stepped together while collecting
-    windows: int = 500  # windows collected per cell: cells x windows labelled states
+    windows: int = 1500  # windows per cell: cells x windows labels (1,500: tuning seeds, training.md)
     futures: int = 1  # sampled next windows per label; 1 is unbiased, the regression averages
     horizon: int = 1  # windows per label with the split held (1: the planner's one step)
     discount: float = 0.5  # weight of window h of the horizon: discount ** h

@@ -235,7 +235,7 @@ def experiment_plan_distill(
     first_report_seed: int = typer.Option(10_000, help="first report seed"),
     allow_any_seeds: bool = _PAIR_ANY_SEEDS,
     label_cells: int = typer.Option(16, min=1, help="cells collecting the planner's tables"),
-    label_windows: int = typer.Option(500, min=1, help="windows collected per cell"),
+    label_windows: int = typer.Option(1500, min=1, help="windows collected per cell"),
     label_futures: int = typer.Option(1, min=1, help="sampled futures per label"),
     label_horizon: int = typer.Option(1, min=1, help="windows per label with the split held"),
     label_discount: float = typer.Option(0.5, min=0.0, max=1.0,

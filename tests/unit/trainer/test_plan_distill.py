@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from slicetwin.runtime.onnx_policy import OnnxPolicy
 from slicetwin.sim.config import SimConfig
 from slicetwin.sim.search import best_split, unit_values
 from trainer.export_onnx import export_policy
+from trainer.nets import StudentMLP
 from trainer.plan_distill import (
     FactoredStudent,
     PlanDistillConfig,
@@ -52,6 +54,15 @@ def test_the_served_onnx_student_decides_as_the_tables(tmp_path):
         best, _ = best_split(m.tables(torch.as_tensor(x)).numpy(), CODEC)
     served = OnnxPolicy(path.read_bytes()).act_batch(x)
     assert (np.asarray(served) == best).mean() > 0.95
+    # the graph of every other 16-unit student: same operators and weight shapes, same latency
+    plain = tmp_path / "plain.onnx"
+    export_policy(StudentMLP(3, CODEC.n_actions, 16), plain, n_units=100, version="p")
+
+    def shape(f):
+        g = onnx.load(str(f)).graph
+        return [n.op_type for n in g.node], sorted(tuple(i.dims) for i in g.initializer)
+
+    assert shape(path) == shape(plain)
 
 
 def test_regression_recovers_the_best_split_of_the_expected_tables_from_noisy_labels():
