@@ -243,6 +243,22 @@ def test_demo_profile_reaches_the_simulator_and_the_trainer_gate(tmp_path):
                              str(tmp_path)).sim_profile == "paper"
 
 
+def test_demo_planner_teacher_plans_with_the_demo_profile(tmp_path):
+    """``--trainer-set teacher=planner`` is valid in the demo (its trainer always knows the
+    profile) and plans with --profile; a trainer without a profile refuses it."""
+    from pydantic import ValidationError
+
+    from slicetwin.ops.demo.run import DemoConfig, _check_overrides, _trainer_settings, _Transport
+    from trainer.worker.settings import WorkerSettings
+
+    _check_overrides({"teacher": "planner"}, "diurnal")
+    cfg = DemoConfig(profile="diurnal", trainer_overrides={"teacher": "planner"})
+    s = _trainer_settings(cfg, _Transport("embedded"), str(tmp_path))
+    assert s.teacher == "planner" and s.sim_profile == "diurnal"
+    with pytest.raises(ValidationError, match="needs sim_profile"):
+        WorkerSettings(teacher="planner")
+
+
 def test_demo_summary_records_the_profile(tmp_path):
     out = tmp_path / "demo"
     r = _demo(out, "--mode", "embedded", "--no-trainer", "--cells", "2", "--windows", "3",

@@ -188,7 +188,7 @@ def _demo_trainer(cfg: DemoConfig) -> dict:
     return {**DEMO_TRAINER, **cfg.trainer_overrides, "sim_profile": cfg.profile}
 
 
-def _check_overrides(over: dict) -> None:
+def _check_overrides(over: dict, profile: str) -> None:
     """Refuse unknown trainer settings (WorkerSettings ignores extras) before starting."""
 
     bad = sorted(set(over) - set(WorkerSettings.model_fields))
@@ -197,7 +197,8 @@ def _check_overrides(over: dict) -> None:
                          f"{', '.join(sorted(WorkerSettings.model_fields))}")
     if "sim_profile" in over:
         raise ValueError("trainer setting sim_profile follows the demo's --profile; set that")
-    WorkerSettings(**{**DEMO_TRAINER, **over})  # types and ranges, with a clear message
+    # types and ranges, with a clear message; the profile as the trainer will get it
+    WorkerSettings(**{**DEMO_TRAINER, **over, "sim_profile": profile})
 
 
 def demo_simulator(cfg: DemoConfig):
@@ -258,7 +259,7 @@ def _validate(cfg: DemoConfig) -> None:
     if cfg.cold_start not in ("proportional", "init"):
         raise ValueError("cold_start must be 'proportional' (the safe heuristic) or 'init' "
                          "(a random student)")
-    _check_overrides(cfg.trainer_overrides)
+    _check_overrides(cfg.trainer_overrides, cfg.profile)
     if cfg.twin_service and (cfg.mode == "embedded" or not cfg.trainer):
         raise ValueError("--twin-service needs Redis mode and the trainer (the service loads "
                          "the trainer's twins from the Redis registry)")

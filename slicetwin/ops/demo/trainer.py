@@ -42,6 +42,7 @@ def cycle_brief(d: dict) -> dict:
             "gate_candidate": g.get("candidate"), "gate_current": g.get("current"),
             "gate_reason": g.get("reason"), "gate_decided_on": g.get("decided_on") or [],
             "agreement": ((d.get("training") or {}).get("distill") or {}).get("agreement"),
+            "labels": ((d.get("training") or {}).get("distill") or {}).get("labels"),
             "seconds": d.get("seconds")}
 
 
@@ -80,16 +81,23 @@ class _Base:
         self.events.add(f"trainer cycle {b['cycle']} ({secs:.0f} s, {b['dataset']} transitions):"
                         f" {b['policy_version']} {verdict} ({held} in service; twin "
                         f"{_r(cand.get('twin_utility'))} vs {_r(cur.get('twin_utility'))}, "
-                        f"reported only; student agreement {_r(b.get('agreement'))}; "
-                        f"agent 2 trained in the {b.get('twin_backend') or 'local'} twin)")
+                        f"reported only; {self._taught(b)})")
+
+    def _taught(self, b: dict) -> str:
+        if getattr(self.s, "teacher", "agent") == "planner":
+            return f"student fitted to {b.get('labels')} planner labels of the simulator"
+        return (f"student agreement {_r(b.get('agreement'))}; agent 2 trained in the "
+                f"{b.get('twin_backend') or 'local'} twin")
 
     def _status(self, n: int | None, running_s: float | None) -> str:
         if self.failed:
             return f"stopped: {self.failed}"
         if running_s is not None:
+            steps = ("fit twin -> label with the simulator's planner -> fit student"
+                     if getattr(self.s, "teacher", "agent") == "planner" else
+                     "fit twin -> agent 2 in twin -> fine-tune -> distil")
             return (f"cycle {len(self.cycles) + 1} running for {running_s:.0f} s on "
-                    f"{n} transitions (fit twin -> agent 2 in twin -> fine-tune -> distil -> "
-                    f"ONNX -> gate)")
+                    f"{n} transitions ({steps} -> ONNX -> gate)")
         if not self.cycles:
             return f"collecting live transitions: {n}/{self.s.min_transitions} before cycle 1"
         last = self.cycles[-1]
