@@ -27,7 +27,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from slicetwin.core import protocol
-from slicetwin.experiments.compare import baselines_job, best_served, reuse_baselines
+from slicetwin.experiments.compare import (
+    _init_worker,
+    baselines_job,
+    best_served,
+    reuse_baselines,
+)
 from slicetwin.experiments.distill import write_csv
 from slicetwin.experiments.online import ServedPolicy
 from slicetwin.runtime.onnx_policy import OnnxPolicy
@@ -98,12 +103,6 @@ def one_pair(profile: str, index: int, cfg: PlanDistillExperimentConfig, out: st
             "train_mse": round(res.train_mse, 6), "holdout_mse": round(res.holdout_mse, 6),
             "collect_s": res.collect_s, "fit_s": res.fit_s, "onnx": path.name,
             "wall_time_s": round(time.perf_counter() - t0, 1)}
-
-
-def _init_worker() -> None:
-    import torch  # lazy: torch
-
-    torch.set_num_threads(1)
 
 
 def run_plan_distill(cfg: PlanDistillExperimentConfig, out: Path, progress: bool = True) -> dict:
