@@ -396,6 +396,14 @@ def test_worker_sim_gate_runs_on_the_settings_profile(tmp_path):
     w.close()
 
 
+def _labels_of(s, seed):
+    from trainer.worker.learn import PlannerLabels
+
+    pool = PlannerLabels(s)
+    pool.add(s, seed)
+    return pool.states[0]
+
+
 def test_planner_teacher_grows_its_labels_and_its_candidate_beats_the_heuristic(tmp_path):
     """``teacher=planner``: each cycle labels one more training seed with the simulator's
     planner and fits the student to all of them; the gate judges the candidate as usual, and on
@@ -431,6 +439,16 @@ def test_planner_teacher_grows_its_labels_and_its_candidate_beats_the_heuristic(
     second = w.run_cycle()
     assert second.training["distill"]["labels"] == 2 * 8 * 60
     w.close()
+    # the pool keeps the newest plan_max_labels, dropping whole cycles
+    from trainer.worker.learn import PlannerLabels
+
+    small = fast_settings(tmp_path, sim_profile="diurnal", teacher="planner", plan_cells=2,
+                          plan_windows=5, plan_max_labels=25)
+    pool = PlannerLabels(small)
+    for seed in range(4):
+        pool.add(small, seed)
+    assert len(pool) == 20 and len(pool.states) == 2
+    np.testing.assert_array_equal(pool.states[-1], _labels_of(small, 3))  # the newest cycle
 
 
 def test_undecodable_entry_is_acknowledged_and_counted(tmp_path, redis_url):

@@ -156,7 +156,7 @@ def distil_and_export(agent1: DQNAgent, train: Transitions, s: WorkerSettings, v
 class PlannerLabels:
     """The planner's labels of every cycle so far (``teacher=planner``): each cycle adds
     ``plan_cells`` x ``plan_windows`` from a new training-range seed, so later candidates fit
-    more of them."""
+    more of them, up to the newest ``plan_max_labels`` (older cycles are dropped whole)."""
 
     def __init__(self, s: WorkerSettings):
         self.sim = SimConfig.from_profile(s.sim_profile, utility=s.utility)
@@ -174,6 +174,8 @@ class PlannerLabels:
         st, tab = collect_planner_tables(self.sim, cfg, seed)
         self.states.append(st)
         self.tables.append(tab)
+        while len(self.states) > 1 and len(self) > s.plan_max_labels:
+            del self.states[0], self.tables[0]
         return time.perf_counter() - t0
 
     def __len__(self) -> int:

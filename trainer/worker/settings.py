@@ -101,6 +101,8 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection
     plan_windows: int = Field(100, gt=0, description="teacher=planner: windows per cell and "
                               "cycle (16 x 100 labels: about 8 s on this machine)")
     plan_steps: int = Field(2000, gt=0, description="teacher=planner: regression steps")
+    plan_max_labels: int = Field(48_000, gt=0, description="teacher=planner: the newest labels "
+                                 "kept (whole cycles; 48,000 x 294 floats = 56 MB)")
     n_units: int = Field(100, gt=0, description="action codec resolution (must match the "
                          "controller: 100 -> 4851 actions)")
     total_bandwidth_hz: float = Field(20e6, gt=0)
