@@ -42,7 +42,7 @@ from slicetwin.core.slices import N_SLICES
 from slicetwin.core.state import STATE_DIM
 from slicetwin.experiments import adapt_measures as am
 from slicetwin.experiments.distill import write_csv
-from slicetwin.experiments.online import OnlineExperimentConfig, a1_config
+from slicetwin.experiments.online import OnlineExperimentConfig, a1_config, init_torch_worker
 from slicetwin.runtime.onnx_policy import OnnxPolicy
 from slicetwin.sim import SimConfig
 from slicetwin.sim.search import (
@@ -527,12 +527,6 @@ def _config_key(cfg: AdaptConfig) -> str:
     return json.dumps(asdict(cfg) | {"seeds": 0, "workers": 0}, sort_keys=True)
 
 
-def _init_worker() -> None:
-    import torch  # lazy: torch
-
-    torch.set_num_threads(1)
-
-
 def run_adapt(cfg: AdaptConfig, out: Path, progress: bool = True, resume: bool = False) -> dict:
     """Every seed (``cfg.workers`` processes), then ``summary.json``, ``adapt.csv``,
     ``adapt.md`` and ``adapt.png``. Each finished seed is appended to ``seeds.jsonl``;
@@ -561,7 +555,7 @@ def run_adapt(cfg: AdaptConfig, out: Path, progress: bool = True, resume: bool =
             bar.update(1)
     else:
         with ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker) as ex:
+                                 initializer=init_torch_worker) as ex:
             futs = {ex.submit(adapt_seed, cfg, s): s for s in todo}
             for f in as_completed(futs):
                 record(f.result())

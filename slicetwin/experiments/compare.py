@@ -34,6 +34,7 @@ from slicetwin.experiments.online import (
     OnlineExperimentConfig,
     ServedPolicy,
     _train,
+    init_torch_worker,
     make_env,
     serve,
     specs,
@@ -216,12 +217,6 @@ def learned_evals(rows: list[dict], profile: str, cfg: CompareConfig) -> dict[st
     return out
 
 
-def _init_worker() -> None:
-    import torch  # lazy: torch
-
-    torch.set_num_threads(1)
-
-
 def _record(journal: Path, row: dict) -> dict:
     with open(journal, "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -271,7 +266,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True,
             bar.update(1)
     else:
         with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker) as ex:
+                                 initializer=init_torch_worker) as ex:
             futs = {ex.submit(learned_run, r, str(out)): r for r in runs}
             for f in as_completed(futs):
                 rows.append(_record(journal, f.result()))

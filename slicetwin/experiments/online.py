@@ -698,7 +698,8 @@ def load_results(out: Path) -> list[dict]:
     return results
 
 
-def _init_worker() -> None:
+def init_torch_worker() -> None:
+    """Process-pool initialiser: one torch thread per worker (the workers are the parallelism)."""
     import torch  # lazy: torch
 
     torch.set_num_threads(1)
@@ -727,7 +728,7 @@ def run_experiment(cfg: OnlineExperimentConfig, out: Path, progress: bool = True
     else:
 
         with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker) as ex:
+                                 initializer=init_torch_worker) as ex:
             futs = {ex.submit(run_one, s, str(out)): s for s in todo}
             ofs = {ex.submit(oracle_utility, cfg, report_seed(seed)): seed
                    for seed in oracle_seeds}

@@ -27,14 +27,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from slicetwin.core import protocol
-from slicetwin.experiments.compare import (
-    _init_worker,
-    baselines_job,
-    best_served,
-    reuse_baselines,
-)
+from slicetwin.experiments.compare import baselines_job, best_served, reuse_baselines
 from slicetwin.experiments.distill import write_csv
-from slicetwin.experiments.online import ServedPolicy
+from slicetwin.experiments.online import ServedPolicy, init_torch_worker
 from slicetwin.runtime.onnx_policy import OnnxPolicy
 from slicetwin.sim.baselines import run_policy
 from slicetwin.sim.config import SimConfig
@@ -120,7 +115,7 @@ def run_plan_distill(cfg: PlanDistillExperimentConfig, out: Path, progress: bool
             bar.update(1)
     else:
         with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker) as ex:
+                                 initializer=init_torch_worker) as ex:
             for row in ex.map(one_pair, *zip(*jobs, strict=True),
                               [cfg] * len(jobs), [str(out)] * len(jobs)):
                 rows.append(row)

@@ -84,7 +84,7 @@ class _Base:
                         f"reported only; {self._taught(b)})")
 
     def _taught(self, b: dict) -> str:
-        if getattr(self.s, "teacher", "agent") == "planner":
+        if self.s.teacher == "planner":
             return f"student fitted to {b.get('labels')} planner labels of the simulator"
         return (f"student agreement {_r(b.get('agreement'))}; agent 2 trained in the "
                 f"{b.get('twin_backend') or 'local'} twin")
@@ -94,7 +94,7 @@ class _Base:
             return f"stopped: {self.failed}"
         if running_s is not None:
             steps = ("fit twin -> label with the simulator's planner -> fit student"
-                     if getattr(self.s, "teacher", "agent") == "planner" else
+                     if self.s.teacher == "planner" else
                      "fit twin -> agent 2 in twin -> fine-tune -> distil")
             return (f"cycle {len(self.cycles) + 1} running for {running_s:.0f} s on "
                     f"{n} transitions ({steps} -> ONNX -> gate)")
