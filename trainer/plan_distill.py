@@ -16,6 +16,7 @@ into the head: the served graph is the ordinary ``StudentMLP`` (Gemm/Relu, 3 -> 
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass
 
@@ -132,16 +133,23 @@ class FactoredStudent(nn.Module):
 
 
 def fit_student(states: np.ndarray, tables: np.ndarray, codec: ActionCodec,
-                cfg: PlanDistillConfig) -> tuple[FactoredStudent, float, float]:
-    """Least squares of the sampled tables on the states. Returns (model, train MSE, holdout MSE)."""
+                cfg: PlanDistillConfig, init: FactoredStudent | None = None
+                ) -> tuple[FactoredStudent, float, float]:
+    """Least squares of the sampled tables on the states. Returns (model, train MSE, holdout MSE).
+
+    ``init`` continues from an earlier model (a copy; its state normaliser is kept, so the
+    earlier fit stays valid) instead of starting afresh."""
     torch.manual_seed(cfg.seed)
     x = torch.as_tensor(states, dtype=torch.float32)
     y = torch.as_tensor(tables, dtype=torch.float32)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed))
     n_hold = int(len(x) * cfg.holdout)
     hold, train = perm[:n_hold], perm[n_hold:]
-    model = FactoredStudent(codec, cfg.hidden)
-    model.norm.fit(x[train])
+    if init is None:
+        model = FactoredStudent(codec, cfg.hidden)
+        model.norm.fit(x[train])
+    else:
+        model = copy.deepcopy(init)
     opt = torch.optim.Adam(model.parameters(), cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, cfg.lr_final)
     gen = torch.Generator().manual_seed(cfg.seed + 1)

@@ -296,8 +296,9 @@ def experiment_adapt(
     allow_any_seeds: bool = typer.Option(False, "--allow-any-seeds",
                                          help="accept seeds outside those ranges"),
     algo: str = typer.Option("factored-ddqn", help="factored-ddqn | ddqn"),
-    variant: list[str] = typer.Option(["twin", "matched"],
-                                      help="twin | matched | twin-eps (repeat for several)"),
+    variant: list[str] = typer.Option(["twin", "twin-plan", "matched"],
+                                      help="twin | twin-plan | matched | twin-eps (repeat for "
+                                      "several)"),
     cells: int = typer.Option(4, min=1, help="cells of the real network"),
     refresh_every: int = typer.Option(25, min=1, help="real windows between served-student "
                                       "refreshes (distil, export, load)"),
@@ -309,6 +310,13 @@ def experiment_adapt(
                                        "pre-change student"),
     refresh_rounds: int = typer.Option(100, min=1, help="distillation steps per refresh "
                                        "(continuing from the served student)"),
+    plan_rows: int = typer.Option(96, min=1, help="twin-plan: real states the twin rates "
+                                  "every split at, per refresh"),
+    plan_pre_rows: int = typer.Option(2000, min=0, help="twin-plan: newest pre-change real "
+                                      "transitions kept in every twin refit (0: post-change "
+                                      "data only)"),
+    plan_futures: int = typer.Option(0, min=0, help="twin-plan: 0 rates a split by the twin's "
+                                     "mean prediction; k by the mean of k sampled windows"),
     workers: int = typer.Option(2, min=1, help="parallel worker processes (one seed each)"),
     out: Path = typer.Option(Path("runs/adapt"), help="output directory"),
     resume: bool = typer.Option(False, help="skip seeds already in OUT/seeds.jsonl with the "
@@ -333,7 +341,9 @@ def experiment_adapt(
                               allow_any_seeds=allow_any_seeds, algo=algo,
                               variants=tuple(variant), cells=cells, refresh_every=refresh_every,
                               smooth=smooth, target=target, distill_rounds=distill_rounds,
-                              refresh_rounds=refresh_rounds, workers=workers)
+                              refresh_rounds=refresh_rounds, plan_rows=plan_rows,
+                              plan_pre_rows=plan_pre_rows, plan_futures=plan_futures,
+                              workers=workers)
     except SeedRangeError as e:
         raise typer.BadParameter(str(e), param_hint="--first-seed") from e
     except ValueError as e:
@@ -342,7 +352,8 @@ def experiment_adapt(
     typer.echo(_json.dumps({
         "out": str(out), "seconds": res["total_wall_time_s"],
         "windows_to_target": {v: d["windows_to_target"] for v, d in res["variants"].items()},
-        "twin_over_matched_windows": res.get("twin_over_matched_windows")}))
+        **{k: res[k] for k in ("twin_over_matched_windows", "twin_plan_over_matched_windows")
+           if k in res}}))
 
 
 @experiment_app.command("distill")

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from slicetwin.core import protocol
 from slicetwin.core.slices import N_SLICES
 from slicetwin.core.state import STATE_DIM
+from slicetwin.core.transitions import Transitions
 from slicetwin.experiments import adapt_measures as am
 from slicetwin.experiments.distill import write_csv
 from slicetwin.experiments.online import OnlineExperimentConfig, a1_config, init_torch_worker
@@ -59,8 +60,16 @@ from trainer.agents.loop import EnvStep, Learner, run
 from trainer.algorithm1 import algorithm1, real_epsilon
 from trainer.distill import DistillConfig, distill, pool_states
 from trainer.export_onnx import to_onnx
+from trainer.plan_distill import FactoredStudent, PlanDistillConfig, fit_student
+from trainer.twin_plan import TwinPlanConfig, plan_rows, separable_tables, twin_utilities
 
-VARIANTS = ("twin", "matched", "twin-eps")
+VARIANTS = ("twin", "twin-plan", "matched", "twin-eps")
+TWIN_VARIANTS = ("twin", "twin-plan")  # each is compared with ``matched``
+
+
+def ratio_key(variant: str) -> str:
+    """summary.json key of a twin variant's windows over matched's."""
+    return f"{variant.replace('-', '_')}_over_matched_windows"
 ALGOS = ("factored-ddqn", "ddqn")
 
 
@@ -71,7 +80,7 @@ class AdaptConfig:
     first_seed: int = 0  # seeds first_seed .. + seeds - 1: training range (tuning for probes)
     allow_any_seeds: bool = False
     algo: str = "factored-ddqn"
-    variants: tuple[str, ...] = ("twin", "matched")
+    variants: tuple[str, ...] = ("twin", "twin-plan", "matched")
     cells: int = 4  # cells of the real network; one real window = one step of all cells
     refresh_every: int = 25  # K: real windows between served-student refreshes
     smooth: int = 25  # trailing windows of the smoothed utility (windows-to-target)
@@ -81,6 +90,9 @@ class AdaptConfig:
     distill_rounds: int = 500  # the pre-change student, distilled from scratch
     refresh_rounds: int = 100  # each refresh continues from the served student (warm start)
     pool: int = 4000  # newest real transitions whose states a student is distilled on
+    plan_rows: int = 96  # twin-plan: real states the twin plans on per refresh
+    plan_pre_rows: int = 2000  # twin-plan: newest pre-change rows kept in every twin refit
+    plan_futures: int = 0  # twin-plan: 0 the twin's mean; k the mean of k sampled windows
     workers: int = 2
     online: dict = field(default_factory=dict)  # OnlineExperimentConfig overrides (+ "quick")
 
@@ -94,6 +106,8 @@ class AdaptConfig:
                self.distill_rounds, self.refresh_rounds, self.workers) < 1:
             raise ValueError("seeds, cells, refresh_every, smooth, dip_windows, distill_rounds, "
                              "refresh_rounds and workers must be >= 1")
+        if self.plan_rows < 1 or min(self.plan_pre_rows, self.plan_futures) < 0:
+            raise ValueError("plan_rows must be >= 1, plan_pre_rows and plan_futures >= 0")
         if not 0 < self.target <= 1.5:
             raise ValueError(f"target must be in (0, 1.5], got {self.target}")
         pre, post = self.phase_windows
@@ -137,6 +151,7 @@ class AdaptConfig:
         """Smoke run (the fast test suite): 2 seeds, 2 cells, a short schedule, tiny networks."""
         base = dict(schedule="paper:40,flash-crowd:60", seeds=2, cells=2, refresh_every=20,
                     smooth=10, dip_windows=20, distill_rounds=50, refresh_rounds=20, workers=1,
+                    plan_rows=16,
                     online={"quick": True})
         base.update(kw)
         return cls(**base)
@@ -200,8 +215,9 @@ class ServedStudent:
     with the controller's runner. Measurement only: nothing here is counted or trained on."""
 
     def __init__(self, agent, real: RealEnv, shadow, state: np.ndarray, first: tuple,
-                 cfg: AdaptConfig, seed: int, sim_cfg: SimConfig, label: str):
+                 cfg: AdaptConfig, seed: int, sim_cfg: SimConfig, label: str, teacher=None):
         self.agent, self.real, self.shadow, self.cfg = agent, real, shadow, cfg
+        self.teacher = teacher  # None: distil the acting agent; else teacher(version) -> served
         self.state = np.asarray(state, np.float32)
         self.policy, self.student = first  # (OnnxPolicy served, its torch student)
         self.seed, self.sim_cfg, self.label = seed, sim_cfg, label
@@ -225,10 +241,13 @@ class ServedStudent:
 
     def refresh(self) -> None:
         t0 = time.perf_counter()
-        states = pool_states(self.real.transitions(last=self.cfg.pool))
-        self.policy, agreement, self.student = serve(
-            self.agent, states, self.cfg, self.seed, self.sim_cfg, f"{self.label}-w{self._n}",
-            init=self.student)
+        version = f"{self.label}-w{self._n}"
+        if self.teacher is not None:
+            self.policy, agreement, self.student = self.teacher(version)
+        else:
+            states = pool_states(self.real.transitions(last=self.cfg.pool))
+            self.policy, agreement, self.student = serve(
+                self.agent, states, self.cfg, self.seed, self.sim_cfg, version, init=self.student)
         self.refreshes.append({"window": self._n, "agreement": round(agreement, 4),
                                "seconds": round(time.perf_counter() - t0, 2)})
 
@@ -247,6 +266,56 @@ def serve(agent, states: np.ndarray, cfg: AdaptConfig, seed: int, sim_cfg: SimCo
                    version=version, metrics={"agreement": res.agreement},
                    utility=sim_cfg.utility).SerializeToString()
     return OnnxPolicy(blob), res.agreement, res.student
+
+
+class TwinPlanTeacher:
+    """The twin-plan variant's refresh: refit the twin on the real data so far, let it rate every
+    split at real post-change states (``trainer.twin_plan``), and regress those ratings onto the
+    table-head student (continuing from the last one) with the gradient-step budget per real
+    interaction that the matched baseline gets too."""
+
+    def __init__(self, twin, real: RealEnv, pre: Transitions | None, cfg: AdaptConfig,
+                 seed: int, sim_cfg: SimConfig, budget: float):
+        self.twin, self.real, self.pre, self.cfg = twin, real, pre, cfg
+        self.seed, self.sim_cfg, self.budget = seed, sim_cfg, budget
+        self.plan = TwinPlanConfig(plan_rows=cfg.plan_rows, futures=cfg.plan_futures)
+        self.rng = np.random.default_rng([seed, 2])
+        self.model: FactoredStudent | None = None
+        self.grad_steps = self._paid = 0
+        self.seconds = {"twin_fit": 0.0, "plan": 0.0, "regress": 0.0}
+
+    def __call__(self, version: str) -> tuple[OnnxPolicy, float, object]:
+        t0 = time.perf_counter()
+        data = self.real.transitions()
+        fit_on = data if self.pre is None else Transitions.concat([self.pre, data])
+        self.twin.fit(fit_on)
+        t1 = time.perf_counter()
+        rows = plan_rows(len(data), self.plan, self.rng)
+        util = twin_utilities(self.twin, data, rows, self.plan.chunk, self.plan.futures,
+                              seed=self.seed + self.real.interactions)
+        tables = separable_tables(util, self.sim_cfg.codec)
+        t2 = time.perf_counter()
+        steps = int(round(self.budget * self.real.interactions)) - self._paid
+        self._paid += steps
+        pcfg = PlanDistillConfig(hidden=self.cfg.student_hidden, steps=max(steps, 1),
+                                 holdout=0.0, seed=self.seed + len(self.seconds) + self._paid)
+        self.model, _, _ = fit_student(data.state[rows], tables, self.sim_cfg.codec, pcfg,
+                                       init=self.model)
+        self.grad_steps += max(steps, 1)
+        import torch  # lazy: torch
+
+        student = self.model.to_student()
+        with torch.no_grad():
+            chosen = student(torch.as_tensor(data.state[rows])).argmax(-1).numpy()
+        agreement = float(np.mean(chosen == util.argmax(-1)))
+        blob = to_onnx(student, n_units=self.sim_cfg.n_units,
+                       total_bandwidth_hz=self.sim_cfg.bandwidth_hz, version=version,
+                       metrics={"agreement": agreement},
+                       utility=self.sim_cfg.utility).SerializeToString()
+        for k, a, b in (("twin_fit", t0, t1), ("plan", t1, t2),
+                        ("regress", t2, time.perf_counter())):
+            self.seconds[k] += b - a
+        return OnnxPolicy(blob), agreement, student
 
 
 # ------------------------------------------------------------------------------------ one seed
@@ -288,9 +357,19 @@ def adapt_seed(cfg: AdaptConfig, seed: int) -> dict:
            "best_fixed": {"action": best["action"], "units": best["units"],
                           "mean": float(best["curve"].mean())},
            "best_fixed_curve": best["curve"].tolist(), "variants": {}}
+    twin0, pre = None, None
+    if "twin-plan" in cfg.variants:  # the twin as it stood at the change, fitted on pre-change data
+        pre_data = real_pre.transitions()
+        twin0 = Twin(TwinConfig(seed=seed, **ocfg.twin_config))
+        twin0.fit(pre_data)
+        if cfg.plan_pre_rows:
+            kept = pre_data[len(pre_data) - min(cfg.plan_pre_rows, len(pre_data)):]
+            # negative window numbers: histories never stitch a pre-change row to a post one
+            pre = replace(kept, window=kept.window - int(kept.window.max()) - 2)
+        _log(seed, f"pre-change twin fitted ({len(pre_data)} transitions)")
     for variant in cfg.variants:
         out["variants"][variant] = run_variant(cfg, variant, seed, agent, env, state, first,
-                                               a1, ocfg, sim_cfg, post)
+                                               a1, ocfg, sim_cfg, post, twin0, pre)
         m = measure(cfg, out | {"variants": {variant: out["variants"][variant]}})[variant]
         _log(seed, f"{variant}: {out['variants'][variant]['seconds']:.0f} s, windows to "
                    f"target {m['windows_to_target']}, mean ratio {m['mean_ratio']}")
@@ -305,7 +384,7 @@ def _log(seed: int, msg: str) -> None:
 
 def run_variant(cfg: AdaptConfig, variant: str, seed: int, agent0, env0: SimEnv,
                 state: np.ndarray, first: tuple, a1, ocfg, sim_cfg: SimConfig,
-                post: int) -> dict:
+                post: int, twin0: Twin | None = None, pre: Transitions | None = None) -> dict:
     """One variant from the change point: learns in a copy of the real cells while the served
     student is measured on a shadow copy of the same cells."""
     import torch  # lazy: torch
@@ -322,7 +401,20 @@ def run_variant(cfg: AdaptConfig, variant: str, seed: int, agent0, env0: SimEnv,
     eps = real_epsilon(agent.cfg, a1)
     budget = a1.grad_steps_per_real(agent.cfg.train_every)  # what twin spends, matched gets
     info: dict = {"configured_grad_steps_per_real": round(budget, 4)}
-    if variant == "twin":
+    if variant == "twin-plan":
+        teacher = TwinPlanTeacher(Twin.from_bytes(twin0.to_bytes()), real, pre, cfg, seed,
+                                  sim_cfg, budget)
+        served.teacher = teacher
+        s = real.reset()
+        for _ in range(post):  # the served student acts, with the same exploration
+            a = np.asarray(served.policy.act_batch(s), np.int64)
+            explore = rng.random(len(a)) < eps(real.interactions)
+            if explore.any():
+                a[explore] = rng.integers(0, real.env.n_actions, size=int(explore.sum()))
+            s = real.step(a).next_state
+        info |= {"grad_steps": teacher.grad_steps, "twin_fits": len(served.refreshes),
+                 "seconds_by_part": {k: round(v, 1) for k, v in teacher.seconds.items()}}
+    elif variant == "twin":
         twin = Twin(TwinConfig(seed=seed, **ocfg.twin_config))
         res = algorithm1(agent, real, twin, a1, rng)
         info |= {"grad_steps": res.real_grad_steps + res.twin_grad_steps,
@@ -392,15 +484,15 @@ def summarise(cfg: AdaptConfig, rows: list[dict]) -> dict:
         }
     result: dict = {"experiment": "adapt", "variants": variants}
     base = "matched" if "matched" in cfg.variants else None
-    if "twin" in cfg.variants and base:
-        tw = variants["twin"]["windows_to_target"]["per_seed"]
+    for tv in (v for v in TWIN_VARIANTS if v in cfg.variants and base):
+        tw = variants[tv]["windows_to_target"]["per_seed"]
         bl = variants[base]["windows_to_target"]["per_seed"]
         boot = am.bootstrap_ratio(tw, bl)
-        result["twin_over_matched_windows"] = {
+        result[ratio_key(tv)] = {
             **boot, "per_seed": [round(a / b, 4) for a, b in zip(tw, bl, strict=True)],
             "per_seed_mean": protocol.mean_ci([a / b for a, b in zip(tw, bl, strict=True)]),
             "censored_matched": variants[base]["windows_to_target"]["censored"],
-            "censored_twin": variants["twin"]["windows_to_target"]["censored"],
+            "censored_twin": variants[tv]["windows_to_target"]["censored"],
             "floor": 1 / 3, "meets_floor": bool(boot["ratio"] <= 1 / 3),
             "meets_floor_with_confidence": bool(boot["ci95_high"] <= 1 / 3)}
     result["best_fixed"] = {"mean": protocol.mean_ci([r["best_fixed"]["mean"] for r in rows]),
@@ -458,11 +550,12 @@ def markdown(s: dict) -> str:
                      f"{d['dip_ratio_to_best_fixed']['ci95'] or 0:.3f} | "
                      f"{d['first_ratio']['mean']:.3f} / {d['final_ratio']['mean']:.3f} | "
                      f"{d['grad_steps_per_real']:.2f} |")
-    r = s.get("twin_over_matched_windows")
-    if r:
-        lines += ["", f"Twin / matched windows: **{r['ratio']}** (bootstrap 95 % CI "
-                  f"{r['ci95_low']}–{r['ci95_high']}; per seed {r['per_seed']}); floor ≤ 0.333: "
-                  f"{'met' if r['meets_floor'] else 'missed'}."]
+    for tv in TWIN_VARIANTS:
+        r = s.get(ratio_key(tv))
+        if r:
+            lines += ["", f"`{tv}` / matched windows: **{r['ratio']}** (bootstrap 95 % CI "
+                      f"{r['ci95_low']}–{r['ci95_high']}; per seed {r['per_seed']}); floor "
+                      f"≤ 0.333: {'met' if r['meets_floor'] else 'missed'}."]
     lines += ["", f"New best fixed: {s['best_fixed']['mean']['mean']:.3f} "
               f"(units per seed {s['best_fixed']['units_per_seed']}; measured on "
               f"{s['best_fixed']['measured_on']})."]
@@ -485,7 +578,8 @@ def plot(out: Path, cfg: AdaptConfig, rows: list[dict], s: dict) -> Path | None:
     ax.plot(x, b.mean(0), color="k", lw=1.2, label="new best fixed (hindsight)")
     ax.plot(x, cfg.target * b.mean(0), color="k", lw=0.8, ls="--",
             label=f"{cfg.target:.0%} of best fixed")
-    colours = {"twin": "#d95f02", "matched": "#1f78b4", "twin-eps": "#33a02c"}
+    colours = {"twin": "#d95f02", "twin-plan": "#7570b3", "matched": "#1f78b4",
+               "twin-eps": "#33a02c"}
     for v in cfg.variants:
         y = np.asarray([am.trailing_sums(r["variants"][v]["served"], k) / k for r in rows])
         rr = np.asarray([am.smoothed_ratio(r["variants"][v]["served"], r["best_fixed_curve"], k)

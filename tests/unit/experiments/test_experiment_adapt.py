@@ -35,9 +35,16 @@ def test_adapt_quick_writes_consistent_outputs(tmp_path):
     assert s["experiment"] == "adapt" and s["protocol"]["seeds"] == [0, 1]
     pre, post = cfg.phase_windows
     curves = _curves(tmp_path / "adapt.csv")
-    assert set(curves) == {(seed, v) for seed in (0, 1) for v in ("twin", "matched")}
+    variants = ("twin", "twin-plan", "matched")
+    assert set(curves) == {(seed, v) for seed in (0, 1) for v in variants}
     for seed in (0, 1):
         tw, bl = curves[(seed, "twin")], curves[(seed, "matched")]
+        tp = curves[(seed, "twin-plan")]
+        assert [r["arrived"] for r in tp] == [r["arrived"] for r in bl]
+        assert [r["served_utility"] for r in tp[:cfg.refresh_every]] == [
+            r["served_utility"] for r in bl[:cfg.refresh_every]]
+        # the twin-planned student differs from the matched one after its first refresh
+        assert [r["served_utility"] for r in tp] != [r["served_utility"] for r in bl]
         assert [int(r["window"]) for r in tw] == list(range(1, post + 1))
         # both variants meet the same post-change traffic and the same best fixed split
         assert [r["arrived"] for r in tw] == [r["arrived"] for r in bl]
@@ -47,7 +54,7 @@ def test_adapt_quick_writes_consistent_outputs(tmp_path):
         assert [r["served_utility"] for r in tw[:k]] == [r["served_utility"] for r in bl[:k]]
         assert [int(r["student"]) for r in tw[k - 1:k + 1]] == [0, 1]
         assert int(tw[-1]["student"]) == (post - 1) // k
-        for v, rows in (("twin", tw), ("matched", bl)):
+        for v, rows in (("twin", tw), ("twin-plan", tp), ("matched", bl)):
             served = np.array([float(r["served_utility"]) for r in rows])
             best = np.array([float(r["best_fixed_utility"]) for r in rows])
             m = s["per_seed"][str(seed)][v]
@@ -60,7 +67,7 @@ def test_adapt_quick_writes_consistent_outputs(tmp_path):
             assert m["dip"]["ratio"] == pytest.approx(
                 min(means) / best[m["dip"]["end_window"] - w:m["dip"]["end_window"]].mean(),
                 abs=1e-5)
-    for v in ("twin", "matched"):
+    for v in variants:
         wt = s["variants"][v]["windows_to_target"]
         raw = wt["per_seed_raw"]
         assert wt["censored"] == sum(x is None for x in raw)
@@ -76,6 +83,15 @@ def test_adapt_quick_writes_consistent_outputs(tmp_path):
     assert r["ratio"] == pytest.approx(np.mean(tw_w) / np.mean(bl_w), abs=1e-4)
     assert r["ci95_low"] <= r["ratio"] <= r["ci95_high"]
     assert "| twin |" in (tmp_path / "adapt.md").read_text()
+    # twin-plan: its student regression spends exactly the budget matched is given, and its
+    # ratio to matched is reported beside Algorithm 1's
+    tp_v = s["variants"]["twin-plan"]
+    assert tp_v["grad_steps_per_real"] == pytest.approx(tw_v["configured_grad_steps_per_real"],
+                                                        abs=1e-3)
+    rp = s["twin_plan_over_matched_windows"]
+    tp_w = tp_v["windows_to_target"]["per_seed"]
+    assert rp["ratio"] == pytest.approx(np.mean(tp_w) / np.mean(bl_w), abs=1e-4)
+    assert "`twin-plan` / matched" in (tmp_path / "adapt.md").read_text()
 
     # --resume finds both seeds and trains nothing: the same figures
     again = run_adapt(cfg, tmp_path, progress=False, resume=True)

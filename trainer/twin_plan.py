@@ -1,0 +1,100 @@
+"""Planning with the learned twin, distilled into the served student.
+
+Why: after a change of traffic regime a model-free learner must rediscover the value of 4,851
+splits from the few real windows it gets. The twin already knows how a slice's SLA satisfaction
+and the cell's spectral efficiency respond to bandwidth given the arrivals (physics that a change
+of user mix leaves alone), so it can answer "what would this window's utility have been under
+split a" for every split at every real state. Those answers are projected onto per-slice tables
+(utility is separable by slice, so the projection keeps what a split-choosing policy needs) and
+regressed onto the three reported numbers by ``trainer.plan_distill``'s table-head student, the
+same path as the model-known planner's labels. The served graph is the ordinary ``StudentMLP``.
+
+Unlike the simulator planner, this one uses only what a deployment has: real transitions and the
+twin fitted on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from slicetwin.core.actions import ActionCodec
+from slicetwin.core.transitions import Transitions
+from slicetwin.sim.search import unit_values
+from slicetwin.twin.history import history_index
+
+
+@dataclass
+class TwinPlanConfig:
+    plan_rows: int = 96  # real states planned per refresh (newest first, then a random share)
+    newest: float = 0.5  # share of plan_rows taken from the newest rows; the rest at random
+    chunk: int = 20  # states per twin call (chunk x n_actions rows)
+    futures: int = 0  # 0: the twin's mean prediction; k: the mean of k sampled next windows
+
+    def __post_init__(self) -> None:
+        if self.plan_rows < 1 or self.chunk < 1 or self.futures < 0:
+            raise ValueError("plan_rows and chunk must be >= 1, futures >= 0")
+        if not 0 <= self.newest <= 1:
+            raise ValueError(f"newest must be in [0, 1], got {self.newest}")
+
+
+def plan_rows(n: int, cfg: TwinPlanConfig, rng: np.random.Generator) -> np.ndarray:
+    """Which of ``n`` real rows to plan on: the newest share, then a random draw of the rest."""
+    if n <= cfg.plan_rows:
+        return np.arange(n)
+    k_new = int(round(cfg.plan_rows * cfg.newest))
+    new = np.arange(n - k_new, n)
+    old = rng.choice(n - k_new, cfg.plan_rows - k_new, replace=False)
+    return np.sort(np.concatenate([old, new]))
+
+
+def twin_utilities(twin, data: Transitions, rows: np.ndarray, chunk: int = 20,
+                   futures: int = 0, seed: int = 0) -> np.ndarray:
+    """(R, n_actions) the twin's expected utility of every split at each real row's state, with
+    the row's real history. ``futures`` 0 takes the twin's mean prediction (one pass); k > 0
+    averages k sampled next windows (SLA satisfaction is not linear in the arrivals, so the
+    utility at the mean arrivals is not the mean utility)."""
+    h = twin.history_len
+    idx = history_index(data, h, rows)  # (R, H) oldest first, ending at the row
+    states = data.state[idx]  # (R, H, 3)
+    past = data.action[idx[:, :-1]]  # (R, H-1): the action applied after each past state
+    n_a = twin.n_actions
+    all_a = np.arange(n_a, dtype=np.int64)
+    out = np.empty((len(rows), n_a), np.float32)
+    for i in range(0, len(rows), chunk):
+        s = states[i:i + chunk]
+        r = len(s)
+        acts = np.concatenate([np.repeat(past[i:i + chunk], n_a, axis=0),
+                               np.tile(all_a, r)[:, None]], axis=1)
+        rep = np.repeat(s, n_a, axis=0)
+        if futures == 0:
+            u = twin.predict(rep, acts, sample=False)["utility"]
+        else:
+            u = np.mean([twin.predict(rep, acts, seed=seed + 7919 * i + k, sample=True)["utility"]
+                         for k in range(futures)], axis=0)
+        out[i:i + r] = u.reshape(r, n_a)
+    return out
+
+
+_PROJECTIONS: dict[tuple, np.ndarray] = {}
+
+
+def table_projection(codec: ActionCodec) -> np.ndarray:
+    """(3 * n_values, n_actions) least-squares map from utilities over all splits to per-slice
+    tables whose sums reproduce them best (the pseudo-inverse of the 0/1 expansion)."""
+    key = (codec.n_units, codec.min_units, codec.n_slices)
+    if key not in _PROJECTIONS:
+        v = unit_values(codec)
+        e = np.zeros((codec.n_actions, 3 * len(v)))
+        rows = np.arange(codec.n_actions)
+        for n in range(3):
+            e[rows, n * len(v) + codec.table[:, n] - v[0]] = 1.0
+        _PROJECTIONS[key] = np.linalg.pinv(e)
+    return _PROJECTIONS[key]
+
+
+def separable_tables(utilities: np.ndarray, codec: ActionCodec) -> np.ndarray:
+    """(R, n_actions) -> (R, n_values, 3): the layout of ``window_tables`` and ``fit_student``."""
+    flat = np.asarray(utilities, np.float64) @ table_projection(codec).T  # (R, 3 * n_values)
+    return flat.reshape(len(flat), 3, -1).transpose(0, 2, 1).astype(np.float32)
