@@ -618,7 +618,10 @@ def _finished(journal: Path, cfg: AdaptConfig) -> list[dict]:
 
 
 def _config_key(cfg: AdaptConfig) -> str:
-    return json.dumps(asdict(cfg) | {"seeds": 0, "workers": 0}, sort_keys=True)
+    """What the runs depend on: the measuring settings (target, smoothing, dip) are left out, so
+    ``--resume`` with another ``--target`` measures the same runs again without re-running them."""
+    return json.dumps(asdict(cfg) | {"seeds": 0, "workers": 0, "target": 0, "smooth": 0,
+                                     "dip_windows": 0}, sort_keys=True)
 
 
 def run_adapt(cfg: AdaptConfig, out: Path, progress: bool = True, resume: bool = False) -> dict:

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -97,6 +98,14 @@ def test_adapt_quick_writes_consistent_outputs(tmp_path):
     again = run_adapt(cfg, tmp_path, progress=False, resume=True)
     assert again["variants"] == res["variants"]
     assert again["total_wall_time_s"] < 5
+    # another target measures the same runs again, without re-running them
+    level = run_adapt(replace(cfg, target=1.0), tmp_path, progress=False, resume=True)
+    assert level["total_wall_time_s"] < 5 and level["protocol"]["target"] == 1.0
+    for v in variants:
+        assert level["variants"][v]["mean_ratio"] == res["variants"][v]["mean_ratio"]
+        for a, b in zip(level["variants"][v]["windows_to_target"]["per_seed"],
+                        res["variants"][v]["windows_to_target"]["per_seed"], strict=True):
+            assert a >= b  # a higher bar is never reached sooner
 
 
 def test_best_fixed_curve_is_exact_and_best():
