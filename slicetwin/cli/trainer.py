@@ -312,8 +312,9 @@ def experiment_adapt(
                                        "(continuing from the served student)"),
     plan_rows: int = typer.Option(96, min=1, help="twin-plan: real states the twin rates "
                                   "every split at, per refresh"),
-    plan_pre_rows: int = typer.Option(2000, min=0, help="twin-plan: newest pre-change real "
-                                      "transitions kept in every twin refit (0: post-change "
+    plan_pre_rows: int = typer.Option(2000, min=0, help="twin-plan: at most this many of the "
+                                      "newest pre-change real transitions join each twin refit, "
+                                      "never more than the post-change ones (0: post-change "
                                       "data only)"),
     plan_futures: int = typer.Option(0, min=0, help="twin-plan: 0 rates a split by the twin's "
                                      "mean prediction; k by the mean of k sampled windows"),

@@ -91,7 +91,7 @@ class AdaptConfig:
     refresh_rounds: int = 100  # each refresh continues from the served student (warm start)
     pool: int = 4000  # newest real transitions whose states a student is distilled on
     plan_rows: int = 96  # twin-plan: real states the twin plans on per refresh
-    plan_pre_rows: int = 2000  # twin-plan: newest pre-change rows kept in every twin refit
+    plan_pre_rows: int = 2000  # twin-plan: pre-change rows a twin refit may add (as many as post)
     plan_futures: int = 0  # twin-plan: 0 the twin's mean; k the mean of k sampled windows
     workers: int = 2
     online: dict = field(default_factory=dict)  # OnlineExperimentConfig overrides (+ "quick")
@@ -287,7 +287,11 @@ class TwinPlanTeacher:
     def __call__(self, version: str) -> tuple[OnnxPolicy, float, object]:
         t0 = time.perf_counter()
         data = self.real.transitions()
-        fit_on = data if self.pre is None else Transitions.concat([self.pre, data])
+        if self.pre is None:
+            fit_on = data
+        else:  # balanced: as many of the newest pre-change rows as there are post-change ones
+            k = min(len(self.pre), len(data))
+            fit_on = Transitions.concat([self.pre[len(self.pre) - k:], data])
         self.twin.fit(fit_on)
         t1 = time.perf_counter()
         rows = plan_rows(len(data), self.plan, self.rng)
