@@ -15,14 +15,20 @@ twin fitted on them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from slicetwin.core.actions import ActionCodec
 from slicetwin.core.transitions import Transitions
+from slicetwin.sim.config import SimConfig
 from slicetwin.sim.search import unit_values
+from slicetwin.sim.simulator import RanSimulator
+from slicetwin.twin import Twin, TwinConfig
 from slicetwin.twin.history import history_index
+from trainer.collect import collect_transitions
+from trainer.plan_distill import PlanDistillConfig, PlanDistillResult, fit_student
 
 
 @dataclass
@@ -98,3 +104,43 @@ def separable_tables(utilities: np.ndarray, codec: ActionCodec) -> np.ndarray:
     """(R, n_actions) -> (R, n_values, 3): the layout of ``window_tables`` and ``fit_student``."""
     flat = np.asarray(utilities, np.float64) @ table_projection(codec).T  # (R, 3 * n_values)
     return flat.reshape(len(flat), 3, -1).transpose(0, 2, 1).astype(np.float32)
+
+
+@dataclass
+class TwinTeacherConfig:
+    """The learned twin as the planner of ``experiment plan-distill --teacher twin``."""
+
+    cells: int = 8  # cells of real data the twin is fitted on
+    windows: int = 400  # windows per cell of uniformly random splits (the twin-fidelity bench's)
+    plan_rows: int = 600  # real states the twin rates every split at (the regression's labels)
+    futures: int = 0  # see ``TwinPlanConfig``
+    max_fit_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        for k in ("cells", "windows", "plan_rows"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+
+
+def twin_plan_distill(sim_cfg: SimConfig, tcfg: TwinTeacherConfig, pcfg: PlanDistillConfig,
+                      seed: int, progress: bool = False) -> PlanDistillResult:
+    """Real data on ``seed``'s traffic (random splits), the twin fitted on it, the twin's ratings
+    of every split at ``plan_rows`` of its states, and the served student fitted to them. Arrivals
+    never depend on the allocation, so these states are those any policy would have met."""
+    t0 = time.perf_counter()
+    sim = RanSimulator(sim_cfg, n_cells=tcfg.cells, seed=seed)
+    data = collect_transitions(tcfg.windows, sim=sim, seed=seed, progress=progress)
+    twin = Twin(TwinConfig(seed=seed, n_units=sim_cfg.n_units,
+                           max_fit_seconds=tcfg.max_fit_seconds), utility=sim_cfg.utility)
+    twin.fit(data, progress=progress)
+    rng = np.random.default_rng([seed, 0x7717])
+    rows = np.sort(rng.choice(len(data), min(tcfg.plan_rows, len(data)), replace=False))
+    util = twin_utilities(twin, data, rows, futures=tcfg.futures, seed=seed)
+    tables = separable_tables(util, sim_cfg.codec)
+    t1 = time.perf_counter()
+    model, train_mse, hold_mse = fit_student(data.state[rows], tables, sim_cfg.codec, pcfg)
+    return PlanDistillResult(model.to_student(), data.state[rows], train_mse, hold_mse,
+                             round(t1 - t0, 1), round(time.perf_counter() - t1, 1),
+                             asdict(pcfg) | {"twin": asdict(tcfg),
+                                             "twin_metrics": {k: v for k, v in twin.metrics.items()
+                                                              if isinstance(v, (int, float))}})

@@ -248,13 +248,22 @@ def experiment_plan_distill(
     baselines: list[Path] = typer.Option([], help="reuse baselines measured under the same "
                                          "protocol: a `slicetwin baselines --out` folder or an "
                                          "`experiment compare` summary.json; repeat for several"),
+    teacher: str = typer.Option("simulator", help="whose plans are distilled: simulator (the "
+                                "model-known planner) | twin (the learned twin, fitted on real "
+                                "data of the training seed)"),
+    twin_cells: int = typer.Option(8, min=1, help="teacher twin: cells of real data"),
+    twin_windows: int = typer.Option(400, min=1, help="teacher twin: windows of random splits "
+                                     "per cell"),
+    twin_plan_rows: int = typer.Option(600, min=1, help="teacher twin: real states at which "
+                                       "the twin rates every split"),
     workers: int = typer.Option(2, min=1, help="parallel worker processes"),
     out: Path = typer.Option(Path("runs/plan_distill"), help="output directory"),
     quick: bool = typer.Option(False, help="smoke run: diurnal, 2 seeds, a few hundred labels"),
     progress: bool = typer.Option(True, help="progress bars"),
 ) -> None:
-    """The model-known planner distilled into the 16-unit student, measured as served (ONNX) on
-    report traffic against every baseline: summary.json, plan_distill.md, runs.csv, plots."""
+    """A planner (the model-known one, or the learned twin with ``--teacher twin``) distilled into
+    the 16-unit student, measured as served (ONNX) on report traffic against every baseline:
+    summary.json, plan_distill.md, runs.csv, plots."""
 
     from slicetwin.core.protocol import SeedRangeError  # lazy: fast start
     from slicetwin.experiments.plan_distill import (  # lazy: torch
@@ -263,7 +272,8 @@ def experiment_plan_distill(
     )
 
     common = dict(first_seed=first_seed, first_report_seed=first_report_seed,
-                  allow_any_seeds=allow_any_seeds, baselines_from=tuple(str(b) for b in baselines))
+                  allow_any_seeds=allow_any_seeds, baselines_from=tuple(str(b) for b in baselines),
+                  teacher=teacher)
     try:
         if quick:
             cfg = PlanDistillExperimentConfig.quick(**common)
@@ -273,7 +283,9 @@ def experiment_plan_distill(
                 planner_futures=futures, workers=workers,
                 plan={"cells": label_cells, "windows": label_windows, "futures": label_futures,
                       "horizon": label_horizon, "discount": label_discount, "steps": steps,
-                      "hidden": hidden}, **common)
+                      "hidden": hidden},
+                twin={"cells": twin_cells, "windows": twin_windows, "plan_rows": twin_plan_rows},
+                **common)
     except SeedRangeError as e:
         raise typer.BadParameter(str(e), param_hint="--first-seed") from e
     except ValueError as e:

@@ -10,9 +10,10 @@ Per profile and seed pair i (``protocol.SeedPairs``):
    yardstick baseline, which are measured here or reused from a ``slicetwin baselines`` /
    ``experiment compare`` summary of the same protocol.
 
-The planner's model is the simulator itself (a perfect twin, available where we train, never
-where we serve): this measures what decision-time planning can give a served student once the
-twin is exact, the ceiling for the learned twin's version.
+With ``teacher="simulator"`` the planner's model is the simulator itself (a perfect twin,
+available where we train, never where we serve): what decision-time planning can give a served
+student once the twin is exact. ``teacher="twin"`` plans with the learned twin instead, fitted on
+real data of the training seed (``trainer.twin_plan``): what a deployment can have.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ from slicetwin.sim.report import write_report
 from slicetwin.sim.yardstick import PolicyEval, YardstickConfig, summarise
 from trainer.export_onnx import export_policy
 from trainer.plan_distill import PlanDistillConfig, plan_distill
+from trainer.twin_plan import TwinTeacherConfig, twin_plan_distill
 
-POLICY = "planner-distilled (student, served)"
+POLICIES = {"simulator": "planner-distilled (student, served)",
+            "twin": "twin-planner-distilled (student, served)"}
+TEACHERS = tuple(POLICIES)
 
 
 @dataclass
@@ -55,11 +59,16 @@ class PlanDistillExperimentConfig(protocol.SeedPairs):
     fit_seeds: int = 3  # training seeds the causal baselines (best fixed, tuned heuristic) fit on
     baselines_from: tuple[str, ...] = ()
     workers: int = 2
+    teacher: str = "simulator"  # whose plans: the simulator's (model-known) or the learned twin's
+    twin: dict = field(default_factory=dict)  # TwinTeacherConfig overrides (teacher "twin")
 
     def __post_init__(self) -> None:
         for p in self.profiles:
             SimConfig.from_profile(p)  # a ValueError naming the choices
         PlanDistillConfig(**self.plan)  # unknown or bad settings fail before any work
+        TwinTeacherConfig(**self.twin)
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"unknown teacher {self.teacher!r}; choose from {list(TEACHERS)}")
         self.check_seed_pairs()
 
     def yardstick_config(self) -> YardstickConfig:
@@ -72,7 +81,8 @@ class PlanDistillExperimentConfig(protocol.SeedPairs):
     def quick(cls, **kw) -> PlanDistillExperimentConfig:
         """Smoke run (the fast test suite): one profile, 2 seeds, a few hundred labels."""
         base = dict(profiles=("diurnal",), seeds=2, windows=12, cells=2, planner_futures=2,
-                    fit_seeds=1, workers=1, plan={"cells": 4, "windows": 40, "steps": 200})
+                    fit_seeds=1, workers=1, plan={"cells": 4, "windows": 40, "steps": 200},
+                    twin={"cells": 2, "windows": 40, "plan_rows": 24, "max_fit_seconds": 5.0})
         base.update(kw)
         return cls(**base)
 
@@ -85,8 +95,13 @@ def one_pair(profile: str, index: int, cfg: PlanDistillExperimentConfig, out: st
     t0 = time.perf_counter()
     sim_cfg = SimConfig.from_profile(profile)
     train_seed, report_seed = cfg.train_seeds[index], cfg.report_seeds[index]
-    res = plan_distill(sim_cfg, PlanDistillConfig(**{**cfg.plan, "seed": train_seed}), train_seed)
-    path = Path(out) / "models" / f"{profile}_plan_distilled_seed{train_seed}.onnx"
+    pcfg = PlanDistillConfig(**{**cfg.plan, "seed": train_seed})
+    if cfg.teacher == "twin":
+        res = twin_plan_distill(sim_cfg, TwinTeacherConfig(**cfg.twin), pcfg, train_seed)
+    else:
+        res = plan_distill(sim_cfg, pcfg, train_seed)
+    stem = "twin_plan_distilled" if cfg.teacher == "twin" else "plan_distilled"
+    path = Path(out) / "models" / f"{profile}_{stem}_seed{train_seed}.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     export_policy(res.student, path, n_units=sim_cfg.n_units, version=path.stem,
                   metrics={"profile": profile, "train_seed": train_seed,
@@ -97,6 +112,7 @@ def one_pair(profile: str, index: int, cfg: PlanDistillExperimentConfig, out: st
             "report_seed": report_seed, "student_utility": u, "labels": len(res.states),
             "train_mse": round(res.train_mse, 6), "holdout_mse": round(res.holdout_mse, 6),
             "collect_s": res.collect_s, "fit_s": res.fit_s, "onnx": path.name,
+            "teacher": cfg.teacher, "twin_metrics": res.config.get("twin_metrics"),
             "wall_time_s": round(time.perf_counter() - t0, 1)}
 
 
@@ -131,8 +147,9 @@ def run_plan_distill(cfg: PlanDistillExperimentConfig, out: Path, progress: bool
         mine = sorted((r for r in rows if r["profile"] == p), key=lambda r: r["index"])
         info = {"labels_per_seed": mine[0]["labels"],
                 "holdout_mse": round(sum(r["holdout_mse"] for r in mine) / len(mine), 6)}
-        evals = {**base, POLICY: PolicyEval(POLICY, [r["student_utility"] for r in mine],
-                                            "served", info)}
+        name = POLICIES[cfg.teacher]
+        evals = {**base, name: PolicyEval(name, [r["student_utility"] for r in mine],
+                                          "served", info)}
         result["profiles"][p] = summarise(evals, SimConfig.from_profile(p), yc)
         result["profiles"][p]["best_served"] = best_served(result["profiles"][p])
     write_csv(out / "runs.csv", sorted(rows, key=lambda r: (r["profile"], r["index"])))

@@ -10,12 +10,14 @@ import pytest
 
 from slicetwin.core.protocol import SeedRangeError
 from slicetwin.experiments.plan_distill import (
-    POLICY,
+    POLICIES,
     PlanDistillExperimentConfig,
     run_plan_distill,
 )
 from slicetwin.runtime.onnx_policy import OnnxPolicy
 from tests.unit.experiments.test_experiment_compare import quick_baselines
+
+POLICY = POLICIES["simulator"]
 
 
 def test_quick_run_measures_the_served_student_beside_every_baseline(tmp_path):
@@ -61,6 +63,10 @@ def test_training_on_report_seeds_is_refused():
         PlanDistillExperimentConfig(first_seed=10_000)
     with pytest.raises(ValueError, match="windows"):
         PlanDistillExperimentConfig(plan={"windows": 0})
+    with pytest.raises(ValueError, match="unknown teacher"):
+        PlanDistillExperimentConfig(teacher="oracle")
+    with pytest.raises(ValueError, match="plan_rows"):
+        PlanDistillExperimentConfig(twin={"plan_rows": 0})
 
 
 def test_cli_quick_prints_one_json_line(tmp_path):
@@ -74,3 +80,23 @@ def test_cli_quick_prints_one_json_line(tmp_path):
                           "plan-distill", "--first-seed", "10000", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "seed" in bad.stderr.lower()
+
+
+def test_the_twin_teacher_plans_with_a_twin_fitted_on_training_data(tmp_path):
+    """``--teacher twin``: no simulator planner, a learned twin; its student is served and still
+    clearly better than an equal split (a broken rating, projection or fold would not be)."""
+    from slicetwin.experiments.plan_distill import one_pair
+    from slicetwin.sim.baselines import equal_split, run_policy
+    from slicetwin.sim.config import SimConfig
+
+    cfg = PlanDistillExperimentConfig.quick(
+        teacher="twin", windows=40, cells=4, plan={"steps": 1500},
+        twin={"cells": 4, "windows": 100, "plan_rows": 60, "max_fit_seconds": 20.0})
+    sim_cfg = SimConfig.from_profile("diurnal")
+    row = one_pair("diurnal", 0, cfg, str(tmp_path))
+    assert row["teacher"] == "twin" and row["labels"] == 60
+    assert row["twin_metrics"]["next_state_rmse"] > 0
+    assert row["onnx"] == "diurnal_twin_plan_distilled_seed0.onnx"
+    OnnxPolicy((tmp_path / "models" / row["onnx"]).read_bytes())
+    equal = run_policy(equal_split(sim_cfg.codec), sim_cfg, 40, 4, row["report_seed"])
+    assert row["student_utility"] > equal.mean_utility + 0.1
