@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 import redis
+import torch
 
 from slicetwin.core.transition_wire import encode
 from slicetwin.ops.simfeed import sim_transitions, xadd_all
@@ -449,6 +450,42 @@ def test_planner_teacher_grows_its_labels_and_its_candidate_beats_the_heuristic(
         pool.add(small, seed)
     assert len(pool) == 20 and len(pool.states) == 2
     np.testing.assert_array_equal(pool.states[-1], _labels_of(small, 3))  # the newest cycle
+
+
+def test_twin_teacher_plans_with_the_learned_twin_on_live_data_only(tmp_path):
+    """``teacher=twin``: no simulator and no agent; the cycle's twin rates every split at live
+    states and the student fits those ratings, continuing from the last cycle's. The gate judges
+    the candidate on held-out simulator cells of the profile the live data came from."""
+    from controller.sinks import MemorySink
+    from slicetwin.registry.store import MemoryRegistry
+    from trainer.worker import TrainerWorker
+    from trainer.worker.source import MemorySinkSource
+
+    sink = MemorySink()
+    for t in sim_transitions(cells=4, windows=100, seed=21, profile="diurnal"):
+        sink.put(t)
+    sink.flush()
+    s = fast_settings(tmp_path, sim_profile="diurnal", teacher="twin", twin_plan_rows=48,
+                      plan_steps=1500, twin_epochs=40, twin_fit_seconds=20.0, gate_margin=0.0,
+                      checkpoint=False, cold_start="static", static_split="1,1,1")
+    w = TrainerWorker(s, registry=MemoryRegistry(), source=MemorySinkSource(sink))
+    first = w.run_cycle()
+    fit = first.training["distill"]
+    assert fit["teacher"] == "twin" and fit["labels"] == 48
+    assert "agent2" not in first.training and "planner" not in first.seconds
+    cand, cur = first.gate["candidate"]["sim_utility"], first.gate["current"]["sim_utility"]
+    assert first.gate["current_version"].startswith("heuristic-static")
+    # well above an equal split: a wrong rating, projection or fold would not be
+    assert first.promoted and cand > cur + 0.1, (first.gate["reason"], cand, cur)
+    kept = w.twin_student
+    for t in sim_transitions(cells=4, windows=2, seed=22, profile="diurnal"):
+        sink.put(t)
+    sink.flush()
+    second = w.run_cycle()
+    assert second.training["distill"]["teacher"] == "twin"
+    assert w.twin_student is not kept  # a new fit, continued from the last one
+    assert torch.equal(w.twin_student.norm.mean, kept.norm.mean)
+    w.close()
 
 
 def test_undecodable_entry_is_acknowledged_and_counted(tmp_path, redis_url):

@@ -91,16 +91,21 @@ class WorkerSettings(UtilityWeightsSettings, SecureSettings, registry_connection
                                 "the largest share of a cycle on CPU")
     distill_states: int = Field(4000, gt=0, description="max states the teacher labels")
     student_hidden: int = Field(16, gt=0)
-    teacher: Literal["agent", "planner"] = Field(
+    teacher: Literal["agent", "planner", "twin"] = Field(
         "agent", description="what the candidate student learns from: agent = agent 1 "
         "(Algorithm 1 on live data and the learned twin); planner = the model-known planner "
         "of sim_profile, a calibrated simulator used as the twin (trainer.plan_distill), its "
-        "labels growing every cycle; needs sim_profile")
+        "labels growing every cycle; needs sim_profile; twin = the learned twin rates every "
+        "split at live states and the student fits its ratings (trainer.twin_plan; live data "
+        "only)")
+    twin_plan_rows: int = Field(128, gt=0, description="teacher=twin: live states rated per "
+                                "cycle (4,851 twin predictions each: about 0.15 s per state "
+                                "on this machine)")
     plan_cells: int = Field(16, gt=0, description="teacher=planner: simulator cells labelled "
                             "per cycle")
     plan_windows: int = Field(100, gt=0, description="teacher=planner: windows per cell and "
                               "cycle (16 x 100 labels: about 8 s on this machine)")
-    plan_steps: int = Field(2000, gt=0, description="teacher=planner: regression steps")
+    plan_steps: int = Field(2000, gt=0, description="teacher=planner or twin: regression steps")
     plan_max_labels: int = Field(48_000, gt=0, description="teacher=planner: the newest labels "
                                  "kept (whole cycles; 48,000 x 294 floats = 56 MB)")
     n_units: int = Field(100, gt=0, description="action codec resolution (must match the "

@@ -132,6 +132,7 @@ class TrainerWorker:
         self._backoff = Backoff(self.s.backoff_initial_s, self.s.backoff_max_s)
         self.agent1 = None  # built by prepare(): torch loads after ingestion has started
         self.planner_labels = None  # teacher=planner: learn.PlannerLabels, built at first use
+        self.twin_student = None  # teacher=twin: the last cycle's table-head student
         self.last_ingest_ok: float | None = None  # time.monotonic() of the last good poll
         self.ingest_failures = 0  # consecutive failed polls
         self._lag_at = 0.0
@@ -345,6 +346,8 @@ class TrainerWorker:
             return res
         if self.s.teacher == "planner":
             blob, version = self._plan(res, cyc)
+        elif self.s.teacher == "twin":
+            blob, version = self._twin_plan(res, cyc)
         else:
             if not self._train_agents(res, cyc):
                 return res
@@ -460,6 +463,17 @@ class TrainerWorker:
         blob, fit = learn.plan_and_export(self.planner_labels, self.s, version, cyc.seed)
         res.training["distill"] = {**fit, "label_seconds": round(labels_s, 3)}
         res.seconds["planner"] = round(time.perf_counter() - t0, 3)
+        return blob, version
+
+    def _twin_plan(self, res: CycleResult, cyc: _CycleData) -> tuple[bytes, str]:
+        """2-4 with ``teacher=twin``: the best twin rates every split at live states, the student
+        is fitted to its ratings (continuing from the last cycle's), exported to ONNX."""
+        t0 = time.perf_counter()
+        version = new_version("policy")
+        blob, fit, self.twin_student = learn.twin_plan_and_export(
+            self.best_twin, cyc.train, self.s, version, cyc.seed, init=self.twin_student)
+        res.training["distill"] = fit
+        res.seconds["twin_plan"] = round(time.perf_counter() - t0, 3)
         return blob, version
 
     def _gate_and_publish(self, res: CycleResult, cyc: _CycleData, blob: bytes,

@@ -86,6 +86,9 @@ class _Base:
     def _taught(self, b: dict) -> str:
         if self.s.teacher == "planner":
             return f"student fitted to {b.get('labels')} planner labels of the simulator"
+        if self.s.teacher == "twin":
+            return f"student fitted to the twin's ratings of every split at {b.get('labels')} " \
+                   "live states"
         return (f"student agreement {_r(b.get('agreement'))}; agent 2 trained in the "
                 f"{b.get('twin_backend') or 'local'} twin")
 
@@ -93,9 +96,9 @@ class _Base:
         if self.failed:
             return f"stopped: {self.failed}"
         if running_s is not None:
-            steps = ("fit twin -> label with the simulator's planner -> fit student"
-                     if self.s.teacher == "planner" else
-                     "fit twin -> agent 2 in twin -> fine-tune -> distil")
+            steps = {"planner": "fit twin -> label with the simulator's planner -> fit student",
+                     "twin": "fit twin -> twin rates every split at live states -> fit student",
+                     }.get(self.s.teacher, "fit twin -> agent 2 in twin -> fine-tune -> distil")
             return (f"cycle {len(self.cycles) + 1} running for {running_s:.0f} s on "
                     f"{n} transitions ({steps} -> ONNX -> gate)")
         if not self.cycles:
