@@ -259,6 +259,21 @@ def test_demo_planner_teacher_plans_with_the_demo_profile(tmp_path):
         WorkerSettings(teacher="planner")
 
 
+def test_demo_twin_teacher_needs_no_simulator_profile(tmp_path):
+    """``--trainer-set teacher=twin`` plans with the learned twin: valid on every profile, and a
+    trainer without a simulator profile (a real gNB) accepts it too."""
+    from slicetwin.ops.demo.run import DemoConfig, _check_overrides, _trainer_settings, _Transport
+    from trainer.worker.settings import WorkerSettings
+
+    _check_overrides({"teacher": "twin", "twin_plan_rows": 64}, "foreign")
+    cfg = DemoConfig(profile="foreign", trainer_overrides={"teacher": "twin"})
+    s = _trainer_settings(cfg, _Transport("embedded"), str(tmp_path))
+    assert s.teacher == "twin" and s.n_units == 10
+    assert WorkerSettings(teacher="twin").sim_profile is None
+    with pytest.raises(ValueError, match="twin_plan_rows"):
+        _check_overrides({"teacher": "twin", "twin_plan_rows": 0}, "foreign")
+
+
 def test_demo_summary_records_the_profile(tmp_path):
     out = tmp_path / "demo"
     r = _demo(out, "--mode", "embedded", "--no-trainer", "--cells", "2", "--windows", "3",
