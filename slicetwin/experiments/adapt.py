@@ -12,6 +12,9 @@ windows) on training seed i. Per seed:
    the twin variant's exploration (100 uniformly random interactions, then ε = 0.05).
    - ``twin``: Algorithm 1 (``trainer.algorithm1``, the online experiment's defaults) from the
      pre-change agent, with a fresh learned twin fitted on post-change real data only;
+   - ``twin-plan``: the twin as a planner: at every refresh it is refitted on the real data and
+     rates every split at real post-change states; the served student is regressed onto those
+     ratings (``trainer.twin_plan``) with ``matched``'s gradient steps per real interaction;
    - ``matched``: no twin, the same gradient steps per real interaction as ``twin`` spends on real
      and twin data together, and the same real-network exploration;
    - ``twin-eps`` (optional): no twin, the agent's own gradient steps, the same exploration.
