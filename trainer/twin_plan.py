@@ -28,7 +28,7 @@ from slicetwin.sim.simulator import RanSimulator
 from slicetwin.twin import Twin, TwinConfig
 from slicetwin.twin.history import history_index
 from trainer.collect import collect_transitions
-from trainer.plan_distill import PlanDistillConfig, PlanDistillResult, fit_student
+from trainer.plan_distill import FactoredStudent, PlanDistillConfig, PlanDistillResult, fit_student
 
 
 @dataclass
@@ -107,6 +107,29 @@ def separable_tables(utilities: np.ndarray, codec: ActionCodec) -> np.ndarray:
 
 
 @dataclass
+class TwinPlanFit:
+    model: FactoredStudent  # the table-head student (``to_student()`` is the servable one)
+    ratings: np.ndarray  # (R, n_actions) the twin's expected utility of every split
+    train_mse: float
+    holdout_mse: float
+    plan_s: float
+    fit_s: float
+
+
+def fit_to_twin(twin, data: Transitions, rows: np.ndarray, codec: ActionCodec,
+                cfg: PlanDistillConfig, init: FactoredStudent | None = None, futures: int = 0,
+                seed: int = 0, chunk: int = 20) -> TwinPlanFit:
+    """The twin's ratings at ``rows``, projected onto per-slice tables, fitted by the table-head
+    student (continuing from ``init`` when given): the one path of every twin-planned student."""
+    t0 = time.perf_counter()
+    ratings = twin_utilities(twin, data, rows, chunk, futures, seed)
+    tables = separable_tables(ratings, codec)
+    t1 = time.perf_counter()
+    model, train_mse, hold_mse = fit_student(data.state[rows], tables, codec, cfg, init=init)
+    return TwinPlanFit(model, ratings, train_mse, hold_mse, t1 - t0, time.perf_counter() - t1)
+
+
+@dataclass
 class TwinTeacherConfig:
     """The learned twin as the planner of ``experiment plan-distill --teacher twin``."""
 
@@ -135,12 +158,10 @@ def twin_plan_distill(sim_cfg: SimConfig, tcfg: TwinTeacherConfig, pcfg: PlanDis
     twin.fit(data, progress=progress)
     rng = np.random.default_rng([seed, 0x7717])
     rows = np.sort(rng.choice(len(data), min(tcfg.plan_rows, len(data)), replace=False))
-    util = twin_utilities(twin, data, rows, futures=tcfg.futures, seed=seed)
-    tables = separable_tables(util, sim_cfg.codec)
-    t1 = time.perf_counter()
-    model, train_mse, hold_mse = fit_student(data.state[rows], tables, sim_cfg.codec, pcfg)
-    return PlanDistillResult(model.to_student(), data.state[rows], train_mse, hold_mse,
-                             round(t1 - t0, 1), round(time.perf_counter() - t1, 1),
+    fit = fit_to_twin(twin, data, rows, sim_cfg.codec, pcfg, futures=tcfg.futures, seed=seed)
+    collect_s = time.perf_counter() - t0 - fit.fit_s
+    return PlanDistillResult(fit.model.to_student(), data.state[rows], fit.train_mse,
+                             fit.holdout_mse, round(collect_s, 1), round(fit.fit_s, 1),
                              asdict(pcfg) | {"twin": asdict(tcfg),
                                              "twin_metrics": {k: v for k, v in twin.metrics.items()
                                                               if isinstance(v, (int, float))}})

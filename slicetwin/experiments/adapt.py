@@ -63,8 +63,8 @@ from trainer.agents.loop import EnvStep, Learner, run
 from trainer.algorithm1 import algorithm1, real_epsilon
 from trainer.distill import DistillConfig, distill, pool_states
 from trainer.export_onnx import to_onnx
-from trainer.plan_distill import FactoredStudent, PlanDistillConfig, fit_student
-from trainer.twin_plan import TwinPlanConfig, plan_rows, separable_tables, twin_utilities
+from trainer.plan_distill import FactoredStudent, PlanDistillConfig
+from trainer.twin_plan import TwinPlanConfig, fit_to_twin, plan_rows
 
 VARIANTS = ("twin", "twin-plan", "matched", "twin-eps")
 TWIN_VARIANTS = ("twin", "twin-plan")  # each is compared with ``matched``
@@ -298,30 +298,28 @@ class TwinPlanTeacher:
         self.twin.fit(fit_on)
         t1 = time.perf_counter()
         rows = plan_rows(len(data), self.plan, self.rng)
-        util = twin_utilities(self.twin, data, rows, self.plan.chunk, self.plan.futures,
-                              seed=self.seed + self.real.interactions)
-        tables = separable_tables(util, self.sim_cfg.codec)
-        t2 = time.perf_counter()
         steps = int(round(self.budget * self.real.interactions)) - self._paid
         self._paid += steps
         pcfg = PlanDistillConfig(hidden=self.cfg.student_hidden, steps=max(steps, 1),
                                  holdout=0.0, seed=self.seed + len(self.seconds) + self._paid)
-        self.model, _, _ = fit_student(data.state[rows], tables, self.sim_cfg.codec, pcfg,
-                                       init=self.model)
+        fit = fit_to_twin(self.twin, data, rows, self.sim_cfg.codec, pcfg, init=self.model,
+                          futures=self.plan.futures, seed=self.seed + self.real.interactions,
+                          chunk=self.plan.chunk)
+        self.model = fit.model
         self.grad_steps += max(steps, 1)
         import torch  # lazy: torch
 
         student = self.model.to_student()
         with torch.no_grad():
             chosen = student(torch.as_tensor(data.state[rows])).argmax(-1).numpy()
-        agreement = float(np.mean(chosen == util.argmax(-1)))
+        agreement = float(np.mean(chosen == fit.ratings.argmax(-1)))
         blob = to_onnx(student, n_units=self.sim_cfg.n_units,
                        total_bandwidth_hz=self.sim_cfg.bandwidth_hz, version=version,
                        metrics={"agreement": agreement},
                        utility=self.sim_cfg.utility).SerializeToString()
-        for k, a, b in (("twin_fit", t0, t1), ("plan", t1, t2),
-                        ("regress", t2, time.perf_counter())):
-            self.seconds[k] += b - a
+        self.seconds["twin_fit"] += t1 - t0
+        self.seconds["plan"] += fit.plan_s
+        self.seconds["regress"] += fit.fit_s
         return OnnxPolicy(blob), agreement, student
 
 

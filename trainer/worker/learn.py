@@ -25,7 +25,7 @@ from trainer.distill import DistillConfig, distill, pool_states
 from trainer.export_onnx import to_onnx
 from trainer.plan_distill import PlanDistillConfig, collect_planner_tables, fit_student
 from trainer.replay import ReplayBuffer
-from trainer.twin_plan import TwinPlanConfig, plan_rows, separable_tables, twin_utilities
+from trainer.twin_plan import TwinPlanConfig, fit_to_twin, plan_rows
 from trainer.worker.settings import WorkerSettings
 
 log = logging.getLogger("slicetwin.trainer")
@@ -211,14 +211,12 @@ def twin_plan_and_export(twin: Twin, train: Transitions, s: WorkerSettings, vers
     codec = ActionCodec(total_bandwidth_hz=s.total_bandwidth_hz, n_units=s.n_units)
     rows = plan_rows(len(train), TwinPlanConfig(plan_rows=s.twin_plan_rows),
                      np.random.default_rng(seed))
-    util = twin_utilities(twin, train, rows)
-    tables = separable_tables(util, codec)
-    t1 = time.perf_counter()
     cfg = PlanDistillConfig(hidden=s.student_hidden, steps=s.plan_steps, seed=seed)
-    model, train_mse, hold_mse = fit_student(train.state[rows], tables, codec, cfg, init=init)
-    figures = {"teacher": "twin", "labels": len(rows), "train_mse": round(train_mse, 6),
-               "holdout_mse": round(hold_mse, 6), "agreement": None,
-               "plan_seconds": round(t1 - t0, 3), "seconds": round(time.perf_counter() - t0, 3)}
+    fit = fit_to_twin(twin, train, rows, codec, cfg, init=init)
+    model = fit.model
+    figures = {"teacher": "twin", "labels": len(rows), "train_mse": round(fit.train_mse, 6),
+               "holdout_mse": round(fit.holdout_mse, 6), "agreement": None,
+               "plan_seconds": round(fit.plan_s, 3), "seconds": round(time.perf_counter() - t0, 3)}
     onnx_model = to_onnx(model.to_student(), n_units=s.n_units,
                          total_bandwidth_hz=s.total_bandwidth_hz, version=version,
                          metrics={"teacher": "twin", "labels": len(rows)}, utility=s.utility)
