@@ -68,12 +68,12 @@ from trainer.twin_plan import TwinPlanConfig, fit_to_twin, plan_rows
 
 VARIANTS = ("twin", "twin-plan", "matched", "twin-eps")
 TWIN_VARIANTS = ("twin", "twin-plan")  # each is compared with ``matched``
+ALGOS = ("factored-ddqn", "ddqn")
 
 
 def ratio_key(variant: str) -> str:
     """summary.json key of a twin variant's windows over matched's."""
     return f"{variant.replace('-', '_')}_over_matched_windows"
-ALGOS = ("factored-ddqn", "ddqn")
 
 
 @dataclass
@@ -288,6 +288,8 @@ class TwinPlanTeacher:
         self.seconds = {"twin_fit": 0.0, "plan": 0.0, "regress": 0.0}
 
     def __call__(self, version: str) -> tuple[OnnxPolicy, float, object]:
+        import torch  # lazy: torch
+
         t0 = time.perf_counter()
         data = self.real.transitions()
         if self.pre is None:
@@ -307,8 +309,6 @@ class TwinPlanTeacher:
                           chunk=self.plan.chunk)
         self.model = fit.model
         self.grad_steps += max(steps, 1)
-        import torch  # lazy: torch
-
         student = self.model.to_student()
         with torch.no_grad():
             chosen = student(torch.as_tensor(data.state[rows])).argmax(-1).numpy()
