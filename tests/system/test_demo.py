@@ -303,10 +303,13 @@ def test_demo_unreachable_redis_url_is_a_clear_error(tmp_path):
 
 def test_demo_ctrl_c_stops_cleanly_and_writes_summary(tmp_path):
     out = tmp_path / "demo"
+    # Ctrl-C from a terminal: SIGINT handled by default in the demo, even when this suite runs as
+    # a background job (whose children inherit SIGINT ignored, so Python never raises it)
     p = subprocess.Popen([PYTHON, "-m", "slicetwin.cli.main", "demo", "--no-live", "--out", str(out),
                           "--cells", "2", "--duration", "120", "--window-ms", "50", "--no-tuned"],
                          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         cwd=ROOT)
+                         cwd=ROOT,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     deadline = time.time() + 90
     assert p.stdout is not None
