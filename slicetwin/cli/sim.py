@@ -184,3 +184,45 @@ def experiment_explore_cost(
                            "given_up_per_explored": {
                                r: v["given_up_per_explored"]["mean"]
                                for r, v in res["by_radius"].items()}}))
+
+
+@experiment_app.command("demo-ceiling")
+def experiment_demo_ceiling(
+    profile: str = typer.Option("diurnal", help=PROFILE_HELP),
+    seed: list[int] = typer.Option([0], help="the demo's --seed (its traffic); repeat for several"),
+    cells: int = typer.Option(8, min=1, help="the demo's --cells"),
+    shadow_cells: int = typer.Option(2, min=1, help="the demo's --shadow-cells"),
+    duration: float = typer.Option(600.0, help="the demo's --duration, s"),
+    window_ms: float = typer.Option(200.0, help="the demo's --window-ms"),
+    futures: int = typer.Option(8, min=1, help="sampled futures per planner decision"),
+    demo_summary: Path | None = typer.Option(None, help="a demo summary.json run on this "
+                                             "traffic: its served figure goes beside the ceilings"),
+    workers: int = typer.Option(1, min=1, help="processes (one seed each)"),
+    out: Path = typer.Option(Path("runs/demo_ceiling"), help="output directory"),
+    quick: bool = typer.Option(False, help="smoke run: 2 cells, 60 windows, 2 futures"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """Planner and oracle against the best fixed split over the demo's last 5 minutes, on the
+    demo's own traffic: how far above that split any policy can end (summary.json, .md, .png)."""
+    from slicetwin.experiments.demo_ceiling import (  # lazy: numba
+        DemoCeilingConfig,
+        run_demo_ceiling,
+    )
+
+    sim_config(profile)  # a clean error for a bad --profile
+    kw = dict(profile=profile, seeds=tuple(seed))
+    try:
+        cfg = DemoCeilingConfig.quick(**kw) if quick else DemoCeilingConfig(
+            **kw, cells=cells, shadow_cells=shadow_cells, duration_s=duration,
+            window_ms=window_ms, futures=futures)
+        if demo_summary is not None and not demo_summary.is_file():
+            raise ValueError(f"--demo-summary {demo_summary}: no such file")
+        res = run_demo_ceiling(cfg, out, demo_summary, workers, progress)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    p = res["policies"]
+    typer.echo(json.dumps({"out": str(out), "best_fixed": p["best_fixed"]["utility"]["mean"],
+                           **{f"{n}_margin": p[n]["margin_over_best_fixed"]["mean"]
+                              for n in ("proportional", "tuned_proportional", "planner", "oracle")},
+                           "demo_margin": res["demo"] and res["demo"]["margin"],
+                           "reach_the_floor": res["reach_the_floor"]}))
