@@ -65,6 +65,24 @@ def bench_twin(
                                     single=single, model=model, port=port)))
 
 
+@bench_app.command("twin-plan")
+def bench_twin_plan(
+    states: int = typer.Option(40, min=1, help="real states, every split rated at each"),
+    repeats: int = typer.Option(3, min=1, help="alternated repeats (the median is reported)"),
+    chunk: int = typer.Option(5, min=1, help="states per call of the shared-prefix path"),
+    plain_chunk: int = typer.Option(20, min=1, help="states per predict call of the plain path"),
+    profile: str = typer.Option("diurnal", help="simulator profile of the twin's data"),
+    seed: int = typer.Option(0),
+) -> None:
+    """The twin rating all splits at real states: predict per split vs the shared LSTM prefix,
+    with their largest difference (one JSON line)."""
+
+    from slicetwin.ops.bench.twin_plan import run_bench  # lazy: torch
+
+    typer.echo(json.dumps(run_bench(states=states, repeats=repeats, chunk=chunk,
+                                    plain_chunk=plain_chunk, profile=profile, seed=seed)))
+
+
 @bench_app.command("twin-fidelity")
 def bench_twin_fidelity(
     train_steps: int = typer.Option(400, help="windows of random-policy data per training cell"),

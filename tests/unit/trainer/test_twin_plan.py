@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from slicetwin.core.actions import ActionCodec
 from slicetwin.sim.search import best_split, unit_values
 from slicetwin.twin import Twin, TwinConfig
+from slicetwin.twin.history import history_index
+from slicetwin.twin.nets import EnsembleLinear
+from slicetwin.twin.rating import rate_actions
 from trainer.collect import collect_transitions
 from trainer.plan_distill import PlanDistillConfig, fit_student
 from trainer.twin_plan import (
     TwinPlanConfig,
+    TwinTeacherConfig,
     plan_rows,
     separable_tables,
     table_projection,
@@ -104,3 +114,73 @@ def test_sampled_futures_are_seeded_and_average_the_twin_s_draws():
     one = [twin_utilities(twin, data, rows, futures=1, seed=5)]
     assert not np.allclose(a, one[0])  # three draws, not one
     assert not np.allclose(a, twin_utilities(twin, data, rows))  # not the mean prediction
+
+
+def _small_twin(seed: int = 0, ensemble: int = 3):
+    data = collect_transitions(12, n_cells=2, seed=seed)
+    twin = Twin(TwinConfig(seed=0, epochs=2, ensemble=ensemble, lstm_hidden=8, head_hidden=8,
+                           reward_hidden=(16, 16)))
+    twin.fit(data)
+    return data, twin
+
+
+def _one_member(twin: Twin, k: int) -> Twin:
+    """A copy of ``twin`` keeping only ensemble member k."""
+    one = copy.deepcopy(twin)
+    one.config.ensemble = 1
+    for net in (one.transition, one.reward_net):
+        for mod in net.modules():
+            if isinstance(mod, EnsembleLinear):
+                mod.weight = nn.Parameter(mod.weight[k:k + 1].clone())
+                mod.bias = nn.Parameter(mod.bias[k:k + 1].clone())
+    one.transition.lstm.members = nn.ModuleList([one.transition.lstm.members[k]])
+    return one
+
+
+def test_member_ratings_are_each_member_s_own_prediction():
+    data, twin = _small_twin(seed=5)
+    rows = np.array([2, 9, 20])
+    idx = history_index(data, twin.history_len, rows)
+    st, past = data.state[idx], data.action[idx[:, :-1]]
+    acts = np.arange(twin.n_actions)
+    members = rate_actions(twin, st, past, acts, members=True)
+    assert members.shape == (3, 3, twin.n_actions)
+    for k in range(3):
+        alone = _one_member(twin, k)
+        np.testing.assert_allclose(members[k], rate_actions(alone, st, past, acts), atol=1e-5)
+        # and that single-member twin's rating is its plain prediction
+        a = np.array([0, 40, twin.n_actions - 1])
+        plain = alone.predict(st[:1].repeat(3, 0), np.concatenate(
+            [past[:1].repeat(3, 0), a[:, None]], 1), sample=False)["utility"]
+        np.testing.assert_allclose(members[k][0, a], plain, atol=1e-5)
+    assert members.std(0).mean() > 1e-3  # the members disagree
+
+
+def test_pessimism_rates_members_mean_less_kappa_spread():
+    data, twin = _small_twin(seed=6)
+    rows = np.array([4, 15])
+    idx = history_index(data, twin.history_len, rows)
+    m = rate_actions(twin, data.state[idx], data.action[idx[:, :-1]],
+                     np.arange(twin.n_actions), members=True)
+    for kappa in (0.0, 1.5):
+        np.testing.assert_allclose(twin_utilities(twin, data, rows, pessimism=kappa),
+                                   m.mean(0) - kappa * m.std(0), atol=1e-5)
+    assert not np.allclose(twin_utilities(twin, data, rows, pessimism=0.0),
+                           twin_utilities(twin, data, rows))  # not the ensemble-mean rating
+    with pytest.raises(ValueError, match="pessimism"):
+        TwinPlanConfig(pessimism=-1.0)
+    with pytest.raises(ValueError, match="pessimism"):
+        TwinTeacherConfig(pessimism=1.0, futures=2)
+    with pytest.raises(ValueError, match="past"):
+        rate_actions(twin, data.state[idx][:, 1:], data.action[idx[:, :-1]], np.arange(5))
+
+
+def test_bench_twin_plan_prints_one_json_line_with_equal_ratings():
+    r = subprocess.run([sys.executable, "-m", "slicetwin.cli.main", "bench", "twin-plan",
+                        "--states", "3", "--repeats", "1"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    line = json.loads(r.stdout.strip().splitlines()[-1])
+    assert line["bench"] == "twin_plan" and line["states"] == 3
+    assert line["max_abs_diff"] < 1e-5
+    assert line["plain_ms_per_state"] > 0 and line["shared_ms_per_state"] > 0
