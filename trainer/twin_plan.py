@@ -38,19 +38,12 @@ class TwinPlanConfig:
     newest: float = 0.5  # share of plan_rows taken from the newest rows; the rest at random
     chunk: int = 5  # states per twin call (chunk x n_actions rows)
     futures: int = 0  # 0: the twin's mean prediction; k: the mean of k sampled next windows
-    pessimism: float | None = None  # kappa: members' mean utility - kappa x their spread
 
     def __post_init__(self) -> None:
         if self.plan_rows < 1 or self.chunk < 1 or self.futures < 0:
             raise ValueError("plan_rows and chunk must be >= 1, futures >= 0")
-        check_pessimism(self.pessimism, self.futures)
         if not 0 <= self.newest <= 1:
             raise ValueError(f"newest must be in [0, 1], got {self.newest}")
-
-
-def check_pessimism(pessimism: float | None, futures: int) -> None:
-    if pessimism is not None and (pessimism < 0 or futures):
-        raise ValueError("pessimism must be >= 0, and rates the mean prediction (futures 0)")
 
 
 def plan_rows(n: int, cfg: TwinPlanConfig, rng: np.random.Generator) -> np.ndarray:
@@ -71,7 +64,10 @@ def twin_utilities(twin, data: Transitions, rows: np.ndarray, chunk: int = 5,
     windows (SLA satisfaction is not linear in the arrivals, so the utility at the mean arrivals
     is not the mean utility). ``pessimism`` kappa rates a split by its members' mean utility less
     kappa times their spread instead: the maximum over 4,851 ratings favours the splits the
-    members disagree on, whose ratings are more often too high."""
+    members disagree on, whose ratings are more often too high (it did not pay on tuning seeds:
+    docs/training.md, so planning uses the mean prediction)."""
+    if pessimism is not None and (pessimism < 0 or futures):
+        raise ValueError("pessimism must be >= 0, and rates the mean prediction (futures 0)")
     h = twin.history_len
     idx = history_index(data, h, rows)  # (R, H) oldest first, ending at the row
     states = data.state[idx]  # (R, H, 3)
@@ -132,11 +128,11 @@ class TwinPlanFit:
 
 def fit_to_twin(twin, data: Transitions, rows: np.ndarray, codec: ActionCodec,
                 cfg: PlanDistillConfig, init: FactoredStudent | None = None, futures: int = 0,
-                seed: int = 0, chunk: int = 5, pessimism: float | None = None) -> TwinPlanFit:
+                seed: int = 0, chunk: int = 5) -> TwinPlanFit:
     """The twin's ratings at ``rows``, projected onto per-slice tables, fitted by the table-head
     student (continuing from ``init`` when given): the one path of every twin-planned student."""
     t0 = time.perf_counter()
-    ratings = twin_utilities(twin, data, rows, chunk, futures, seed, pessimism)
+    ratings = twin_utilities(twin, data, rows, chunk, futures, seed)
     tables = separable_tables(ratings, codec)
     t1 = time.perf_counter()
     model, train_mse, hold_mse = fit_student(data.state[rows], tables, codec, cfg, init=init)
@@ -151,14 +147,12 @@ class TwinTeacherConfig:
     windows: int = 400  # windows per cell of uniformly random splits (the twin-fidelity bench's)
     plan_rows: int = 600  # real states the twin rates every split at (the regression's labels)
     futures: int = 0  # see ``TwinPlanConfig``
-    pessimism: float | None = None  # see ``TwinPlanConfig``
     max_fit_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         for k in ("cells", "windows", "plan_rows"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
-        check_pessimism(self.pessimism, self.futures)
 
 
 def twin_plan_distill(sim_cfg: SimConfig, tcfg: TwinTeacherConfig, pcfg: PlanDistillConfig,
@@ -174,8 +168,7 @@ def twin_plan_distill(sim_cfg: SimConfig, tcfg: TwinTeacherConfig, pcfg: PlanDis
     twin.fit(data, progress=progress)
     rng = np.random.default_rng([seed, 0x7717])
     rows = np.sort(rng.choice(len(data), min(tcfg.plan_rows, len(data)), replace=False))
-    fit = fit_to_twin(twin, data, rows, sim_cfg.codec, pcfg, futures=tcfg.futures, seed=seed,
-                      pessimism=tcfg.pessimism)
+    fit = fit_to_twin(twin, data, rows, sim_cfg.codec, pcfg, futures=tcfg.futures, seed=seed)
     collect_s = time.perf_counter() - t0 - fit.fit_s
     return PlanDistillResult(fit.model.to_student(), data.state[rows], fit.train_mse,
                              fit.holdout_mse, round(collect_s, 1), round(fit.fit_s, 1),

@@ -22,7 +22,6 @@ from trainer.collect import collect_transitions
 from trainer.plan_distill import PlanDistillConfig, fit_student
 from trainer.twin_plan import (
     TwinPlanConfig,
-    TwinTeacherConfig,
     plan_rows,
     separable_tables,
     table_projection,
@@ -168,9 +167,9 @@ def test_pessimism_rates_members_mean_less_kappa_spread():
     assert not np.allclose(twin_utilities(twin, data, rows, pessimism=0.0),
                            twin_utilities(twin, data, rows))  # not the ensemble-mean rating
     with pytest.raises(ValueError, match="pessimism"):
-        TwinPlanConfig(pessimism=-1.0)
+        twin_utilities(twin, data, rows, pessimism=-1.0)
     with pytest.raises(ValueError, match="pessimism"):
-        TwinTeacherConfig(pessimism=1.0, futures=2)
+        twin_utilities(twin, data, rows, pessimism=1.0, futures=2)
     with pytest.raises(ValueError, match="past"):
         rate_actions(twin, data.state[idx][:, 1:], data.action[idx[:, :-1]], np.arange(5))
 
