@@ -144,7 +144,8 @@ class TwinTeacherConfig:
     """The learned twin as the planner of ``experiment plan-distill --teacher twin``."""
 
     cells: int = 8  # cells of real data the twin is fitted on
-    windows: int = 400  # windows per cell of uniformly random splits (the twin-fidelity bench's)
+    windows: int = 1200  # windows per cell of uniformly random splits: 4.8 h of the diurnal day
+    #   per cell (400, the twin-fidelity bench's size, missed hours: docs/training.md)
     plan_rows: int = 600  # real states the twin rates every split at (the regression's labels)
     futures: int = 0  # see ``TwinPlanConfig``
     max_fit_seconds: float = 60.0

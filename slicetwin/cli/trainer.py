@@ -252,7 +252,7 @@ def experiment_plan_distill(
                                 "model-known planner) | twin (the learned twin, fitted on real "
                                 "data of the training seed)"),
     twin_cells: int = typer.Option(8, min=1, help="teacher twin: cells of real data"),
-    twin_windows: int = typer.Option(400, min=1, help="teacher twin: windows of random splits "
+    twin_windows: int = typer.Option(1200, min=1, help="teacher twin: windows of random splits "
                                      "per cell"),
     twin_plan_rows: int = typer.Option(600, min=1, help="teacher twin: real states at which "
                                        "the twin rates every split"),
