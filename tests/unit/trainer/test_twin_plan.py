@@ -67,10 +67,11 @@ def test_plan_rows_takes_the_newest_share_and_a_random_rest():
         TwinPlanConfig(newest=1.5)
 
 
-def test_twin_utilities_equal_single_predictions_with_the_rows_history():
+@pytest.mark.parametrize("reward_source", ["kpi", "direct"])
+def test_twin_utilities_equal_single_predictions_with_the_rows_history(reward_source):
     data = collect_transitions(12, n_cells=2, seed=3)
     twin = Twin(TwinConfig(seed=0, epochs=2, ensemble=2, lstm_hidden=8, head_hidden=8,
-                           reward_hidden=(16, 16)))
+                           reward_hidden=(16, 16), reward_source=reward_source))
     twin.fit(data)
     rows = np.array([0, 5, 17])
     u = twin_utilities(twin, data, rows, chunk=2)
