@@ -72,24 +72,37 @@ def twin_utilities(twin, data: Transitions, rows: np.ndarray, chunk: int = 5,
     idx = history_index(data, h, rows)  # (R, H) oldest first, ending at the row
     states = data.state[idx]  # (R, H, 3)
     past = data.action[idx[:, :-1]]  # (R, H-1): the action applied after each past state
+    all_a = np.arange(twin.n_actions, dtype=np.int64)
+    if futures:
+        return _sampled_utilities(twin, states, past, futures, seed)
+    out = np.empty((len(rows), twin.n_actions), np.float32)
+    for i in range(0, len(rows), chunk):
+        s, p = states[i:i + chunk], past[i:i + chunk]
+        if pessimism is None:
+            out[i:i + len(s)] = rate_actions(twin, s, p, all_a)
+        else:
+            m = rate_actions(twin, s, p, all_a, members=True)
+            out[i:i + len(s)] = m.mean(0) - pessimism * m.std(0)
+    return out
+
+
+SAMPLED_CHUNK = 20  # states per sampled predict call; the draws depend on it, so it stays fixed
+
+
+def _sampled_utilities(twin, states: np.ndarray, past: np.ndarray, futures: int,
+                       seed: int) -> np.ndarray:
+    """The mean of ``futures`` sampled next windows' utility, every split at every state."""
     n_a = twin.n_actions
     all_a = np.arange(n_a, dtype=np.int64)
-    out = np.empty((len(rows), n_a), np.float32)
-    for i in range(0, len(rows), chunk):
-        s = states[i:i + chunk]
-        r = len(s)
-        if futures == 0 and pessimism is None:
-            out[i:i + r] = rate_actions(twin, s, past[i:i + chunk], all_a)
-        elif futures == 0:
-            m = rate_actions(twin, s, past[i:i + chunk], all_a, members=True)
-            out[i:i + r] = m.mean(0) - pessimism * m.std(0)
-        else:
-            acts = np.concatenate([np.repeat(past[i:i + chunk], n_a, axis=0),
-                                   np.tile(all_a, r)[:, None]], axis=1)
-            rep = np.repeat(s, n_a, axis=0)
-            u = np.mean([twin.predict(rep, acts, seed=seed + 7919 * i + k, sample=True)["utility"]
-                         for k in range(futures)], axis=0)
-            out[i:i + r] = u.reshape(r, n_a)
+    out = np.empty((len(states), n_a), np.float32)
+    for i in range(0, len(states), SAMPLED_CHUNK):
+        s = states[i:i + SAMPLED_CHUNK]
+        acts = np.concatenate([np.repeat(past[i:i + SAMPLED_CHUNK], n_a, axis=0),
+                               np.tile(all_a, len(s))[:, None]], axis=1)
+        rep = np.repeat(s, n_a, axis=0)
+        u = np.mean([twin.predict(rep, acts, seed=seed + 7919 * i + k, sample=True)["utility"]
+                     for k in range(futures)], axis=0)
+        out[i:i + len(s)] = u.reshape(len(s), n_a)
     return out
 
 

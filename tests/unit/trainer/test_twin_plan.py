@@ -110,6 +110,8 @@ def test_sampled_futures_are_seeded_and_average_the_twin_s_draws():
     rows = np.array([3, 11])
     a = twin_utilities(twin, data, rows, futures=3, seed=5)
     np.testing.assert_array_equal(a, twin_utilities(twin, data, rows, futures=3, seed=5))
+    # the draws do not depend on how the mean path batches its states
+    np.testing.assert_array_equal(a, twin_utilities(twin, data, rows, futures=3, seed=5, chunk=1))
     assert not np.array_equal(a, twin_utilities(twin, data, rows, futures=3, seed=6))
     one = [twin_utilities(twin, data, rows, futures=1, seed=5)]
     assert not np.allclose(a, one[0])  # three draws, not one
