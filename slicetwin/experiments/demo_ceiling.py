@@ -38,7 +38,7 @@ from slicetwin.sim.config import SimConfig
 from slicetwin.sim.search import best_split, contributions, diagonal_clones, step_diagonal
 from slicetwin.sim.simulator import RanSimulator
 
-RECENT_S = 300.0  # the demo's "last 5 minutes"
+RECENT_S = 300.0  # the demo's "last 5 minutes" (slicetwin.ops.demo.shadow.RECENT_S; a sibling layer)
 FLOOR_MARGIN = 0.05  # issue 15: the served policy ends >= 5 % above best fixed
 TUNE_WINDOWS, TUNE_CELLS = 50, 2  # how the demo tunes its shadow heuristic (training seed 0)
 POLICIES = ("proportional", "tuned_proportional", "planner", "oracle")
